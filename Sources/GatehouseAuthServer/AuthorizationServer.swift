@@ -1,0 +1,167 @@
+import GatehouseConfiguration
+import GatehouseStore
+import GatehouseTokens
+import Hummingbird
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import ServiceLifecycle
+
+/// The OAuth 2.0 authorization server: owns the grant logic, the sign-in state and the HTTP routes.
+public final class AuthorizationServer: Sendable {
+    public let configuration: AuthServerConfiguration
+    let store: any AuthStore
+    let clock: any AuthClock
+    let logger: Logger
+    let directory: ClientDirectory
+    let tokens: TokenService
+    let flow: AuthorizationFlow
+    let sessions: SessionStore
+    let pending: PendingAuthorizations
+    let passwords: PasswordHasher
+    let pages: Pages
+    let metadataJSON: NIOLockedValueBox<String>
+
+    /// Name of the browser session cookie.
+    public static let sessionCookie = "gatehouse_session"
+
+    public init(configuration: AuthServerConfiguration, store: any AuthStore, clock: any AuthClock = SystemAuthClock(), logger: Logger) throws {
+        self.configuration = configuration
+        self.store = store
+        self.clock = clock
+        self.logger = logger
+        self.directory = ClientDirectory(store: store, clock: clock)
+        self.passwords = PasswordHasher(cost: configuration.login.bcryptCost)
+        let throttle = NIOLockedValueBox(
+            LoginThrottle(
+                policy: .init(
+                    maxFailuresBeforeDelay: configuration.login.maxFailuresBeforeDelay, baseDelay: configuration.login.baseDelay,
+                    maxDelay: configuration.login.maxDelay, failureWindow: configuration.login.failureWindow
+                )
+            )
+        )
+        self.tokens = TokenService(configuration: configuration, store: store, clock: clock, directory: directory, passwords: passwords, throttle: throttle, logger: logger)
+        self.pending = PendingAuthorizations()
+        self.flow = AuthorizationFlow(configuration: configuration, store: store, clock: clock, directory: directory, pending: pending, logger: logger)
+        self.sessions = SessionStore(lifetime: configuration.login.sessionLifetime)
+        self.pages = try Pages()
+        self.metadataJSON = NIOLockedValueBox(Self.metadata(configuration: configuration, scopes: []))
+    }
+
+    // MARK: Registration from configuration
+
+    /// Registers the configuration's clients and users in the store (replacing earlier copies of them) and
+    /// removes configuration clients that are gone from the file. Passwords are bcrypt-hashed off the event loop.
+    public func registerConfiguredClientsAndUsers() async throws {
+        for client in configuration.clients {
+            try await store.upsertClient(Self.clientRecord(client))
+        }
+        try await store.removeConfigurationClients(notIn: Set(configuration.clients.map(\.id)))
+        for user in configuration.users {
+            let existing = try await store.user(username: user.username)
+            let hash: String
+            switch user.password {
+            case .bcrypt(let value):
+                hash = value
+            case .plaintext(let password):
+                if let existing, try await passwords.verify(password, hash: existing.passwordHash) { continue }
+                hash = try await passwords.hash(password)
+            }
+            try await store.upsertUser(UserRecord(id: existing?.id ?? "usr_" + String(SecureToken.generate().prefix(22)), username: user.username, passwordHash: hash))
+        }
+        directory.invalidate()
+        try await refreshMetadata()
+    }
+
+    /// The stored form of a configured client.
+    public static func clientRecord(_ client: ClientRegistration) -> ClientRecord {
+        let secretHash: String?
+        switch client.secret {
+        case .plaintext(let secret): secretHash = SecureToken.hash(secret)
+        case .sha256Hex(let hex): secretHash = Base64URL.encode(hexBytes(hex))
+        case nil: secretHash = nil
+        }
+        return ClientRecord(
+            id: client.id, name: client.name, type: client.type.rawValue, secretHash: secretHash,
+            grants: GrantType.allCases.filter { client.grants.contains($0) }.map(\.rawValue), scopes: client.scopes,
+            redirectURIs: client.redirectURIs, fromConfiguration: true
+        )
+    }
+
+    private static func hexBytes(_ hex: String) -> [UInt8] {
+        var bytes: [UInt8] = []
+        var iterator = hex.utf8.makeIterator()
+        func value(_ byte: UInt8) -> UInt8 { byte <= 57 ? byte - 48 : byte - 87 }
+        while let high = iterator.next(), let low = iterator.next() { bytes.append(value(high) << 4 | value(low)) }
+        return bytes
+    }
+
+    // MARK: Metadata
+
+    func refreshMetadata() async throws {
+        let scopes = Set(try await store.listClients().flatMap(\.scopes)).sorted()
+        metadataJSON.withLockedValue { $0 = Self.metadata(configuration: configuration, scopes: scopes) }
+    }
+
+    /// RFC 8414 authorization server metadata.
+    static func metadata(configuration: AuthServerConfiguration, scopes: [String]) -> String {
+        let issuer = configuration.issuer
+        var json = JSONWriter()
+        json.add("issuer", issuer)
+        json.add("authorization_endpoint", issuer + "/authorize")
+        json.add("token_endpoint", issuer + "/token")
+        json.add("scopes_supported", scopes)
+        json.add("response_types_supported", ["code", "token"])
+        json.add("response_modes_supported", ["query", "fragment"])
+        json.add("grant_types_supported", GrantType.allCases.map(\.rawValue))
+        json.add("token_endpoint_auth_methods_supported", ["client_secret_basic", "client_secret_post", "none"])
+        json.add("code_challenge_methods_supported", [PKCE.s256])
+        json.add("authorization_response_iss_parameter_supported", true)
+        return json.finish()
+    }
+
+    // MARK: Maintenance
+
+    /// Deletes expired codes, tokens, sessions and pending requests.
+    public func purgeExpired() async {
+        let now = clock.now()
+        sessions.purge(now: now)
+        pending.purge(now: now)
+        do {
+            let removed = try await store.purgeExpired(now: now)
+            if removed > 0 { logger.debug("purged expired rows", metadata: ["rows": "\(removed)"]) }
+        } catch {
+            logger.error("purge failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Builds the HTTP application (a `Service`). `onListening` receives the bound port.
+    public func application(host: String, port: Int, onListening: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+        Application(
+            router: makeRouter(),
+            configuration: .init(address: .hostname(host, port: port), serverName: "gatehouse", backlog: 4096),
+            onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
+            logger: logger
+        )
+    }
+}
+
+/// Runs the store purge on an interval until graceful shutdown.
+public struct AuthMaintenanceService: Service {
+    let server: AuthorizationServer
+    let interval: Duration
+
+    public init(server: AuthorizationServer, interval: Duration = .seconds(60)) {
+        self.server = server
+        self.interval = interval
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do { try await Task.sleep(for: interval) } catch { return }
+                await server.purgeExpired()
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+import GatehouseStore
+import GatehouseTokens
+import NIOConcurrencyHelpers
+
+/// Client lookups for every request, served from memory and re-read from the store after `ttl` seconds, so a
+/// client removed with `gatehouse clients remove` (another process) stops working within that time.
+final class ClientDirectory: Sendable {
+    private struct Cached {
+        var client: ClientRecord?
+        var loadedAt: Int
+    }
+
+    private let store: any AuthStore
+    private let clock: any AuthClock
+    private let ttl: Int
+    private let cache = NIOLockedValueBox([String: Cached]())
+
+    init(store: any AuthStore, clock: any AuthClock, ttl: Int = 5) {
+        self.store = store
+        self.clock = clock
+        self.ttl = ttl
+    }
+
+    func client(id: String) async throws -> ClientRecord? {
+        let now = clock.now()
+        if let cached = cache.withLockedValue({ $0[id] }), now - cached.loadedAt < ttl { return cached.client }
+        let client = try await store.client(id: id)
+        cache.withLockedValue { cache in
+            if cache.count > 10_000 { cache.removeAll(keepingCapacity: true) }  // unknown ids must not grow it without bound
+            cache[id] = Cached(client: client, loadedAt: now)
+        }
+        return client
+    }
+
+    func invalidate() {
+        cache.withLockedValue { $0.removeAll() }
+    }
+}
+
+/// Client authentication at the token endpoint (RFC 6749 §2.3): `client_secret_basic`, `client_secret_post`,
+/// or `none` for public clients. Any failure is `invalid_client`, answered 401 with `WWW-Authenticate: Basic`.
+struct ClientAuthenticator: Sendable {
+    let directory: ClientDirectory
+
+    func authenticate(authorization: String?, form: FormParameters) async throws -> ClientRecord {
+        var clientID: String
+        var secret: String?
+        if let authorization {
+            guard authorization.count > 6, authorization.prefix(6).lowercased() == "basic " else {
+                throw OAuthError(.invalidClient, "unsupported authorization scheme; use HTTP Basic")
+            }
+            guard let decoded = Base64URL.decode(standardToURL(authorization.dropFirst(6))),
+                let text = String(validating: decoded, as: UTF8.self),
+                let colon = text.firstIndex(of: ":"),
+                let id = FormParameters.decode(text[..<colon]),
+                let password = FormParameters.decode(text[text.index(after: colon)...])
+            else {
+                throw OAuthError(.invalidClient, "malformed HTTP Basic credentials")
+            }
+            guard form["client_secret"] == nil else {
+                throw OAuthError(.invalidRequest, "use one client authentication method, not both")
+            }
+            if let formID = form["client_id"], formID != id {
+                throw OAuthError(.invalidRequest, "client_id does not match the authenticated client")
+            }
+            clientID = id
+            secret = password
+        } else if let id = form["client_id"] {
+            clientID = id
+            secret = form["client_secret"]
+        } else {
+            throw OAuthError(.invalidClient, "client authentication is required")
+        }
+        guard let client = try await directory.client(id: clientID) else {
+            throw OAuthError(.invalidClient, "client authentication failed")
+        }
+        if client.isPublic {
+            guard secret == nil || secret == "" else { throw OAuthError(.invalidClient, "client authentication failed") }
+            return client
+        }
+        guard let secret, !secret.isEmpty, let stored = client.secretHash,
+            SecureToken.constantTimeEquals(SecureToken.hash(secret), stored)
+        else {
+            throw OAuthError(.invalidClient, "client authentication failed")
+        }
+        return client
+    }
+
+    private func standardToURL(_ text: Substring) -> String {
+        String(text.trimmingPrefix(" ").map { $0 == "+" ? "-" : $0 == "/" ? "_" : $0 })
+    }
+}

@@ -1,0 +1,33 @@
+import GatehouseStore
+
+/// The decision for a refresh-token request. Pure: no I/O.
+///
+/// Every use rotates the token. A rotated token presented again within the grace period still succeeds (a
+/// client's concurrent refreshes, or a response lost in transit); after it, the reuse means the token leaked,
+/// so the whole family is revoked.
+enum RefreshRotation: Equatable {
+    /// First use: rotate and issue with this scope.
+    case rotate(scope: String)
+    /// Second use within the grace period: issue again with this scope, in the same family.
+    case reissueWithinGrace(scope: String)
+    /// Reuse after the grace period: revoke the family and refuse.
+    case revokeFamily(familyID: String, OAuthError)
+    case refuse(OAuthError)
+
+    static func decide(_ token: TokenRecord, clientID: String, requestedScope: String?, now: Int, grace: Int) -> RefreshRotation {
+        let invalid = OAuthError(.invalidGrant, "the refresh token is invalid, expired or revoked")
+        guard token.kind == .refresh, token.clientID == clientID else { return .refuse(invalid) }
+        guard !token.revoked else { return .refuse(invalid) }
+        guard now < token.expiresAt, now < (token.familyExpiresAt ?? Int.max) else { return .refuse(invalid) }
+        let scope: String
+        do {
+            scope = try Scopes.narrow(requested: requestedScope, granted: token.scope)
+        } catch {
+            return .refuse(error)
+        }
+        guard let rotatedAt = token.rotatedAt else { return .rotate(scope: scope) }
+        if now - rotatedAt <= grace { return .reissueWithinGrace(scope: scope) }
+        guard let familyID = token.familyID else { return .refuse(invalid) }
+        return .revokeFamily(familyID: familyID, OAuthError(.invalidGrant, "the refresh token was already used; its token family is revoked"))
+    }
+}

@@ -1,0 +1,168 @@
+import GatehouseTokens
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+extension AuthorizationServer {
+    func makeRouter() -> Router<AuthRequestContext> {
+        let router = Router(context: AuthRequestContext.self)
+        router.add(middleware: RequestIDMiddleware(logger: logger))
+
+        router.get("/.well-known/oauth-authorization-server") { _, _ in self.metadataResponse() }
+        router.get("/.well-known/openid-configuration") { _, _ in self.metadataResponse() }
+        router.get("/healthz") { _, _ in Responses.json("{\"status\":\"ok\"}") }
+        router.post("/token") { request, context in try await self.tokenEndpoint(request, context) }
+        router.get("/authorize") { request, context in try await self.authorizeEndpoint(request, context) }
+        router.get("/login") { request, context in self.loginPage(request, context) }
+        router.post("/login") { request, context in try await self.loginSubmit(request, context) }
+        router.get("/consent") { request, context in self.consentPage(request, context) }
+        router.post("/consent") { request, context in try await self.consentSubmit(request, context) }
+        return router
+    }
+
+    private func metadataResponse() -> Response {
+        Responses.json(metadataJSON.withLockedValue { $0 }, noStore: false, extra: [.cacheControl: "public, max-age=300"])
+    }
+
+    // MARK: Token endpoint
+
+    private func tokenEndpoint(_ request: Request, _ context: AuthRequestContext) async throws -> Response {
+        let form: FormParameters
+        switch await readForm(request, context) {
+        case .success(let parsed): form = parsed
+        case .failure(let error): return Responses.oauthError(error, requestID: context.requestID)
+        }
+        do {
+            let issued = try await tokens.token(form: form, authorization: request.headers[.authorization], remoteAddress: context.remoteAddress)
+            return Responses.json(issued.json)
+        } catch {
+            return Responses.oauthError(error, requestID: context.requestID)
+        }
+    }
+
+    /// Reads a form body, with RFC 6749's rules: form content type, no repeated parameters.
+    private func readForm(_ request: Request, _ context: AuthRequestContext) async -> Result<FormParameters, OAuthError> {
+        guard let contentType = request.headers[.contentType], contentType.lowercased().hasPrefix("application/x-www-form-urlencoded") else {
+            return .failure(OAuthError(.invalidRequest, "the body must be application/x-www-form-urlencoded"))
+        }
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: context.maxUploadSize)
+        } catch {
+            return .failure(OAuthError(.invalidRequest, "the request body is too large"))
+        }
+        do {
+            return .success(try FormParameters.parse(String(buffer: body)))
+        } catch .duplicate(let name) {
+            return .failure(OAuthError(.invalidRequest, "parameter '\(name)' appears more than once"))
+        } catch {
+            return .failure(OAuthError(.invalidRequest, "the body is not correctly form-encoded"))
+        }
+    }
+
+    // MARK: Authorization endpoint and pages
+
+    private var secureCookies: Bool { !configuration.isLoopbackHTTPIssuer }
+
+    private func cookie(_ value: String) -> String {
+        "\(Self.sessionCookie)=\(value); Path=/; Max-Age=\(configuration.login.sessionLifetime); HttpOnly; SameSite=Lax" + (secureCookies ? "; Secure" : "")
+    }
+
+    private func sessionID(_ request: Request) -> String? {
+        request.cookies[Self.sessionCookie]?.value
+    }
+
+    private func render(_ outcome: AuthorizationOutcome, cookies: [String] = []) -> Response {
+        switch outcome {
+        case .redirect(let location): Responses.seeOther(location, cookies: cookies)
+        case .errorPage(let heading, let message): Responses.html(pages.error(heading: heading, message: message), status: .badRequest, cookies: cookies)
+        }
+    }
+
+    private func authorizeEndpoint(_ request: Request, _ context: AuthRequestContext) async throws -> Response {
+        let now = clock.now()
+        var cookies: [String] = []
+        var id = sessionID(request)
+        if sessions.session(id: id, now: now) == nil {
+            let created = sessions.create(now: now)
+            id = created.id
+            cookies.append(cookie(created.id))
+        }
+        guard let sessionID = id else { return render(.errorPage(heading: "Error", message: "no session")) }
+        let (outcome, requestID) = try await flow.start(query: request.uri.query, sessionID: sessionID)
+        // Already signed in: skip the sign-in page.
+        if let requestID, let session = sessions.session(id: sessionID, now: now), session.userID != nil,
+            let pendingRequest = pending.get(requestID, sessionID: sessionID, now: now)
+        {
+            return render(try await flow.afterSignIn(requestID: requestID, request: pendingRequest, session: session), cookies: cookies)
+        }
+        return render(outcome, cookies: cookies)
+    }
+
+    private static let expiredMessage = "This sign-in request has expired or was opened in another browser. Return to the application and start again."
+
+    private func loginPage(_ request: Request, _ context: AuthRequestContext) -> Response {
+        let now = clock.now()
+        let requestID = request.uri.queryParameters["request"].map(String.init)
+        guard let id = sessionID(request), let session = sessions.session(id: id, now: now),
+            let requestID, let pendingRequest = pending.get(requestID, sessionID: id, now: now)
+        else {
+            return render(.errorPage(heading: "Sign-in expired", message: Self.expiredMessage))
+        }
+        return Responses.html(pages.login(clientName: pendingRequest.clientName, csrfToken: session.csrfToken, requestID: requestID))
+    }
+
+    private func loginSubmit(_ request: Request, _ context: AuthRequestContext) async throws -> Response {
+        let now = clock.now()
+        guard case .success(let form) = await readForm(request, context),
+            let id = sessionID(request), let session = sessions.session(id: id, now: now),
+            let csrf = form["csrf_token"], SecureToken.constantTimeEquals(csrf, session.csrfToken),
+            let requestID = form["request"], let pendingRequest = pending.get(requestID, sessionID: id, now: now)
+        else {
+            return render(.errorPage(heading: "Sign-in expired", message: Self.expiredMessage))
+        }
+        let username = form["username"] ?? ""
+        let password = form["password"] ?? ""
+        do {
+            let user = try await tokens.verifyPassword(username: username, password: password, remoteAddress: context.remoteAddress)
+            let newID = sessions.signIn(replacing: id, userID: user.id, username: user.username, now: clock.now())
+            pending.rebind(requestID, toSession: newID)
+            guard let signedIn = sessions.session(id: newID, now: clock.now()) else {
+                return render(.errorPage(heading: "Sign-in expired", message: Self.expiredMessage))
+            }
+            let outcome = try await flow.afterSignIn(requestID: requestID, request: pendingRequest, session: signedIn)
+            return render(outcome, cookies: [cookie(newID)])
+        } catch let error as OAuthError {
+            let message = error.retryAfter.map { "Too many failed attempts. Try again in \($0) seconds." } ?? "The username or password is wrong."
+            let page = pages.login(clientName: pendingRequest.clientName, csrfToken: session.csrfToken, requestID: requestID, username: username, error: message)
+            return Responses.html(page, status: error.retryAfter == nil ? .ok : .tooManyRequests)
+        }
+    }
+
+    private func consentPage(_ request: Request, _ context: AuthRequestContext) -> Response {
+        let now = clock.now()
+        let requestID = request.uri.queryParameters["request"].map(String.init)
+        guard let id = sessionID(request), let session = sessions.session(id: id, now: now),
+            let requestID, let pendingRequest = pending.get(requestID, sessionID: id, now: now)
+        else {
+            return render(.errorPage(heading: "Sign-in expired", message: Self.expiredMessage))
+        }
+        guard let username = session.username else { return Responses.seeOther("/login?request=\(requestID)") }
+        return Responses.html(pages.consent(clientName: pendingRequest.clientName, username: username, scopes: pendingRequest.scopes, csrfToken: session.csrfToken, requestID: requestID))
+    }
+
+    private func consentSubmit(_ request: Request, _ context: AuthRequestContext) async throws -> Response {
+        let now = clock.now()
+        guard case .success(let form) = await readForm(request, context),
+            let id = sessionID(request), let session = sessions.session(id: id, now: now),
+            let csrf = form["csrf_token"], SecureToken.constantTimeEquals(csrf, session.csrfToken),
+            let requestID = form["request"], let pendingRequest = pending.get(requestID, sessionID: id, now: now)
+        else {
+            return render(.errorPage(heading: "Sign-in expired", message: Self.expiredMessage))
+        }
+        guard let decision = form["decision"], decision == "approve" || decision == "deny" else {
+            return render(.errorPage(heading: "Invalid request", message: "Choose Allow or Deny."))
+        }
+        return render(try await flow.consent(approved: decision == "approve", requestID: requestID, request: pendingRequest, session: session))
+    }
+}

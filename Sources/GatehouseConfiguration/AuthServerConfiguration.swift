@@ -1,0 +1,369 @@
+import Yams
+
+/// The OAuth 2.0 grants a client may be registered for.
+public enum GrantType: String, Sendable, CaseIterable, Hashable {
+    case authorizationCode = "authorization_code"
+    case implicit = "implicit"
+    case password = "password"
+    case clientCredentials = "client_credentials"
+    case refreshToken = "refresh_token"
+}
+
+/// Whether a client can keep a secret (RFC 6749 §2.1).
+public enum ClientType: String, Sendable, Hashable {
+    case confidential
+    case `public`
+}
+
+/// A client secret as configured: plaintext (hashed before it is stored) or already hashed.
+public enum ClientSecret: Sendable, Equatable {
+    case plaintext(String)
+    /// Lower-case hex SHA-256 of the secret.
+    case sha256Hex(String)
+}
+
+/// A client registered from the configuration file.
+public struct ClientRegistration: Sendable, Equatable {
+    public var id: String
+    public var name: String
+    public var type: ClientType
+    public var secret: ClientSecret?
+    public var grants: Set<GrantType>
+    public var scopes: [String]
+    public var redirectURIs: [String]
+
+    public init(id: String, name: String? = nil, type: ClientType, secret: ClientSecret?, grants: Set<GrantType>, scopes: [String], redirectURIs: [String]) {
+        self.id = id
+        self.name = name ?? id
+        self.type = type
+        self.secret = secret
+        self.grants = grants
+        self.scopes = scopes
+        self.redirectURIs = redirectURIs
+    }
+}
+
+/// A user password as configured: plaintext (bcrypt-hashed before it is stored) or a bcrypt hash.
+public enum UserPassword: Sendable, Equatable {
+    case plaintext(String)
+    case bcrypt(String)
+}
+
+/// A user registered from the configuration file.
+public struct UserRegistration: Sendable, Equatable {
+    public var username: String
+    public var password: UserPassword
+
+    public init(username: String, password: UserPassword) {
+        self.username = username
+        self.password = password
+    }
+}
+
+/// Everything the authorization server reads from its YAML file. Every field has a documented default.
+public struct AuthServerConfiguration: Sendable, Equatable {
+    /// Where the server listens.
+    public struct Listen: Sendable, Equatable {
+        /// Default `127.0.0.1`.
+        public var host: String = "127.0.0.1"
+        /// Default `9000`.
+        public var port: Int = 9000
+        public init(host: String = "127.0.0.1", port: Int = 9000) {
+            self.host = host
+            self.port = port
+        }
+    }
+
+    /// How SQLite commits.
+    public enum Synchronous: String, Sendable, Equatable {
+        /// fsync on every commit: survives power loss as well as process crashes.
+        case full
+        /// fsync at checkpoints only (WAL): survives process crashes (`kill -9`), may lose the last commits on power loss.
+        case normal
+    }
+
+    /// The embedded store.
+    public struct Storage: Sendable, Equatable {
+        /// Database file, relative to the data directory. Default `auth.sqlite`.
+        public var sqliteFile: String = "auth.sqlite"
+        /// Default `.full`.
+        public var synchronous: Synchronous = .full
+        public init(sqliteFile: String = "auth.sqlite", synchronous: Synchronous = .full) {
+            self.sqliteFile = sqliteFile
+            self.synchronous = synchronous
+        }
+    }
+
+    /// Lifetimes in seconds.
+    public struct Tokens: Sendable, Equatable {
+        /// Default 1 hour.
+        public var accessTokenLifetime: Int = 3600
+        /// Implicit-grant access tokens travel in a URL fragment, so they live shorter. Default 15 minutes.
+        public var implicitAccessTokenLifetime: Int = 900
+        /// Default 60 seconds.
+        public var authorizationCodeLifetime: Int = 60
+        /// A refresh token unused for this long expires. Default 14 days.
+        public var refreshTokenIdleLifetime: Int = 14 * 86400
+        /// No refresh token of a family outlives this, however often it is rotated. Default 90 days.
+        public var refreshTokenAbsoluteLifetime: Int = 90 * 86400
+        /// A rotated refresh token presented again within this period still succeeds (concurrent refreshes).
+        /// Default 5 seconds.
+        public var refreshTokenReuseGrace: Int = 5
+        public init() {}
+    }
+
+    /// PKCE policy.
+    public struct PKCEPolicy: Sendable, Equatable {
+        /// Public clients always need PKCE; confidential ones too unless this is false. Default true.
+        public var requireForConfidentialClients: Bool = true
+        public init(requireForConfidentialClients: Bool = true) {
+            self.requireForConfidentialClients = requireForConfidentialClients
+        }
+    }
+
+    /// Sign-in policy: throttling, hashing and sessions.
+    public struct Login: Sendable, Equatable {
+        /// Failures allowed before each further attempt must wait. Default 5.
+        public var maxFailuresBeforeDelay: Int = 5
+        /// The first delay; it doubles with each further failure. Default 1 second.
+        public var baseDelay: Int = 1
+        /// The delay never grows past this. Default 15 minutes.
+        public var maxDelay: Int = 900
+        /// Failures older than this are forgotten. Default 15 minutes.
+        public var failureWindow: Int = 900
+        /// bcrypt cost for stored passwords. Default 10.
+        public var bcryptCost: Int = 10
+        /// Sign-in sessions last this long. Default 8 hours.
+        public var sessionLifetime: Int = 8 * 3600
+        public init() {}
+    }
+
+    /// The issuer identifier (RFC 8414): an https URL, or http on loopback for development.
+    public var issuer: String
+    public var listen: Listen
+    /// Data directory from the file; the command line's `--data-dir` takes precedence. Default `./gatehouse-data`.
+    public var dataDirectory: String?
+    public var storage: Storage
+    public var tokens: Tokens
+    public var pkce: PKCEPolicy
+    public var login: Login
+    public var clients: [ClientRegistration]
+    public var users: [UserRegistration]
+
+    public init(
+        issuer: String,
+        listen: Listen = .init(),
+        dataDirectory: String? = nil,
+        storage: Storage = .init(),
+        tokens: Tokens = .init(),
+        pkce: PKCEPolicy = .init(),
+        login: Login = .init(),
+        clients: [ClientRegistration] = [],
+        users: [UserRegistration] = []
+    ) {
+        self.issuer = issuer
+        self.listen = listen
+        self.dataDirectory = dataDirectory
+        self.storage = storage
+        self.tokens = tokens
+        self.pkce = pkce
+        self.login = login
+        self.clients = clients
+        self.users = users
+    }
+
+    /// Whether the issuer is plain http on a loopback address (development): cookies may then drop `Secure`.
+    public var isLoopbackHTTPIssuer: Bool {
+        guard let url = ParsedURL(issuer), url.scheme == "http" else { return false }
+        return url.isLoopback
+    }
+
+    /// Loads and validates a file completely; the error names the file and the key.
+    public static func load(file: String, environment: [String: String]) throws -> AuthServerConfiguration {
+        guard let text = FileReading.read(file) else {
+            throw ConfigurationError(code: .unreadableFile, file: file, keyPath: "", reason: "cannot read the file")
+        }
+        let directory = file.contains("/") ? String(file[..<file.lastIndex(of: "/")!]) : "."
+        return try parse(yaml: text, file: file, environment: environment, baseDirectory: directory)
+    }
+
+    /// Parses and validates YAML text.
+    public static func parse(yaml: String, file: String = "<string>", environment: [String: String] = [:], baseDirectory: String = ".") throws -> AuthServerConfiguration {
+        let node: Node?
+        do {
+            node = try Yams.compose(yaml: yaml)
+        } catch {
+            throw ConfigurationError(code: .invalidYAML, file: file, keyPath: "", reason: "not valid YAML: \(error)")
+        }
+        var root = try YAMLMappingReader(node: node, file: file, path: "")
+
+        let issuer = try root.requiredString("issuer")
+        guard let issuerURL = ParsedURL(issuer), issuerURL.query == nil, issuerURL.fragment == nil else {
+            throw root.error("issuer", "must be an absolute http(s) URL without query or fragment, got '\(issuer)'")
+        }
+        guard issuerURL.scheme == "https" || issuerURL.isLoopback else {
+            throw root.error("issuer", "must use https (http is allowed only on a loopback address)")
+        }
+        guard !issuer.hasSuffix("/") else { throw root.error("issuer", "must not end with '/'") }
+
+        var configuration = AuthServerConfiguration(issuer: issuer)
+
+        var listen = try root.mapping("listen")
+        if let host = try listen.string("host") { configuration.listen.host = host }
+        if let port = try listen.int("port", range: 0...65535) { configuration.listen.port = port }
+        try listen.finish()
+
+        configuration.dataDirectory = try root.string("data_dir")
+
+        var storage = try root.mapping("storage")
+        var sqlite = try storage.mapping("sqlite")
+        if let file = try sqlite.string("file") { configuration.storage.sqliteFile = file }
+        if let mode = try sqlite.string("synchronous") {
+            guard let value = Synchronous(rawValue: mode) else { throw sqlite.error("synchronous", "expected full or normal, got '\(mode)'") }
+            configuration.storage.synchronous = value
+        }
+        try sqlite.finish()
+        try storage.finish()
+
+        var tokens = try root.mapping("tokens")
+        if let value = try tokens.duration("access_token_lifetime", minimum: 1) { configuration.tokens.accessTokenLifetime = value }
+        if let value = try tokens.duration("implicit_access_token_lifetime", minimum: 1) { configuration.tokens.implicitAccessTokenLifetime = value }
+        if let value = try tokens.duration("authorization_code_lifetime", minimum: 1) {
+            guard value <= 600 else { throw tokens.error("authorization_code_lifetime", "must be at most 10m (RFC 6749 §4.1.2)") }
+            configuration.tokens.authorizationCodeLifetime = value
+        }
+        if let value = try tokens.duration("refresh_token_idle_lifetime", minimum: 1) { configuration.tokens.refreshTokenIdleLifetime = value }
+        if let value = try tokens.duration("refresh_token_absolute_lifetime", minimum: 1) { configuration.tokens.refreshTokenAbsoluteLifetime = value }
+        if let value = try tokens.duration("refresh_token_reuse_grace") {
+            guard value <= 60 else { throw tokens.error("refresh_token_reuse_grace", "must be at most 60s: a longer grace weakens reuse detection") }
+            configuration.tokens.refreshTokenReuseGrace = value
+        }
+        try tokens.finish()
+        if configuration.tokens.refreshTokenIdleLifetime > configuration.tokens.refreshTokenAbsoluteLifetime {
+            throw ConfigurationError(code: .invalidValue, file: file, keyPath: "tokens.refresh_token_idle_lifetime", reason: "must not exceed refresh_token_absolute_lifetime")
+        }
+
+        var pkce = try root.mapping("pkce")
+        if let value = try pkce.bool("require_for_confidential_clients") { configuration.pkce.requireForConfidentialClients = value }
+        try pkce.finish()
+
+        var login = try root.mapping("login")
+        if let value = try login.int("max_failures_before_delay", range: 1...1000) { configuration.login.maxFailuresBeforeDelay = value }
+        if let value = try login.duration("base_delay", minimum: 1) { configuration.login.baseDelay = value }
+        if let value = try login.duration("max_delay", minimum: 1) { configuration.login.maxDelay = value }
+        if let value = try login.duration("failure_window", minimum: 1) { configuration.login.failureWindow = value }
+        if let value = try login.int("bcrypt_cost", range: 4...31) { configuration.login.bcryptCost = value }
+        if let value = try login.duration("session_lifetime", minimum: 60) { configuration.login.sessionLifetime = value }
+        try login.finish()
+
+        var clientIDs = Set<String>()
+        for var client in try root.list("clients") ?? [] {
+            let registration = try parseClient(&client, environment: environment, baseDirectory: baseDirectory)
+            guard clientIDs.insert(registration.id).inserted else {
+                throw client.error("id", "client '\(registration.id)' is registered twice")
+            }
+            try client.finish()
+            configuration.clients.append(registration)
+        }
+
+        var usernames = Set<String>()
+        for var user in try root.list("users") ?? [] {
+            let username = try user.requiredString("username")
+            guard usernames.insert(username).inserted else { throw user.error("username", "user '\(username)' is registered twice") }
+            let plaintext = try user.secret("password", environment: environment, baseDirectory: baseDirectory)
+            let hash = try user.string("password_bcrypt")
+            switch (plaintext, hash) {
+            case (let password?, nil): configuration.users.append(.init(username: username, password: .plaintext(password)))
+            case (nil, let hash?):
+                guard hash.hasPrefix("$2") else { throw user.error("password_bcrypt", "expected a bcrypt hash ($2a$/$2b$/$2y$)") }
+                configuration.users.append(.init(username: username, password: .bcrypt(hash)))
+            case (nil, nil): throw user.error("password", "a password (or password_bcrypt) is required", code: .missingSecret)
+            case (_?, _?): throw user.error("password", "give password or password_bcrypt, not both")
+            }
+            try user.finish()
+        }
+
+        try root.finish()
+        return configuration
+    }
+
+    private static func parseClient(_ client: inout YAMLMappingReader, environment: [String: String], baseDirectory: String) throws -> ClientRegistration {
+        let id = try client.requiredString("id")
+        guard id.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ":") }) else {
+            throw client.error("id", "must be visible ASCII without ':' (it travels in HTTP Basic credentials)")
+        }
+        let name = try client.string("name")
+        let typeText = try client.string("type") ?? "confidential"
+        guard let type = ClientType(rawValue: typeText) else { throw client.error("type", "expected confidential or public, got '\(typeText)'") }
+
+        let plaintext = try client.secret("secret", environment: environment, baseDirectory: baseDirectory)
+        let hashed = try client.string("secret_sha256")
+        var secret: ClientSecret?
+        switch (plaintext, hashed) {
+        case (let value?, nil): secret = .plaintext(value)
+        case (nil, let hex?):
+            guard hex.utf8.count == 64, hex.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else {
+                throw client.error("secret_sha256", "expected 64 lower-case hex characters")
+            }
+            secret = .sha256Hex(hex)
+        case (nil, nil): secret = nil
+        case (_?, _?): throw client.error("secret", "give secret or secret_sha256, not both")
+        }
+        if type == .confidential && secret == nil {
+            throw client.error("secret", "a confidential client needs a secret (inline, {env: NAME}, {file: PATH} or secret_sha256)", code: .missingSecret)
+        }
+        if type == .public && secret != nil {
+            throw client.error("secret", "a public client has no secret")
+        }
+
+        var grants = Set<GrantType>()
+        let grantNames = try client.stringList("grants") ?? []
+        guard !grantNames.isEmpty else { throw client.error("grants", "list at least one grant", code: .missingKey) }
+        for (index, name) in grantNames.enumerated() {
+            guard let grant = GrantType(rawValue: name) else {
+                let known = GrantType.allCases.map(\.rawValue).joined(separator: ", ")
+                throw ConfigurationError(code: .invalidValue, file: client.file, keyPath: "\(client.keyPath("grants"))[\(index)]", reason: "unknown grant '\(name)' (known: \(known))")
+            }
+            grants.insert(grant)
+        }
+        if type == .public {
+            for grant in [GrantType.password, .clientCredentials] where grants.contains(grant) {
+                throw client.error("grants", "a public client cannot use \(grant.rawValue)")
+            }
+        }
+
+        let scopes = try client.stringList("scopes") ?? []
+        for (index, scope) in scopes.enumerated() where !ScopeSyntax.isValidToken(scope) {
+            throw ConfigurationError(code: .invalidValue, file: client.file, keyPath: "\(client.keyPath("scopes"))[\(index)]", reason: "'\(scope)' is not a valid scope token (RFC 6749 §3.3)")
+        }
+
+        let redirectURIs = try client.stringList("redirect_uris") ?? []
+        for (index, uri) in redirectURIs.enumerated() {
+            guard let url = ParsedURL(uri), url.fragment == nil else {
+                throw ConfigurationError(code: .invalidValue, file: client.file, keyPath: "\(client.keyPath("redirect_uris"))[\(index)]", reason: "'\(uri)' is not an absolute URL without a fragment")
+            }
+            if url.scheme == "http" && !url.isLoopback {
+                throw ConfigurationError(code: .invalidValue, file: client.file, keyPath: "\(client.keyPath("redirect_uris"))[\(index)]", reason: "'\(uri)': plain http is allowed only for loopback redirect URIs")
+            }
+        }
+        if (grants.contains(.authorizationCode) || grants.contains(.implicit)) && redirectURIs.isEmpty {
+            throw client.error("redirect_uris", "authorization_code and implicit clients need at least one redirect URI", code: .missingKey)
+        }
+        return ClientRegistration(id: id, name: name, type: type, secret: secret, grants: grants, scopes: scopes, redirectURIs: redirectURIs)
+    }
+}
+
+/// Scope syntax from RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
+public enum ScopeSyntax {
+    public static func isValidToken(_ token: some StringProtocol) -> Bool {
+        !token.isEmpty && token.utf8.allSatisfy { $0 == 0x21 || (0x23...0x5B).contains($0) || (0x5D...0x7E).contains($0) }
+    }
+
+    /// Splits a space-delimited scope parameter; `nil` when it is malformed.
+    public static func parse(_ value: String) -> [String]? {
+        let tokens = value.split(separator: " ", omittingEmptySubsequences: false)
+        guard tokens.allSatisfy({ isValidToken($0) }) else { return nil }
+        var seen = Set<String>()
+        return tokens.map(String.init).filter { seen.insert($0).inserted }
+    }
+}

@@ -1,0 +1,65 @@
+/// Persistent state of the authorization server. Implementations must make every acknowledged write durable
+/// before they return (a token handed out is never lost on a crash).
+public protocol AuthStore: Sendable {
+    // Clients
+    func upsertClient(_ client: ClientRecord) async throws
+    func client(id: String) async throws -> ClientRecord?
+    func listClients() async throws -> [ClientRecord]
+    /// Removes a client and revokes its tokens. Returns whether it existed.
+    @discardableResult func removeClient(id: String) async throws -> Bool
+    /// Removes clients that came from configuration but are no longer in it.
+    func removeConfigurationClients(notIn ids: Set<String>) async throws
+
+    // Users
+    func upsertUser(_ user: UserRecord) async throws
+    func user(username: String) async throws -> UserRecord?
+    func user(id: String) async throws -> UserRecord?
+    /// Removes a user and revokes their tokens. Returns whether they existed.
+    @discardableResult func removeUser(username: String) async throws -> Bool
+
+    // Authorization codes
+    func insertCode(_ code: AuthorizationCodeRecord) async throws
+    /// Atomically marks a code used; tells whether this call did it or it had been used before.
+    func redeemCode(hash: String, at now: Int) async throws -> CodeRedemption
+
+    // Tokens
+    /// Stores tokens; returns once they are durable. Concurrent calls are committed together.
+    func insertTokens(_ tokens: [TokenRecord]) async throws
+    func token(hash: String) async throws -> TokenRecord?
+    /// Atomically marks a refresh token rotated at `now` unless it was rotated or revoked before.
+    func markRotated(hash: String, at now: Int) async throws -> RotationMark
+    /// Revokes every token of a family.
+    func revokeFamily(_ familyID: String) async throws
+    /// Revokes one token. Returns whether it existed.
+    @discardableResult func revokeToken(hash: String) async throws -> Bool
+
+    // Consent
+    func consentedScopes(userID: String, clientID: String) async throws -> Set<String>
+    func saveConsent(userID: String, clientID: String, scopes: Set<String>, at now: Int) async throws
+
+    /// Deletes expired codes and tokens; returns how many rows went.
+    @discardableResult func purgeExpired(now: Int) async throws -> Int
+
+    /// Closes connections. No call may follow.
+    func close() async throws
+}
+
+/// A storage failure that is not the caller's fault.
+public struct StoreError: Error, CustomStringConvertible, Sendable {
+    public enum Code: String, Sendable {
+        case openFailed
+        case migrationFailed
+        case queryFailed
+        case corruptRow
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(code: Code, message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code.rawValue): \(message)" }
+}

@@ -1,0 +1,137 @@
+/// A registered OAuth client as stored. Secrets are kept only as base64url(SHA-256(secret)).
+public struct ClientRecord: Sendable, Equatable {
+    public var id: String
+    public var name: String
+    /// `confidential` or `public`.
+    public var type: String
+    public var secretHash: String?
+    public var grants: [String]
+    public var scopes: [String]
+    public var redirectURIs: [String]
+    /// Clients registered from a configuration file are replaced on every start; others (CLI) are kept.
+    public var fromConfiguration: Bool
+
+    public init(id: String, name: String, type: String, secretHash: String?, grants: [String], scopes: [String], redirectURIs: [String], fromConfiguration: Bool) {
+        self.id = id
+        self.name = name
+        self.type = type
+        self.secretHash = secretHash
+        self.grants = grants
+        self.scopes = scopes
+        self.redirectURIs = redirectURIs
+        self.fromConfiguration = fromConfiguration
+    }
+
+    public var isPublic: Bool { type == "public" }
+}
+
+/// A user as stored: the password only as a bcrypt hash.
+public struct UserRecord: Sendable, Equatable {
+    /// Stable subject identifier (never reused), used as `sub`.
+    public var id: String
+    public var username: String
+    public var passwordHash: String
+
+    public init(id: String, username: String, passwordHash: String) {
+        self.id = id
+        self.username = username
+        self.passwordHash = passwordHash
+    }
+}
+
+/// An issued authorization code, keyed by its hash; single use.
+public struct AuthorizationCodeRecord: Sendable, Equatable {
+    public var codeHash: String
+    public var clientID: String
+    public var userID: String
+    public var redirectURI: String
+    /// Whether the authorization request named the redirect URI (then the token request must repeat it, RFC 6749 §4.1.3).
+    public var redirectURIWasGiven: Bool
+    public var scope: String
+    public var codeChallenge: String?
+    public var authTime: Int
+    public var issuedAt: Int
+    public var expiresAt: Int
+    /// Every token issued from this code carries this family id, so that a replay can revoke them all.
+    public var familyID: String
+    public var usedAt: Int?
+
+    public init(codeHash: String, clientID: String, userID: String, redirectURI: String, redirectURIWasGiven: Bool, scope: String, codeChallenge: String?, authTime: Int, issuedAt: Int, expiresAt: Int, familyID: String, usedAt: Int? = nil) {
+        self.codeHash = codeHash
+        self.clientID = clientID
+        self.userID = userID
+        self.redirectURI = redirectURI
+        self.redirectURIWasGiven = redirectURIWasGiven
+        self.scope = scope
+        self.codeChallenge = codeChallenge
+        self.authTime = authTime
+        self.issuedAt = issuedAt
+        self.expiresAt = expiresAt
+        self.familyID = familyID
+        self.usedAt = usedAt
+    }
+}
+
+/// What redeeming a code found.
+public enum CodeRedemption: Sendable, Equatable {
+    /// This call marked the code used: it may be exchanged once.
+    case redeemed(AuthorizationCodeRecord)
+    /// The code had been redeemed before: a replay.
+    case alreadyUsed(AuthorizationCodeRecord)
+    case notFound
+}
+
+/// Access or refresh token.
+public enum TokenKind: String, Sendable {
+    case access
+    case refresh
+}
+
+/// An issued opaque token, keyed by its hash.
+public struct TokenRecord: Sendable, Equatable {
+    public var tokenHash: String
+    public var kind: TokenKind
+    public var clientID: String
+    /// The user's id, or nil for client_credentials tokens.
+    public var userID: String?
+    public var scope: String
+    public var issuedAt: Int
+    public var expiresAt: Int
+    /// Tokens descending from one grant (a code, a password login) share a family: reuse revokes it all.
+    public var familyID: String?
+    /// The family's absolute end (refresh tokens).
+    public var familyExpiresAt: Int?
+    /// The grant that produced the token (for introspection and audits).
+    public var grantType: String
+    public var authTime: Int?
+    public var revoked: Bool
+    /// When a refresh token was exchanged for a new one.
+    public var rotatedAt: Int?
+
+    public init(tokenHash: String, kind: TokenKind, clientID: String, userID: String?, scope: String, issuedAt: Int, expiresAt: Int, familyID: String?, familyExpiresAt: Int?, grantType: String, authTime: Int?, revoked: Bool = false, rotatedAt: Int? = nil) {
+        self.tokenHash = tokenHash
+        self.kind = kind
+        self.clientID = clientID
+        self.userID = userID
+        self.scope = scope
+        self.issuedAt = issuedAt
+        self.expiresAt = expiresAt
+        self.familyID = familyID
+        self.familyExpiresAt = familyExpiresAt
+        self.grantType = grantType
+        self.authTime = authTime
+        self.revoked = revoked
+        self.rotatedAt = rotatedAt
+    }
+}
+
+/// What marking a refresh token rotated found.
+public enum RotationMark: Sendable, Equatable {
+    /// This call rotated it (first use).
+    case rotatedNow(TokenRecord)
+    /// It had been rotated before, at the time given in the record's `rotatedAt`.
+    case rotatedBefore(TokenRecord)
+    /// Revoked already.
+    case revoked(TokenRecord)
+    case notFound
+}

@@ -1,0 +1,161 @@
+import ArgumentParser
+import GatehouseAuthServer
+import GatehouseConfiguration
+import GatehouseObservability
+import GatehouseStore
+import Logging
+import ServiceLifecycle
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// `gatehouse auth`: runs the authorization server.
+struct AuthCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "auth", abstract: "Run the OAuth 2.0 authorization server.")
+
+    @Option(help: "The authorization server's YAML configuration file.")
+    var config: String
+
+    @Option(help: "Directory for the SQLite database (overrides data_dir in the file; default ./gatehouse-data).")
+    var dataDir: String?
+
+    @Option(help: "Listen port (overrides the file; 0 picks a free port). On a loopback http issuer, the issuer follows it.")
+    var port: Int?
+
+    @Option(help: "Listen address (overrides the file).")
+    var host: String?
+
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        let logger = try bootstrapLogging(logging)
+        var configuration = try loadConfiguration(config)
+        if let host { configuration.listen.host = host }
+        if let port { try AuthRunner.overridePort(&configuration, port: port) }
+        try await AuthRunner.run(configuration: configuration, dataDirectory: dataDir ?? configuration.dataDirectory ?? "gatehouse-data", logger: logger) { _ in }
+    }
+}
+
+/// `gatehouse demo`: the authorization server with the demo clients and users (the gateway and demo backend join it
+/// in later releases).
+struct DemoCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "demo", abstract: "Run the demo: authorization server with demo clients and users on SQLite.")
+
+    @Option(help: "Directory for the demo's SQLite data.")
+    var dataDir: String = "gatehouse-data"
+
+    @Option(help: "Authorization server port; the issuer is http://127.0.0.1:<port>.")
+    var authPort: Int = 9000
+
+    @Option(help: "Directory holding the demo configuration (auth.yaml).")
+    var configDir: String = "config/demo"
+
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        let logger = try bootstrapLogging(logging)
+        var configuration = try loadConfiguration(configDir + "/auth.yaml")
+        configuration.listen.host = "127.0.0.1"
+        try AuthRunner.overridePort(&configuration, port: authPort, forceLoopbackIssuer: true)
+        try await AuthRunner.run(configuration: configuration, dataDirectory: dataDir, logger: logger) { issuer in
+            print(DemoCommand.banner(issuer: issuer, dataDirectory: dataDir))
+            flushStandardOutput()
+        }
+    }
+
+    static func banner(issuer: String, dataDirectory: String) -> String {
+        """
+
+        Gatehouse demo is running.
+          Authorization server  \(issuer)   (metadata: \(issuer)/.well-known/oauth-authorization-server)
+          Data directory        \(dataDirectory) (SQLite, WAL)
+          Clients               demo-service (client_credentials), demo-web (authorization_code, refresh_token, password),
+                                demo-spa (public: authorization_code + PKCE, implicit)
+          Users                 alice / alice-password, bob / bob-password
+
+        Try it:
+          # a service token (client_credentials)
+          curl -s -u demo-service:demo-service-secret -d grant_type=client_credentials -d scope=orders:read \(issuer)/token
+
+          # a user token with a refresh token (password grant)
+          curl -s -u demo-web:demo-web-secret -d grant_type=password -d username=alice -d password=alice-password \(issuer)/token
+
+          # refresh it (rotation: the old refresh token stops working)
+          curl -s -u demo-web:demo-web-secret -d grant_type=refresh_token -d refresh_token=PASTE_REFRESH_TOKEN \(issuer)/token
+
+          # sign in through the browser (authorization code + PKCE): open this URL
+          \(issuer)/authorize?response_type=code&client_id=demo-spa&redirect_uri=http%3A%2F%2F127.0.0.1%3A8081%2Fspa%2Fcallback&scope=orders%3Aread&state=xyz&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256
+          # then redeem the code (this challenge is RFC 7636's example; real apps make a fresh verifier per request):
+          curl -s -d grant_type=authorization_code -d client_id=demo-spa -d code=PASTE_CODE -d redirect_uri=http://127.0.0.1:8081/spa/callback -d code_verifier=dBjftJeZ4CVP-mJ0kXRWLFu3s5UPR8twR0T1l8cPuC4 \(issuer)/token
+
+        Press Ctrl-C to stop.
+        """
+    }
+}
+
+/// Starting and stopping the authorization server, shared by `auth` and `demo`.
+enum AuthRunner {
+    /// Applies a `--port`: 0 picks a free port now, so that the issuer (which must be known before the server
+    /// starts) can name it.
+    static func overridePort(_ configuration: inout AuthServerConfiguration, port: Int, forceLoopbackIssuer: Bool = false) throws {
+        guard (0...65535).contains(port) else { throw ValidationError("port must be between 0 and 65535") }
+        let resolved = port == 0 ? try FreePort.find(host: configuration.listen.host) : port
+        configuration.listen.port = resolved
+        if forceLoopbackIssuer || configuration.isLoopbackHTTPIssuer {
+            configuration.issuer = "http://127.0.0.1:\(resolved)"
+        }
+    }
+
+    static func run(configuration: AuthServerConfiguration, dataDirectory: String, logger: Logger, onReady: @escaping @Sendable (String) -> Void) async throws {
+        try Directories.create(dataDirectory)
+        let databasePath = configuration.storage.sqliteFile.hasPrefix("/") ? configuration.storage.sqliteFile : dataDirectory + "/" + configuration.storage.sqliteFile
+        let store = try await SQLiteAuthStore.open(.init(path: databasePath, fullSync: configuration.storage.synchronous == .full), logger: logger)
+        do {
+            let server = try AuthorizationServer(configuration: configuration, store: store, logger: logger)
+            try await server.registerConfiguredClientsAndUsers()
+            let issuer = configuration.issuer
+            let app = server.application(host: configuration.listen.host, port: configuration.listen.port) { port in
+                var line = "{\"event\":\"listening\",\"service\":\"auth\",\"address\":\"\(configuration.listen.host)\","
+                line += "\"port\":\(port),\"issuer\":\"\(issuer)\"}"
+                print(line)
+                flushStandardOutput()
+                logger.notice("authorization server listening", metadata: ["issuer": "\(issuer)", "port": "\(port)"])
+                onReady(issuer)
+            }
+            let group = ServiceGroup(
+                configuration: .init(
+                    services: [.init(service: app), .init(service: AuthMaintenanceService(server: server))],
+                    gracefulShutdownSignals: [.sigterm, .sigint],
+                    logger: logger
+                )
+            )
+            try await group.run()
+            logger.notice("authorization server stopped")
+        } catch {
+            try? await store.close()
+            throw error
+        }
+        try await store.close()
+    }
+}
+
+func bootstrapLogging(_ options: LoggingOptions) throws -> Logger {
+    guard let level = Logger.Level(rawValue: options.logLevel.lowercased()) else {
+        throw ValidationError("unknown log level '\(options.logLevel)'")
+    }
+    JSONLogHandler.bootstrap(level: level)
+    return Logger(label: "gatehouse")
+}
+
+func loadConfiguration(_ file: String) throws -> AuthServerConfiguration {
+    do {
+        return try AuthServerConfiguration.load(file: file, environment: Environment.variables())
+    } catch let error as ConfigurationError {
+        throw ValidationError("configuration refused: \(error)")
+    }
+}

@@ -1,0 +1,628 @@
+"""Helpers for the Gatehouse interop / browser / durability tests (conftest.py and the tests import them).
+
+GatehouseServer runs one real `gatehouse auth` process (`--port 0`, temporary data dir and
+config), learns its port from the `{"event":"listening",...}` stdout line, drains its
+stdout/stderr into buffers, and stops it with SIGTERM (SIGKILL after 10 s).
+CallbackServer is the OAuth clients' loopback redirect target. drive_authorization walks
+/authorize -> /login -> /consent with plain HTTP.
+
+Binary: $GATEHOUSE_BIN if set, else <repo>/.build/debug/gatehouse.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html.parser
+import json
+import os
+import secrets
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LISTEN_TIMEOUT = float(os.environ.get("GATEHOUSE_LISTEN_TIMEOUT", "30"))  # seconds to wait for the {"event":"listening"} line
+HEALTH_TIMEOUT = 15.0  # seconds to wait for GET /healthz to answer 200
+STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+
+def gatehouse_binary() -> Path:
+    env = os.environ.get("GATEHOUSE_BIN")
+    return Path(env) if env else REPO_ROOT / ".build" / "debug" / "gatehouse"
+
+
+def token_hash(token: str) -> str:
+    """base64url (no padding) of SHA-256 of the token string — the `tokens.token_hash` column."""
+    digest = hashlib.sha256(token.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def pkce_pair() -> tuple[str, str]:
+    """(code_verifier, S256 code_challenge)."""
+    verifier = secrets.token_urlsafe(48)  # 64 chars, within 43..128
+    challenge = (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest())
+        .rstrip(b"=")
+        .decode("ascii")
+    )
+    return verifier, challenge
+
+
+def token_rows(db_path: Path, token: str) -> list[dict]:
+    """All rows of table `tokens` whose token_hash matches `token`."""
+    conn = sqlite3.connect(str(db_path), timeout=10)
+    try:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(
+            "SELECT * FROM tokens WHERE token_hash = ?", (token_hash(token),)
+        ).fetchall()
+        return [dict(r) for r in rows]
+    finally:
+        conn.close()
+
+
+class _Form:
+    def __init__(self, attrs: dict):
+        self.attrs = attrs
+        self.inputs: dict[str, str] = {}
+        self.input_types: dict[str, str] = {}
+        self.buttons: list[dict] = []
+
+
+class FormParser(html.parser.HTMLParser):
+    """Collects <form> elements with their <input>s and <button>s, and all element ids."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.forms: list[_Form] = []
+        self.ids: set[str] = set()
+        self._current: Optional[_Form] = None
+
+    def handle_starttag(self, tag, attrs):
+        a = {k: (v if v is not None else "") for k, v in attrs}
+        if "id" in a:
+            self.ids.add(a["id"])
+        if tag == "form":
+            self._current = _Form(a)
+            self.forms.append(self._current)
+        elif tag == "input" and self._current is not None and "name" in a:
+            self._current.inputs[a["name"]] = a.get("value", "")
+            self._current.input_types[a["name"]] = a.get("type", "text").lower()
+        elif tag == "button" and self._current is not None:
+            self._current.buttons.append(a)
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self._current = None
+
+
+def parse_form(html_text: str, form_id: str) -> _Form:
+    parser = FormParser()
+    parser.feed(html_text)
+    for f in parser.forms:
+        if f.attrs.get("id") == form_id:
+            return f
+    raise AssertionError(
+        f"no <form id={form_id!r}> in page; forms: {[f.attrs for f in parser.forms]}\n"
+        f"page:\n{html_text[:2000]}"
+    )
+
+
+def page_ids(html_text: str) -> set[str]:
+    parser = FormParser()
+    parser.feed(html_text)
+    return parser.ids
+
+
+def hidden_fields(form: _Form) -> dict[str, str]:
+    return {k: v for k, v in form.inputs.items() if form.input_types.get(k) == "hidden"}
+
+
+# --------------------------------------------------------------------------
+# callback server (the OAuth client's redirect_uri target)
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class CallbackHit:
+    path: str
+    query: dict  # first value of each query parameter
+    raw_path: str
+
+
+class CallbackServer:
+    """A tiny loopback HTTP server that records each request and answers 200 "ok"."""
+
+    def __init__(self):
+        self.hits: list[CallbackHit] = []
+        self._cond = threading.Condition()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                parsed = urllib.parse.urlsplit(self.path)
+                query = {k: v[0] for k, v in urllib.parse.parse_qs(parsed.query, keep_blank_values=True).items()}
+                with outer._cond:
+                    outer.hits.append(CallbackHit(parsed.path, query, self.path))
+                    outer._cond.notify_all()
+                body = b"ok"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, fmt, *args):  # keep pytest output quiet
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="callback-server", daemon=True)
+        self._thread.start()
+
+    @property
+    def web_redirect_uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}/callback"
+
+    @property
+    def spa_redirect_uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}/spa/callback"
+
+    def wait_for(self, predicate: Callable[[CallbackHit], bool], timeout: float = 15.0) -> CallbackHit:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for hit in self.hits:
+                    if predicate(hit):
+                        return hit
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"callback server got no matching request within {timeout}s; got: {[h.raw_path for h in self.hits]}"
+                    )
+                self._cond.wait(remaining)
+
+    def close(self):
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+# --------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Credentials:
+    """Random secrets/passwords so that log scanning is meaningful."""
+
+    service_secret: str = field(default_factory=lambda: "demo-service-secret-" + secrets.token_hex(8))
+    web_secret: str = field(default_factory=lambda: "demo-web-secret-" + secrets.token_hex(8))
+    alice_password: str = field(default_factory=lambda: "alice-password-" + secrets.token_hex(8))
+    bob_password: str = field(default_factory=lambda: "bob-password-" + secrets.token_hex(8))
+
+    def all(self) -> list[str]:
+        return [self.service_secret, self.web_secret, self.alice_password, self.bob_password]
+
+
+def write_config(
+    path: Path,
+    callback: CallbackServer,
+    creds: Credentials,
+    *,
+    refresh_token_reuse_grace: str = "1s",
+    synchronous: str = "full",
+) -> Path:
+    """Writes a config of the contract's shape. The listen port / issuer say 9000;
+    the tests always pass `--port 0`, so the issuer must follow the real port."""
+    text = f"""\
+issuer: http://127.0.0.1:9000
+listen: {{host: 127.0.0.1, port: 9000}}
+storage:
+  sqlite: {{file: auth.sqlite, synchronous: {synchronous}}}
+tokens:
+  access_token_lifetime: 1h
+  implicit_access_token_lifetime: 15m
+  authorization_code_lifetime: 60s
+  refresh_token_idle_lifetime: 14d
+  refresh_token_absolute_lifetime: 90d
+  refresh_token_reuse_grace: {refresh_token_reuse_grace}
+pkce: {{require_for_confidential_clients: true}}
+login:
+  max_failures_before_delay: 5
+  base_delay: 1s
+  max_delay: 15m
+  failure_window: 15m
+  bcrypt_cost: 10
+  session_lifetime: 8h
+clients:
+  - id: demo-service
+    type: confidential
+    secret: {creds.service_secret}
+    grants: [client_credentials]
+    scopes: [orders:read, orders:write]
+  - id: demo-web
+    type: confidential
+    secret: {creds.web_secret}
+    grants: [authorization_code, refresh_token, password]
+    scopes: [orders:read, orders:write]
+    redirect_uris: [{callback.web_redirect_uri}]
+  - id: demo-spa
+    type: public
+    grants: [authorization_code, refresh_token, implicit]
+    scopes: [orders:read, orders:write]
+    redirect_uris: [{callback.spa_redirect_uri}]
+users:
+  - username: alice
+    password: {creds.alice_password}
+  - username: bob
+    password: {creds.bob_password}
+"""
+    path.write_text(text)
+    return path
+
+
+# --------------------------------------------------------------------------
+# the gatehouse process
+# --------------------------------------------------------------------------
+
+
+class _Drain(threading.Thread):
+    """Reads a pipe line by line into a buffer so the pipe never fills."""
+
+    def __init__(self, stream, name: str, on_line: Optional[Callable[[str], None]] = None):
+        super().__init__(name=name, daemon=True)
+        self._stream = stream
+        self._on_line = on_line
+        self._lock = threading.Lock()
+        self._lines: list[str] = []
+
+    def run(self):
+        for raw in iter(self._stream.readline, b""):
+            line = raw.decode("utf-8", errors="replace")
+            with self._lock:
+                self._lines.append(line)
+            if self._on_line is not None:
+                try:
+                    self._on_line(line)
+                except Exception:  # never let a parse problem stop draining
+                    pass
+        self._stream.close()
+
+    def text(self) -> str:
+        with self._lock:
+            return "".join(self._lines)
+
+
+class GatehouseServer:
+    """One `gatehouse auth` process."""
+
+    def __init__(self, binary: Path, config: Path, data_dir: Path, extra_args: tuple[str, ...] = ()):
+        self.binary = binary
+        self.config = config
+        self.data_dir = data_dir
+        self.extra_args = extra_args
+        self.proc: Optional[subprocess.Popen] = None
+        self.listening: Optional[dict] = None
+        self._listening_event = threading.Event()
+        self._stdout: Optional[_Drain] = None
+        self._stderr: Optional[_Drain] = None
+        self.exit_code: Optional[int] = None
+        self.needed_sigkill = False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def _on_stdout_line(self, line: str):
+        line = line.strip()
+        if not line.startswith("{"):
+            return
+        obj = json.loads(line)
+        if isinstance(obj, dict) and obj.get("event") == "listening" and not self._listening_event.is_set():
+            self.listening = obj
+            self._listening_event.set()
+
+    def start(self) -> "GatehouseServer":
+        cmd = [
+            str(self.binary), "auth",
+            "--config", str(self.config),
+            "--data-dir", str(self.data_dir),
+            "--port", "0",
+            *self.extra_args,
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=str(self.data_dir),
+        )
+        self._stdout = _Drain(self.proc.stdout, "gatehouse-stdout", self._on_stdout_line)
+        self._stderr = _Drain(self.proc.stderr, "gatehouse-stderr")
+        self._stdout.start()
+        self._stderr.start()
+
+        deadline = time.monotonic() + LISTEN_TIMEOUT
+        while not self._listening_event.wait(0.1):
+            if self.proc.poll() is not None:
+                self._join_drains()
+                pytest.fail(
+                    f"gatehouse exited with code {self.proc.returncode} before printing the listening line.\n"
+                    f"command: {' '.join(cmd)}\n--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}",
+                    pytrace=False,
+                )
+            if time.monotonic() > deadline:
+                self._force_kill()
+                pytest.fail(
+                    f"no {{\"event\":\"listening\"}} JSON line on stdout within {LISTEN_TIMEOUT}s "
+                    f"(note: stdout to a pipe is block-buffered; the server must flush after that line).\n"
+                    f"command: {' '.join(cmd)}\n--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}",
+                    pytrace=False,
+                )
+
+        info = self.listening
+        assert info.get("service") == "auth", f"listening line: {info}"
+        assert isinstance(info.get("port"), int) and info["port"] > 0, f"listening line: {info}"
+        self._wait_healthy()
+        return self
+
+    def _wait_healthy(self):
+        deadline = time.monotonic() + HEALTH_TIMEOUT
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                r = requests.get(self.url("/healthz"), timeout=2)
+                if r.status_code == 200:
+                    return
+                last = f"HTTP {r.status_code}: {r.text[:200]}"
+            except requests.RequestException as e:
+                last = repr(e)
+            time.sleep(0.1)
+        self.stop(check=False)
+        pytest.fail(
+            f"GET /healthz did not answer 200 within {HEALTH_TIMEOUT}s (last: {last}).\n--- stderr ---\n{self.stderr}",
+            pytrace=False,
+        )
+
+    def _join_drains(self, timeout: float = 5.0):
+        for d in (self._stdout, self._stderr):
+            if d is not None:
+                d.join(timeout)
+
+    def _force_kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._join_drains()
+
+    def stop(self, check: bool = True) -> Optional[int]:
+        """SIGTERM, wait up to 10 s, then SIGKILL. Idempotent.
+
+        With check=True, asserts the process exited by itself after SIGTERM and
+        with status 0 (graceful shutdown)."""
+        if self.proc is None:
+            return None
+        if self.exit_code is None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self.needed_sigkill = True
+                    self.proc.kill()
+                    self.proc.wait(10)
+            self.exit_code = self.proc.returncode
+            self._join_drains()
+        if check:
+            assert self.proc.poll() is not None, "gatehouse process is still running"
+            assert not self.needed_sigkill, (
+                f"gatehouse did not exit within {STOP_TIMEOUT}s of SIGTERM (had to SIGKILL it)\n"
+                f"--- stderr (tail) ---\n{self.stderr[-4000:]}"
+            )
+            assert self.exit_code == 0, (
+                f"gatehouse exited with status {self.exit_code} after SIGTERM (expected graceful exit 0)\n"
+                f"--- stderr (tail) ---\n{self.stderr[-4000:]}"
+            )
+        return self.exit_code
+
+    def kill9(self) -> int:
+        """SIGKILL (kill -9) without any grace."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self.exit_code = self.proc.returncode
+        self._join_drains()
+        return self.exit_code
+
+    # -- accessors ---------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return int(self.listening["port"])
+
+    @property
+    def issuer(self) -> str:
+        return self.listening["issuer"]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    @property
+    def token_url(self) -> str:
+        return self.url("/token")
+
+    @property
+    def authorize_url(self) -> str:
+        return self.url("/authorize")
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "auth.sqlite"
+
+    @property
+    def stdout(self) -> str:
+        return self._stdout.text() if self._stdout else ""
+
+    @property
+    def stderr(self) -> str:
+        return self._stderr.text() if self._stderr else ""
+
+    @property
+    def logs(self) -> str:
+        return self.stdout + self.stderr
+
+
+@dataclass
+class AuthEnv:
+    """Everything a test needs: the running server, the callback server, the secrets."""
+
+    server: GatehouseServer
+    callback: CallbackServer
+    creds: Credentials
+    config_path: Path
+    data_dir: Path
+    # strings that must never appear in the server's logs (tokens, codes, ...)
+    sensitive: list[str] = field(default_factory=list)
+
+    def remember(self, *values):
+        for v in values:
+            if v:
+                self.sensitive.append(str(v))
+
+    def assert_no_secrets_in_logs(self):
+        logs = self.server.logs
+        leaked = [v for v in (self.creds.all() + self.sensitive) if v and v in logs]
+        assert not leaked, f"secret material found in the server's stdout/stderr: {[v[:12] + '…' for v in leaked]}"
+
+
+# --------------------------------------------------------------------------
+# driving /authorize -> /login -> /consent without a browser
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class AuthorizationResult:
+    location: str  # the final Location header (the client's redirect_uri + query)
+    query: dict  # its query parameters (first value of each)
+    responses: list  # every requests.Response of the flow, in order
+    consent_shown: bool
+
+
+def _location(resp: requests.Response) -> str:
+    assert "Location" in resp.headers, (
+        f"{resp.request.method} {resp.url} -> {resp.status_code} without a Location header:\n{resp.text[:1500]}"
+    )
+    return urllib.parse.urljoin(resp.url, resp.headers["Location"])
+
+
+def _expect_303(resp: requests.Response):
+    assert resp.status_code == 303, (
+        f"{resp.request.method} {resp.url} -> expected 303, got {resp.status_code}:\n{resp.text[:1500]}"
+    )
+
+
+def _is_server_path(url: str, server: "GatehouseServer", path: str) -> bool:
+    u = urllib.parse.urlsplit(url)
+    return u.port == server.port and u.path == path
+
+
+def drive_authorization(
+    http: requests.Session,
+    server: "GatehouseServer",
+    authorize_url: str,
+    username: str,
+    password: str,
+    decision: str = "approve",
+) -> AuthorizationResult:
+    """GET authorize -> 303 /login -> POST credentials -> 303 /consent -> POST decision.
+
+    Never follows the final redirect to the client: returns its Location."""
+    responses = []
+    r = http.get(authorize_url, allow_redirects=False)
+    responses.append(r)
+    _expect_303(r)
+    loc = _location(r)
+    assert _is_server_path(loc, server, "/login"), f"authorize should send a fresh browser to /login, went to {loc}"
+    assert urllib.parse.parse_qs(urllib.parse.urlsplit(loc).query).get("request"), loc
+
+    r = http.get(loc, allow_redirects=False)
+    responses.append(r)
+    assert r.status_code == 200, f"GET {loc} -> {r.status_code}: {r.text[:1500]}"
+    form = parse_form(r.text, "login-form")
+    assert form.attrs.get("method", "").lower() == "post", form.attrs
+    for name in ("username", "password", "csrf_token", "request"):
+        assert name in form.inputs, f"login form lacks input {name!r}: {form.inputs.keys()}"
+    ids = page_ids(r.text)
+    for element_id in ("username", "password", "login-submit"):
+        assert element_id in ids, f"login page lacks element id {element_id!r}"
+    data = hidden_fields(form)
+    assert data.get("csrf_token"), "empty csrf_token on the login form"
+    data.update(username=username, password=password)
+    action = urllib.parse.urljoin(r.url, form.attrs.get("action") or "/login")
+    r = http.post(action, data=data, allow_redirects=False)
+    responses.append(r)
+    _expect_303(r)
+    loc = _location(r)
+
+    consent_shown = False
+    if _is_server_path(loc, server, "/consent"):
+        consent_shown = True
+        r = http.get(loc, allow_redirects=False)
+        responses.append(r)
+        assert r.status_code == 200, f"GET {loc} -> {r.status_code}: {r.text[:1500]}"
+        form = parse_form(r.text, "consent-form")
+        assert form.attrs.get("method", "").lower() == "post", form.attrs
+        for name in ("csrf_token", "request"):
+            assert name in form.inputs, f"consent form lacks input {name!r}: {form.inputs.keys()}"
+        ids = page_ids(r.text)
+        assert "consent-approve" in ids and "consent-deny" in ids, "consent page lacks consent-approve/consent-deny"
+        data = hidden_fields(form)
+        data["decision"] = decision
+        action = urllib.parse.urljoin(r.url, form.attrs.get("action") or "/consent")
+        r = http.post(action, data=data, allow_redirects=False)
+        responses.append(r)
+        _expect_303(r)
+        loc = _location(r)
+
+    query = {k: v[0] for k, v in urllib.parse.parse_qs(urllib.parse.urlsplit(loc).query).items()}
+    return AuthorizationResult(loc, query, responses, consent_shown)
+
+
+def assert_oauth_error(resp: requests.Response, status, error):
+    """RFC 6749 §5.2 error response: status, JSON body with error + error_description, no-store."""
+    statuses = status if isinstance(status, (tuple, list, set)) else (status,)
+    errors = error if isinstance(error, (tuple, list, set)) else (error,)
+    assert resp.status_code in statuses, f"expected HTTP {statuses}, got {resp.status_code}: {resp.text[:500]}"
+    ctype = resp.headers.get("Content-Type", "")
+    assert ctype.startswith("application/json"), f"Content-Type {ctype!r}"
+    body = resp.json()
+    assert body.get("error") in errors, f"expected error in {errors}, got {body}"
+    assert isinstance(body.get("error_description"), str) and body["error_description"], f"no error_description: {body}"
+    assert "no-store" in resp.headers.get("Cache-Control", ""), f"Cache-Control: {resp.headers.get('Cache-Control')!r}"
+    assert resp.headers.get("X-Request-Id"), "missing X-Request-Id header"
+    return body

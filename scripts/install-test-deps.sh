@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what the interop/browser tests (Tests/interop) and the load/compose checks need.
+# Idempotent: apt-get runs only when a package is missing, pip only when an import fails.
+#   apt:  chromium chromium-driver python3-selenium docker-compose wrk sqlite3 (+ python3-pip)
+#   pip:  Tests/interop/requirements.txt for the interpreter that runs the interop tests
+#         ($INTEROP_PYTHON, default /usr/bin/python3 — the system Python, because
+#          python3-selenium is a Debian package for it).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${INTEROP_PYTHON:-/usr/bin/python3}"
+APT_PACKAGES=(chromium chromium-driver python3-selenium docker-compose wrk sqlite3 python3-pip)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    echo "install-test-deps: not root and no sudo; cannot apt-get install" >&2
+  fi
+fi
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install-test-deps: apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${missing[@]}"
+else
+  echo "install-test-deps: apt packages already installed"
+fi
+
+if "$PY" -c 'import authlib, jwt, requests, pytest, selenium' >/dev/null 2>&1; then
+  echo "install-test-deps: python packages already importable by $PY"
+else
+  echo "install-test-deps: pip install -r Tests/interop/requirements.txt for $PY"
+  PIP_FLAGS=(--quiet --disable-pip-version-check)
+  # PEP 668: Debian's system Python refuses pip installs without this flag.
+  if "$PY" -m pip install --help 2>/dev/null | grep -q -- --break-system-packages; then
+    PIP_FLAGS+=(--break-system-packages)
+  fi
+  PIP_ROOT_USER_ACTION=ignore $SUDO "$PY" -m pip install "${PIP_FLAGS[@]}" -r "$ROOT/Tests/interop/requirements.txt"
+  "$PY" -c 'import authlib, jwt, requests, pytest, selenium'
+fi
