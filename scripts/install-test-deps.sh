@@ -27,9 +27,9 @@ done
 
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "install-test-deps: apt-get install ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq "${missing[@]}"
+  # `env` carries DEBIAN_FRONTEND through sudo, which resets the environment; no prompt may wait on stdin (CI).
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" </dev/null
 else
   echo "install-test-deps: apt packages already installed"
 fi

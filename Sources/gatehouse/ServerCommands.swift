@@ -91,7 +91,7 @@ struct DemoCommand: AsyncParsableCommand {
           # sign in through the browser (authorization code + PKCE): open this URL
           \(issuer)/authorize?response_type=code&client_id=demo-spa&redirect_uri=http%3A%2F%2F127.0.0.1%3A8081%2Fspa%2Fcallback&scope=orders%3Aread&state=xyz&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256
           # then redeem the code (this challenge is RFC 7636's example; real apps make a fresh verifier per request):
-          curl -s -d grant_type=authorization_code -d client_id=demo-spa -d code=PASTE_CODE -d redirect_uri=http://127.0.0.1:8081/spa/callback -d code_verifier=dBjftJeZ4CVP-mJ0kXRWLFu3s5UPR8twR0T1l8cPuC4 \(issuer)/token
+          curl -s -d grant_type=authorization_code -d client_id=demo-spa -d code=PASTE_CODE -d redirect_uri=http://127.0.0.1:8081/spa/callback -d code_verifier=dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk \(issuer)/token
 
         Press Ctrl-C to stop.
         """
@@ -153,9 +153,6 @@ func bootstrapLogging(_ options: LoggingOptions) throws -> Logger {
 }
 
 func loadConfiguration(_ file: String) throws -> AuthServerConfiguration {
-    do {
-        return try AuthServerConfiguration.load(file: file, environment: Environment.variables())
-    } catch let error as ConfigurationError {
-        throw ValidationError("configuration refused: \(error)")
-    }
+    // A ConfigurationError prints as "Error: FILE: key.path: reason" and exits 1, without the usage text.
+    try AuthServerConfiguration.load(file: file, environment: Environment.variables())
 }

@@ -4,7 +4,7 @@ import Testing
 @Suite struct PKCETests {
     /// RFC 7636 Appendix B.
     @Test func rfc7636AppendixBVector() {
-        let verifier = "dBjftJeZ4CVP-mJ0kXRWLFu3s5UPR8twR0T1l8cPuC4"
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
         #expect(PKCE.challenge(forVerifier: verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")
         #expect(PKCE.verify(verifier: verifier, challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"))
     }
@@ -12,12 +12,12 @@ import Testing
     /// RFC 7636 Appendix B: the verifier is base64url of these 32 octets.
     @Test func rfc7636AppendixBVerifierEncoding() {
         let octets: [UInt8] = [116, 24, 223, 180, 151, 153, 224, 37, 79, 250, 96, 125, 216, 173, 187, 186, 22, 212, 37, 77, 105, 214, 191, 240, 91, 88, 5, 88, 83, 132, 141, 121]
-        #expect(Base64URL.encode(octets) == "dBjftJeZ4CVP-mJ0kXRWLFu3s5UPR8twR0T1l8cPuC4")
-        #expect(Base64URL.decode("dBjftJeZ4CVP-mJ0kXRWLFu3s5UPR8twR0T1l8cPuC4") == octets)
+        #expect(Base64URL.encode(octets) == "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk")
+        #expect(Base64URL.decode("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") == octets)
     }
 
     @Test func wrongVerifierFails() {
-        #expect(!PKCE.verify(verifier: "dBjftJeZ4CVP-mJ0kXRWLFu3s5UPR8twR0T1l8cPuC5", challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"))
+        #expect(!PKCE.verify(verifier: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXl", challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"))
     }
 
     @Test(arguments: [

@@ -69,8 +69,11 @@ def token_rows(db_path: Path, token: str) -> list[dict]:
     conn = sqlite3.connect(str(db_path), timeout=10)
     try:
         conn.row_factory = sqlite3.Row
+        # `subject` stores the user's stable id; `username` joins it back for readable assertions.
         rows = conn.execute(
-            "SELECT * FROM tokens WHERE token_hash = ?", (token_hash(token),)
+            "SELECT tokens.*, users.username AS username FROM tokens "
+            "LEFT JOIN users ON users.id = tokens.subject WHERE token_hash = ?",
+            (token_hash(token),),
         ).fetchall()
         return [dict(r) for r in rows]
     finally:

@@ -118,7 +118,7 @@ def test_password_grant_refresh_rotation_and_reuse_detection(auth_env):
     assert first.get("refresh_token"), f"password grant for demo-web should issue a refresh token: {first}"
     old_access, old_refresh = first["access_token"], first["refresh_token"]
     rows = token_rows(srv.db_path, old_access)
-    assert rows and rows[0]["subject"] == "alice" and rows[0]["client_id"] == "demo-web", rows
+    assert rows and rows[0]["username"] == "alice" and rows[0]["client_id"] == "demo-web", rows
 
     second = dict(client.refresh_token(srv.token_url, refresh_token=old_refresh))
     auth_env.remember(second.get("access_token"), second.get("refresh_token"))
@@ -206,7 +206,7 @@ def test_authorization_code_pkce_and_code_replay(auth_env, kind):
     if kind == "confidential":
         assert refresh, f"demo-web has the refresh_token grant and should get a refresh token: {token}"
     rows = token_rows(srv.db_path, access)
-    assert rows and rows[0]["revoked"] == 0 and rows[0]["subject"] == username, rows
+    assert rows and rows[0]["revoked"] == 0 and rows[0]["username"] == username, rows
 
     # Replaying the same code fails ...
     replay = OAuth2Session(

@@ -112,10 +112,8 @@ final class TokenService: Sendable {
             logger.notice("sign-in failed", metadata: ["remote": "\(remoteAddress)"])
             throw OAuthError(.invalidGrant, "the username or password is wrong")
         }
-        throttle.withLockedValue { throttle in
-            throttle.recordSuccess(userKey)
-            throttle.recordSuccess(addressKey)
-        }
+        // Only the user's count resets: one good account must not wipe an address's record of guessing others.
+        throttle.withLockedValue { $0.recordSuccess(userKey) }
         return user
     }
 

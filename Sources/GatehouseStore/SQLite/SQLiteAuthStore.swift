@@ -197,7 +197,11 @@ public final class SQLiteAuthStore: AuthStore {
 
     public func insertTokens(_ tokens: [TokenRecord]) async throws {
         guard !tokens.isEmpty else { return }
-        try await tokenBatcher.submit(tokens, on: writer.eventLoop)
+        do {
+            try await tokenBatcher.submit(tokens, on: writer.eventLoop)
+        } catch {
+            throw StoreError(code: .queryFailed, message: "\(error)")
+        }
     }
 
     private static let tokenColumns = "token_hash, kind, client_id, subject, scope, issued_at, expires_at, family_id, family_expires_at, grant_type, auth_time, revoked, rotated_at"

@@ -1,0 +1,126 @@
+import Foundation
+import GatehouseAuthServer
+import GatehouseConfiguration
+import GatehouseStore
+import GatehouseTokens
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// A clock the test moves by hand.
+final class ManualClock: AuthClock {
+    private let current = NIOLockedValueBox(1_800_000_000)
+    func now() -> Int { current.withLockedValue { $0 } }
+    func advance(_ seconds: Int) { current.withLockedValue { $0 += seconds } }
+}
+
+/// Test configuration: the demo's clients and users, fast bcrypt, 2 s refresh grace.
+func testConfiguration() throws -> AuthServerConfiguration {
+    var configuration = try AuthServerConfiguration.parse(yaml: """
+        issuer: http://127.0.0.1:9000
+        tokens: {refresh_token_reuse_grace: 2s}
+        login: {bcrypt_cost: 4}
+        clients:
+          - {id: demo-service, secret: demo-service-secret, grants: [client_credentials], scopes: [orders:read, orders:write]}
+          - {id: demo-web, name: Demo web, secret: demo-web-secret, grants: [authorization_code, refresh_token, password], scopes: [orders:read, orders:write], redirect_uris: ['http://127.0.0.1:8081/callback']}
+          - {id: demo-spa, type: public, grants: [authorization_code, refresh_token, implicit], scopes: [orders:read, orders:write], redirect_uris: ['http://127.0.0.1:8081/spa/callback']}
+          - {id: no-pkce, secret: no-pkce-secret, grants: [authorization_code], scopes: [orders:read], redirect_uris: ['https://app.example/cb']}
+        users:
+          - {username: alice, password: alice-password}
+          - {username: bob, password: bob-password}
+        """)
+    configuration.pkce.requireForConfidentialClients = true
+    return configuration
+}
+
+/// Runs a real authorization server on a loopback port with a fresh SQLite store, and a live HTTP client.
+func withAuthServer(
+    configure: (inout AuthServerConfiguration) -> Void = { _ in },
+    _ body: @Sendable (any TestClientProtocol, ManualClock, SQLiteAuthStore) async throws -> Void
+) async throws {
+    var template = Array("/tmp/gatehouse-auth-XXXXXX".utf8CString)
+    let directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    var configuration = try testConfiguration()
+    configure(&configuration)
+    var logger = Logger(label: "test")
+    logger.logLevel = .warning
+    let store = try await SQLiteAuthStore.open(.init(path: directory + "/auth.sqlite", fullSync: false), logger: logger)
+    let clock = ManualClock()
+    let server = try AuthorizationServer(configuration: configuration, store: store, clock: clock, logger: logger)
+    try await server.registerConfiguredClientsAndUsers()
+    let app = server.application(host: "127.0.0.1", port: 0)
+    do {
+        try await app.test(.live) { client in try await body(client, clock, store) }
+    } catch {
+        try? await store.close()
+        throw error
+    }
+    try await store.close()
+}
+
+/// A parsed response.
+struct Reply: Sendable {
+    let status: HTTPResponse.Status
+    let headers: HTTPFields
+    let text: String
+
+    var json: [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? [:]
+    }
+
+    func string(_ key: String) -> String? { json[key] as? String }
+
+    var location: String? { headers[.location] }
+
+    /// The value of a `Set-Cookie` for `name`.
+    func cookie(_ name: String) -> String? {
+        headers[values: .setCookie].lazy.compactMap { field -> String? in
+            guard field.hasPrefix(name + "=") else { return nil }
+            return String(field.dropFirst(name.count + 1).prefix { $0 != ";" })
+        }.first
+    }
+
+    /// A hidden form field in an HTML page.
+    func hidden(_ name: String) -> String? {
+        guard let range = text.range(of: "name=\"\(name)\" value=\"") else { return nil }
+        return String(text[range.upperBound...].prefix { $0 != "\"" })
+    }
+}
+
+extension TestClientProtocol {
+    func send(_ method: HTTPRequest.Method, _ uri: String, headers: HTTPFields = [:], form: [(String, String)]? = nil, cookie: String? = nil) async throws -> Reply {
+        var headers = headers
+        var body: ByteBuffer?
+        if let form {
+            headers[.contentType] = "application/x-www-form-urlencoded"
+            body = ByteBuffer(string: FormParameters.encode(form.map { ($0.0, Optional($0.1)) }))
+        }
+        if let cookie { headers[.cookie] = "\(AuthorizationServer.sessionCookie)=\(cookie)" }
+        return try await execute(uri: uri, method: method, headers: headers, body: body) { response in
+            Reply(status: response.status, headers: response.headers, text: String(buffer: response.body))
+        }
+    }
+
+    func token(_ form: [(String, String)], basic: (String, String)? = nil) async throws -> Reply {
+        var headers: HTTPFields = [:]
+        if let (id, secret) = basic {
+            headers[.authorization] = "Basic " + Data("\(id):\(secret)".utf8).base64EncodedString()
+        }
+        return try await send(.post, "/token", headers: headers, form: form)
+    }
+}
+
+/// Query or fragment parameters of a redirect URL.
+func parameters(of url: String, fragment: Bool = false) -> [String: String] {
+    let separator: Character = fragment ? "#" : "?"
+    guard let start = url.firstIndex(of: separator) else { return [:] }
+    let part = url[url.index(after: start)...].prefix { fragment || $0 != "#" }
+    return (try? FormParameters.parse(part).values) ?? [:]
+}
+
+let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"

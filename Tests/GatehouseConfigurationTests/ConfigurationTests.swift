@@ -1,0 +1,170 @@
+import GatehouseConfiguration
+import Testing
+
+@Suite struct ConfigurationTests {
+    static let minimal = """
+        issuer: http://127.0.0.1:9000
+        clients:
+          - id: svc
+            secret: s3cret
+            grants: [client_credentials]
+            scopes: [a, b]
+        users:
+          - username: alice
+            password: pw
+        """
+
+    @Test func parsesMinimalFileWithDefaults() throws {
+        let configuration = try AuthServerConfiguration.parse(yaml: Self.minimal)
+        #expect(configuration.issuer == "http://127.0.0.1:9000")
+        #expect(configuration.listen.port == 9000)
+        #expect(configuration.tokens.authorizationCodeLifetime == 60)
+        #expect(configuration.tokens.refreshTokenReuseGrace == 5)
+        #expect(configuration.storage.synchronous == .full)
+        #expect(configuration.clients == [ClientRegistration(id: "svc", type: .confidential, secret: .plaintext("s3cret"), grants: [.clientCredentials], scopes: ["a", "b"], redirectURIs: [])])
+        #expect(configuration.users == [UserRegistration(username: "alice", password: .plaintext("pw"))])
+        #expect(configuration.isLoopbackHTTPIssuer)
+    }
+
+    @Test func parsesTheDemoConfiguration() throws {
+        let configuration = try AuthServerConfiguration.load(file: "config/demo/auth.yaml", environment: [:])
+        #expect(Set(configuration.clients.map(\.id)) == ["demo-service", "demo-web", "demo-spa"])
+        #expect(configuration.clients.first { $0.id == "demo-spa" }?.type == .public)
+        #expect(configuration.users.map(\.username) == ["alice", "bob"])
+    }
+
+    @Test func durations() throws {
+        let configuration = try AuthServerConfiguration.parse(yaml: """
+            issuer: https://auth.example.com
+            tokens: {access_token_lifetime: 2h, refresh_token_idle_lifetime: 3d, refresh_token_reuse_grace: 0, authorization_code_lifetime: 90}
+            """)
+        #expect(configuration.tokens.accessTokenLifetime == 7200)
+        #expect(configuration.tokens.refreshTokenIdleLifetime == 3 * 86400)
+        #expect(configuration.tokens.refreshTokenReuseGrace == 0)
+        #expect(configuration.tokens.authorizationCodeLifetime == 90)
+    }
+
+    @Test func unknownKeyIsNamedWithItsPath() {
+        let error = #expect(throws: ConfigurationError.self) {
+            try AuthServerConfiguration.parse(yaml: "issuer: https://a.example\ntokens:\n  acess_token_lifetime: 1h\n", file: "auth.yaml")
+        }
+        #expect(error?.code == .unknownKey)
+        #expect(error?.keyPath == "tokens.acess_token_lifetime")
+        #expect(error?.description.hasPrefix("auth.yaml: tokens.acess_token_lifetime: unknown key") == true)
+    }
+
+    @Test func unknownKeyInsideAListItem() {
+        let error = #expect(throws: ConfigurationError.self) {
+            try AuthServerConfiguration.parse(yaml: """
+                issuer: https://a.example
+                clients:
+                  - id: x
+                    secret: y
+                    grants: [client_credentials]
+                    scope: [a]
+                """)
+        }
+        #expect(error?.keyPath == "clients[0].scope")
+    }
+
+    @Test(arguments: [
+        ("issuer: ftp://x.example", "issuer"),
+        ("issuer: http://auth.example.com", "issuer"),  // http only on loopback
+        ("issuer: https://a.example/?q=1", "issuer"),
+        ("issuer: https://a.example\nlisten: {port: 70000}", "listen.port"),
+        ("issuer: https://a.example\ntokens: {access_token_lifetime: soon}", "tokens.access_token_lifetime"),
+        ("issuer: https://a.example\ntokens: {authorization_code_lifetime: 1h}", "tokens.authorization_code_lifetime"),
+        ("issuer: https://a.example\nstorage: {sqlite: {synchronous: sometimes}}", "storage.sqlite.synchronous"),
+        ("issuer: https://a.example\nclients: [{id: w, secret: s, grants: [authorization_code], redirect_uris: ['http://evil.example/cb']}]", "clients[0].redirect_uris[0]"),
+        ("issuer: https://a.example\nclients: [{id: w, secret: s, grants: [authorization_code]}]", "clients[0].redirect_uris"),
+        ("issuer: https://a.example\nclients: [{id: w, secret: s, grants: [teleport]}]", "clients[0].grants[0]"),
+        ("issuer: https://a.example\nclients: [{id: p, type: public, grants: [client_credentials]}]", "clients[0].grants"),
+        ("issuer: https://a.example\nclients: [{id: p, type: public, secret: x, grants: [authorization_code], redirect_uris: ['https://a.example/cb']}]", "clients[0].secret"),
+        ("issuer: https://a.example\nclients: [{id: 'a:b', secret: s, grants: [client_credentials]}]", "clients[0].id"),
+        ("issuer: https://a.example\nclients: [{id: a, secret: s, grants: [client_credentials]}, {id: a, secret: t, grants: [client_credentials]}]", "clients[1].id"),
+        ("issuer: https://a.example\nusers: [{username: u}]", "users[0].password"),
+    ])
+    func invalidValuesAreNamed(yaml: String, keyPath: String) {
+        let error = #expect(throws: ConfigurationError.self) { try AuthServerConfiguration.parse(yaml: yaml) }
+        #expect(error?.keyPath == keyPath)
+    }
+
+    @Test func missingIssuer() {
+        let error = #expect(throws: ConfigurationError.self) { try AuthServerConfiguration.parse(yaml: "listen: {port: 1}") }
+        #expect(error?.code == .missingKey)
+        #expect(error?.keyPath == "issuer")
+    }
+
+    @Test func confidentialClientWithoutSecretIsRefused() {
+        let error = #expect(throws: ConfigurationError.self) {
+            try AuthServerConfiguration.parse(yaml: "issuer: https://a.example\nclients: [{id: c, grants: [client_credentials]}]")
+        }
+        #expect(error?.code == .missingSecret)
+        #expect(error?.keyPath == "clients[0].secret")
+    }
+
+    @Test func secretsFromEnvironment() throws {
+        let yaml = "issuer: https://a.example\nclients: [{id: c, secret: {env: C_SECRET}, grants: [client_credentials]}]"
+        let configuration = try AuthServerConfiguration.parse(yaml: yaml, environment: ["C_SECRET": "from-env"])
+        #expect(configuration.clients[0].secret == .plaintext("from-env"))
+        let error = #expect(throws: ConfigurationError.self) { try AuthServerConfiguration.parse(yaml: yaml, environment: [:]) }
+        #expect(error?.code == .missingSecret)
+        #expect(error?.reason.contains("C_SECRET") == true)
+    }
+
+    @Test func secretsFromFiles() throws {
+        let directory = "/tmp/gatehouse-config-test-\(UInt64.random(in: 0...UInt64.max))"
+        #expect(system("mkdir -p \(directory) && printf 'file-secret\\n' > \(directory)/secret") == 0)
+        defer { _ = system("rm -rf \(directory)") }
+        let yaml = "issuer: https://a.example\nclients: [{id: c, secret: {file: secret}, grants: [client_credentials]}]"
+        let configuration = try AuthServerConfiguration.parse(yaml: yaml, baseDirectory: directory)
+        #expect(configuration.clients[0].secret == .plaintext("file-secret"))
+        let error = #expect(throws: ConfigurationError.self) {
+            try AuthServerConfiguration.parse(yaml: yaml.replacingOccurrences("secret}", "missing}"), baseDirectory: directory)
+        }
+        #expect(error?.code == .missingSecret)
+    }
+
+    @Test func invalidYAML() {
+        let error = #expect(throws: ConfigurationError.self) { try AuthServerConfiguration.parse(yaml: "issuer: [unclosed") }
+        #expect(error?.code == .invalidYAML)
+    }
+
+    @Test func unreadableFile() {
+        let error = #expect(throws: ConfigurationError.self) { try AuthServerConfiguration.load(file: "/nonexistent/auth.yaml", environment: [:]) }
+        #expect(error?.code == .unreadableFile)
+        #expect(error?.file == "/nonexistent/auth.yaml")
+    }
+
+    @Test func scopeSyntax() {
+        #expect(ScopeSyntax.parse("a b:c") == ["a", "b:c"])
+        #expect(ScopeSyntax.parse("a  b") == nil)
+        #expect(ScopeSyntax.parse("a \"b") == nil)
+        #expect(ScopeSyntax.parse("a a") == ["a"])
+    }
+
+    @Test func urlParsing() {
+        #expect(ParsedURL("http://127.0.0.1:8081/cb?x=1")?.isLoopback == true)
+        #expect(ParsedURL("http://[::1]:80/")?.isLoopback == true)
+        #expect(ParsedURL("https://user@evil.example/") == nil)
+        #expect(ParsedURL("https://a.example:0/") == nil)
+        #expect(ParsedURL("javascript:alert(1)") == nil)
+        #expect(ParsedURL("https://a.example/cb#frag")?.fragment == "frag")
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension String {
+    fileprivate func replacingOccurrences(_ target: String, _ replacement: String) -> String {
+        var result = ""
+        var rest = Substring(self)
+        while let range = rest.firstRange(of: target) {
+            result += rest[..<range.lowerBound] + replacement
+            rest = rest[range.upperBound...]
+        }
+        return result + rest
+    }
+}
