@@ -93,6 +93,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "GatehouseObservabilityTests",
+            dependencies: ["GatehouseObservability", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "GatehouseConfigurationTests",
             dependencies: ["GatehouseConfiguration"],
             swiftSettings: swiftSettings

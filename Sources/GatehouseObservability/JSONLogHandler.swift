@@ -39,19 +39,38 @@ public struct JSONLogHandler: LogHandler {
     static let sensitiveKeys: Set<String> = ["code", "assertion", "refresh", "session"]
 
     static func isSensitive(_ key: String) -> Bool {
-        let lowered = key.lowercased()
-        return sensitiveKeys.contains(lowered) || sensitiveFragments.contains { lowered.contains($0) }
+        var key = key
+        return key.withUTF8 { bytes in
+            let lowered = bytes.map { (65...90).contains($0) ? $0 | 0x20 : $0 }
+            if sensitiveKeyBytes.contains(where: { $0 == lowered }) { return true }
+            return sensitiveFragmentBytes.contains { fragment in containsBytes(lowered, fragment) }
+        }
+    }
+
+    private static let sensitiveKeyBytes = sensitiveKeys.map { Array($0.utf8) }
+    private static let sensitiveFragmentBytes = sensitiveFragments.map { Array($0.utf8) }
+
+    /// Substring search on bytes (String.contains from _StringProcessing cost 20% of a request's CPU here).
+    private static func containsBytes(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
+        guard needle.count <= haystack.count else { return false }
+        var start = 0
+        while start + needle.count <= haystack.count {
+            var matched = true
+            for offset in 0..<needle.count where haystack[start + offset] != needle[offset] {
+                matched = false
+                break
+            }
+            if matched { return true }
+            start += 1
+        }
+        return false
     }
 
     public func log(event: LogEvent) {
         var merged = self.metadata
         if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
         if let extra = event.metadata { merged.merge(extra) { _, new in new } }
-        let line = Self.format(
-            level: event.level, label: label, message: "\(event.message)", metadata: merged,
-            timestamp: Self.timestamp()
-        )
-        var bytes = Array(line.utf8)
+        var bytes = Self.formatBytes(level: event.level, label: label, message: "\(event.message)", metadata: merged, timestamp: Self.timestamp())
         bytes.withUnsafeMutableBytes { buffer in
             var offset = 0
             while offset < buffer.count {
@@ -64,70 +83,80 @@ public struct JSONLogHandler: LogHandler {
 
     /// One JSON line (with trailing newline), credentials redacted.
     public static func format(level: Logger.Level, label: String, message: String, metadata: Logger.Metadata, timestamp: String) -> String {
-        var output = "{\"ts\":"
+        String(decoding: formatBytes(level: level, label: label, message: message, metadata: metadata, timestamp: timestamp), as: UTF8.self)
+    }
+
+    /// The same line as UTF-8 bytes, built without intermediate strings (this runs once per request).
+    static func formatBytes(level: Logger.Level, label: String, message: String, metadata: Logger.Metadata, timestamp: String) -> [UInt8] {
+        var output = [UInt8]()
+        output.reserveCapacity(256)
+        output.append(contentsOf: #"{"ts":"#.utf8)
         appendQuoted(timestamp, to: &output)
-        output += ",\"level\":"
+        output.append(contentsOf: #","level":"#.utf8)
         appendQuoted(level.rawValue, to: &output)
-        output += ",\"logger\":"
+        output.append(contentsOf: #","logger":"#.utf8)
         appendQuoted(label, to: &output)
-        output += ",\"msg\":"
+        output.append(contentsOf: #","msg":"#.utf8)
         appendQuoted(message, to: &output)
         for key in metadata.keys.sorted() {
-            output += ","
+            output.append(UInt8(ascii: ","))
             appendQuoted(key, to: &output)
-            output += ":"
+            output.append(UInt8(ascii: ":"))
             if isSensitive(key) {
-                output += "\"[redacted]\""
+                output.append(contentsOf: #""[redacted]""#.utf8)
             } else {
                 appendValue(metadata[key]!, to: &output)
             }
         }
-        output += "}\n"
+        output.append(contentsOf: "}\n".utf8)
         return output
     }
 
-    private static func appendValue(_ value: Logger.Metadata.Value, to output: inout String) {
+    private static func appendValue(_ value: Logger.Metadata.Value, to output: inout [UInt8]) {
         switch value {
         case .string(let string): appendQuoted(string, to: &output)
         case .stringConvertible(let convertible): appendQuoted(convertible.description, to: &output)
         case .array(let values):
-            output += "["
+            output.append(UInt8(ascii: "["))
             for (index, item) in values.enumerated() {
-                if index > 0 { output += "," }
+                if index > 0 { output.append(UInt8(ascii: ",")) }
                 appendValue(item, to: &output)
             }
-            output += "]"
+            output.append(UInt8(ascii: "]"))
         case .dictionary(let dictionary):
-            output += "{"
+            output.append(UInt8(ascii: "{"))
             for (index, key) in dictionary.keys.sorted().enumerated() {
-                if index > 0 { output += "," }
+                if index > 0 { output.append(UInt8(ascii: ",")) }
                 appendQuoted(key, to: &output)
-                output += ":"
-                if isSensitive(key) { output += "\"[redacted]\"" } else { appendValue(dictionary[key]!, to: &output) }
+                output.append(UInt8(ascii: ":"))
+                if isSensitive(key) { output.append(contentsOf: #""[redacted]""#.utf8) } else { appendValue(dictionary[key]!, to: &output) }
             }
-            output += "}"
+            output.append(UInt8(ascii: "}"))
         }
     }
 
-    static func appendQuoted(_ value: String, to output: inout String) {
-        output += "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": output += "\\\""
-            case "\\": output += "\\\\"
-            case "\n": output += "\\n"
-            case "\r": output += "\\r"
-            case "\t": output += "\\t"
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    output += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    output.unicodeScalars.append(scalar)
+    static func appendQuoted(_ value: String, to output: inout [UInt8]) {
+        output.append(UInt8(ascii: "\""))
+        var value = value
+        value.withUTF8 { bytes in
+            if !bytes.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+                output.append(contentsOf: bytes)
+                return
+            }
+            let hex = Array("0123456789abcdef".utf8)
+            for byte in bytes {
+                switch byte {
+                case UInt8(ascii: "\""): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+                case UInt8(ascii: "\\"): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+                case UInt8(ascii: "\n"): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
+                case UInt8(ascii: "\r"): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+                case UInt8(ascii: "\t"): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+                case 0..<0x20: output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), 48, 48, hex[Int(byte >> 4)], hex[Int(byte & 15)]])
+                default: output.append(byte)
                 }
             }
         }
-        output += "\""
+        output.append(UInt8(ascii: "\""))
     }
 
     /// UTC time in RFC 3339 with milliseconds.

@@ -1,3 +1,5 @@
+import GatehouseTokens
+
 /// Persistent state of the authorization server. Implementations must make every acknowledged write durable
 /// before they return (a token handed out is never lost on a crash).
 public protocol AuthStore: Sendable {
@@ -23,15 +25,18 @@ public protocol AuthStore: Sendable {
     func redeemCode(hash: String, at now: Int) async throws -> CodeRedemption
 
     // Tokens
+    /// Reserves ids for new tokens (increasing; never handed out twice by this store).
+    func allocateTokenIDs(_ count: Int) -> [Int64]
     /// Stores tokens; returns once they are durable. Concurrent calls are committed together.
     func insertTokens(_ tokens: [TokenRecord]) async throws
-    func token(hash: String) async throws -> TokenRecord?
+    /// The token a locator names, if its hash matches (compared in constant time).
+    func token(_ locator: TokenLocator) async throws -> TokenRecord?
     /// Atomically marks a refresh token rotated at `now` unless it was rotated or revoked before.
-    func markRotated(hash: String, at now: Int) async throws -> RotationMark
+    func markRotated(_ locator: TokenLocator, at now: Int) async throws -> RotationMark
     /// Revokes every token of a family.
     func revokeFamily(_ familyID: String) async throws
     /// Revokes one token. Returns whether it existed.
-    @discardableResult func revokeToken(hash: String) async throws -> Bool
+    @discardableResult func revokeToken(_ locator: TokenLocator) async throws -> Bool
 
     // Consent
     func consentedScopes(userID: String, clientID: String) async throws -> Set<String>

@@ -87,8 +87,9 @@ public enum TokenKind: String, Sendable {
     case refresh
 }
 
-/// An issued opaque token, keyed by its hash.
+/// An issued opaque token: row `id` (from the token itself, see `TokenLocator`) holding the token's hash.
 public struct TokenRecord: Sendable, Equatable {
+    public var id: Int64
     public var tokenHash: String
     public var kind: TokenKind
     public var clientID: String
@@ -108,7 +109,8 @@ public struct TokenRecord: Sendable, Equatable {
     /// When a refresh token was exchanged for a new one.
     public var rotatedAt: Int?
 
-    public init(tokenHash: String, kind: TokenKind, clientID: String, userID: String?, scope: String, issuedAt: Int, expiresAt: Int, familyID: String?, familyExpiresAt: Int?, grantType: String, authTime: Int?, revoked: Bool = false, rotatedAt: Int? = nil) {
+    public init(id: Int64, tokenHash: String, kind: TokenKind, clientID: String, userID: String?, scope: String, issuedAt: Int, expiresAt: Int, familyID: String?, familyExpiresAt: Int?, grantType: String, authTime: Int?, revoked: Bool = false, rotatedAt: Int? = nil) {
+        self.id = id
         self.tokenHash = tokenHash
         self.kind = kind
         self.clientID = clientID

@@ -64,7 +64,7 @@ import Testing
             let replay = try await client.token([("grant_type", "authorization_code"), ("code", code), ("redirect_uri", Self.spaRedirect), ("client_id", "demo-spa"), ("code_verifier", verifier)])
             #expect(replay.status == .badRequest)
             #expect(replay.string("error") == "invalid_grant")
-            #expect(try await store.token(hash: SecureToken.hash(tokens.string("access_token") ?? ""))?.revoked == true)
+            #expect(try await store.token(TokenLocator(token: tokens.string("access_token") ?? "")!)?.revoked == true)
             let refreshed = try await client.token([("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", "demo-spa")])
             #expect(refreshed.string("error") == "invalid_grant")
         }
@@ -120,7 +120,8 @@ import Testing
             #expect(fragment["state"] == "st-1")
             #expect(fragment["iss"] == "http://127.0.0.1:9000")
             #expect(fragment["refresh_token"] == nil)
-            let stored = try await store.token(hash: SecureToken.hash(try #require(fragment["access_token"])))
+            let implicitToken = try #require(fragment["access_token"])
+            let stored = try await store.token(try #require(TokenLocator(token: implicitToken)))
             #expect(stored?.grantType == "implicit")
 
             // A client not registered for implicit gets the error in the fragment.

@@ -99,7 +99,7 @@ import Testing
 @Suite struct RefreshRotationTests {
     func token(rotatedAt: Int? = nil, revoked: Bool = false, expiresAt: Int = 1000, familyExpiresAt: Int = 5000) -> TokenRecord {
         TokenRecord(
-            tokenHash: "h", kind: .refresh, clientID: "web", userID: "u", scope: "a b", issuedAt: 0, expiresAt: expiresAt,
+            id: 1, tokenHash: "h", kind: .refresh, clientID: "web", userID: "u", scope: "a b", issuedAt: 0, expiresAt: expiresAt,
             familyID: "fam", familyExpiresAt: familyExpiresAt, grantType: "password", authTime: 0, revoked: revoked, rotatedAt: rotatedAt
         )
     }

@@ -34,12 +34,22 @@ struct TemporaryDirectory {
         try await store.close()
     }
 
+    /// Test tokens: a stable split token per name (ids from the name's position in `names`).
+    static let names = ["dup", "after", "r1", "a1", "other", "plain-token-value", "t", "old", "live", "r"] + (0..<500).map { "token-\($0)" }
+    static func token(_ name: String) -> String {
+        TokenLocator.make(id: Int64(names.firstIndex(of: name)! + 1)).token
+    }
+    static let tokens: [String: String] = Dictionary(uniqueKeysWithValues: names.map { ($0, token($0)) })
+    func locator(_ name: String) -> TokenLocator { TokenLocator(token: Self.tokens[name]!)! }
+
     func accessToken(_ value: String, family: String? = nil, client: String = "c", expiresAt: Int = 2000) -> TokenRecord {
-        TokenRecord(tokenHash: SecureToken.hash(value), kind: .access, clientID: client, userID: "u", scope: "a", issuedAt: 1, expiresAt: expiresAt, familyID: family, familyExpiresAt: nil, grantType: "password", authTime: 1)
+        let locator = locator(value)
+        return TokenRecord(id: locator.id, tokenHash: locator.hash, kind: .access, clientID: client, userID: "u", scope: "a", issuedAt: 1, expiresAt: expiresAt, familyID: family, familyExpiresAt: nil, grantType: "password", authTime: 1)
     }
 
     func refreshToken(_ value: String, family: String) -> TokenRecord {
-        TokenRecord(tokenHash: SecureToken.hash(value), kind: .refresh, clientID: "c", userID: "u", scope: "a", issuedAt: 1, expiresAt: 2000, familyID: family, familyExpiresAt: 9000, grantType: "password", authTime: 1)
+        let locator = locator(value)
+        return TokenRecord(id: locator.id, tokenHash: locator.hash, kind: .refresh, clientID: "c", userID: "u", scope: "a", issuedAt: 1, expiresAt: 2000, familyID: family, familyExpiresAt: 9000, grantType: "password", authTime: 1)
     }
 
     @Test func concurrentInsertsAreAllDurableAndSurviveReopening() async throws {
@@ -53,11 +63,11 @@ struct TemporaryDirectory {
             try await group.waitForAll()
         }
         for value in values.shuffled().prefix(50) {
-            #expect(try await store.token(hash: SecureToken.hash(value))?.clientID == "c")
+            #expect(try await store.token(locator(value))?.clientID == "c")
         }
         try await store.close()
         let reopened = try await SQLiteAuthStore.open(.init(path: path), logger: Logger(label: "test"))
-        for value in values { #expect(try await reopened.token(hash: SecureToken.hash(value)) != nil) }
+        for value in values { #expect(try await reopened.token(locator(value)) != nil) }
         try await reopened.close()
     }
 
@@ -66,7 +76,7 @@ struct TemporaryDirectory {
             try await store.insertTokens([accessToken("dup")])
             await #expect(throws: StoreError.self) { try await store.insertTokens([accessToken("dup")]) }
             try await store.insertTokens([accessToken("after")])
-            #expect(try await store.token(hash: SecureToken.hash("after")) != nil)
+            #expect(try await store.token(locator("after")) != nil)
         }
     }
 
@@ -85,20 +95,48 @@ struct TemporaryDirectory {
         }
     }
 
+    @Test func lookupNeedsTheWholeTokenNotJustTheID() async throws {
+        try await withStore { store, _ in
+            try await store.insertTokens([accessToken("t")])
+            #expect(try await store.token(locator("t")) != nil)
+            // Same id, other secret: not found, and it cannot be revoked or rotated by a forger.
+            let forged = TokenLocator(id: locator("t").id, hash: SecureToken.hash("forged"))
+            #expect(try await store.token(forged) == nil)
+            #expect(try await store.revokeToken(forged) == false)
+            #expect(try await store.markRotated(forged, at: 1) == .notFound)
+            #expect(try await store.token(locator("t"))?.revoked == false)
+        }
+    }
+
+    @Test func idsAreAllocatedAboveEveryStoredToken() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.path + "/auth.sqlite"
+        let store = try await SQLiteAuthStore.open(.init(path: path), logger: Logger(label: "test"))
+        let first = store.allocateTokenIDs(3)
+        #expect(first == [1, 2, 3])
+        let (_, locator) = TokenLocator.make(id: 3)
+        try await store.insertTokens([TokenRecord(id: 3, tokenHash: locator.hash, kind: .access, clientID: "c", userID: nil, scope: "", issuedAt: 0, expiresAt: 10, familyID: nil, familyExpiresAt: nil, grantType: "client_credentials", authTime: nil)])
+        try await store.close()
+        let reopened = try await SQLiteAuthStore.open(.init(path: path), logger: Logger(label: "test"))
+        #expect(reopened.allocateTokenIDs(2) == [4, 5])
+        try await reopened.close()
+    }
+
     @Test func rotationMarkIsAtomicAndFamilyRevocationReachesAccessTokens() async throws {
         try await withStore { store, _ in
             try await store.insertTokens([refreshToken("r1", family: "fam"), accessToken("a1", family: "fam"), accessToken("other", family: "fam2")])
             let marks = try await withThrowingTaskGroup(of: RotationMark.self) { group in
-                for _ in 0..<10 { group.addTask { try await store.markRotated(hash: SecureToken.hash("r1"), at: 50) } }
+                for _ in 0..<10 { group.addTask { try await store.markRotated(locator("r1"), at: 50) } }
                 return try await group.reduce(into: [RotationMark]()) { $0.append($1) }
             }
             #expect(marks.filter { if case .rotatedNow = $0 { true } else { false } }.count == 1)
             #expect(marks.allSatisfy { if case .rotatedBefore(let t) = $0 { t.rotatedAt == 50 } else { true } })
             try await store.revokeFamily("fam")
-            #expect(try await store.token(hash: SecureToken.hash("a1"))?.revoked == true)
-            #expect(try await store.token(hash: SecureToken.hash("r1"))?.revoked == true)
-            #expect(try await store.token(hash: SecureToken.hash("other"))?.revoked == false)
-            if case .revoked = try await store.markRotated(hash: SecureToken.hash("r1"), at: 60) {} else { Issue.record("expected revoked") }
+            #expect(try await store.token(locator("a1"))?.revoked == true)
+            #expect(try await store.token(locator("r1"))?.revoked == true)
+            #expect(try await store.token(locator("other"))?.revoked == false)
+            if case .revoked = try await store.markRotated(locator("r1"), at: 60) {} else { Issue.record("expected revoked") }
         }
     }
 
@@ -111,8 +149,8 @@ struct TemporaryDirectory {
         try await store.upsertClient(ClientRecord(id: "c", name: "C", type: "confidential", secretHash: SecureToken.hash("plain-client-secret"), grants: ["client_credentials"], scopes: ["a"], redirectURIs: [], fromConfiguration: false))
         try await store.close()
         // Byte-level check of the database and its WAL: the hashes are there, the raw values are not.
-        #expect(system("cat '\(path)'* | grep -q '\(SecureToken.hash("plain-token-value"))'") == 0)
-        #expect(system("cat '\(path)'* | grep -q plain-token-value") != 0)
+        #expect(system("cat '\(path)'* | grep -q '\(locator("plain-token-value").hash)'") == 0)
+        #expect(system("cat '\(path)'* | grep -q '\(Self.tokens["plain-token-value"]!)'") != 0)
         #expect(system("cat '\(path)'* | grep -q plain-client-secret") != 0)
     }
 
@@ -129,7 +167,7 @@ struct TemporaryDirectory {
             try await store.insertTokens([accessToken("t", client: "web")])
             try await store.removeConfigurationClients(notIn: ["other"])
             #expect(try await store.client(id: "web") == nil)
-            #expect(try await store.token(hash: SecureToken.hash("t"))?.revoked == true)
+            #expect(try await store.token(locator("t"))?.revoked == true)
             #expect(try await store.removeUser(username: "alice"))
             #expect(try await store.removeUser(username: "alice") == false)
         }
@@ -140,10 +178,10 @@ struct TemporaryDirectory {
             try await store.insertTokens([accessToken("old", expiresAt: 10), accessToken("live", expiresAt: 5000), refreshToken("r", family: "f")])
             let removed = try await store.purgeExpired(now: 3000)
             #expect(removed == 1)
-            #expect(try await store.token(hash: SecureToken.hash("old")) == nil)
-            #expect(try await store.token(hash: SecureToken.hash("live")) != nil)
+            #expect(try await store.token(locator("old")) == nil)
+            #expect(try await store.token(locator("live")) != nil)
             // The refresh token expired (2000) but its family lives until 9000: kept, so reuse is still detected.
-            #expect(try await store.token(hash: SecureToken.hash("r")) != nil)
+            #expect(try await store.token(locator("r")) != nil)
         }
     }
 }

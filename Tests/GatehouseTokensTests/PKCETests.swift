@@ -74,3 +74,20 @@ import Testing
         #expect(Base64URL.decode("Z") == nil)
     }
 }
+
+@Suite struct TokenLocatorTests {
+    @Test func roundTrip() throws {
+        let (token, locator) = TokenLocator.make(id: 0x0102_0304_0506_0708)
+        #expect(token.utf8.count == 54)
+        let parsed = try #require(TokenLocator(token: token))
+        #expect(parsed == locator)
+        #expect(parsed.id == 0x0102_0304_0506_0708)
+        #expect(parsed.hash == SecureToken.hash(token))
+        #expect(TokenLocator.make(id: 1).token != TokenLocator.make(id: 1).token)  // 256 random bits each
+    }
+
+    @Test(arguments: ["", "short", String(repeating: "A", count: 54), String(repeating: "!", count: 54), String(repeating: "B", count: 53)])
+    func malformedTokensAreRejected(token: String) {
+        #expect(TokenLocator(token: token) == nil)  // all-"A" decodes to id 0, which is never issued
+    }
+}

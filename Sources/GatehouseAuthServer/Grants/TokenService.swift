@@ -139,15 +139,14 @@ final class TokenService: Sendable {
 
     private func refresh(client: ClientRecord, form: FormParameters) async throws -> IssuedTokens {
         guard let presented = form["refresh_token"] else { throw OAuthError(.invalidRequest, "refresh_token is required") }
-        let hash = SecureToken.hash(presented)
         let now = clock.now()
-        guard var token = try await store.token(hash: hash) else {
+        guard let locator = TokenLocator(token: presented), var token = try await store.token(locator) else {
             throw OAuthError(.invalidGrant, "the refresh token is invalid, expired or revoked")
         }
         let grace = configuration.tokens.refreshTokenReuseGrace
         var decision = RefreshRotation.decide(token, clientID: client.id, requestedScope: form["scope"], now: now, grace: grace)
         if case .rotate = decision {
-            switch try await store.markRotated(hash: hash, at: now) {
+            switch try await store.markRotated(locator, at: now) {
             case .rotatedNow:
                 break
             case .rotatedBefore(let current), .revoked(let current):
@@ -178,22 +177,24 @@ final class TokenService: Sendable {
     /// stores their hashes durably, and only then returns them.
     func issue(client: ClientRecord, userID: String?, scope: String, grant: GrantType, familyID: String?, familyExpiresAt: Int?, authTime: Int?) async throws -> IssuedTokens {
         let now = clock.now()
-        let accessToken = SecureToken.generate()
+        let withRefresh = grant != .clientCredentials && userID != nil && familyID != nil && client.grants.contains(GrantType.refreshToken.rawValue)
+        let ids = store.allocateTokenIDs(withRefresh ? 2 : 1)
+        let (accessToken, accessLocator) = TokenLocator.make(id: ids[0])
         let lifetime = configuration.tokens.accessTokenLifetime
         var records = [
             TokenRecord(
-                tokenHash: SecureToken.hash(accessToken), kind: .access, clientID: client.id, userID: userID, scope: scope,
+                id: accessLocator.id, tokenHash: accessLocator.hash, kind: .access, clientID: client.id, userID: userID, scope: scope,
                 issuedAt: now, expiresAt: now + lifetime, familyID: familyID, familyExpiresAt: familyExpiresAt,
                 grantType: grant.rawValue, authTime: authTime
             )
         ]
         var refreshToken: String?
-        if grant != .clientCredentials, userID != nil, let familyID, client.grants.contains(GrantType.refreshToken.rawValue) {
-            let token = SecureToken.generate()
+        if withRefresh, let familyID {
+            let (token, locator) = TokenLocator.make(id: ids[1])
             let familyEnd = familyExpiresAt ?? now + configuration.tokens.refreshTokenAbsoluteLifetime
             records.append(
                 TokenRecord(
-                    tokenHash: SecureToken.hash(token), kind: .refresh, clientID: client.id, userID: userID, scope: scope,
+                    id: locator.id, tokenHash: locator.hash, kind: .refresh, clientID: client.id, userID: userID, scope: scope,
                     issuedAt: now, expiresAt: min(now + configuration.tokens.refreshTokenIdleLifetime, familyEnd), familyID: familyID,
                     familyExpiresAt: familyEnd, grantType: grant.rawValue, authTime: authTime
                 )

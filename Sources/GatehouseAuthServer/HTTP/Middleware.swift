@@ -2,6 +2,7 @@ import GatehouseTokens
 import HTTPTypes
 import Hummingbird
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// Gives every request an id (the caller's `X-Request-Id` when well-formed, else a new one), returns it on
@@ -48,7 +49,18 @@ struct RequestIDMiddleware: RouterMiddleware {
             }
     }
 
+    /// A process-random 64-bit prefix and a counter: unique, unguessable enough for correlation, and no
+    /// syscall per request (request ids are not credentials).
     static func generate() -> String {
-        String(SecureToken.generate().prefix(22))  // 128 bits
+        let sequence = counter.withLockedValue { value -> UInt64 in
+            value &+= 1
+            return value
+        }
+        var bytes = prefix
+        for index in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: sequence >> (56 - 8 * index))) }
+        return Base64URL.encode(bytes)
     }
+
+    private static let prefix: [UInt8] = Array(Base64URL.decode(SecureToken.generate())!.prefix(8))
+    private static let counter = NIOLockedValueBox<UInt64>(0)
 }

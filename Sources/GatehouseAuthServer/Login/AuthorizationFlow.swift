@@ -145,11 +145,11 @@ struct AuthorizationFlow: Sendable {
             return .redirect(Self.append(to: request.redirectURI, [("code", code), ("state", request.state), ("iss", configuration.issuer)], fragment: false))
         case .token:
             // Implicit: a short-lived access token in the fragment, never a refresh token (RFC 6749 §4.2.2).
-            let token = SecureToken.generate()
+            let (token, locator) = TokenLocator.make(id: store.allocateTokenIDs(1)[0])
             let lifetime = configuration.tokens.implicitAccessTokenLifetime
             try await store.insertTokens([
                 TokenRecord(
-                    tokenHash: SecureToken.hash(token), kind: .access, clientID: request.clientID, userID: userID, scope: scope,
+                    id: locator.id, tokenHash: locator.hash, kind: .access, clientID: request.clientID, userID: userID, scope: scope,
                     issuedAt: now, expiresAt: now + lifetime, familyID: nil, familyExpiresAt: nil, grantType: GrantType.implicit.rawValue,
                     authTime: session.authTime
                 )

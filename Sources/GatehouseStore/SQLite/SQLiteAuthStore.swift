@@ -2,6 +2,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import GatehouseTokens
 import SQLiteNIO
 
 /// The embedded store: SQLite in WAL mode. Writes go through one connection, reads through another, so a
@@ -29,11 +30,15 @@ public final class SQLiteAuthStore: AuthStore {
     let reader: SQLiteConnection
     let logger: Logger
     private let tokenBatcher: GroupCommitBatcher<TokenRecord>
+    /// The last token id handed out. One server process owns a SQLite file, so a counter seeded from the table
+    /// is enough (PostgreSQL deployments with replicas use a sequence instead).
+    private let lastTokenID: NIOLockedValueBox<Int64>
 
-    private init(writer: SQLiteConnection, reader: SQLiteConnection, configuration: Configuration, logger: Logger) {
+    private init(writer: SQLiteConnection, reader: SQLiteConnection, configuration: Configuration, lastTokenID: Int64, logger: Logger) {
         self.writer = writer
         self.reader = reader
         self.logger = logger
+        self.lastTokenID = NIOLockedValueBox(lastTokenID)
         self.tokenBatcher = GroupCommitBatcher(maxBatchSize: configuration.maxBatchSize) { batch in
             SQLiteAuthStore.insertTokenRows(batch, on: writer)
         }
@@ -52,6 +57,9 @@ public final class SQLiteAuthStore: AuthStore {
             _ = try await writer.query("PRAGMA synchronous=\(configuration.fullSync ? "FULL" : "NORMAL")")
             _ = try await writer.query("PRAGMA foreign_keys=ON")
             _ = try await writer.query("PRAGMA busy_timeout=5000")
+            // Fewer, larger checkpoints: pages dirtied by consecutive batches are copied to the database once.
+            _ = try await writer.query("PRAGMA wal_autocheckpoint=4000")
+            _ = try await writer.query("PRAGMA cache_size=-32768")
             try await SchemaMigrations.migrate(writer)
         } catch let error as StoreError {
             try? await writer.close()
@@ -62,7 +70,8 @@ public final class SQLiteAuthStore: AuthStore {
         }
         let reader = try await SQLiteConnection.open(storage: .file(path: configuration.path), threadPool: threadPool, logger: logger, on: eventLoop)
         _ = try await reader.query("PRAGMA query_only=ON")
-        return SQLiteAuthStore(writer: writer, reader: reader, configuration: configuration, logger: logger)
+        let maxID = try await writer.query("SELECT COALESCE(MAX(id), 0) AS id FROM tokens").first?.column("id")?.integer ?? 0
+        return SQLiteAuthStore(writer: writer, reader: reader, configuration: configuration, lastTokenID: Int64(maxID), logger: logger)
     }
 
     public func close() async throws {
@@ -195,6 +204,14 @@ public final class SQLiteAuthStore: AuthStore {
 
     // MARK: Tokens
 
+    public func allocateTokenIDs(_ count: Int) -> [Int64] {
+        lastTokenID.withLockedValue { last in
+            let first = last + 1
+            last += Int64(count)
+            return Array(first...last)
+        }
+    }
+
     public func insertTokens(_ tokens: [TokenRecord]) async throws {
         guard !tokens.isEmpty else { return }
         do {
@@ -204,14 +221,15 @@ public final class SQLiteAuthStore: AuthStore {
         }
     }
 
-    private static let tokenColumns = "token_hash, kind, client_id, subject, scope, issued_at, expires_at, family_id, family_expires_at, grant_type, auth_time, revoked, rotated_at"
+    private static let tokenColumns = "id, token_hash, kind, client_id, subject, scope, issued_at, expires_at, family_id, family_expires_at, grant_type, auth_time, revoked, rotated_at"
 
     static func insertTokenRows(_ tokens: [TokenRecord], on connection: SQLiteConnection) -> EventLoopFuture<Void> {
         var binds: [SQLiteData] = []
-        binds.reserveCapacity(tokens.count * 13)
+        binds.reserveCapacity(tokens.count * 14)
         var sql = "INSERT INTO tokens(\(tokenColumns)) VALUES "
         for (index, token) in tokens.enumerated() {
-            sql += index == 0 ? "(?,?,?,?,?,?,?,?,?,?,?,?,?)" : ",(?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            sql += index == 0 ? "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)" : ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            binds.append(.integer(Int(token.id)))
             binds.append(.text(token.tokenHash))
             binds.append(.text(token.kind.rawValue))
             binds.append(.text(token.clientID))
@@ -229,15 +247,19 @@ public final class SQLiteAuthStore: AuthStore {
         return connection.query(sql, binds).map { _ in }
     }
 
-    public func token(hash: String) async throws -> TokenRecord? {
-        try await run(reader, "SELECT * FROM tokens WHERE token_hash = ?", [.text(hash)]).first.map(Self.tokenRecord)
+    public func token(_ locator: TokenLocator) async throws -> TokenRecord? {
+        guard let row = try await run(reader, "SELECT * FROM tokens WHERE id = ?", [.integer(Int(locator.id))]).first else { return nil }
+        let record = Self.tokenRecord(row)
+        return SecureToken.constantTimeEquals(record.tokenHash, locator.hash) ? record : nil
     }
 
-    public func markRotated(hash: String, at now: Int) async throws -> RotationMark {
-        let marked = try await run(writer, "UPDATE tokens SET rotated_at = ? WHERE token_hash = ? AND kind = 'refresh' AND rotated_at IS NULL AND revoked = 0 RETURNING *", [.integer(now), .text(hash)])
+    public func markRotated(_ locator: TokenLocator, at now: Int) async throws -> RotationMark {
+        let id = SQLiteData.integer(Int(locator.id))
+        let marked = try await run(writer, "UPDATE tokens SET rotated_at = ? WHERE id = ? AND token_hash = ? AND kind = 'refresh' AND rotated_at IS NULL AND revoked = 0 RETURNING *", [.integer(now), id, .text(locator.hash)])
         if let row = marked.first { return .rotatedNow(Self.tokenRecord(row)) }
-        guard let row = try await run(writer, "SELECT * FROM tokens WHERE token_hash = ? AND kind = 'refresh'", [.text(hash)]).first else { return .notFound }
+        guard let row = try await run(writer, "SELECT * FROM tokens WHERE id = ? AND kind = 'refresh'", [id]).first else { return .notFound }
         let record = Self.tokenRecord(row)
+        guard SecureToken.constantTimeEquals(record.tokenHash, locator.hash) else { return .notFound }
         return record.revoked ? .revoked(record) : .rotatedBefore(record)
     }
 
@@ -245,13 +267,14 @@ public final class SQLiteAuthStore: AuthStore {
         try await run(writer, "UPDATE tokens SET revoked = 1 WHERE family_id = ? AND revoked = 0", [.text(familyID)])
     }
 
-    public func revokeToken(hash: String) async throws -> Bool {
-        !(try await run(writer, "UPDATE tokens SET revoked = 1 WHERE token_hash = ? RETURNING token_hash", [.text(hash)])).isEmpty
+    public func revokeToken(_ locator: TokenLocator) async throws -> Bool {
+        !(try await run(writer, "UPDATE tokens SET revoked = 1 WHERE id = ? AND token_hash = ? RETURNING id", [.integer(Int(locator.id)), .text(locator.hash)])).isEmpty
     }
 
     static func tokenRecord(_ row: SQLiteRow) -> TokenRecord {
         func int(_ name: String) -> Int? { row.column(name)?.integer.map { Int($0) } }
         return TokenRecord(
+            id: Int64(row.column("id")?.integer ?? 0),
             tokenHash: row.column("token_hash")?.string ?? "",
             kind: TokenKind(rawValue: row.column("kind")?.string ?? "") ?? .access,
             clientID: row.column("client_id")?.string ?? "",
@@ -291,7 +314,7 @@ public final class SQLiteAuthStore: AuthStore {
         let tokens = try await run(writer, """
             DELETE FROM tokens WHERE (kind = 'access' AND expires_at < ?)
               OR (kind = 'refresh' AND expires_at < ? AND (family_expires_at IS NULL OR family_expires_at < ?))
-            RETURNING token_hash
+            RETURNING id
             """, [.integer(now), .integer(now), .integer(now)])
         return codes.count + tokens.count
     }

@@ -18,10 +18,10 @@ enum SchemaMigrations {
               used_at INTEGER)
             """,
             """
-            CREATE TABLE tokens(token_hash TEXT PRIMARY KEY, kind TEXT NOT NULL, client_id TEXT NOT NULL, subject TEXT,
+            CREATE TABLE tokens(id INTEGER PRIMARY KEY, token_hash TEXT NOT NULL, kind TEXT NOT NULL, client_id TEXT NOT NULL, subject TEXT,
               scope TEXT NOT NULL, issued_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, family_id TEXT,
               family_expires_at INTEGER, grant_type TEXT NOT NULL, auth_time INTEGER, revoked INTEGER NOT NULL DEFAULT 0,
-              rotated_at INTEGER) WITHOUT ROWID
+              rotated_at INTEGER)
             """,
             "CREATE INDEX tokens_family ON tokens(family_id) WHERE family_id IS NOT NULL",
             "CREATE INDEX tokens_expiry ON tokens(expires_at)",
