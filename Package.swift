@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
     ],
     targets: [
         // Argument parsing and wiring only.
@@ -46,10 +47,15 @@ let package = Package(
             dependencies: [.product(name: "Yams", package: "Yams")],
             swiftSettings: swiftSettings
         ),
-        // Opaque-token primitives shared by every server: random values, hashing, PKCE.
+        // Token primitives shared by both servers and by backends: opaque split tokens, hashing, PKCE, and JOSE
+        // (signing keys, RFC 7638 thumbprints, RFC 9068 claims, a JWKS verifier with an algorithm allow-list).
         .target(
             name: "GatehouseTokens",
-            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ],
             swiftSettings: swiftSettings
         ),
         // The storage protocol and its SQLite implementation (schema, migrations, group commit).
@@ -78,6 +84,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "JWTKit", package: "jwt-kit"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -89,7 +96,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GatehouseTokensTests",
-            dependencies: ["GatehouseTokens"],
+            dependencies: ["GatehouseTokens", .product(name: "JWTKit", package: "jwt-kit"), .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

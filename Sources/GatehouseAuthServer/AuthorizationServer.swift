@@ -21,11 +21,14 @@ public final class AuthorizationServer: Sendable {
     let passwords: PasswordHasher
     let pages: Pages
     let metadataJSON: NIOLockedValueBox<String>
+    /// Signing keys (JWT access tokens, JWT introspection responses) and the JWKS.
+    public let keys: KeyManager
 
     /// Name of the browser session cookie.
     public static let sessionCookie = "gatehouse_session"
 
-    public init(configuration: AuthServerConfiguration, store: any AuthStore, clock: any AuthClock = SystemAuthClock(), logger: Logger) throws {
+    public init(configuration: AuthServerConfiguration, store: any AuthStore, keys: KeyManager, clock: any AuthClock = SystemAuthClock(), logger: Logger) throws {
+        self.keys = keys
         self.configuration = configuration
         self.store = store
         self.clock = clock
@@ -40,12 +43,12 @@ public final class AuthorizationServer: Sendable {
                 )
             )
         )
-        self.tokens = TokenService(configuration: configuration, store: store, clock: clock, directory: directory, passwords: passwords, throttle: throttle, logger: logger)
+        self.tokens = TokenService(configuration: configuration, store: store, clock: clock, directory: directory, passwords: passwords, throttle: throttle, keys: keys, logger: logger)
         self.pending = PendingAuthorizations()
         self.flow = AuthorizationFlow(configuration: configuration, store: store, clock: clock, directory: directory, pending: pending, logger: logger)
         self.sessions = SessionStore(lifetime: configuration.login.sessionLifetime)
         self.pages = try Pages()
-        self.metadataJSON = NIOLockedValueBox(Self.metadata(configuration: configuration, scopes: []))
+        self.metadataJSON = NIOLockedValueBox(Self.metadata(configuration: configuration, scopes: [], algorithms: keys.signingAlgorithms))
     }
 
     // MARK: Registration from configuration
@@ -84,7 +87,7 @@ public final class AuthorizationServer: Sendable {
         return ClientRecord(
             id: client.id, name: client.name, type: client.type.rawValue, secretHash: secretHash,
             grants: GrantType.allCases.filter { client.grants.contains($0) }.map(\.rawValue), scopes: client.scopes,
-            redirectURIs: client.redirectURIs, fromConfiguration: true
+            redirectURIs: client.redirectURIs, fromConfiguration: true, audiences: client.audiences, mayIntrospect: client.mayIntrospect
         )
     }
 
@@ -100,21 +103,29 @@ public final class AuthorizationServer: Sendable {
 
     func refreshMetadata() async throws {
         let scopes = Set(try await store.listClients().flatMap(\.scopes)).sorted()
-        metadataJSON.withLockedValue { $0 = Self.metadata(configuration: configuration, scopes: scopes) }
+        let algorithms = keys.signingAlgorithms
+        metadataJSON.withLockedValue { $0 = Self.metadata(configuration: configuration, scopes: scopes, algorithms: algorithms) }
     }
 
     /// RFC 8414 authorization server metadata.
-    static func metadata(configuration: AuthServerConfiguration, scopes: [String]) -> String {
+    static func metadata(configuration: AuthServerConfiguration, scopes: [String], algorithms: [String]) -> String {
         let issuer = configuration.issuer
         var json = JSONWriter()
         json.add("issuer", issuer)
         json.add("authorization_endpoint", issuer + "/authorize")
         json.add("token_endpoint", issuer + "/token")
+        json.add("introspection_endpoint", issuer + "/introspect")
+        json.add("revocation_endpoint", issuer + "/revoke")
+        json.add("jwks_uri", issuer + "/.well-known/jwks.json")
         json.add("scopes_supported", scopes)
         json.add("response_types_supported", ["code", "token"])
         json.add("response_modes_supported", ["query", "fragment"])
         json.add("grant_types_supported", GrantType.allCases.map(\.rawValue))
         json.add("token_endpoint_auth_methods_supported", ["client_secret_basic", "client_secret_post", "none"])
+        json.add("introspection_endpoint_auth_methods_supported", ["client_secret_basic", "client_secret_post"])
+        json.add("revocation_endpoint_auth_methods_supported", ["client_secret_basic", "client_secret_post", "none"])
+        json.add("introspection_signing_alg_values_supported", algorithms)
+        json.add("access_token_signing_alg_values_supported", algorithms)
         json.add("code_challenge_methods_supported", [PKCE.s256])
         json.add("authorization_response_iss_parameter_supported", true)
         return json.finish()

@@ -7,6 +7,8 @@ public enum GrantType: String, Sendable, CaseIterable, Hashable {
     case password = "password"
     case clientCredentials = "client_credentials"
     case refreshToken = "refresh_token"
+    /// RFC 8693 token exchange: an opaque access token in, its signed JWT out (the gateway's call).
+    case tokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
 }
 
 /// Whether a client can keep a secret (RFC 6749 §2.1).
@@ -31,8 +33,12 @@ public struct ClientRegistration: Sendable, Equatable {
     public var grants: Set<GrantType>
     public var scopes: [String]
     public var redirectURIs: [String]
+    /// `aud` of JWTs issued for this client's tokens; empty means the server's default audience.
+    public var audiences: [String]
+    /// Whether the client may call the introspection endpoint (resource servers, the gateway).
+    public var mayIntrospect: Bool
 
-    public init(id: String, name: String? = nil, type: ClientType, secret: ClientSecret?, grants: Set<GrantType>, scopes: [String], redirectURIs: [String]) {
+    public init(id: String, name: String? = nil, type: ClientType, secret: ClientSecret?, grants: Set<GrantType>, scopes: [String], redirectURIs: [String], audiences: [String] = [], mayIntrospect: Bool = false) {
         self.id = id
         self.name = name ?? id
         self.type = type
@@ -40,6 +46,8 @@ public struct ClientRegistration: Sendable, Equatable {
         self.grants = grants
         self.scopes = scopes
         self.redirectURIs = redirectURIs
+        self.audiences = audiences
+        self.mayIntrospect = mayIntrospect
     }
 }
 
@@ -109,6 +117,26 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         /// A rotated refresh token presented again within this period still succeeds (concurrent refreshes).
         /// Default 5 seconds.
         public var refreshTokenReuseGrace: Int = 5
+        /// Default `aud` of JWT access tokens. Default `gatehouse`.
+        public var jwtAudience: String = "gatehouse"
+        /// A JWT access token lives at most this long, and never longer than the opaque token it stands for.
+        /// Default 1 hour.
+        public var jwtMaxLifetime: Int = 3600
+        public init() {}
+    }
+
+    /// JWT signing keys.
+    public struct Signing: Sendable, Equatable {
+        /// Default ES256.
+        public var algorithm: String = "ES256"
+        /// Key directory, relative to the data directory. Default `keys`.
+        public var keyDirectory: String = "keys"
+        /// `Cache-Control: max-age` of the JWKS; a new key signs only after this (plus the rescan interval). Default 5 min.
+        public var jwksMaxAge: Int = 300
+        /// How often the server re-reads the key directory. Default 5 s.
+        public var rescanInterval: Int = 5
+        /// Automatic rotation period; nil rotates only with `gatehouse keys rotate`.
+        public var rotationPeriod: Int?
         public init() {}
     }
 
@@ -147,6 +175,7 @@ public struct AuthServerConfiguration: Sendable, Equatable {
     public var tokens: Tokens
     public var pkce: PKCEPolicy
     public var login: Login
+    public var signing: Signing = .init()
     public var clients: [ClientRegistration]
     public var users: [UserRegistration]
 
@@ -234,6 +263,8 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         }
         if let value = try tokens.duration("refresh_token_idle_lifetime", minimum: 1) { configuration.tokens.refreshTokenIdleLifetime = value }
         if let value = try tokens.duration("refresh_token_absolute_lifetime", minimum: 1) { configuration.tokens.refreshTokenAbsoluteLifetime = value }
+        if let value = try tokens.string("jwt_audience") { configuration.tokens.jwtAudience = value }
+        if let value = try tokens.duration("jwt_max_lifetime", minimum: 1) { configuration.tokens.jwtMaxLifetime = value }
         if let value = try tokens.duration("refresh_token_reuse_grace") {
             guard value <= 60 else { throw tokens.error("refresh_token_reuse_grace", "must be at most 60s: a longer grace weakens reuse detection") }
             configuration.tokens.refreshTokenReuseGrace = value
@@ -241,6 +272,23 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         try tokens.finish()
         if configuration.tokens.refreshTokenIdleLifetime > configuration.tokens.refreshTokenAbsoluteLifetime {
             throw ConfigurationError(code: .invalidValue, file: file, keyPath: "tokens.refresh_token_idle_lifetime", reason: "must not exceed refresh_token_absolute_lifetime")
+        }
+
+        var signing = try root.mapping("signing")
+        if let value = try signing.string("algorithm") {
+            guard ["ES256", "RS256", "EdDSA"].contains(value) else { throw signing.error("algorithm", "expected ES256, RS256 or EdDSA, got '\(value)'") }
+            configuration.signing.algorithm = value
+        }
+        if let value = try signing.string("key_directory") { configuration.signing.keyDirectory = value }
+        if let value = try signing.duration("jwks_max_age", minimum: 0) {
+            guard value <= 86400 else { throw signing.error("jwks_max_age", "must be at most 1d") }
+            configuration.signing.jwksMaxAge = value
+        }
+        if let value = try signing.duration("rescan_interval", minimum: 1) { configuration.signing.rescanInterval = value }
+        if let value = try signing.duration("rotation_period", minimum: 0) { configuration.signing.rotationPeriod = value == 0 ? nil : value }
+        try signing.finish()
+        if let period = configuration.signing.rotationPeriod, period <= configuration.signing.jwksMaxAge + configuration.signing.rescanInterval {
+            throw ConfigurationError(code: .invalidValue, file: file, keyPath: "signing.rotation_period", reason: "must be longer than jwks_max_age plus rescan_interval, or a new key would be due before the last one signs")
         }
 
         var pkce = try root.mapping("pkce")
@@ -349,7 +397,12 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         if (grants.contains(.authorizationCode) || grants.contains(.implicit)) && redirectURIs.isEmpty {
             throw client.error("redirect_uris", "authorization_code and implicit clients need at least one redirect URI", code: .missingKey)
         }
-        return ClientRegistration(id: id, name: name, type: type, secret: secret, grants: grants, scopes: scopes, redirectURIs: redirectURIs)
+        let audiences = try client.stringList("audience") ?? []
+        let mayIntrospect = try client.bool("introspect") ?? false
+        if type == .public && (mayIntrospect || grants.contains(.tokenExchange)) {
+            throw client.error(mayIntrospect ? "introspect" : "grants", "a public client cannot introspect or exchange tokens")
+        }
+        return ClientRegistration(id: id, name: name, type: type, secret: secret, grants: grants, scopes: scopes, redirectURIs: redirectURIs, audiences: audiences, mayIntrospect: mayIntrospect)
     }
 }
 

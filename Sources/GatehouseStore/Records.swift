@@ -10,8 +10,12 @@ public struct ClientRecord: Sendable, Equatable {
     public var redirectURIs: [String]
     /// Clients registered from a configuration file are replaced on every start; others (CLI) are kept.
     public var fromConfiguration: Bool
+    /// `aud` of JWTs issued for this client's tokens (empty: the server default).
+    public var audiences: [String]
+    /// May call the introspection endpoint.
+    public var mayIntrospect: Bool
 
-    public init(id: String, name: String, type: String, secretHash: String?, grants: [String], scopes: [String], redirectURIs: [String], fromConfiguration: Bool) {
+    public init(id: String, name: String, type: String, secretHash: String?, grants: [String], scopes: [String], redirectURIs: [String], fromConfiguration: Bool, audiences: [String] = [], mayIntrospect: Bool = false) {
         self.id = id
         self.name = name
         self.type = type
@@ -20,6 +24,8 @@ public struct ClientRecord: Sendable, Equatable {
         self.scopes = scopes
         self.redirectURIs = redirectURIs
         self.fromConfiguration = fromConfiguration
+        self.audiences = audiences
+        self.mayIntrospect = mayIntrospect
     }
 
     public var isPublic: Bool { type == "public" }

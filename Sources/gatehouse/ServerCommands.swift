@@ -116,7 +116,9 @@ enum AuthRunner {
         let databasePath = configuration.storage.sqliteFile.hasPrefix("/") ? configuration.storage.sqliteFile : dataDirectory + "/" + configuration.storage.sqliteFile
         let store = try await SQLiteAuthStore.open(.init(path: databasePath, fullSync: configuration.storage.synchronous == .full), logger: logger)
         do {
-            let server = try AuthorizationServer(configuration: configuration, store: store, logger: logger)
+            let keys = KeyManager.forServer(configuration, dataDirectory: dataDirectory, logger: logger)
+            try await keys.reload()
+            let server = try AuthorizationServer(configuration: configuration, store: store, keys: keys, logger: logger)
             try await server.registerConfiguredClientsAndUsers()
             let issuer = configuration.issuer
             let app = server.application(host: configuration.listen.host, port: configuration.listen.port) { port in
@@ -129,7 +131,10 @@ enum AuthRunner {
             }
             let group = ServiceGroup(
                 configuration: .init(
-                    services: [.init(service: app), .init(service: AuthMaintenanceService(server: server))],
+                    services: [
+                        .init(service: app), .init(service: AuthMaintenanceService(server: server)),
+                        .init(service: KeyRefreshService(keys: keys, interval: .seconds(configuration.signing.rescanInterval))),
+                    ],
                     gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger
                 )

@@ -28,6 +28,7 @@ func testConfiguration() throws -> AuthServerConfiguration {
           - {id: demo-web, name: Demo web, secret: demo-web-secret, grants: [authorization_code, refresh_token, password], scopes: [orders:read, orders:write], redirect_uris: ['http://127.0.0.1:8081/callback']}
           - {id: demo-spa, type: public, grants: [authorization_code, refresh_token, implicit], scopes: [orders:read, orders:write], redirect_uris: ['http://127.0.0.1:8081/spa/callback']}
           - {id: no-pkce, secret: no-pkce-secret, grants: [authorization_code], scopes: [orders:read], redirect_uris: ['https://app.example/cb']}
+          - {id: gatehouse-gateway, secret: gatehouse-gateway-secret, grants: ['urn:ietf:params:oauth:grant-type:token-exchange'], introspect: true}
         users:
           - {username: alice, password: alice-password}
           - {username: bob, password: bob-password}
@@ -50,7 +51,9 @@ func withAuthServer(
     logger.logLevel = .warning
     let store = try await SQLiteAuthStore.open(.init(path: directory + "/auth.sqlite", fullSync: false), logger: logger)
     let clock = ManualClock()
-    let server = try AuthorizationServer(configuration: configuration, store: store, clock: clock, logger: logger)
+    let keys = KeyManager.forServer(configuration, dataDirectory: directory, clock: clock, logger: logger)
+    try await keys.reload()
+    let server = try AuthorizationServer(configuration: configuration, store: store, keys: keys, clock: clock, logger: logger)
     try await server.registerConfiguredClientsAndUsers()
     let app = server.application(host: "127.0.0.1", port: 0)
     do {

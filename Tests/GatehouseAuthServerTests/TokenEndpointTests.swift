@@ -27,7 +27,7 @@ import Testing
                 #expect(reply.string("authorization_endpoint") == "http://127.0.0.1:9000/authorize")
                 #expect(reply.json["code_challenge_methods_supported"] as? [String] == ["S256"])
                 #expect(reply.json["authorization_response_iss_parameter_supported"] as? Bool == true)
-                #expect(Set(reply.json["grant_types_supported"] as? [String] ?? []) == ["authorization_code", "implicit", "password", "client_credentials", "refresh_token"])
+                #expect(Set(reply.json["grant_types_supported"] as? [String] ?? []) == ["authorization_code", "implicit", "password", "client_credentials", "refresh_token", "urn:ietf:params:oauth:grant-type:token-exchange"])
                 #expect(Set(reply.json["response_types_supported"] as? [String] ?? []) == ["code", "token"])
                 #expect(Set(reply.json["token_endpoint_auth_methods_supported"] as? [String] ?? []) == ["client_secret_basic", "client_secret_post", "none"])
             }

@@ -28,7 +28,11 @@ import Testing
 
     @Test func parsesTheDemoConfiguration() throws {
         let configuration = try AuthServerConfiguration.load(file: "config/demo/auth.yaml", environment: [:])
-        #expect(Set(configuration.clients.map(\.id)) == ["demo-service", "demo-web", "demo-spa"])
+        #expect(Set(configuration.clients.map(\.id)) == ["demo-service", "demo-web", "demo-spa", "gatehouse-gateway"])
+        let gateway = configuration.clients.first { $0.id == "gatehouse-gateway" }
+        #expect(gateway?.mayIntrospect == true)
+        #expect(gateway?.grants == [.tokenExchange])
+        #expect(configuration.tokens.jwtAudience == "http://127.0.0.1:8080")
         #expect(configuration.clients.first { $0.id == "demo-spa" }?.type == .public)
         #expect(configuration.users.map(\.username) == ["alice", "bob"])
     }
@@ -83,10 +87,32 @@ import Testing
         ("issuer: https://a.example\nclients: [{id: 'a:b', secret: s, grants: [client_credentials]}]", "clients[0].id"),
         ("issuer: https://a.example\nclients: [{id: a, secret: s, grants: [client_credentials]}, {id: a, secret: t, grants: [client_credentials]}]", "clients[1].id"),
         ("issuer: https://a.example\nusers: [{username: u}]", "users[0].password"),
+        ("issuer: https://a.example\nsigning: {algorithm: HS256}", "signing.algorithm"),
+        ("issuer: https://a.example\nsigning: {algorithm: none}", "signing.algorithm"),
+        ("issuer: https://a.example\nsigning: {jwks_max_age: 5m, rotation_period: 4m}", "signing.rotation_period"),
+        ("issuer: https://a.example\nsigning: {kid: x}", "signing.kid"),
+        ("issuer: https://a.example\nclients: [{id: p, type: public, grants: [implicit], redirect_uris: ['https://a.example/cb'], introspect: true}]", "clients[0].introspect"),
+        ("issuer: https://a.example\nclients: [{id: p, type: public, grants: ['urn:ietf:params:oauth:grant-type:token-exchange']}]", "clients[0].grants"),
     ])
     func invalidValuesAreNamed(yaml: String, keyPath: String) {
         let error = #expect(throws: ConfigurationError.self) { try AuthServerConfiguration.parse(yaml: yaml) }
         #expect(error?.keyPath == keyPath)
+    }
+
+    @Test func signingSection() throws {
+        let configuration = try AuthServerConfiguration.parse(yaml: """
+            issuer: https://a.example
+            signing: {algorithm: EdDSA, jwks_max_age: 10m, rescan_interval: 2s, rotation_period: 30d, key_directory: /var/lib/keys}
+            tokens: {jwt_audience: 'https://api.example', jwt_max_lifetime: 10m}
+            """)
+        #expect(configuration.signing.algorithm == "EdDSA")
+        #expect(configuration.signing.jwksMaxAge == 600)
+        #expect(configuration.signing.rescanInterval == 2)
+        #expect(configuration.signing.rotationPeriod == 30 * 86400)
+        #expect(configuration.signing.keyDirectory == "/var/lib/keys")
+        #expect(configuration.tokens.jwtAudience == "https://api.example")
+        #expect(configuration.tokens.jwtMaxLifetime == 600)
+        #expect(try AuthServerConfiguration.parse(yaml: "issuer: https://a.example").signing.rotationPeriod == nil)
     }
 
     @Test func missingIssuer() {

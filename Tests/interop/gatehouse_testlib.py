@@ -64,6 +64,24 @@ def pkce_pair() -> tuple[str, str]:
     return verifier, challenge
 
 
+def run_gatehouse(*args: str, timeout: float = 60.0, binary: Optional[Path] = None) -> subprocess.CompletedProcess:
+    """Runs one `gatehouse` command (e.g. `keys rotate`) to completion, text mode, output captured."""
+    return subprocess.run(
+        [str(binary or gatehouse_binary()), *map(str, args)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def describe_run(result: subprocess.CompletedProcess) -> str:
+    return (
+        f"command: {' '.join(map(str, result.args))}\nexit: {result.returncode}\n"
+        f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
+    )
+
+
 def token_rows(db_path: Path, token: str) -> list[dict]:
     """All rows of table `tokens` whose token_hash matches `token`."""
     conn = sqlite3.connect(str(db_path), timeout=10)
@@ -223,9 +241,11 @@ class Credentials:
     web_secret: str = field(default_factory=lambda: "demo-web-secret-" + secrets.token_hex(8))
     alice_password: str = field(default_factory=lambda: "alice-password-" + secrets.token_hex(8))
     bob_password: str = field(default_factory=lambda: "bob-password-" + secrets.token_hex(8))
+    # only registered when a test passes a client using it in `extra_clients` (e.g. the token-exchange gateway)
+    gateway_secret: str = field(default_factory=lambda: "demo-gateway-secret-" + secrets.token_hex(8))
 
     def all(self) -> list[str]:
-        return [self.service_secret, self.web_secret, self.alice_password, self.bob_password]
+        return [self.service_secret, self.web_secret, self.alice_password, self.bob_password, self.gateway_secret]
 
 
 def write_config(
@@ -235,9 +255,22 @@ def write_config(
     *,
     refresh_token_reuse_grace: str = "1s",
     synchronous: str = "full",
+    jwt_audience: Optional[str] = None,
+    signing: Optional[dict] = None,
+    extra_clients: str = "",
 ) -> Path:
     """Writes a config of the contract's shape. The listen port / issuer say 9000;
-    the tests always pass `--port 0`, so the issuer must follow the real port."""
+    the tests always pass `--port 0`, so the issuer must follow the real port.
+
+    Optional (omitted unless given, so the default config is unchanged): `jwt_audience` (tokens.jwt_audience),
+    `signing` (a flat mapping written as the `signing:` section, e.g. {"algorithm": "RS256", "jwks_max_age": "2s"}),
+    `extra_clients` (YAML list items, indented by two spaces like the others, appended to `clients:`)."""
+    tokens_extra = f"  jwt_audience: {jwt_audience}\n" if jwt_audience is not None else ""
+    signing_section = (
+        "signing: {" + ", ".join(f"{k}: {v}" for k, v in signing.items()) + "}\n" if signing is not None else ""
+    )
+    if extra_clients and not extra_clients.endswith("\n"):
+        extra_clients += "\n"
     text = f"""\
 issuer: http://127.0.0.1:9000
 listen: {{host: 127.0.0.1, port: 9000}}
@@ -250,7 +283,7 @@ tokens:
   refresh_token_idle_lifetime: 14d
   refresh_token_absolute_lifetime: 90d
   refresh_token_reuse_grace: {refresh_token_reuse_grace}
-pkce: {{require_for_confidential_clients: true}}
+{tokens_extra}{signing_section}pkce: {{require_for_confidential_clients: true}}
 login:
   max_failures_before_delay: 5
   base_delay: 1s
@@ -275,7 +308,7 @@ clients:
     grants: [authorization_code, refresh_token, implicit]
     scopes: [orders:read, orders:write]
     redirect_uris: [{callback.spa_redirect_uri}]
-users:
+{extra_clients}users:
   - username: alice
     password: {creds.alice_password}
   - username: bob

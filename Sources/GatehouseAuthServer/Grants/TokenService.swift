@@ -2,6 +2,7 @@ import GatehouseConfiguration
 import GatehouseStore
 import GatehouseTokens
 import Logging
+import JWTKit
 import NIOConcurrencyHelpers
 
 /// A successful token response (RFC 6749 §5.1).
@@ -10,10 +11,13 @@ struct IssuedTokens: Sendable {
     var expiresIn: Int
     var scope: String
     var refreshToken: String?
+    /// RFC 8693 responses name the type of what they issued.
+    var issuedTokenType: String?
 
     var json: String {
         var writer = JSONWriter()
         writer.add("access_token", accessToken)
+        writer.add("issued_token_type", issuedTokenType)
         writer.add("token_type", "Bearer")
         writer.add("expires_in", expiresIn)
         writer.add("scope", scope)
@@ -31,8 +35,11 @@ final class TokenService: Sendable {
     let passwords: PasswordHasher
     let throttle: NIOLockedValueBox<LoginThrottle>
     let logger: Logger
+    let cache: TokenRecordCache
+    let introspector: TokenIntrospector
+    let keys: KeyManager
 
-    init(configuration: AuthServerConfiguration, store: any AuthStore, clock: any AuthClock, directory: ClientDirectory, passwords: PasswordHasher, throttle: NIOLockedValueBox<LoginThrottle>, logger: Logger) {
+    init(configuration: AuthServerConfiguration, store: any AuthStore, clock: any AuthClock, directory: ClientDirectory, passwords: PasswordHasher, throttle: NIOLockedValueBox<LoginThrottle>, keys: KeyManager, logger: Logger) {
         self.configuration = configuration
         self.store = store
         self.clock = clock
@@ -40,6 +47,9 @@ final class TokenService: Sendable {
         self.passwords = passwords
         self.throttle = throttle
         self.logger = logger
+        self.keys = keys
+        self.cache = TokenRecordCache()
+        self.introspector = TokenIntrospector(store: store, directory: directory, cache: cache, users: UsernameCache(), clock: clock)
     }
 
     /// Handles one token request.
@@ -58,6 +68,7 @@ final class TokenService: Sendable {
             case .password: return try await password(client: client, form: form, remoteAddress: remoteAddress)
             case .authorizationCode: return try await authorizationCode(client: client, form: form)
             case .refreshToken: return try await refresh(client: client, form: form)
+            case .tokenExchange: return try await exchange(client: client, form: form)
             case .implicit: throw OAuthError(.unsupportedGrantType, "implicit is not a token-endpoint grant")
             }
         } catch let error as OAuthError {
@@ -127,6 +138,7 @@ final class TokenService: Sendable {
             throw error
         case .refuseAndRevoke(let familyID, let error):
             try await store.revokeFamily(familyID)
+            cache.markFamilyRevoked(familyID)
             logger.warning("authorization code replayed; token family revoked", metadata: ["client_id": "\(client.id)"])
             throw error
         case .issue(let record):
@@ -161,6 +173,7 @@ final class TokenService: Sendable {
             throw error
         case .revokeFamily(let familyID, let error):
             try await store.revokeFamily(familyID)
+            cache.markFamilyRevoked(familyID)
             logger.warning("rotated refresh token reused; token family revoked", metadata: ["client_id": "\(client.id)"])
             throw error
         case .rotate(let scope), .reissueWithinGrace(let scope):
@@ -202,6 +215,87 @@ final class TokenService: Sendable {
             refreshToken = token
         }
         try await store.insertTokens(records)
+        cache.put(records.filter { $0.kind == .access }, now: now)
         return IssuedTokens(accessToken: accessToken, expiresIn: lifetime, scope: scope, refreshToken: refreshToken)
+    }
+
+    // MARK: Token exchange (RFC 8693)
+
+    static let accessTokenType = "urn:ietf:params:oauth:token-type:access_token"
+    static let jwtTokenType = "urn:ietf:params:oauth:token-type:jwt"
+
+    /// An opaque access token in, the RFC 9068 JWT that stands for it out (the gateway's phantom-token call).
+    private func exchange(client: ClientRecord, form: FormParameters) async throws -> IssuedTokens {
+        guard !client.isPublic else { throw OAuthError(.unauthorizedClient, "public clients cannot exchange tokens") }
+        guard let subjectToken = form["subject_token"] else { throw OAuthError(.invalidRequest, "subject_token is required") }
+        guard form["subject_token_type"] == Self.accessTokenType else {
+            throw OAuthError(.invalidRequest, "subject_token_type must be \(Self.accessTokenType)")
+        }
+        if let requested = form["requested_token_type"], requested != Self.jwtTokenType {
+            throw OAuthError(.invalidRequest, "requested_token_type must be \(Self.jwtTokenType)")
+        }
+        guard form["actor_token"] == nil else { throw OAuthError(.invalidRequest, "actor tokens (delegation) are not supported") }
+        guard let subject = try await introspector.activeToken(subjectToken), subject.record.kind == .access else {
+            // RFC 8693 §2.2.2: an unacceptable subject token is invalid_request.
+            throw OAuthError(.invalidRequest, "subject_token is invalid, expired or revoked")
+        }
+        let scope = try Scopes.narrow(requested: form["scope"], granted: subject.record.scope)
+        let audiences = subject.client.audiences.isEmpty ? [configuration.tokens.jwtAudience] : subject.client.audiences
+        if let audience = form["audience"], !audiences.contains(audience) {
+            throw OAuthError(.invalidTarget, "audience '\(audience)' is not allowed for this token")
+        }
+        let now = clock.now()
+        let exp = min(subject.record.expiresAt, now + configuration.tokens.jwtMaxLifetime)
+        let claims = AccessTokenClaims(
+            iss: configuration.issuer, sub: subject.subject, aud: form["audience"].map { [$0] } ?? audiences, exp: exp, iat: now, nbf: now,
+            jti: SecureToken.generate(), client_id: subject.record.clientID, scope: scope.isEmpty ? nil : scope, auth_time: subject.record.authTime
+        )
+        let jwt = try await keys.sign(claims, type: AccessTokenClaims.type)
+        return IssuedTokens(accessToken: jwt, expiresIn: max(0, exp - now), scope: scope, refreshToken: nil, issuedTokenType: Self.jwtTokenType)
+    }
+
+    // MARK: Revocation (RFC 7009)
+
+    /// Revokes a token the client owns: a refresh token with its whole family (and the access tokens issued from
+    /// it), an access token alone. Unknown tokens, and other clients' tokens, change nothing and reveal nothing.
+    func revoke(form: FormParameters, authorization: String?) async throws(OAuthError) {
+        do {
+            let client = try await authenticator.authenticate(authorization: authorization, form: form)
+            guard let presented = form["token"] else { throw OAuthError(.invalidRequest, "token is required") }
+            guard let locator = TokenLocator(token: presented), let record = try await store.token(locator), record.clientID == client.id else { return }
+            if record.kind == .refresh, let familyID = record.familyID {
+                try await store.revokeFamily(familyID)
+                cache.markFamilyRevoked(familyID)
+            } else {
+                try await store.revokeToken(locator)
+                cache.markRevoked(id: locator.id)
+            }
+        } catch let error as OAuthError {
+            throw error
+        } catch {
+            logger.error("revocation failed", metadata: ["error": "\(error)"])
+            throw OAuthError(.serverError, "the server could not complete the request")
+        }
+    }
+
+    // MARK: Introspection (RFC 7662, RFC 9701)
+
+    /// Authenticates a caller allowed to introspect and describes the token.
+    func introspect(form: FormParameters, authorization: String?) async throws(OAuthError) -> (caller: ClientRecord, claims: IntrospectionClaims) {
+        do {
+            let caller = try await authenticator.authenticate(authorization: authorization, form: form)
+            guard !caller.isPublic, caller.mayIntrospect else {
+                throw OAuthError(.invalidClient, "this client is not allowed to introspect tokens")
+            }
+            guard let presented = form["token"] else { throw OAuthError(.invalidRequest, "token is required") }
+            guard let token = try await introspector.activeToken(presented) else { return (caller, .inactive) }
+            let audiences = token.client.audiences.isEmpty ? [configuration.tokens.jwtAudience] : token.client.audiences
+            return (caller, IntrospectionClaims(token, issuer: configuration.issuer, audiences: audiences))
+        } catch let error as OAuthError {
+            throw error
+        } catch {
+            logger.error("introspection failed", metadata: ["error": "\(error)"])
+            throw OAuthError(.serverError, "the server could not complete the request")
+        }
     }
 }

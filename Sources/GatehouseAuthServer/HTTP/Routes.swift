@@ -12,6 +12,11 @@ extension AuthorizationServer {
         router.get("/.well-known/openid-configuration") { _, _ in self.metadataResponse() }
         router.get("/healthz") { _, _ in Responses.json("{\"status\":\"ok\"}") }
         router.post("/token") { request, context in try await self.tokenEndpoint(request, context) }
+        router.post("/introspect") { request, context in try await self.introspectionEndpoint(request, context) }
+        router.post("/revoke") { request, context in try await self.revocationEndpoint(request, context) }
+        router.get("/.well-known/jwks.json") { _, _ in
+            Responses.json(self.keys.jwks, noStore: false, extra: [.cacheControl: "public, max-age=\(self.configuration.signing.jwksMaxAge)"])
+        }
         router.get("/authorize") { request, context in try await self.authorizeEndpoint(request, context) }
         router.get("/login") { request, context in self.loginPage(request, context) }
         router.post("/login") { request, context in try await self.loginSubmit(request, context) }
@@ -35,6 +40,46 @@ extension AuthorizationServer {
         do {
             let issued = try await tokens.token(form: form, authorization: request.headers[.authorization], remoteAddress: context.remoteAddress)
             return Responses.json(issued.json)
+        } catch {
+            return Responses.oauthError(error, requestID: context.requestID)
+        }
+    }
+
+    /// RFC 7662; with `Accept: application/token-introspection+jwt`, an RFC 9701 signed response.
+    private func introspectionEndpoint(_ request: Request, _ context: AuthRequestContext) async throws -> Response {
+        let form: FormParameters
+        switch await readForm(request, context) {
+        case .success(let parsed): form = parsed
+        case .failure(let error): return Responses.oauthError(error, requestID: context.requestID)
+        }
+        do {
+            let (caller, claims) = try await tokens.introspect(form: form, authorization: request.headers[.authorization])
+            let accept = request.headers[.accept]?.lowercased() ?? ""
+            if accept.contains("application/token-introspection+jwt") {
+                let payload = IntrospectionResponseClaims(iss: configuration.issuer, aud: caller.id, iat: clock.now(), token_introspection: claims)
+                let jwt = try await keys.sign(payload, type: IntrospectionResponseClaims.type)
+                return Response(
+                    status: .ok,
+                    headers: [.contentType: "application/token-introspection+jwt", .cacheControl: "no-store"],
+                    body: .init(byteBuffer: ByteBuffer(string: jwt))
+                )
+            }
+            return Responses.json(claims.json)
+        } catch let error as OAuthError {
+            return Responses.oauthError(error, requestID: context.requestID)
+        }
+    }
+
+    /// RFC 7009: 200 for every authenticated request with a token, whether or not it was known.
+    private func revocationEndpoint(_ request: Request, _ context: AuthRequestContext) async throws -> Response {
+        let form: FormParameters
+        switch await readForm(request, context) {
+        case .success(let parsed): form = parsed
+        case .failure(let error): return Responses.oauthError(error, requestID: context.requestID)
+        }
+        do {
+            try await tokens.revoke(form: form, authorization: request.headers[.authorization])
+            return Response(status: .ok, headers: [.cacheControl: "no-store"])
         } catch {
             return Responses.oauthError(error, requestID: context.requestID)
         }

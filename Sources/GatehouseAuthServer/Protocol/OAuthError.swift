@@ -14,6 +14,8 @@ public struct OAuthError: Error, Equatable, Sendable {
         case unsupportedResponseType = "unsupported_response_type"
         case serverError = "server_error"
         case temporarilyUnavailable = "temporarily_unavailable"
+        /// RFC 8693 §2.2.2.
+        case invalidTarget = "invalid_target"
     }
 
     public let code: Code

@@ -83,15 +83,16 @@ public final class SQLiteAuthStore: AuthStore {
 
     public func upsertClient(_ client: ClientRecord) async throws {
         try await run(writer, """
-            INSERT INTO clients(id, name, type, secret_hash, grants, scopes, redirect_uris, from_configuration, created_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, strftime('%s','now'))
+            INSERT INTO clients(id, name, type, secret_hash, grants, scopes, redirect_uris, from_configuration, audiences, may_introspect, created_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, strftime('%s','now'))
             ON CONFLICT(id) DO UPDATE SET name=excluded.name, type=excluded.type, secret_hash=excluded.secret_hash,
               grants=excluded.grants, scopes=excluded.scopes, redirect_uris=excluded.redirect_uris,
-              from_configuration=excluded.from_configuration
+              from_configuration=excluded.from_configuration, audiences=excluded.audiences, may_introspect=excluded.may_introspect
             """, [
                 .text(client.id), .text(client.name), .text(client.type), client.secretHash.map(SQLiteData.text) ?? .null,
                 .text(client.grants.joined(separator: " ")), .text(client.scopes.joined(separator: " ")),
                 .text(client.redirectURIs.joined(separator: " ")), .integer(client.fromConfiguration ? 1 : 0),
+                .text(client.audiences.joined(separator: " ")), .integer(client.mayIntrospect ? 1 : 0),
             ])
     }
 
@@ -130,7 +131,9 @@ public final class SQLiteAuthStore: AuthStore {
             grants: list("grants"),
             scopes: list("scopes"),
             redirectURIs: list("redirect_uris"),
-            fromConfiguration: row.column("from_configuration")?.integer == 1
+            fromConfiguration: row.column("from_configuration")?.integer == 1,
+            audiences: list("audiences"),
+            mayIntrospect: row.column("may_introspect")?.integer == 1
         )
     }
 

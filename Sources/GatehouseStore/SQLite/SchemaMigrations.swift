@@ -33,6 +33,11 @@ enum SchemaMigrations {
               granted_at INTEGER NOT NULL, PRIMARY KEY(user_id, client_id))
             """,
         ],
+        // 2: JWT audiences and the introspection permission per client.
+        [
+            "ALTER TABLE clients ADD COLUMN audiences TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE clients ADD COLUMN may_introspect INTEGER NOT NULL DEFAULT 0",
+        ],
     ]
 
     static func migrate(_ connection: SQLiteConnection) async throws {

@@ -1,0 +1,73 @@
+import Foundation
+import GatehouseTokens
+
+/// Signing keys on disk: one JSON file per key in a directory only the owner can read (0700), each file 0600,
+/// written to a temporary name, fsynced and renamed, so a crash never leaves half a key.
+public struct KeyDirectory: Sendable {
+    public let path: String
+
+    public init(path: String) {
+        self.path = path
+    }
+
+    struct KeyFile: Codable {
+        var kid: String
+        var alg: SigningAlgorithm
+        var created_at: Int
+        var activates_at: Int
+        var private_key_pem: String
+    }
+
+    /// Reads every key file. Unreadable or invalid files are reported, not silently skipped.
+    public func load() throws -> [ManagedKey] {
+        try ensureDirectory()
+        let names = try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasSuffix(".json") }
+        return try names.sorted().map { name in
+            let file = path + "/" + name
+            guard let data = FileManager.default.contents(atPath: file) else { throw JOSEError(.invalidKey, "cannot read \(file)") }
+            let decoded: KeyFile
+            do {
+                decoded = try JSONDecoder().decode(KeyFile.self, from: data)
+            } catch {
+                throw JOSEError(.invalidKey, "\(file) is not a key file: \(error)")
+            }
+            let key = try SigningKey(algorithm: decoded.alg, privateKeyPEM: decoded.private_key_pem)
+            guard key.kid == decoded.kid else { throw JOSEError(.invalidKey, "\(file): kid does not match the key") }
+            return ManagedKey(key: key, createdAt: decoded.created_at, activatesAt: decoded.activates_at)
+        }
+    }
+
+    /// Writes a key atomically with owner-only permissions.
+    public func save(_ key: ManagedKey) throws {
+        try ensureDirectory()
+        let file = KeyFile(kid: key.key.kid, alg: key.key.algorithm, created_at: key.createdAt, activates_at: key.activatesAt, private_key_pem: key.key.privateKeyPEM)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data = try encoder.encode(file)
+        let final = path + "/" + key.key.kid + ".json"
+        let temporary = final + ".tmp"
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        guard descriptor >= 0 else { throw JOSEError(.invalidKey, "cannot create \(temporary): \(String(cString: strerror(errno)))") }
+        let written = data.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        let synced = fsync(descriptor)
+        close(descriptor)
+        guard written == data.count, synced == 0, rename(temporary, final) == 0 else {
+            unlink(temporary)
+            throw JOSEError(.invalidKey, "cannot write \(final)")
+        }
+    }
+
+    public func delete(kid: String) {
+        unlink(path + "/" + kid + ".json")
+    }
+
+    private func ensureDirectory() throws {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else { throw JOSEError(.invalidKey, "\(path) is not a directory") }
+            chmod(path, 0o700)
+            return
+        }
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    }
+}

@@ -1,0 +1,159 @@
+import GatehouseConfiguration
+import GatehouseTokens
+import JWTKit
+import Logging
+import NIOConcurrencyHelpers
+import NIOPosix
+import ServiceLifecycle
+
+/// The authorization server's signing keys at run time: follows the key directory (new files from
+/// `gatehouse keys rotate`, automatic rotation, deletion of expired keys) and signs with the current key.
+public final class KeyManager: Sendable {
+    struct Snapshot: Sendable {
+        var ring: KeyRing
+        var keys: JWTKeyCollection
+        var jwks: String
+        var publishedKids: [String]
+    }
+
+    let directory: KeyDirectory
+    let algorithm: SigningAlgorithm
+    let policy: KeyRing.Policy
+    let clock: any AuthClock
+    let logger: Logger
+    private let snapshot: NIOLockedValueBox<Snapshot?> = NIOLockedValueBox(nil)
+
+    public init(directory: KeyDirectory, algorithm: SigningAlgorithm, policy: KeyRing.Policy, clock: any AuthClock, logger: Logger) {
+        self.directory = directory
+        self.algorithm = algorithm
+        self.policy = policy
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// Reads the key directory (off the event loop), creates a key when one is due, deletes expired ones, and
+    /// swaps in the new key set if anything changed.
+    public func reload() async throws {
+        let now = clock.now()
+        let directory = self.directory
+        let algorithm = self.algorithm
+        let policy = self.policy
+        let (ring, created, deleted) = try await NIOThreadPool.singleton.runIfActive { () throws -> (KeyRing, [String], [String]) in
+            var ring = KeyRing(keys: try directory.load(), policy: policy)
+            var created: [String] = []
+            if ring.needsNewKey(at: now) {
+                let key = ManagedKey(key: try SigningKey.generate(algorithm), createdAt: now, activatesAt: ring.activationTimeForNewKey(at: now))
+                try directory.save(key)
+                ring.add(key)
+                created.append(key.key.kid)
+            }
+            let expired = ring.expired(at: now).map(\.key.kid)
+            for kid in expired {
+                directory.delete(kid: kid)
+                ring.remove(kid: kid)
+            }
+            return (ring, created, expired)
+        }
+        for kid in created { logger.notice("signing key created", metadata: ["kid": "\(kid)"]) }
+        for kid in deleted { logger.notice("retired signing key deleted", metadata: ["kid": "\(kid)"]) }
+        let publishedKids = ring.published(at: now).map(\.key.kid)
+        if let current = snapshot.withLockedValue({ $0 }), current.ring == ring, current.publishedKids == publishedKids { return }
+        let keys = JWTKeyCollection()
+        for managed in ring.keys { try await managed.key.register(in: keys) }
+        let jwks = "{\"keys\":[" + ring.published(at: now).map(\.key.publicJWK).joined(separator: ",") + "]}"
+        snapshot.withLockedValue { $0 = Snapshot(ring: ring, keys: keys, jwks: jwks, publishedKids: publishedKids) }
+    }
+
+    /// The JWKS document (pending, current and retained keys).
+    public var jwks: String {
+        snapshot.withLockedValue { $0?.jwks } ?? "{\"keys\":[]}"
+    }
+
+    /// The kid that signs now.
+    public var signingKid: String? {
+        let now = clock.now()
+        return snapshot.withLockedValue { $0?.ring.signingKey(at: now)?.key.kid }
+    }
+
+    public var signingAlgorithms: [String] { [algorithm.rawValue] }
+
+    /// Signs a payload with the current key, with header `typ`.
+    public func sign(_ payload: some JWTPayload, type: String) async throws -> String {
+        let now = clock.now()
+        guard let (keys, kid) = snapshot.withLockedValue({ snapshot in snapshot.flatMap { s in s.ring.signingKey(at: now).map { (s.keys, $0.key.kid) } } }) else {
+            throw JOSEError(.unknownKey, "no signing key is active")
+        }
+        var header = JWTHeader()
+        header.typ = type
+        return try await keys.sign(payload, kid: JWKIdentifier(string: kid), header: header)
+    }
+}
+
+/// Re-reads the key directory on an interval until graceful shutdown.
+public struct KeyRefreshService: Service {
+    let keys: KeyManager
+    let interval: Duration
+
+    public init(keys: KeyManager, interval: Duration = .seconds(5)) {
+        self.keys = keys
+        self.interval = interval
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do { try await Task.sleep(for: interval) } catch { return }
+                do {
+                    try await keys.reload()
+                } catch {
+                    keys.logger.error("reading the signing keys failed; the previous key set stays in use", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+    }
+}
+
+extension KeyManager {
+    /// The key ring policy a configuration implies: publish a new key for longer than verifiers may cache the
+    /// JWKS (plus the rescan interval and a margin), keep retired keys as long as any token they signed can live.
+    public static func policy(for configuration: AuthServerConfiguration) -> KeyRing.Policy {
+        let tokens = configuration.tokens
+        let longestSigned = max(min(tokens.jwtMaxLifetime, max(tokens.accessTokenLifetime, tokens.implicitAccessTokenLifetime)), 300)
+        return KeyRing.Policy(
+            publishLead: configuration.signing.jwksMaxAge + configuration.signing.rescanInterval + 5,
+            retention: longestSigned + configuration.signing.jwksMaxAge + 60,
+            rotationPeriod: configuration.signing.rotationPeriod
+        )
+    }
+
+    /// The key manager for a server with this configuration and data directory.
+    public static func forServer(_ configuration: AuthServerConfiguration, dataDirectory: String, clock: any AuthClock = SystemAuthClock(), logger: Logger) -> KeyManager {
+        let path = configuration.signing.keyDirectory.hasPrefix("/") ? configuration.signing.keyDirectory : dataDirectory + "/" + configuration.signing.keyDirectory
+        return KeyManager(
+            directory: KeyDirectory(path: path), algorithm: SigningAlgorithm(rawValue: configuration.signing.algorithm) ?? .es256,
+            policy: policy(for: configuration), clock: clock, logger: logger
+        )
+    }
+
+    /// Publishes a new key now; it signs after the publish lead. Returns it.
+    public func rotate() throws -> ManagedKey {
+        let now = clock.now()
+        let ring = KeyRing(keys: try directory.load(), policy: policy)
+        let key = ManagedKey(key: try SigningKey.generate(algorithm), createdAt: now, activatesAt: ring.activationTimeForNewKey(at: now))
+        try directory.save(key)
+        return key
+    }
+
+    /// The keys on disk with their state at `now`.
+    public func describe() throws -> [(key: ManagedKey, state: String)] {
+        let now = clock.now()
+        let ring = KeyRing(keys: try directory.load(), policy: policy)
+        let signing = ring.signingKey(at: now)
+        return ring.keys.map { key in
+            if key.activatesAt > now { return (key, "next (signs from \(key.activatesAt))") }
+            if key == signing { return (key, "signing") }
+            let retired = ring.retiredAt(key, now: now) ?? now
+            return (key, "retired (published until \(retired + policy.retention))")
+        }
+    }
+}
