@@ -122,6 +122,9 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         /// A JWT access token lives at most this long, and never longer than the opaque token it stands for.
         /// Default 1 hour.
         public var jwtMaxLifetime: Int = 3600
+        /// Token exchange returns the JWT it minted for the same subject token, caller and scope for this long
+        /// (the subject token is still checked on every call). 0 signs every time. Default 30 s.
+        public var exchangeReusePeriod: Int = 30
         public init() {}
     }
 
@@ -265,6 +268,10 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         if let value = try tokens.duration("refresh_token_absolute_lifetime", minimum: 1) { configuration.tokens.refreshTokenAbsoluteLifetime = value }
         if let value = try tokens.string("jwt_audience") { configuration.tokens.jwtAudience = value }
         if let value = try tokens.duration("jwt_max_lifetime", minimum: 1) { configuration.tokens.jwtMaxLifetime = value }
+        if let value = try tokens.duration("exchange_reuse_period", minimum: 0) {
+            guard value <= 300 else { throw tokens.error("exchange_reuse_period", "must be at most 5m") }
+            configuration.tokens.exchangeReusePeriod = value
+        }
         if let value = try tokens.duration("refresh_token_reuse_grace") {
             guard value <= 60 else { throw tokens.error("refresh_token_reuse_grace", "must be at most 60s: a longer grace weakens reuse detection") }
             configuration.tokens.refreshTokenReuseGrace = value

@@ -7,6 +7,18 @@ public enum Base64URL {
         return table
     }()
 
+    /// The standard alphabet (RFC 4648 §4), for HTTP Basic credentials.
+    private static let standardReverse: [UInt8] = {
+        var table = [UInt8](repeating: 0xFF, count: 256)
+        for (index, byte) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8.enumerated() { table[Int(byte)] = UInt8(index) }
+        return table
+    }()
+
+    /// Decodes standard base64 (`+/`, padding optional); nil for other characters.
+    public static func decodeStandard(_ text: some StringProtocol) -> [UInt8]? {
+        decode(text, table: standardReverse)
+    }
+
     /// Encodes bytes as base64url without padding.
     public static func encode<Bytes: Sequence>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
         let input = Array(bytes)
@@ -37,6 +49,10 @@ public enum Base64URL {
 
     /// Decodes base64url with or without padding; `nil` for any character outside the alphabet.
     public static func decode(_ text: some StringProtocol) -> [UInt8]? {
+        decode(text, table: reverse)
+    }
+
+    private static func decode(_ text: some StringProtocol, table reverse: [UInt8]) -> [UInt8]? {
         var bits: UInt32 = 0
         var bitCount = 0
         var output = [UInt8]()

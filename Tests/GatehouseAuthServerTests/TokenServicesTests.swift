@@ -204,6 +204,25 @@ import Testing
         }
     }
 
+    @Test func exchangeReusesAFreshJWTButNeverForARevokedToken() async throws {
+        try await withAuthServer { client, clock, _ in
+            let web = ("demo-web", "demo-web-secret")
+            let user = try await client.token([("grant_type", "password"), ("username", "alice"), ("password", "alice-password")], basic: web)
+            let opaque = try #require(user.string("access_token"))
+            let first = try #require(try await exchange(client, opaque).string("access_token"))
+            clock.advance(10)
+            #expect(try await exchange(client, opaque).string("access_token") == first)  // reused within 30 s
+            #expect(try await exchange(client, opaque, extra: [("scope", "orders:read")]).string("access_token") != first)  // other scope: its own JWT
+            clock.advance(25)
+            let later = try #require(try await exchange(client, opaque).string("access_token"))
+            #expect(later != first)  // minted anew after the reuse period
+            // Revocation applies at once, whatever is cached.
+            let revoked = try await client.send(.post, "/revoke", headers: [.authorization: "Basic " + Data("demo-web:demo-web-secret".utf8).base64EncodedString()], form: [("token", opaque)])
+            #expect(revoked.status == .ok)
+            #expect(try await exchange(client, opaque).string("error") == "invalid_request")
+        }
+    }
+
     @Test func tokenExchangeRefusals() async throws {
         try await withAuthServer { client, clock, _ in
             let service = try await client.token([("grant_type", "client_credentials")], basic: ("demo-service", "demo-service-secret"))

@@ -49,7 +49,7 @@ struct ClientAuthenticator: Sendable {
             guard authorization.count > 6, authorization.prefix(6).lowercased() == "basic " else {
                 throw OAuthError(.invalidClient, "unsupported authorization scheme; use HTTP Basic")
             }
-            guard let decoded = Base64URL.decode(standardToURL(authorization.dropFirst(6))),
+            guard let decoded = Base64URL.decodeStandard(authorization.dropFirst(6).drop { $0 == " " }),
                 let text = String(validating: decoded, as: UTF8.self),
                 let colon = text.firstIndex(of: ":"),
                 let id = FormParameters.decode(text[..<colon]),
@@ -86,7 +86,4 @@ struct ClientAuthenticator: Sendable {
         return client
     }
 
-    private func standardToURL(_ text: Substring) -> String {
-        String(text.trimmingPrefix(" ").map { $0 == "+" ? "-" : $0 == "/" ? "_" : $0 })
-    }
 }

@@ -104,8 +104,12 @@ struct IntrospectionClaims: Codable, Sendable, Equatable {
     }
 
     /// The JSON body, written without Foundation (this is the hot path of introspection).
-    var json: String {
-        guard active else { return "{\"active\":false}" }
+    var json: String { String(decoding: jsonBytes, as: UTF8.self) }
+
+    static let inactiveBytes = Array("{\"active\":false}".utf8)
+
+    var jsonBytes: [UInt8] {
+        guard active else { return Self.inactiveBytes }
         var writer = JSONWriter()
         writer.add("active", true)
         writer.add("scope", scope)
@@ -119,7 +123,7 @@ struct IntrospectionClaims: Codable, Sendable, Equatable {
         if let aud { writer.add("aud", aud) }
         writer.add("iss", iss)
         writer.add("jti", jti)
-        return writer.finish()
+        return writer.finishBytes()
     }
 }
 

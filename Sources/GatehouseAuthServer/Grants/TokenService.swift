@@ -38,6 +38,7 @@ final class TokenService: Sendable {
     let cache: TokenRecordCache
     let introspector: TokenIntrospector
     let keys: KeyManager
+    let exchanges: ExchangeCache
 
     init(configuration: AuthServerConfiguration, store: any AuthStore, clock: any AuthClock, directory: ClientDirectory, passwords: PasswordHasher, throttle: NIOLockedValueBox<LoginThrottle>, keys: KeyManager, logger: Logger) {
         self.configuration = configuration
@@ -48,6 +49,7 @@ final class TokenService: Sendable {
         self.throttle = throttle
         self.logger = logger
         self.keys = keys
+        self.exchanges = ExchangeCache(reuseFor: configuration.tokens.exchangeReusePeriod)
         self.cache = TokenRecordCache()
         self.introspector = TokenIntrospector(store: store, directory: directory, cache: cache, users: UsernameCache(), clock: clock)
     }
@@ -245,12 +247,17 @@ final class TokenService: Sendable {
             throw OAuthError(.invalidTarget, "audience '\(audience)' is not allowed for this token")
         }
         let now = clock.now()
+        let cacheKey = ExchangeCache.Key(tokenID: subject.record.id, caller: client.id, scope: scope, audience: form["audience"])
+        if let cached = exchanges.get(cacheKey, tokenHash: subject.record.tokenHash, now: now) {
+            return IssuedTokens(accessToken: cached.jwt, expiresIn: max(0, cached.exp - now), scope: scope, refreshToken: nil, issuedTokenType: Self.jwtTokenType)
+        }
         let exp = min(subject.record.expiresAt, now + configuration.tokens.jwtMaxLifetime)
         let claims = AccessTokenClaims(
             iss: configuration.issuer, sub: subject.subject, aud: form["audience"].map { [$0] } ?? audiences, exp: exp, iat: now, nbf: now,
             jti: SecureToken.generate(), client_id: subject.record.clientID, scope: scope.isEmpty ? nil : scope, auth_time: subject.record.authTime
         )
         let jwt = try await keys.sign(claims, type: AccessTokenClaims.type)
+        exchanges.put(cacheKey, .init(jwt: jwt, exp: exp, tokenHash: subject.record.tokenHash, mintedAt: now))
         return IssuedTokens(accessToken: jwt, expiresIn: max(0, exp - now), scope: scope, refreshToken: nil, issuedTokenType: Self.jwtTokenType)
     }
 

@@ -12,13 +12,17 @@ extension HTTPField.Name {
 /// Response builders shared by every endpoint.
 enum Responses {
     static func json(_ body: String, status: HTTPResponse.Status = .ok, noStore: Bool = true, extra: HTTPFields = [:]) -> Response {
+        json(bytes: Array(body.utf8), status: status, noStore: noStore, extra: extra)
+    }
+
+    static func json(bytes body: [UInt8], status: HTTPResponse.Status = .ok, noStore: Bool = true, extra: HTTPFields = [:]) -> Response {
         var headers: HTTPFields = [.contentType: "application/json; charset=utf-8"]
         if noStore {
             headers[.cacheControl] = "no-store"
             headers[HTTPField.Name("Pragma")!] = "no-cache"
         }
         headers.append(contentsOf: extra)
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 
     /// RFC 6749 §5.2 error JSON, with the request id as an extension member.

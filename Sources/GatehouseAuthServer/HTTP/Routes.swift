@@ -64,7 +64,7 @@ extension AuthorizationServer {
                     body: .init(byteBuffer: ByteBuffer(string: jwt))
                 )
             }
-            return Responses.json(claims.json)
+            return Responses.json(bytes: claims.jsonBytes)
         } catch let error as OAuthError {
             return Responses.oauthError(error, requestID: context.requestID)
         }

@@ -31,6 +31,7 @@ public struct FormParameters: Sendable, Equatable {
 
     /// Percent-decoding with `+` as space; `nil` for malformed escapes or invalid UTF-8.
     public static func decode(_ text: some StringProtocol) -> String? {
+        if !text.utf8.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "+") }) { return String(text) }
         var bytes = [UInt8]()
         bytes.reserveCapacity(text.utf8.count)
         var iterator = text.utf8.makeIterator()
