@@ -26,7 +26,7 @@ server_pid=
 cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
-(cd "$root" && exec "${pin_server[@]}" "$BIN" demo --data-dir "$work/data" --auth-port "$PORT" --log-level "${LOG_LEVEL:-info}") >"$work/server.log" 2>&1 &
+(cd "$root" && exec "${pin_server[@]}" "$BIN" demo --auth-only --data-dir "$work/data" --auth-port "$PORT" --log-level "${LOG_LEVEL:-info}") >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 
@@ -62,7 +62,7 @@ run "token exchange (ES256, reused)" "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Ag
 # Fresh signatures: the same server configuration with exchange_reuse_period: 0, so every exchange signs.
 kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
 mkdir -p "$work/config" && sed 's/exchange_reuse_period: .*/exchange_reuse_period: 0s/' "$root/config/demo/auth.yaml" >"$work/config/auth.yaml"
-(cd "$root" && exec "${pin_server[@]}" "$BIN" demo --data-dir "$work/data" --auth-port "$PORT" --config-dir "$work/config" --log-level "${LOG_LEVEL:-info}") >"$work/server.log" 2>&1 &
+(cd "$root" && exec "${pin_server[@]}" "$BIN" demo --auth-only --data-dir "$work/data" --auth-port "$PORT" --config-dir "$work/config" --log-level "${LOG_LEVEL:-info}") >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 run "token exchange (ES256, signed)" "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=$token&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token&requested_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt" "" /token

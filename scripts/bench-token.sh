@@ -77,7 +77,7 @@ trap 'exit 130' INT TERM
 server_log() { echo "--- server log (last 20 lines):" >&2; tail -n 20 "$work/server.log" >&2 || true; }
 
 # taskset execs the server, so $! is the server's own pid (needed for /proc/PID/stat).
-(cd "$root" && exec "${pin_server[@]}" "$BIN" demo --data-dir "$data" --auth-port "$PORT" \
+(cd "$root" && exec "${pin_server[@]}" "$BIN" demo --auth-only --data-dir "$data" --auth-port "$PORT" \
     --config-dir "$root/config/demo" --log-level "${LOG_LEVEL:-info}") >"$work/server.log" 2>&1 &
 server_pid=$!
 

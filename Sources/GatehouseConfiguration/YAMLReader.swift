@@ -103,6 +103,34 @@ struct YAMLMappingReader {
         return number
     }
 
+    /// A duration in milliseconds: a whole number followed by `ms`, `s`, `m` or `h` (`250ms`, `2s`, `1m`, `1h`),
+    /// or a bare whole number, which means milliseconds (unlike `duration`, where it means seconds).
+    mutating func milliseconds(_ key: String, minimum: Int = 0) throws -> Int? {
+        guard let text = try string(key) else { return nil }
+        guard let milliseconds = Self.parseMilliseconds(text) else {
+            throw error(key, "expected a duration such as 250ms, 2s, 1m or 1h (a bare number means milliseconds), got '\(text)'")
+        }
+        guard milliseconds >= minimum else { throw error(key, "must be at least \(minimum)ms") }
+        return milliseconds
+    }
+
+    static func parseMilliseconds(_ text: String) -> Int? {
+        let trimmed = text.trimmingCharacters(in: " ")
+        // `ms` is tried first, since it also ends in `s`.
+        let units: [(suffix: String, multiplier: Int)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)]
+        var digits = Substring(trimmed)
+        var multiplier = 1
+        if let unit = units.first(where: { trimmed.hasSuffix($0.suffix) }) {
+            digits = digits.dropLast(unit.suffix.count)
+            multiplier = unit.multiplier
+        }
+        guard !digits.isEmpty, digits.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+              let number = Int(digits)
+        else { return nil }
+        let (product, overflow) = number.multipliedReportingOverflow(by: multiplier)
+        return overflow ? nil : product
+    }
+
     mutating func stringList(_ key: String) throws -> [String]? {
         guard let value = node(key) else { return nil }
         guard case .sequence(let sequence) = value else { throw error(key, "expected a list") }

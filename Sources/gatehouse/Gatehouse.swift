@@ -5,8 +5,8 @@ import ArgumentParser
 struct Gatehouse: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gatehouse",
-        abstract: "Gatehouse: an OAuth 2.0 authorization server and (soon) a gateway for microservices.",
-        subcommands: [AuthCommand.self, DemoCommand.self, ClientsCommand.self, UsersCommand.self, KeysCommand.self]
+        abstract: "Gatehouse: an OAuth 2.0 authorization server and gateway for microservices.",
+        subcommands: [AuthCommand.self, DemoCommand.self, ClientsCommand.self, UsersCommand.self, KeysCommand.self, GatewayCommand.self]
     )
 }
 

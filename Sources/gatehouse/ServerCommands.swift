@@ -1,6 +1,8 @@
 import ArgumentParser
 import GatehouseAuthServer
 import GatehouseConfiguration
+import GatehouseDemoBackend
+import GatehouseGateway
 import GatehouseObservability
 import GatehouseStore
 import Logging
@@ -52,7 +54,19 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "Authorization server port; the issuer is http://127.0.0.1:<port>.")
     var authPort: Int = 9000
 
-    @Option(help: "Directory holding the demo configuration (auth.yaml).")
+    @Option(help: "Gateway port.")
+    var gatewayPort: Int = 8080
+
+    @Option(help: "Demo backend port (the gateway's demo cluster follows it).")
+    var backendPort: Int = 8081
+
+    @Option(help: "Gateway admin port (/healthz, /readyz).")
+    var adminPort: Int = 9901
+
+    @Flag(help: "Run only the authorization server (no gateway, no demo backend).")
+    var authOnly = false
+
+    @Option(help: "Directory holding the demo configuration (auth.yaml, gateway.yaml).")
     var configDir: String = "config/demo"
 
     @OptionGroup var logging: LoggingOptions
@@ -62,17 +76,35 @@ struct DemoCommand: AsyncParsableCommand {
         var configuration = try loadConfiguration(configDir + "/auth.yaml")
         configuration.listen.host = "127.0.0.1"
         try AuthRunner.overridePort(&configuration, port: authPort, forceLoopbackIssuer: true)
-        try await AuthRunner.run(configuration: configuration, dataDirectory: dataDir, logger: logger) { issuer in
-            print(DemoCommand.banner(issuer: issuer, dataDirectory: dataDir))
+        let dataDir = self.dataDir
+        let showBanner = !authOnly
+        var (services, store) = try await AuthRunner.prepare(configuration: configuration, dataDirectory: dataDir, logger: logger) { issuer in
+            print(DemoCommand.banner(issuer: issuer, dataDirectory: dataDir, gateway: showBanner))
             flushStandardOutput()
         }
+        if !authOnly {
+            var gateway = try GatewayConfiguration.load(file: configDir + "/gateway.yaml", environment: Environment.variables())
+            for index in gateway.listeners.indices { gateway.listeners[index].port = gatewayPort }
+            gateway.admin?.port = adminPort
+            for index in gateway.clusters.indices where gateway.clusters[index].name == "demo-backend" {
+                gateway.clusters[index].targets = [.init(host: "127.0.0.1", port: backendPort)]
+            }
+            services += GatewayRunner.services(configuration: gateway, configFile: configDir + "/gateway.yaml", logger: logger).1
+            let port = backendPort
+            services.append(DemoBackend.application(host: "127.0.0.1", port: backendPort, logger: logger) { _ in
+                print("{\"event\":\"listening\",\"service\":\"demo-backend\",\"port\":\(port)}")
+                flushStandardOutput()
+            })
+        }
+        try await AuthRunner.runGroup(services, logger: logger, store: store)
     }
 
-    static func banner(issuer: String, dataDirectory: String) -> String {
+    static func banner(issuer: String, dataDirectory: String, gateway: Bool) -> String {
         """
 
         Gatehouse demo is running.
           Authorization server  \(issuer)   (metadata: \(issuer)/.well-known/oauth-authorization-server)
+        \(gateway ? "  Gateway               http://127.0.0.1:8080 (/public/ and /api/ → demo backend; admin http://127.0.0.1:9901/readyz)\n  Demo backend          http://127.0.0.1:8081 (echoes what it receives)" : "  (gateway and demo backend not started: --auth-only)")
           Data directory        \(dataDirectory) (SQLite, WAL)
           Clients               demo-service (client_credentials), demo-web (authorization_code, refresh_token, password),
                                 demo-spa (public: authorization_code + PKCE, implicit)
@@ -111,7 +143,9 @@ enum AuthRunner {
         }
     }
 
-    static func run(configuration: AuthServerConfiguration, dataDirectory: String, logger: Logger, onReady: @escaping @Sendable (String) -> Void) async throws {
+    /// Opens the store and keys, registers configured clients and users, and returns the services to run plus the
+    /// store (closed by the caller after the services stop).
+    static func prepare(configuration: AuthServerConfiguration, dataDirectory: String, logger: Logger, onReady: @escaping @Sendable (String) -> Void) async throws -> (services: [any Service], store: SQLiteAuthStore) {
         try Directories.create(dataDirectory)
         let databasePath = configuration.storage.sqliteFile.hasPrefix("/") ? configuration.storage.sqliteFile : dataDirectory + "/" + configuration.storage.sqliteFile
         let store = try await SQLiteAuthStore.open(.init(path: databasePath, fullSync: configuration.storage.synchronous == .full), logger: logger)
@@ -129,22 +163,28 @@ enum AuthRunner {
                 logger.notice("authorization server listening", metadata: ["issuer": "\(issuer)", "port": "\(port)"])
                 onReady(issuer)
             }
-            let group = ServiceGroup(
-                configuration: .init(
-                    services: [
-                        .init(service: app), .init(service: AuthMaintenanceService(server: server)),
-                        .init(service: KeyRefreshService(keys: keys, interval: .seconds(configuration.signing.rescanInterval))),
-                    ],
-                    gracefulShutdownSignals: [.sigterm, .sigint],
-                    logger: logger
-                )
-            )
-            try await group.run()
-            logger.notice("authorization server stopped")
+            return ([app, AuthMaintenanceService(server: server), KeyRefreshService(keys: keys, interval: .seconds(configuration.signing.rescanInterval))], store)
         } catch {
             try? await store.close()
             throw error
         }
+    }
+
+    static func run(configuration: AuthServerConfiguration, dataDirectory: String, logger: Logger, onReady: @escaping @Sendable (String) -> Void) async throws {
+        let (services, store) = try await prepare(configuration: configuration, dataDirectory: dataDirectory, logger: logger, onReady: onReady)
+        try await runGroup(services, logger: logger, store: store)
+    }
+
+    /// Runs services until SIGTERM/SIGINT, then closes the store.
+    static func runGroup(_ services: [any Service], logger: Logger, store: SQLiteAuthStore) async throws {
+        let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            try? await store.close()
+            throw error
+        }
+        logger.notice("stopped")
         try await store.close()
     }
 }

@@ -1,0 +1,790 @@
+import Yams
+
+/// Everything the gateway reads from its YAML file, validated completely at load.
+/// Every optional field has a documented default; durations are whole milliseconds.
+public struct GatewayConfiguration: Sendable, Equatable {
+    /// A socket the gateway accepts client connections on.
+    public struct Listener: Sendable, Equatable {
+        /// TLS on a listener. The files are only required to be named here; they are read when the listener starts.
+        public struct TLS: Sendable, Equatable {
+            /// PEM certificate (chain), resolved against the configuration file's directory unless absolute.
+            public var certificateFile: String
+            /// PEM private key, resolved against the configuration file's directory unless absolute.
+            public var privateKeyFile: String
+            /// Offer HTTP/2 (`h2`) next to HTTP/1.1 via ALPN. Default true.
+            public var http2: Bool = true
+
+            public init(certificateFile: String, privateKeyFile: String, http2: Bool = true) {
+                self.certificateFile = certificateFile
+                self.privateKeyFile = privateKeyFile
+                self.http2 = http2
+            }
+        }
+
+        /// Default `127.0.0.1`.
+        public var host: String = "127.0.0.1"
+        /// Required; 0 asks the system for a free port (tests).
+        public var port: Int
+        /// Plain HTTP when nil.
+        public var tls: TLS?
+
+        public init(host: String = "127.0.0.1", port: Int, tls: TLS? = nil) {
+            self.host = host
+            self.port = port
+            self.tls = tls
+        }
+    }
+
+    /// The admin listener (health, readiness, metrics), never exposed with the traffic listeners.
+    public struct Admin: Sendable, Equatable {
+        /// Default `127.0.0.1`.
+        public var host: String = "127.0.0.1"
+        /// Default `9901`.
+        public var port: Int = 9901
+
+        public init(host: String = "127.0.0.1", port: Int = 9901) {
+            self.host = host
+            self.port = port
+        }
+    }
+
+    /// Limits applied to every client request.
+    public struct Limits: Sendable, Equatable {
+        /// Request line plus all header fields, in bytes. Default 16384 (16 KiB); 1024...1048576.
+        public var maxHeaderBytes: Int = 16384
+        /// Number of header fields. Default 100; 1...1000.
+        public var maxHeaderCount: Int = 100
+        /// Request body size for routes that do not set their own. Default 10485760 (10 MiB); 0...2^40.
+        public var maxBodyBytes: Int = 10 << 20
+        /// Time allowed from the first byte of a request to the end of its header. Default 10 s.
+        public var headerReadTimeoutMilliseconds: Int = 10_000
+        /// A client connection with no request in flight is closed after this long. Default 60 s.
+        public var idleTimeoutMilliseconds: Int = 60_000
+        /// On shutdown, requests in flight get this long to finish before connections are closed. Default 30 s; 0 closes at once.
+        public var drainTimeoutMilliseconds: Int = 30_000
+
+        public init(
+            maxHeaderBytes: Int = 16384,
+            maxHeaderCount: Int = 100,
+            maxBodyBytes: Int = 10 << 20,
+            headerReadTimeoutMilliseconds: Int = 10_000,
+            idleTimeoutMilliseconds: Int = 60_000,
+            drainTimeoutMilliseconds: Int = 30_000
+        ) {
+            self.maxHeaderBytes = maxHeaderBytes
+            self.maxHeaderCount = maxHeaderCount
+            self.maxBodyBytes = maxBodyBytes
+            self.headerReadTimeoutMilliseconds = headerReadTimeoutMilliseconds
+            self.idleTimeoutMilliseconds = idleTimeoutMilliseconds
+            self.drainTimeoutMilliseconds = drainTimeoutMilliseconds
+        }
+    }
+
+    /// A named group of equivalent upstream servers.
+    public struct Cluster: Sendable, Equatable {
+        /// How a request picks a target.
+        public enum LoadBalancing: String, Sendable, Equatable, CaseIterable {
+            /// Targets in turn.
+            case roundRobin = "round_robin"
+            /// The target with the fewest requests in flight.
+            case leastRequest = "least_request"
+        }
+
+        /// One upstream server (plain HTTP for now).
+        public struct Target: Sendable, Hashable, CustomStringConvertible {
+            /// A host name or IP address; an IPv6 literal without brackets.
+            public var host: String
+            public var port: Int
+
+            public init(host: String, port: Int) {
+                self.host = host
+                self.port = port
+            }
+
+            public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+        }
+
+        /// Upstream connection pool, per target.
+        public struct Pool: Sendable, Equatable {
+            /// Connections open at once. Default 1024; 1...65536.
+            public var maxConnections: Int = 1024
+            /// Idle connections kept for reuse. Default 128; 0...max_connections.
+            public var maxIdle: Int = 128
+            /// An idle connection is closed after this long. Default 60 s.
+            public var idleTimeoutMilliseconds: Int = 60_000
+
+            public init(maxConnections: Int = 1024, maxIdle: Int = 128, idleTimeoutMilliseconds: Int = 60_000) {
+                self.maxConnections = maxConnections
+                self.maxIdle = maxIdle
+                self.idleTimeoutMilliseconds = idleTimeoutMilliseconds
+            }
+        }
+
+        /// Active health checking: `GET path` on every target; 2xx counts as healthy.
+        public struct HealthCheck: Sendable, Equatable {
+            /// Required; starts with `/`.
+            public var path: String
+            /// Default 5 s.
+            public var intervalMilliseconds: Int = 5000
+            /// Default 1 s; at most the interval.
+            public var timeoutMilliseconds: Int = 1000
+            /// Consecutive successes before an unhealthy target takes traffic again. Default 2; 1...100.
+            public var healthyThreshold: Int = 2
+            /// Consecutive failures before a healthy target stops taking traffic. Default 3; 1...100.
+            public var unhealthyThreshold: Int = 3
+
+            public init(path: String, intervalMilliseconds: Int = 5000, timeoutMilliseconds: Int = 1000, healthyThreshold: Int = 2, unhealthyThreshold: Int = 3) {
+                self.path = path
+                self.intervalMilliseconds = intervalMilliseconds
+                self.timeoutMilliseconds = timeoutMilliseconds
+                self.healthyThreshold = healthyThreshold
+                self.unhealthyThreshold = unhealthyThreshold
+            }
+        }
+
+        /// Passive health: a target that keeps failing real requests is ejected for a while.
+        public struct OutlierDetection: Sendable, Equatable {
+            /// Consecutive failures (connect errors, 5xx) that eject a target. Default 5; 0 turns ejection off; 0...1000.
+            public var consecutiveFailures: Int = 5
+            /// How long an ejected target gets no traffic. Default 30 s.
+            public var ejectionTimeMilliseconds: Int = 30_000
+
+            public init(consecutiveFailures: Int = 5, ejectionTimeMilliseconds: Int = 30_000) {
+                self.consecutiveFailures = consecutiveFailures
+                self.ejectionTimeMilliseconds = ejectionTimeMilliseconds
+            }
+        }
+
+        /// Retries of failed tries.
+        public struct Retries: Sendable, Equatable {
+            /// Retries after the first try (so at most `attempts + 1` tries). Default 2; 0...10.
+            public var attempts: Int = 2
+            /// Retry budget: retries may add at most this percentage to the cluster's requests. Default 20; 0...100.
+            public var budgetPercent: Int = 20
+            /// Backoff before the first retry; it doubles with each further retry. Default 25 ms.
+            public var backoffBaseMilliseconds: Int = 25
+            /// The backoff never grows past this. Default 250 ms; at least the base.
+            public var backoffMaxMilliseconds: Int = 250
+
+            public init(attempts: Int = 2, budgetPercent: Int = 20, backoffBaseMilliseconds: Int = 25, backoffMaxMilliseconds: Int = 250) {
+                self.attempts = attempts
+                self.budgetPercent = budgetPercent
+                self.backoffBaseMilliseconds = backoffBaseMilliseconds
+                self.backoffMaxMilliseconds = backoffMaxMilliseconds
+            }
+        }
+
+        /// Required and unique; letters, digits, `-`, `_` and `.` (it appears in logs and metrics).
+        public var name: String
+        /// Required, at least one, no duplicates.
+        public var targets: [Target]
+        /// Default `.roundRobin`.
+        public var loadBalancing: LoadBalancing = .roundRobin
+        /// Time allowed to open a connection to a target. Default 2 s.
+        public var connectTimeoutMilliseconds: Int = 2000
+        public var pool: Pool = .init()
+        /// No active health checking when nil (the default).
+        public var healthCheck: HealthCheck?
+        public var outlierDetection: OutlierDetection = .init()
+        public var retries: Retries = .init()
+
+        public init(
+            name: String,
+            targets: [Target],
+            loadBalancing: LoadBalancing = .roundRobin,
+            connectTimeoutMilliseconds: Int = 2000,
+            pool: Pool = .init(),
+            healthCheck: HealthCheck? = nil,
+            outlierDetection: OutlierDetection = .init(),
+            retries: Retries = .init()
+        ) {
+            self.name = name
+            self.targets = targets
+            self.loadBalancing = loadBalancing
+            self.connectTimeoutMilliseconds = connectTimeoutMilliseconds
+            self.pool = pool
+            self.healthCheck = healthCheck
+            self.outlierDetection = outlierDetection
+            self.retries = retries
+        }
+    }
+
+    /// Which requests go to which cluster.
+    public struct Route: Sendable, Equatable {
+        /// What a request must look like to take this route; every condition given must hold, and a route without
+        /// conditions takes every request.
+        public struct Match: Sendable, Equatable {
+            /// The request's host (`Host` / `:authority`), lower-cased. Any host when nil.
+            public var host: String?
+            /// Requests whose path starts with this. Starts with `/`; excludes `path`.
+            public var pathPrefix: String?
+            /// Requests with exactly this path. Starts with `/`; excludes `pathPrefix`.
+            public var path: String?
+            /// Upper-case method tokens; any method when empty (the default).
+            public var methods: [String] = []
+
+            public init(host: String? = nil, pathPrefix: String? = nil, path: String? = nil, methods: [String] = []) {
+                self.host = host
+                self.pathPrefix = pathPrefix
+                self.path = path
+                self.methods = methods
+            }
+        }
+
+        /// Upstream time limits.
+        public struct Timeouts: Sendable, Equatable {
+            /// One try (connect, send, complete response). Default 15 s, or `total` when that is shorter; at most `total`.
+            public var perTryMilliseconds: Int = 15_000
+            /// All tries and backoffs together. Default 30 s.
+            public var totalMilliseconds: Int = 30_000
+
+            public init(perTryMilliseconds: Int = 15_000, totalMilliseconds: Int = 30_000) {
+                self.perTryMilliseconds = perTryMilliseconds
+                self.totalMilliseconds = totalMilliseconds
+            }
+        }
+
+        /// Unique. Default `route-<index>` (its position in the list, from 0).
+        public var name: String
+        public var match: Match = .init()
+        /// Required: the name of a cluster.
+        public var cluster: String
+        /// Remove `match.pathPrefix` from the path before forwarding. Default false; needs `pathPrefix`.
+        public var stripPrefix: Bool = false
+        /// Replace `match.pathPrefix` with this before forwarding. Starts with `/`; needs `pathPrefix`; excludes `stripPrefix`.
+        public var rewritePrefix: String?
+        public var timeouts: Timeouts = .init()
+        /// Request body limit: the route's `max_body_bytes`, else `limits.max_body_bytes`.
+        public var maxBodyBytes: Int = 10 << 20
+
+        public init(
+            name: String,
+            match: Match = .init(),
+            cluster: String,
+            stripPrefix: Bool = false,
+            rewritePrefix: String? = nil,
+            timeouts: Timeouts = .init(),
+            maxBodyBytes: Int = 10 << 20
+        ) {
+            self.name = name
+            self.match = match
+            self.cluster = cluster
+            self.stripPrefix = stripPrefix
+            self.rewritePrefix = rewritePrefix
+            self.timeouts = timeouts
+            self.maxBodyBytes = maxBodyBytes
+        }
+    }
+
+    /// Required, at least one.
+    public var listeners: [Listener]
+    /// Event loop threads. Default nil: one per core; 1...256.
+    public var eventLoopThreads: Int?
+    /// No admin listener when nil (the default). A present `admin:` section defaults to 127.0.0.1:9901.
+    public var admin: Admin?
+    public var limits: Limits = .init()
+    /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed. Default none.
+    public var trustedProxies: [CIDR] = []
+    /// Required, at least one.
+    public var clusters: [Cluster]
+    /// Required, at least one; in file order.
+    public var routes: [Route]
+
+    public init(
+        listeners: [Listener],
+        eventLoopThreads: Int? = nil,
+        admin: Admin? = nil,
+        limits: Limits = .init(),
+        trustedProxies: [CIDR] = [],
+        clusters: [Cluster],
+        routes: [Route]
+    ) {
+        self.listeners = listeners
+        self.eventLoopThreads = eventLoopThreads
+        self.admin = admin
+        self.limits = limits
+        self.trustedProxies = trustedProxies
+        self.clusters = clusters
+        self.routes = routes
+    }
+
+    /// Loads and validates a file completely; the error names the file and the key.
+    /// Relative TLS file names are resolved against the file's directory.
+    public static func load(file: String, environment: [String: String]) throws -> GatewayConfiguration {
+        guard let text = FileReading.read(file) else {
+            throw ConfigurationError(code: .unreadableFile, file: file, keyPath: "", reason: "cannot read the file")
+        }
+        let directory = file.contains("/") ? String(file[..<file.lastIndex(of: "/")!]) : "."
+        return try parse(yaml: text, file: file, environment: environment, baseDirectory: directory)
+    }
+
+    /// Parses and validates YAML text. Relative TLS file names are resolved against `baseDirectory`.
+    /// (`environment` is accepted for symmetry with the authorization server; nothing here reads secrets yet.)
+    public static func parse(yaml: String, file: String = "<string>", environment: [String: String] = [:], baseDirectory: String = ".") throws -> GatewayConfiguration {
+        let node: Node?
+        do {
+            node = try Yams.compose(yaml: yaml)
+        } catch {
+            throw ConfigurationError(code: .invalidYAML, file: file, keyPath: "", reason: "not valid YAML: \(error)")
+        }
+        var root = try YAMLMappingReader(node: node, file: file, path: "")
+
+        // Listeners.
+        var listeners: [Listener] = []
+        var addresses: [(host: String, port: Int, keyPath: String)] = []
+        for var reader in try root.list("listeners") ?? [] {
+            var listener = Listener(port: 0)
+            if let host = try reader.hostString("host") { listener.host = host }
+            guard let port = try reader.int("port", range: 0...65535) else { throw reader.error("port", "is required", code: .missingKey) }
+            listener.port = port
+            if reader.node("tls") != nil {
+                var tls = try reader.mapping("tls")
+                let certificate = try tls.requiredString("certificate")
+                let privateKey = try tls.requiredString("private_key")
+                let http2 = try tls.bool("http2") ?? true
+                try tls.finish()
+                listener.tls = Listener.TLS(
+                    certificateFile: resolve(certificate, against: baseDirectory),
+                    privateKeyFile: resolve(privateKey, against: baseDirectory),
+                    http2: http2
+                )
+            }
+            try reader.finish()
+            try checkAddressIsFree(listener.host, listener.port, keyPath: reader.keyPath("port"), used: &addresses, file: file)
+            listeners.append(listener)
+        }
+        guard !listeners.isEmpty else { throw root.error("listeners", "list at least one listener", code: .missingKey) }
+
+        let eventLoopThreads = try root.int("event_loop_threads", range: 1...256)
+
+        var admin: Admin?
+        if root.node("admin") != nil {
+            var reader = try root.mapping("admin")
+            var value = Admin()
+            if let host = try reader.hostString("host") { value.host = host }
+            if let port = try reader.int("port", range: 0...65535) { value.port = port }
+            try reader.finish()
+            try checkAddressIsFree(value.host, value.port, keyPath: reader.keyPath("port"), used: &addresses, file: file)
+            admin = value
+        }
+
+        // Limits.
+        var limits = Limits()
+        var limitsReader = try root.mapping("limits")
+        if let value = try limitsReader.int("max_header_bytes", range: 1024...1_048_576) { limits.maxHeaderBytes = value }
+        if let value = try limitsReader.int("max_header_count", range: 1...1000) { limits.maxHeaderCount = value }
+        if let value = try limitsReader.int("max_body_bytes", range: 0...(1 << 40)) { limits.maxBodyBytes = value }
+        if let value = try limitsReader.milliseconds("header_read_timeout", minimum: 1) { limits.headerReadTimeoutMilliseconds = value }
+        if let value = try limitsReader.milliseconds("idle_timeout", minimum: 1) { limits.idleTimeoutMilliseconds = value }
+        if let value = try limitsReader.milliseconds("drain_timeout", minimum: 0) { limits.drainTimeoutMilliseconds = value }
+        try limitsReader.finish()
+
+        // Trusted proxies.
+        var trustedProxies: [CIDR] = []
+        for (index, text) in (try root.stringList("trusted_proxies") ?? []).enumerated() {
+            guard let cidr = CIDR.parse(text) else {
+                throw root.itemError(
+                    "trusted_proxies", index,
+                    "'\(text)' is not a CIDR block: expected an IPv4 or IPv6 address with an optional /prefix length, host bits zero (e.g. 10.0.0.0/8, ::1/128)"
+                )
+            }
+            trustedProxies.append(cidr)
+        }
+
+        // Clusters.
+        var clusters: [Cluster] = []
+        for var reader in try root.list("clusters") ?? [] {
+            let cluster = try parseCluster(&reader)
+            guard !clusters.contains(where: { $0.name == cluster.name }) else {
+                throw reader.error("name", "cluster '\(cluster.name)' is defined twice")
+            }
+            try reader.finish()
+            clusters.append(cluster)
+        }
+        guard !clusters.isEmpty else { throw root.error("clusters", "list at least one cluster", code: .missingKey) }
+
+        // Routes.
+        var routes: [Route] = []
+        for (index, var reader) in (try root.list("routes") ?? []).enumerated() {
+            let route = try parseRoute(&reader, index: index, clusters: clusters, defaultMaxBodyBytes: limits.maxBodyBytes)
+            guard !routes.contains(where: { $0.name == route.name }) else {
+                throw reader.error("name", "route '\(route.name)' is defined twice")
+            }
+            try reader.finish()
+            routes.append(route)
+        }
+        guard !routes.isEmpty else { throw root.error("routes", "list at least one route", code: .missingKey) }
+
+        try root.finish()
+        return GatewayConfiguration(
+            listeners: listeners,
+            eventLoopThreads: eventLoopThreads,
+            admin: admin,
+            limits: limits,
+            trustedProxies: trustedProxies,
+            clusters: clusters,
+            routes: routes
+        )
+    }
+
+    private static func resolve(_ path: String, against directory: String) -> String {
+        path.hasPrefix("/") ? path : "\(directory)/\(path)"
+    }
+
+    /// Refuses two sockets on the same host and port (port 0 never collides).
+    private static func checkAddressIsFree(_ host: String, _ port: Int, keyPath: String, used: inout [(host: String, port: Int, keyPath: String)], file: String) throws {
+        guard port != 0 else { return }
+        if let earlier = used.first(where: { $0.host == host && $0.port == port }) {
+            throw ConfigurationError(code: .invalidValue, file: file, keyPath: keyPath, reason: "\(host):\(port) is already used by \(earlier.keyPath)")
+        }
+        used.append((host, port, keyPath))
+    }
+
+    private static func parseCluster(_ reader: inout YAMLMappingReader) throws -> Cluster {
+        let name = try reader.requiredString("name")
+        guard name.utf8.allSatisfy({ isNameByte($0) }) else {
+            throw reader.error("name", "'\(name)' may contain only letters, digits, '-', '_' and '.'")
+        }
+
+        var targets: [Cluster.Target] = []
+        let targetTexts = try reader.stringList("targets") ?? []
+        guard !targetTexts.isEmpty else { throw reader.error("targets", "list at least one target", code: .missingKey) }
+        for (index, text) in targetTexts.enumerated() {
+            let target = try parseTarget(text) { reason in reader.itemError("targets", index, reason) }
+            guard !targets.contains(target) else { throw reader.itemError("targets", index, "\(target) is listed twice") }
+            targets.append(target)
+        }
+
+        var cluster = Cluster(name: name, targets: targets)
+        if let text = try reader.string("load_balancing") {
+            guard let value = Cluster.LoadBalancing(rawValue: text) else {
+                throw reader.error("load_balancing", "expected round_robin or least_request, got '\(text)'")
+            }
+            cluster.loadBalancing = value
+        }
+        if let value = try reader.milliseconds("connect_timeout", minimum: 1) { cluster.connectTimeoutMilliseconds = value }
+
+        var pool = try reader.mapping("pool")
+        if let value = try pool.int("max_connections", range: 1...65536) { cluster.pool.maxConnections = value }
+        if let value = try pool.int("max_idle", range: 0...65536) { cluster.pool.maxIdle = value }
+        if let value = try pool.milliseconds("idle_timeout", minimum: 1) { cluster.pool.idleTimeoutMilliseconds = value }
+        try pool.finish()
+        if cluster.pool.maxIdle > cluster.pool.maxConnections {
+            throw pool.error("max_idle", "must not exceed max_connections (\(cluster.pool.maxConnections))")
+        }
+
+        if reader.node("health_check") != nil {
+            var check = try reader.mapping("health_check")
+            let path = try check.requiredString("path")
+            guard isRequestPath(path) else { throw check.error("path", "must start with '/' and contain no spaces, '?' or '#', got '\(path)'") }
+            var value = Cluster.HealthCheck(path: path)
+            if let interval = try check.milliseconds("interval", minimum: 1) { value.intervalMilliseconds = interval }
+            if let timeout = try check.milliseconds("timeout", minimum: 1) { value.timeoutMilliseconds = timeout }
+            if let threshold = try check.int("healthy_threshold", range: 1...100) { value.healthyThreshold = threshold }
+            if let threshold = try check.int("unhealthy_threshold", range: 1...100) { value.unhealthyThreshold = threshold }
+            try check.finish()
+            if value.timeoutMilliseconds > value.intervalMilliseconds {
+                throw check.error("timeout", "must not exceed interval (\(value.intervalMilliseconds)ms)")
+            }
+            cluster.healthCheck = value
+        }
+
+        var outlier = try reader.mapping("outlier_detection")
+        if let value = try outlier.int("consecutive_failures", range: 0...1000) { cluster.outlierDetection.consecutiveFailures = value }
+        if let value = try outlier.milliseconds("ejection_time", minimum: 1) { cluster.outlierDetection.ejectionTimeMilliseconds = value }
+        try outlier.finish()
+
+        var retries = try reader.mapping("retries")
+        if let value = try retries.int("attempts", range: 0...10) { cluster.retries.attempts = value }
+        if let value = try retries.int("budget_percent", range: 0...100) { cluster.retries.budgetPercent = value }
+        if let value = try retries.milliseconds("backoff_base", minimum: 0) { cluster.retries.backoffBaseMilliseconds = value }
+        if let value = try retries.milliseconds("backoff_max", minimum: 0) { cluster.retries.backoffMaxMilliseconds = value }
+        try retries.finish()
+        if cluster.retries.backoffMaxMilliseconds < cluster.retries.backoffBaseMilliseconds {
+            throw retries.error("backoff_max", "must be at least backoff_base (\(cluster.retries.backoffBaseMilliseconds)ms)")
+        }
+        return cluster
+    }
+
+    /// `http://host:port`, optionally with a trailing `/`; nothing else for now.
+    private static func parseTarget(_ text: String, error: (String) -> ConfigurationError) throws -> Cluster.Target {
+        guard let url = ParsedURL(text) else { throw error("'\(text)' is not an absolute http URL such as http://127.0.0.1:8081") }
+        guard url.scheme == "http" else { throw error("'\(text)': only http targets are supported for now") }
+        guard url.path.isEmpty || url.path == "/", url.query == nil, url.fragment == nil else {
+            throw error("'\(text)': a target is scheme, host and port only (no path, query or fragment)")
+        }
+        guard let port = url.port else { throw error("'\(text)': a target must give its port") }
+        var host = url.host
+        if host.hasPrefix("[") {
+            host = String(host.dropFirst().dropLast())
+            guard let bytes = CIDR.parseAddress(host), bytes.count == 16 else { throw error("'\(text)': '\(host)' is not an IPv6 address") }
+        }
+        return Cluster.Target(host: host, port: port)
+    }
+
+    private static func parseRoute(_ reader: inout YAMLMappingReader, index: Int, clusters: [Cluster], defaultMaxBodyBytes: Int) throws -> Route {
+        let name = try reader.string("name") ?? "route-\(index)"
+        guard !name.isEmpty, name.utf8.allSatisfy({ isNameByte($0) }) else {
+            throw reader.error("name", "'\(name)' may contain only letters, digits, '-', '_' and '.'")
+        }
+        let clusterName = try reader.requiredString("cluster")
+        guard clusters.contains(where: { $0.name == clusterName }) else {
+            let known = clusters.map(\.name).joined(separator: ", ")
+            throw reader.error("cluster", "no cluster named '\(clusterName)' (clusters: \(known))")
+        }
+        var route = Route(name: name, cluster: clusterName, maxBodyBytes: defaultMaxBodyBytes)
+
+        var match = try reader.mapping("match")
+        if let host = try match.hostString("host") { route.match.host = host.lowercased() }
+        for key in ["path_prefix", "path"] {
+            guard let value = try match.string(key) else { continue }
+            guard isRequestPath(value) else { throw match.error(key, "must start with '/' and contain no spaces, '?' or '#', got '\(value)'") }
+            if key == "path" { route.match.path = value } else { route.match.pathPrefix = value }
+        }
+        if route.match.path != nil && route.match.pathPrefix != nil {
+            throw match.error("path", "give path_prefix or path, not both")
+        }
+        for (methodIndex, method) in (try match.stringList("methods") ?? []).enumerated() {
+            guard method.utf8.allSatisfy({ isTokenByte($0) && !(UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) }) else {
+                throw match.itemError("methods", methodIndex, "'\(method)' is not an upper-case method token such as GET")
+            }
+            if !route.match.methods.contains(method) { route.match.methods.append(method) }
+        }
+        try match.finish()
+
+        if let strip = try reader.bool("strip_prefix") {
+            if strip && route.match.pathPrefix == nil { throw reader.error("strip_prefix", "needs match.path_prefix") }
+            route.stripPrefix = strip
+        }
+        if let rewrite = try reader.string("rewrite_prefix") {
+            guard route.match.pathPrefix != nil else { throw reader.error("rewrite_prefix", "needs match.path_prefix") }
+            guard isRequestPath(rewrite) else { throw reader.error("rewrite_prefix", "must start with '/' and contain no spaces, '?' or '#', got '\(rewrite)'") }
+            guard !route.stripPrefix else { throw reader.error("rewrite_prefix", "give strip_prefix or rewrite_prefix, not both") }
+            route.rewritePrefix = rewrite
+        }
+
+        var timeouts = try reader.mapping("timeouts")
+        let perTry = try timeouts.milliseconds("per_try", minimum: 1)
+        let total = try timeouts.milliseconds("total", minimum: 1)
+        try timeouts.finish()
+        if let total { route.timeouts.totalMilliseconds = total }
+        if let perTry {
+            guard perTry <= route.timeouts.totalMilliseconds else {
+                throw timeouts.error("per_try", "must not exceed total (\(route.timeouts.totalMilliseconds)ms\(total == nil ? ", the default" : ""))")
+            }
+            route.timeouts.perTryMilliseconds = perTry
+        } else {
+            route.timeouts.perTryMilliseconds = min(route.timeouts.perTryMilliseconds, route.timeouts.totalMilliseconds)
+        }
+
+        if let value = try reader.int("max_body_bytes", range: 0...(1 << 40)) { route.maxBodyBytes = value }
+        return route
+    }
+
+    /// Letters, digits, `-`, `_`, `.`.
+    private static func isNameByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+             UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."):
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// RFC 9110 `tchar`.
+    private static func isTokenByte(_ byte: UInt8) -> Bool {
+        if isNameByte(byte) { return true }
+        return "!#$%&'*+^`|~".utf8.contains(byte)
+    }
+
+    /// An origin-form path: starts with `/`, visible ASCII, no query or fragment.
+    private static func isRequestPath(_ text: String) -> Bool {
+        text.hasPrefix("/") && text.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "?") && $0 != UInt8(ascii: "#") }
+    }
+}
+
+extension YAMLMappingReader {
+    /// An error about item `index` of the list under `key`, e.g. `trusted_proxies[1]`.
+    fileprivate func itemError(_ key: String, _ index: Int, _ reason: String, code: ConfigurationError.Code = .invalidValue) -> ConfigurationError {
+        ConfigurationError(code: code, file: file, keyPath: "\(keyPath(key))[\(index)]", reason: reason)
+    }
+
+    /// A host name or address to listen on or match: non-empty visible ASCII without `/`, `@` or spaces.
+    fileprivate mutating func hostString(_ key: String) throws -> String? {
+        guard let value = try string(key) else { return nil }
+        guard !value.isEmpty, value.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "/") && $0 != UInt8(ascii: "@") }) else {
+            throw error(key, "'\(value)' is not a host name or address")
+        }
+        return value
+    }
+}
+
+extension GatewayConfiguration {
+    /// An IP address block: 4 address bytes (IPv4) or 16 (IPv6) and a prefix length, host bits zero.
+    public struct CIDR: Sendable, Hashable, CustomStringConvertible {
+        /// Network address in network byte order: 4 bytes for IPv4, 16 for IPv6.
+        public let address: [UInt8]
+        /// Leading bits that must match: 0...32 for IPv4, 0...128 for IPv6.
+        public let prefixLength: Int
+
+        /// Nil unless the address has 4 or 16 bytes, the prefix fits, and no bit past the prefix is set.
+        public init?(address: [UInt8], prefixLength: Int) {
+            guard address.count == 4 || address.count == 16, (0...address.count * 8).contains(prefixLength) else { return nil }
+            for (index, byte) in address.enumerated() {
+                let prefixBits = max(0, min(8, prefixLength - index * 8))
+                let hostMask: UInt8 = prefixBits == 8 ? 0 : UInt8(0xFF) >> prefixBits
+                guard byte & hostMask == 0 else { return nil }
+            }
+            self.address = address
+            self.prefixLength = prefixLength
+        }
+
+        /// Parses `a.b.c.d/n` or an IPv6 address (RFC 4291 text: `::` compression, embedded IPv4 in the last 32 bits)
+        /// with `/n`. Without `/n` the block is the single address (/32 or /128). Nil when the syntax is wrong, the
+        /// prefix is too long, or host bits are set (`10.0.0.1/8`). Zone indexes (`%eth0`) are refused.
+        public static func parse(_ text: String) -> CIDR? {
+            let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+            guard parts.count <= 2, let bytes = parseAddress(String(parts[0])) else { return nil }
+            var prefixLength = bytes.count * 8
+            if parts.count == 2 {
+                let digits = parts[1]
+                guard (1...3).contains(digits.utf8.count), digits.utf8.allSatisfy({ isDigit($0) }), let value = Int(digits) else { return nil }
+                prefixLength = value
+            }
+            return CIDR(address: bytes, prefixLength: prefixLength)
+        }
+
+        /// Parses one IPv4 (dotted decimal, no leading zeros) or IPv6 address into 4 or 16 bytes.
+        public static func parseAddress(_ text: String) -> [UInt8]? {
+            let bytes = Array(text.utf8)
+            return bytes.contains(UInt8(ascii: ":")) ? parseIPv6(bytes[...]) : parseIPv4(bytes[...])
+        }
+
+        /// Whether `address` (4 or 16 bytes) lies in this block. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, as a
+        /// dual-stack socket reports IPv4 peers) is compared as the IPv4 address it stands for.
+        public func contains(_ address: [UInt8]) -> Bool {
+            var candidate = address[...]
+            if self.address.count == 4, candidate.count == 16, candidate.prefix(10).allSatisfy({ $0 == 0 }),
+               candidate[10] == 0xFF, candidate[11] == 0xFF {
+                candidate = candidate.suffix(4)
+            }
+            guard candidate.count == self.address.count else { return false }
+            let start = candidate.startIndex
+            let wholeBytes = prefixLength / 8
+            for index in 0..<wholeBytes where candidate[start + index] != self.address[index] { return false }
+            let remainingBits = prefixLength % 8
+            if remainingBits > 0 {
+                let mask = UInt8(0xFF) << (8 - remainingBits)
+                return candidate[start + wholeBytes] & mask == self.address[wholeBytes]
+            }
+            return true
+        }
+
+        /// `10.0.0.0/8`, `2001:db8::/32` (RFC 5952 form).
+        public var description: String {
+            if address.count == 4 {
+                return address.map { String($0) }.joined(separator: ".") + "/\(prefixLength)"
+            }
+            let groups = (0..<8).map { UInt16(address[2 * $0]) << 8 | UInt16(address[2 * $0 + 1]) }
+            // The first longest run of two or more zero groups becomes `::`.
+            var bestStart = -1, bestLength = 0, runStart = -1
+            for index in 0...8 {
+                if index < 8 && groups[index] == 0 {
+                    if runStart < 0 { runStart = index }
+                } else if runStart >= 0 {
+                    if index - runStart > bestLength { bestStart = runStart; bestLength = index - runStart }
+                    runStart = -1
+                }
+            }
+            let hex = groups.map { String($0, radix: 16) }
+            let text: String
+            if bestLength >= 2 {
+                let head = hex[..<bestStart].joined(separator: ":")
+                let tail = hex[(bestStart + bestLength)...].joined(separator: ":")
+                text = head + "::" + tail
+            } else {
+                text = hex.joined(separator: ":")
+            }
+            return text + "/\(prefixLength)"
+        }
+
+        private static func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
+
+        private static func hexValue(_ byte: UInt8) -> UInt16? {
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): return UInt16(byte - UInt8(ascii: "0"))
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): return UInt16(byte - UInt8(ascii: "a") + 10)
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): return UInt16(byte - UInt8(ascii: "A") + 10)
+            default: return nil
+            }
+        }
+
+        private static func parseIPv4(_ text: ArraySlice<UInt8>) -> [UInt8]? {
+            let parts = text.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+            guard parts.count == 4 else { return nil }
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(4)
+            for part in parts {
+                // One to three digits, and no leading zero (`010` would be octal to some parsers).
+                guard (1...3).contains(part.count), part.allSatisfy({ isDigit($0) }),
+                      part.count == 1 || part.first != UInt8(ascii: "0")
+                else { return nil }
+                let value = part.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
+                guard value <= 255 else { return nil }
+                bytes.append(UInt8(value))
+            }
+            return bytes
+        }
+
+        private static func parseIPv6(_ text: ArraySlice<UInt8>) -> [UInt8]? {
+            let colon = UInt8(ascii: ":")
+            // Find the one `::`, if any.
+            var compression: ArraySlice<UInt8>.Index?
+            var index = text.startIndex
+            while index + 1 < text.endIndex {
+                if text[index] == colon && text[index + 1] == colon {
+                    guard compression == nil else { return nil }
+                    compression = index
+                    index += 2
+                } else {
+                    index += 1
+                }
+            }
+            if let compression {
+                // An embedded IPv4 address may only end the address, so only the part after `::` may hold one.
+                guard let head = parseGroups(text[..<compression], allowIPv4: false),
+                      let tail = parseGroups(text[(compression + 2)...], allowIPv4: true),
+                      head.count + tail.count <= 14  // `::` stands for at least one zero group
+                else { return nil }
+                return head + [UInt8](repeating: 0, count: 16 - head.count - tail.count) + tail
+            }
+            guard let bytes = parseGroups(text, allowIPv4: true), bytes.count == 16 else { return nil }
+            return bytes
+        }
+
+        /// Colon-separated groups of 1...4 hex digits (the last may be dotted IPv4); empty text is no groups.
+        private static func parseGroups(_ text: ArraySlice<UInt8>, allowIPv4: Bool) -> [UInt8]? {
+            guard !text.isEmpty else { return [] }
+            let groups = text.split(separator: UInt8(ascii: ":"), omittingEmptySubsequences: false)
+            guard groups.count <= 8 else { return nil }
+            var bytes: [UInt8] = []
+            for (position, group) in groups.enumerated() {
+                if allowIPv4 && position == groups.count - 1 && group.contains(UInt8(ascii: ".")) {
+                    guard let ipv4 = parseIPv4(group) else { return nil }
+                    bytes += ipv4
+                    continue
+                }
+                guard (1...4).contains(group.count) else { return nil }
+                var value: UInt16 = 0
+                for byte in group {
+                    guard let digit = hexValue(byte) else { return nil }
+                    value = value << 4 | digit
+                }
+                bytes.append(UInt8(value >> 8))
+                bytes.append(UInt8(value & 0xFF))
+            }
+            return bytes
+        }
+    }
+}

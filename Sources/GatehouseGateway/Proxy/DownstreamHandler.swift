@@ -1,0 +1,523 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+
+/// The server side of the proxy: one per downstream HTTP/1.1 connection, on the connection's event loop.
+///
+/// Parses nothing itself (NIO's llhttp decoder before it refuses malformed framing); it checks limits, normalizes
+/// and routes the request, leases an upstream connection on the same loop, and streams parts both ways. Reads on
+/// each side follow the other side's writability, so a slow peer slows the other instead of filling memory.
+final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// One request/response exchange.
+    final class Exchange {
+        let requestID: String
+        let requestHead: HTTPRequestHead
+        var upstreamHead: HTTPRequestHead
+        let route: CompiledRoute
+        var target: TargetKey
+        let keepAlive: Bool
+        let maxBodyBytes: Int
+        let retryable: Bool
+        var attempts = 0
+        var bodyBytes = 0
+        var requestEnded = false
+        var responseHeadSent = false
+        /// Parts received before the upstream connection is ready.
+        var buffered: [HTTPClientRequestPart] = []
+        var connection: UpstreamConnection?
+        var perTryTimeout: Scheduled<Void>?
+        var totalTimeout: Scheduled<Void>?
+
+        init(requestID: String, requestHead: HTTPRequestHead, upstreamHead: HTTPRequestHead, route: CompiledRoute, target: TargetKey, keepAlive: Bool, retryable: Bool) {
+            self.requestID = requestID
+            self.requestHead = requestHead
+            self.upstreamHead = upstreamHead
+            self.route = route
+            self.target = target
+            self.keepAlive = keepAlive
+            self.maxBodyBytes = route.maxBodyBytes
+            self.retryable = retryable
+        }
+    }
+
+    private let runtime: GatewayRuntime
+    private let loops: LoopStates
+    private let scheme: String
+    private var loop: LoopState!
+    private var context: ChannelHandlerContext!
+    private var gateway: CompiledGateway
+    private var peer: HeaderHygiene.Peer = .init(address: "unknown", isTrustedProxy: false, scheme: "http")
+    private var exchange: Exchange?
+    /// A downstream read held back until the upstream can take more.
+    private var pendingRead = false
+    private var headerTimeout: Scheduled<Void>?
+    /// After an error response that leaves unread request bytes, the connection closes once it is written.
+    private var closing = false
+
+    init(runtime: GatewayRuntime, loops: LoopStates, scheme: String) {
+        self.runtime = runtime
+        self.loops = loops
+        self.scheme = scheme
+        self.gateway = runtime.snapshot
+    }
+
+    // MARK: Connection lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.loop = loops.state(for: context.eventLoop)
+        let address = context.channel.remoteAddress
+        let text = address?.ipAddress ?? "unknown"
+        peer = .init(address: text, isTrustedProxy: gateway.isTrusted(address.flatMap(Self.addressBytes)), scheme: scheme)
+        if context.channel.isActive { armHeaderTimeout() }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        armHeaderTimeout()
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        headerTimeout?.cancel()
+        if let exchange { abandon(exchange) }
+        exchange = nil
+        context.fireChannelInactive()
+    }
+
+    static func addressBytes(_ address: SocketAddress) -> [UInt8]? {
+        switch address {
+        case .v4(let v4):
+            let value = UInt32(bigEndian: v4.address.sin_addr.s_addr)
+            return [UInt8(value >> 24), UInt8(value >> 16 & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF)]
+        case .v6(let v6):
+            return withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
+        default:
+            return nil
+        }
+    }
+
+    /// Slow clients: the next request head must arrive within the header read timeout (slowloris).
+    private func armHeaderTimeout() {
+        headerTimeout?.cancel()
+        let channel = context.channel
+        headerTimeout = context.eventLoop.scheduleTask(in: gateway.headerReadTimeout) { [weak self] in
+            guard let self, self.exchange == nil else { return }
+            channel.close(promise: nil)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case is DrainEvent:
+            draining = true
+            if exchange == nil { context.close(promise: nil) }
+        case let idle as IdleStateHandler.IdleStateEvent where idle == .all:
+            if exchange == nil { context.close(promise: nil) }
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    /// Set by a graceful shutdown: finish the exchange in flight, then close.
+    private var draining = false
+
+    // MARK: Inbound from the client
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            startExchange(head)
+        case .body(let buffer):
+            guard let exchange, !closing else { return }
+            exchange.bodyBytes += buffer.readableBytes
+            if exchange.bodyBytes > exchange.maxBodyBytes {
+                fail(exchange, status: .payloadTooLarge, message: "the request body exceeds \(exchange.maxBodyBytes) bytes", close: true)
+                return
+            }
+            send(.body(.byteBuffer(buffer)), exchange)
+        case .end(let trailers):
+            guard let exchange, !closing else { return }
+            exchange.requestEnded = true
+            send(.end(trailers), exchange)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        exchange?.connection?.channel.flush()
+        context.flush()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let exchange, exchange.connection == nil || exchange.connection?.channel.isWritable == false {
+            pendingRead = true  // wait for the upstream (connecting, or its buffer is full)
+        } else {
+            context.read()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { exchange?.connection?.handler.resumeReading() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Malformed HTTP from the client: answer once, never forward, and close.
+        if let parserError = error as? HTTPParserError {
+            let status: HTTPResponseStatus = parserError == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
+            if let exchange {
+                if exchange.responseHeadSent {
+                    abandon(exchange)
+                    self.exchange = nil
+                    context.close(promise: nil)
+                } else {
+                    fail(exchange, status: status, message: "malformed request: \(parserError)", close: true)
+                }
+            } else {
+                writeError(status: status, message: "malformed request: \(parserError)", requestID: Self.newRequestID(), close: true)
+            }
+            return
+        }
+        if let exchange { abandon(exchange) }
+        exchange = nil
+        context.close(promise: nil)
+    }
+
+    // MARK: Starting an exchange
+
+    private func startExchange(_ head: HTTPRequestHead) {
+        headerTimeout?.cancel()
+        gateway = runtime.snapshot
+        let requestID = head.headers.first(name: "x-request-id").flatMap { Self.isAcceptableRequestID($0) ? $0 : nil } ?? Self.newRequestID()
+        // Limits on the head (the decoder already capped both at its hard limits).
+        if head.headers.count > gateway.maxHeaderCount {
+            return writeError(status: .requestHeaderFieldsTooLarge, message: "more than \(gateway.maxHeaderCount) header fields", requestID: requestID, close: true)
+        }
+        var headerBytes = head.uri.utf8.count + 16
+        for (name, value) in head.headers { headerBytes += name.utf8.count + value.utf8.count + 4 }
+        if headerBytes > gateway.maxHeaderBytes {
+            return writeError(status: .requestHeaderFieldsTooLarge, message: "the header block exceeds \(gateway.maxHeaderBytes) bytes", requestID: requestID, close: true)
+        }
+        let hosts = head.headers[canonicalForm: "host"]
+        if head.version.minor >= 1 && hosts.count != 1 || hosts.count > 1 {
+            return writeError(status: .badRequest, message: "exactly one Host header is required", requestID: requestID, close: true)
+        }
+        if head.method == .CONNECT {
+            return writeError(status: .methodNotAllowed, message: "CONNECT is not supported", requestID: requestID, close: true)
+        }
+        if head.headers.contains(name: "upgrade") && head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" }) {
+            return writeError(status: .notImplemented, message: "protocol upgrades are not supported yet", requestID: requestID, close: true)
+        }
+        let normalized: NormalizedTarget
+        switch PathNormalizer.normalize(head.uri) {
+        case .success(let value): normalized = value
+        case .failure(let error): return writeError(status: .badRequest, message: "bad request target: \(error.message)", requestID: requestID, close: true)
+        }
+        let host = hosts.first.map { String($0) }
+        guard let (route, prefix) = gateway.routes.match(host: host, path: normalized.path, method: head.method.rawValue) else {
+            return writeError(status: .notFound, message: "no route for this request", requestID: requestID, close: !head.isKeepAlive)
+        }
+        if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > route.maxBodyBytes {
+            return writeError(status: .payloadTooLarge, message: "the request body exceeds \(route.maxBodyBytes) bytes", requestID: requestID, close: true)
+        }
+        let now = NIODeadline.now()
+        guard let target = loop.pickTarget(route.cluster, now: now) else {
+            return writeError(status: .serviceUnavailable, message: "no healthy upstream in cluster \(route.cluster.name)", requestID: requestID, close: !head.isKeepAlive)
+        }
+
+        var upstreamPath = normalized.path
+        if let prefix, let replacement = route.prefixReplacement {
+            var rest = String(upstreamPath.dropFirst(prefix.count))
+            if !rest.isEmpty && !rest.hasPrefix("/") && !replacement.hasSuffix("/") { rest = "/" + rest }
+            upstreamPath = replacement + rest
+            if upstreamPath.isEmpty { upstreamPath = "/" }
+            if !upstreamPath.hasPrefix("/") { upstreamPath = "/" + upstreamPath }
+        }
+        var headers = head.headers
+        HeaderHygiene.prepareRequest(&headers, peer: peer, requestID: requestID, via: gateway.via, isUpgrade: false)
+        let upstreamHead = HTTPRequestHead(
+            version: .http1_1, method: head.method,
+            uri: normalized.query.map { upstreamPath + "?" + $0 } ?? upstreamPath, headers: headers
+        )
+        let hasBody = head.headers.contains(name: "transfer-encoding") || (head.headers.first(name: "content-length").flatMap(Int.init) ?? 0) > 0
+        let idempotent = [.GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE].contains(head.method)
+        let exchange = Exchange(
+            requestID: requestID, requestHead: head, upstreamHead: upstreamHead, route: route, target: target,
+            keepAlive: head.isKeepAlive, retryable: idempotent && !hasBody
+        )
+        self.exchange = exchange
+        exchange.buffered.append(.head(upstreamHead))
+        let channel = context.channel
+        exchange.totalTimeout = context.eventLoop.scheduleTask(in: route.totalTimeout) { [weak self, weak exchange] in
+            guard let self, let exchange, self.exchange === exchange else { return }
+            if exchange.responseHeadSent {
+                self.abandon(exchange)
+                self.exchange = nil
+                channel.close(promise: nil)
+            } else {
+                self.fail(exchange, status: .gatewayTimeout, message: "the upstream did not answer within \(route.totalTimeout.nanoseconds / 1_000_000) ms", close: !exchange.requestEnded)
+            }
+        }
+        connect(exchange)
+    }
+
+    private func connect(_ exchange: Exchange) {
+        exchange.attempts += 1
+        loop.started(exchange.target)
+        let limits = exchange.route.cluster.poolLimits.limits
+        loop.pool.acquire(exchange.target, limits: limits).whenComplete { [weak self] result in
+            guard let self, self.exchange === exchange else {
+                if case .success(let connection) = result {
+                    connection.isReusable = connection.isReusable && true
+                    self?.loop.pool.release(connection, limits: limits)
+                }
+                return
+            }
+            switch result {
+            case .success(let connection):
+                self.attach(connection, to: exchange)
+            case .failure(let error):
+                self.loop.finished(exchange.target)
+                exchange.route.cluster.health.recordFailure(exchange.target, now: .now())
+                if self.retry(exchange) { return }
+                let exhausted = (error as? UpstreamError) == .poolExhausted
+                self.fail(exchange, status: exhausted ? .serviceUnavailable : .badGateway, message: exhausted ? "too many requests waiting for cluster \(exchange.route.cluster.name)" : "the upstream refused the connection", close: !exchange.requestEnded)
+            }
+        }
+    }
+
+    /// Another try on another target, for idempotent requests without a body, within the route's attempts.
+    private func retry(_ exchange: Exchange) -> Bool {
+        guard exchange.retryable, !exchange.responseHeadSent, exchange.attempts <= exchange.route.cluster.retryAttempts,
+            let next = loop.pickTarget(exchange.route.cluster, excluding: exchange.target, now: .now()) ?? loop.pickTarget(exchange.route.cluster, now: .now())
+        else { return false }
+        exchange.target = next
+        exchange.buffered = [.head(exchange.upstreamHead)] + (exchange.requestEnded ? [.end(nil)] : [])
+        connect(exchange)
+        return true
+    }
+
+    private func attach(_ connection: UpstreamConnection, to exchange: Exchange) {
+        exchange.connection = connection
+        connection.handler.delegate = self
+        for part in exchange.buffered { connection.channel.write(NIOAny(part), promise: nil) }
+        exchange.buffered.removeAll()
+        connection.channel.flush()
+        let channel = context.channel
+        exchange.perTryTimeout = context.eventLoop.scheduleTask(in: exchange.route.perTryTimeout) { [weak self, weak exchange] in
+            guard let self, let exchange, self.exchange === exchange, !exchange.responseHeadSent else { return }
+            _ = channel
+            self.fail(exchange, status: .gatewayTimeout, message: "the upstream did not answer within \(exchange.route.perTryTimeout.nanoseconds / 1_000_000) ms", close: !exchange.requestEnded)
+        }
+        if pendingRead {
+            pendingRead = false
+            context.read()
+        }
+    }
+
+    private func send(_ part: HTTPClientRequestPart, _ exchange: Exchange) {
+        if let connection = exchange.connection {
+            connection.channel.write(NIOAny(part), promise: nil)
+        } else {
+            exchange.buffered.append(part)
+        }
+    }
+
+    // MARK: Inbound from the upstream
+
+    var downstreamIsWritable: Bool { context?.channel.isWritable ?? false }
+
+    func upstreamWritabilityChanged(isWritable: Bool) {
+        if isWritable && pendingRead {
+            pendingRead = false
+            context.read()
+        }
+    }
+
+    func upstream(received part: HTTPClientResponsePart) {
+        guard let exchange else { return }
+        switch part {
+        case .head(let head):
+            if head.status.code < 200 {
+                // 100 Continue and other informational responses pass through; 101 never (no upgrades yet).
+                guard head.status != .switchingProtocols else { return }
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: exchange.requestHead.version, status: head.status, headers: head.headers))), promise: nil)
+                return
+            }
+            exchange.perTryTimeout?.cancel()
+            if !head.isKeepAlive { exchange.connection?.isReusable = false }
+            if head.status.code >= 500 {
+                exchange.route.cluster.health.recordFailure(exchange.target, now: .now())
+            } else {
+                exchange.route.cluster.health.recordSuccess(exchange.target)
+            }
+            var headers = head.headers
+            HeaderHygiene.prepareResponse(&headers, via: gateway.via, requestID: exchange.requestID, isUpgrade: false)
+            if !exchange.keepAlive || draining { headers.replaceOrAdd(name: "Connection", value: "close") }
+            exchange.responseHeadSent = true
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: exchange.requestHead.version, status: head.status, headers: headers))), promise: nil)
+        case .body(let buffer):
+            guard exchange.responseHeadSent else { return }
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        case .end(let trailers):
+            guard exchange.responseHeadSent else { return }
+            finish(exchange, trailers: trailers)
+        }
+    }
+
+    func upstreamReadComplete() {
+        context?.flush()
+    }
+
+    func upstream(failed error: any Error) {
+        guard let exchange, let connection = exchange.connection else { return }
+        connection.isReusable = false
+        connection.handler.delegate = nil
+        exchange.connection = nil
+        loop.finished(exchange.target)
+        if exchange.responseHeadSent {
+            // Mid-response: the client cannot be told cleanly; end the connection so it sees a truncated message.
+            self.exchange = nil
+            exchange.totalTimeout?.cancel()
+            context.close(promise: nil)
+            return
+        }
+        exchange.route.cluster.health.recordFailure(exchange.target, now: .now())
+        exchange.perTryTimeout?.cancel()
+        if exchange.requestEnded, retry(exchange) { return }
+        fail(exchange, status: .badGateway, message: "the upstream closed or reset the connection", close: !exchange.requestEnded)
+    }
+
+    // MARK: Ending an exchange
+
+    private func finish(_ exchange: Exchange, trailers: HTTPHeaders?) {
+        exchange.perTryTimeout?.cancel()
+        exchange.totalTimeout?.cancel()
+        self.exchange = nil
+        loop.finished(exchange.target)
+        if let connection = exchange.connection {
+            // An upstream that answered before the whole request was sent cannot be reused.
+            if !exchange.requestEnded { connection.isReusable = false }
+            loop.pool.release(connection, limits: exchange.route.cluster.poolLimits.limits)
+            exchange.connection = nil
+        }
+        let close = !exchange.keepAlive || !exchange.requestEnded || draining
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(trailers))).whenComplete { _ in
+            if close { channel.close(promise: nil) }
+        }
+        if close {
+            closing = true
+        } else {
+            armHeaderTimeout()
+        }
+    }
+
+    /// Gives up the upstream side of an exchange (the connection cannot be reused).
+    private func abandon(_ exchange: Exchange) {
+        exchange.perTryTimeout?.cancel()
+        exchange.totalTimeout?.cancel()
+        if let connection = exchange.connection {
+            connection.isReusable = false
+            connection.handler.delegate = nil
+            connection.channel.close(promise: nil)
+            exchange.connection = nil
+            loop.finished(exchange.target)
+        }
+    }
+
+    /// Ends an exchange with a gateway-made error response.
+    private func fail(_ exchange: Exchange, status: HTTPResponseStatus, message: String, close: Bool) {
+        abandon(exchange)
+        self.exchange = nil
+        writeError(status: status, message: message, requestID: exchange.requestID, close: close || !exchange.keepAlive)
+    }
+
+    /// A small JSON error body with the request id. Closing errors stop reading the request.
+    private func writeError(status: HTTPResponseStatus, message: String, requestID: String, close: Bool) {
+        var body = context.channel.allocator.buffer(capacity: 128 + message.utf8.count)
+        body.writeString("{\"error\":\"")
+        body.writeString(Self.errorName(status))
+        body.writeString("\",\"message\":")
+        body.writeString(Self.jsonString(message))
+        body.writeString(",\"request_id\":\"")
+        body.writeString(requestID)
+        body.writeString("\"}")
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/json")
+        headers.add(name: "Content-Length", value: String(body.readableBytes))
+        headers.add(name: "X-Request-Id", value: requestID)
+        headers.add(name: "Cache-Control", value: "no-store")
+        if close { headers.add(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+            if close { channel.close(promise: nil) }
+        }
+        if close {
+            closing = true
+        } else {
+            armHeaderTimeout()
+        }
+    }
+
+    static func errorName(_ status: HTTPResponseStatus) -> String {
+        switch status.code {
+        case 400: "bad_request"
+        case 404: "not_found"
+        case 405: "method_not_allowed"
+        case 413: "payload_too_large"
+        case 431: "request_header_fields_too_large"
+        case 501: "not_implemented"
+        case 502: "bad_gateway"
+        case 503: "service_unavailable"
+        case 504: "gateway_timeout"
+        default: "error"
+        }
+    }
+
+    static func jsonString(_ text: String) -> String {
+        var output = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": output += "\\\""
+            case "\\": output += "\\\\"
+            default:
+                if scalar.value < 0x20 { output += " " } else { output.unicodeScalars.append(scalar) }
+            }
+        }
+        return output + "\""
+    }
+
+    // MARK: Request ids
+
+    static func isAcceptableRequestID(_ id: String) -> Bool {
+        (1...128).contains(id.utf8.count)
+            && id.utf8.allSatisfy { byte in
+                (48...57).contains(byte) || (65...90).contains(byte) || (97...122).contains(byte) || byte == 45 || byte == 46 || byte == 95
+            }
+    }
+
+    private static let idAlphabet = Array("0123456789abcdefghijklmnopqrstuvwxyz".utf8)
+    private static let processPrefix: String = {
+        var generator = SystemRandomNumberGenerator()
+        return String((0..<8).map { _ in Character(UnicodeScalar(idAlphabet[Int(generator.next() % 36)])) })
+    }()
+    private static let counter = NIOLockedValueBox<UInt64>(0)
+
+    /// A process-random prefix and a counter (ids only need to be unique, not secret).
+    static func newRequestID() -> String {
+        let value = counter.withLockedValue { value -> UInt64 in
+            value &+= 1
+            return value
+        }
+        return processPrefix + "-" + String(value, radix: 36)
+    }
+}
+
+@available(*, unavailable)
+extension DownstreamHandler: Sendable {}

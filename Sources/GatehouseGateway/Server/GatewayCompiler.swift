@@ -1,0 +1,84 @@
+import GatehouseConfiguration
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Turns a validated configuration into the immutable tables the data path reads. Target health survives a
+/// reload for clusters that keep their name.
+public final class GatewayCompiler: Sendable {
+    private let health = NIOLockedValueBox([String: TargetHealth]())
+    /// `Via` value: protocol version and a pseudonym (RFC 9110 §7.6.3).
+    public let via: String
+
+    public init(via: String = "1.1 gatehouse") {
+        self.via = via
+    }
+
+    public func compile(_ configuration: GatewayConfiguration) -> CompiledGateway {
+        var clusters: [String: CompiledCluster] = [:]
+        for cluster in configuration.clusters {
+            let detection = cluster.outlierDetection
+            let health = self.health.withLockedValue { registry in
+                if let existing = registry[cluster.name] { return existing }
+                let created = TargetHealth(consecutiveFailuresToEject: detection.consecutiveFailures, ejectionTime: .milliseconds(Int64(detection.ejectionTimeMilliseconds)))
+                registry[cluster.name] = created
+                return created
+            }
+            clusters[cluster.name] = CompiledCluster(
+                name: cluster.name,
+                targets: cluster.targets.map { TargetKey(host: $0.host, port: $0.port) },
+                loadBalancing: cluster.loadBalancing == .roundRobin ? .roundRobin : .leastRequest,
+                poolLimits: .init(
+                    maxConnections: cluster.pool.maxConnections, maxIdle: cluster.pool.maxIdle,
+                    idleTimeout: .milliseconds(Int64(cluster.pool.idleTimeoutMilliseconds)),
+                    connectTimeout: .milliseconds(Int64(cluster.connectTimeoutMilliseconds))
+                ),
+                retryAttempts: cluster.retries.attempts,
+                health: health
+            )
+        }
+        var entries: [(match: RouteMatch, route: CompiledRoute)] = []
+        for route in configuration.routes {
+            guard let cluster = clusters[route.cluster] else { continue }  // validation guarantees it exists
+            var replacement: String?
+            if let rewrite = route.rewritePrefix {
+                replacement = rewrite
+            } else if route.stripPrefix {
+                replacement = ""
+            }
+            let compiled = CompiledRoute(
+                name: route.name, cluster: cluster, prefixReplacement: replacement,
+                perTryTimeout: .milliseconds(Int64(route.timeouts.perTryMilliseconds)),
+                totalTimeout: .milliseconds(Int64(route.timeouts.totalMilliseconds)),
+                maxBodyBytes: route.maxBodyBytes
+            )
+            let match = RouteMatch(
+                host: route.match.host, pathPrefix: route.match.pathPrefix, exactPath: route.match.path,
+                methods: route.match.methods.isEmpty ? nil : Set(route.match.methods)
+            )
+            entries.append((match, compiled))
+        }
+        return CompiledGateway(
+            routes: RouteTable(entries),
+            maxHeaderBytes: configuration.limits.maxHeaderBytes,
+            maxHeaderCount: configuration.limits.maxHeaderCount,
+            headerReadTimeout: .milliseconds(Int64(configuration.limits.headerReadTimeoutMilliseconds)),
+            idleTimeout: .milliseconds(Int64(configuration.limits.idleTimeoutMilliseconds)),
+            trustedProxies: configuration.trustedProxies.map { CIDRMatcher(network: $0.address, prefixLength: $0.prefixLength) },
+            via: via
+        )
+    }
+
+    /// The server settings (listeners, threads, hard limits) of a configuration.
+    public static func settings(_ configuration: GatewayConfiguration, defaultThreads: Int) -> GatewayServer.Settings {
+        GatewayServer.Settings(
+            listeners: configuration.listeners.map { .init(host: $0.host, port: $0.port) },
+            eventLoopThreads: configuration.eventLoopThreads ?? defaultThreads,
+            // The decoder's own caps sit above the configured limits so that the configured ones answer 431
+            // with a body; past the caps the decoder refuses the request itself.
+            maxHeaderBytesHardLimit: max(configuration.limits.maxHeaderBytes * 2, 16 * 1024),
+            maxHeaderCountHardLimit: max(configuration.limits.maxHeaderCount * 2, 64),
+            idleTimeout: .milliseconds(Int64(configuration.limits.idleTimeoutMilliseconds)),
+            drainTimeout: .milliseconds(Int64(configuration.limits.drainTimeoutMilliseconds))
+        )
+    }
+}

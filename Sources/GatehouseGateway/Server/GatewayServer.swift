@@ -1,0 +1,134 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+
+/// Tells connections to finish their exchange and close (graceful shutdown).
+struct DrainEvent: Sendable {}
+
+/// The gateway's listeners and data path, as a `Service`: binds every listener, serves until graceful shutdown,
+/// then stops accepting, lets in-flight exchanges finish (up to the drain timeout) and closes the rest.
+public final class GatewayServer: Service, Sendable {
+    /// Listener settings the server needs at bind time.
+    public struct Listener: Sendable {
+        public var host: String
+        public var port: Int
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+    }
+
+    public struct Settings: Sendable {
+        public var listeners: [Listener]
+        public var eventLoopThreads: Int
+        public var maxHeaderBytesHardLimit: Int
+        public var maxHeaderCountHardLimit: Int
+        public var idleTimeout: TimeAmount
+        public var drainTimeout: TimeAmount
+
+        public init(listeners: [Listener], eventLoopThreads: Int, maxHeaderBytesHardLimit: Int, maxHeaderCountHardLimit: Int, idleTimeout: TimeAmount, drainTimeout: TimeAmount) {
+            self.listeners = listeners
+            self.eventLoopThreads = eventLoopThreads
+            self.maxHeaderBytesHardLimit = maxHeaderBytesHardLimit
+            self.maxHeaderCountHardLimit = maxHeaderCountHardLimit
+            self.idleTimeout = idleTimeout
+            self.drainTimeout = drainTimeout
+        }
+    }
+
+    let settings: Settings
+    public let runtime: GatewayRuntime
+    let logger: Logger
+    let onListening: @Sendable ([Int]) -> Void
+    private let connections = NIOLockedValueBox([ObjectIdentifier: any Channel]())
+    private let ready = NIOLockedValueBox(false)
+
+    public init(settings: Settings, gateway: CompiledGateway, logger: Logger, onListening: @escaping @Sendable ([Int]) -> Void = { _ in }) {
+        self.settings = settings
+        self.runtime = GatewayRuntime(gateway)
+        self.logger = logger
+        self.onListening = onListening
+    }
+
+    /// True once every listener is bound.
+    public var isReady: Bool { ready.withLockedValue { $0 } }
+
+    /// Open downstream connections.
+    public var connectionCount: Int { connections.withLockedValue { $0.count } }
+
+    public func run() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: settings.eventLoopThreads)
+        let loops = LoopStates(group: group)
+        var serverChannels: [any Channel] = []
+        do {
+            for listener in settings.listeners {
+                serverChannels.append(try await bind(listener, group: group, loops: loops))
+            }
+        } catch {
+            for channel in serverChannels { try? await channel.close() }
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        let ports = serverChannels.compactMap { $0.localAddress?.port }
+        ready.withLockedValue { $0 = true }
+        logger.notice("gateway listening", metadata: ["ports": "\(ports)"])
+        onListening(ports)
+
+        // Serve until graceful shutdown (SIGTERM) or cancellation.
+        try? await gracefulShutdown()
+
+        ready.withLockedValue { $0 = false }
+        logger.notice("gateway draining", metadata: ["connections": "\(connectionCount)"])
+        for channel in serverChannels { try? await channel.close() }
+        for channel in connections.withLockedValue({ Array($0.values) }) {
+            channel.pipeline.fireUserInboundEventTriggered(DrainEvent())
+        }
+        let deadline = ContinuousClock.now + .nanoseconds(settings.drainTimeout.nanoseconds)
+        while connectionCount > 0 && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        let remaining = connections.withLockedValue { Array($0.values) }
+        if !remaining.isEmpty { logger.warning("drain timeout: closing connections", metadata: ["connections": "\(remaining.count)"]) }
+        for channel in remaining { channel.close(promise: nil) }
+        loops.forEach { $0.pool.closeIdle() }
+        try? await Task.sleep(for: .milliseconds(50))
+        try await group.shutdownGracefully()
+        logger.notice("gateway stopped")
+    }
+
+    private func bind(_ listener: Listener, group: any EventLoopGroup, loops: LoopStates) async throws -> any Channel {
+        let runtime = self.runtime
+        let settings = self.settings
+        let connections = self.connections
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderListSize = settings.maxHeaderBytesHardLimit
+        limits.maxHeaderFieldSize = settings.maxHeaderBytesHardLimit
+        limits.maxHeaderFieldCount = settings.maxHeaderCountHardLimit
+        let decoderLimits = limits
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 4096)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 64 * 1024))
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let key = ObjectIdentifier(channel)
+                    connections.withLockedValue { $0[key] = channel }
+                    channel.closeFuture.whenComplete { _ in connections.withLockedValue { _ = $0.removeValue(forKey: key) } }
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(
+                        ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: decoderLimits))
+                    )
+                    try sync.addHandler(HTTPResponseEncoder())
+                    try sync.addHandler(HTTPServerPipelineHandler())
+                    try sync.addHandler(IdleStateHandler(readTimeout: nil, writeTimeout: nil, allTimeout: settings.idleTimeout))
+                    try sync.addHandler(DownstreamHandler(runtime: runtime, loops: loops, scheme: "http"))
+                }
+            }
+        return try await bootstrap.bind(host: listener.host, port: listener.port).get()
+    }
+}
+

@@ -1,0 +1,126 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// Keep-alive connections to every target, for one event loop. Confined to that loop: no locks on the hot path.
+/// Downstream connections on this loop lease upstream connections from it, so both sides of an exchange share
+/// the loop and parts pass between them without a thread hop.
+final class UpstreamPool {
+    /// Pool limits per target.
+    struct Limits {
+        var maxConnections: Int
+        var maxIdle: Int
+        var idleTimeout: TimeAmount
+        var connectTimeout: TimeAmount
+        /// Requests waiting for a connection at most.
+        var maxPending: Int = 4096
+    }
+
+    let eventLoop: any EventLoop
+    private var idle: [TargetKey: [UpstreamConnection]] = [:]
+    private var open: [TargetKey: Int] = [:]
+    private var waiting: [TargetKey: CircularBuffer<EventLoopPromise<UpstreamConnection>>] = [:]
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    /// A connection to `target`: an idle one if there is one, a new one if the limit allows, else the next
+    /// one released.
+    func acquire(_ target: TargetKey, limits: Limits) -> EventLoopFuture<UpstreamConnection> {
+        eventLoop.assertInEventLoop()
+        while var connections = idle[target], let connection = connections.popLast() {
+            idle[target] = connections
+            connection.idleTimeout?.cancel()
+            connection.idleTimeout = nil
+            if connection.channel.isActive { return eventLoop.makeSucceededFuture(connection) }
+        }
+        if open[target, default: 0] < limits.maxConnections {
+            return connect(target, limits: limits)
+        }
+        guard waiting[target, default: []].count < limits.maxPending else {
+            return eventLoop.makeFailedFuture(UpstreamError.poolExhausted)
+        }
+        let promise = eventLoop.makePromise(of: UpstreamConnection.self)
+        waiting[target, default: []].append(promise)
+        return promise.futureResult
+    }
+
+    /// Returns a connection after an exchange. Reusable ones go to a waiter or back to the idle list.
+    func release(_ connection: UpstreamConnection, limits: Limits) {
+        eventLoop.assertInEventLoop()
+        connection.handler.delegate = nil
+        guard connection.isReusable, connection.channel.isActive else {
+            connection.isReusable = false
+            connection.channel.close(promise: nil)
+            return
+        }
+        if var queue = waiting[connection.target], let next = queue.popFirst() {
+            waiting[connection.target] = queue
+            next.succeed(connection)
+            return
+        }
+        var connections = idle[connection.target, default: []]
+        guard connections.count < limits.maxIdle else {
+            connection.channel.close(promise: nil)
+            return
+        }
+        connection.idleTimeout = eventLoop.scheduleTask(in: limits.idleTimeout) { [weak connection] in
+            connection?.channel.close(promise: nil)
+        }
+        connections.append(connection)
+        idle[connection.target] = connections
+    }
+
+    private func connect(_ target: TargetKey, limits: Limits) -> EventLoopFuture<UpstreamConnection> {
+        open[target, default: 0] += 1
+        let handler = UpstreamHandler()
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(limits.connectTimeout)
+            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 64 * 1024))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                }
+            }
+        return bootstrap.connect(host: target.host, port: target.port).flatMapError { error in
+            self.open[target, default: 1] -= 1
+            self.serveWaiter(target, limits: limits)
+            return self.eventLoop.makeFailedFuture(UpstreamError.connectFailed("\(error)"))
+        }.map { channel in
+            let connection = UpstreamConnection(channel: channel, target: target, handler: handler)
+            handler.onClose = { [weak self, weak connection] in
+                guard let self else { return }
+                self.open[target, default: 1] -= 1
+                if let connection, var list = self.idle[target], let index = list.firstIndex(where: { $0 === connection }) {
+                    list.remove(at: index)
+                    self.idle[target] = list
+                    connection.idleTimeout?.cancel()
+                }
+                self.serveWaiter(target, limits: limits)
+            }
+            return connection
+        }
+    }
+
+    /// A slot freed up: connect on behalf of the first waiter.
+    private func serveWaiter(_ target: TargetKey, limits: Limits) {
+        guard var queue = waiting[target], let next = queue.popFirst() else { return }
+        waiting[target] = queue
+        acquire(target, limits: limits).cascade(to: next)
+    }
+
+    /// Open connections to `target` (idle, leased or connecting).
+    func openConnections(_ target: TargetKey) -> Int { open[target, default: 0] }
+
+    /// Idle connections to `target`.
+    func idleConnections(_ target: TargetKey) -> Int { idle[target]?.count ?? 0 }
+
+    /// Closes every idle connection (shutdown).
+    func closeIdle() {
+        for (_, connections) in idle { for connection in connections { connection.channel.close(promise: nil) } }
+        idle.removeAll()
+    }
+}

@@ -1,0 +1,52 @@
+import ArgumentParser
+import GatehouseConfiguration
+import GatehouseGateway
+import Logging
+import ServiceLifecycle
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `gatehouse gateway`: runs the gateway.
+struct GatewayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "gateway", abstract: "Run the gateway (reverse proxy).")
+
+    @Option(help: "The gateway's YAML configuration file.")
+    var config: String
+
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        let logger = try bootstrapLogging(logging)
+        let configuration = try GatewayConfiguration.load(file: config, environment: Environment.variables())
+        try await GatewayRunner.run(configuration: configuration, configFile: config, logger: logger, extraServices: [])
+    }
+}
+
+/// Starting the gateway, shared by `gateway` and `demo`.
+enum GatewayRunner {
+    static func services(configuration: GatewayConfiguration, configFile: String, logger: Logger) -> (GatewayServer, [any Service]) {
+        let compiler = GatewayCompiler()
+        let server = GatewayServer(
+            settings: GatewayCompiler.settings(configuration, defaultThreads: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))),
+            gateway: compiler.compile(configuration), logger: logger
+        ) { ports in
+            print("{\"event\":\"listening\",\"service\":\"gateway\",\"ports\":\(ports)}")
+            flushStandardOutput()
+        }
+        var services: [any Service] = [server]
+        if let admin = configuration.admin {
+            services.append(AdminServer.application(host: admin.host, port: admin.port, gateway: server, logger: logger))
+        }
+        return (server, services)
+    }
+
+    static func run(configuration: GatewayConfiguration, configFile: String, logger: Logger, extraServices: [any Service]) async throws {
+        let (_, services) = services(configuration: configuration, configFile: configFile, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(services: (services + extraServices).map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        )
+        try await group.run()
+    }
+}
