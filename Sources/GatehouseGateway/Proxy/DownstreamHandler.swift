@@ -29,8 +29,10 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         /// Parts received before the upstream connection is ready.
         var buffered: [HTTPClientRequestPart] = []
         var connection: UpstreamConnection?
-        var perTryTimeout: Scheduled<Void>?
-        var totalTimeout: Scheduled<Void>?
+        /// The response head must arrive by then (per try).
+        var perTryDeadline: NIODeadline = .distantFuture
+        /// The whole exchange must be over by then.
+        var totalDeadline: NIODeadline = .distantFuture
 
         init(requestID: String, requestHead: HTTPRequestHead, upstreamHead: HTTPRequestHead, route: CompiledRoute, target: TargetKey, keepAlive: Bool, retryable: Bool) {
             self.requestID = requestID
@@ -54,9 +56,16 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     private var exchange: Exchange?
     /// A downstream read held back until the upstream can take more.
     private var pendingRead = false
-    private var headerTimeout: Scheduled<Void>?
+    /// The next request head must arrive by then (slowloris); distantFuture while an exchange runs.
+    private var headerDeadline: NIODeadline = .distantFuture
+    /// Last time anything arrived from the client (idle timeout).
+    private var lastActivity: NIODeadline = .now()
     /// After an error response that leaves unread request bytes, the connection closes once it is written.
     private var closing = false
+    /// Parts of pipelined requests that arrived while an exchange was in flight, replayed in order when it ends.
+    /// (NIO's HTTPServerPipelineHandler does this by pausing reads around every response, which costs two
+    /// epoll_ctl calls per request; here reads pause only while something is actually queued.)
+    private var queued = CircularBuffer<HTTPServerRequestPart>()
 
     init(runtime: GatewayRuntime, loops: LoopStates, scheme: String) {
         self.runtime = runtime
@@ -70,6 +79,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         self.loop = loops.state(for: context.eventLoop)
+        loop.register(self)
         let address = context.channel.remoteAddress
         let text = address?.ipAddress ?? "unknown"
         peer = .init(address: text, isTrustedProxy: gateway.isTrusted(address.flatMap(Self.addressBytes)), scheme: scheme)
@@ -81,8 +91,12 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         context.fireChannelActive()
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        loop.unregister(self)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
-        headerTimeout?.cancel()
+        headerDeadline = .distantFuture
         if let exchange { abandon(exchange) }
         exchange = nil
         context.fireChannelInactive()
@@ -102,11 +116,28 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     /// Slow clients: the next request head must arrive within the header read timeout (slowloris).
     private func armHeaderTimeout() {
-        headerTimeout?.cancel()
-        let channel = context.channel
-        headerTimeout = context.eventLoop.scheduleTask(in: gateway.headerReadTimeout) { [weak self] in
-            guard let self, self.exchange == nil else { return }
-            channel.close(promise: nil)
+        headerDeadline = .now() + gateway.headerReadTimeout
+    }
+
+    /// Called by the loop's ticker: enforces the header read, idle, per-try and total timeouts.
+    func tick(now: NIODeadline) {
+        guard let context, context.channel.isActive else { return }
+        if let exchange {
+            if now >= exchange.totalDeadline {
+                if exchange.responseHeadSent {
+                    abandon(exchange)
+                    self.exchange = nil
+                    context.close(promise: nil)
+                } else {
+                    fail(exchange, status: .gatewayTimeout, message: "the upstream did not answer within \(exchange.route.totalTimeout.nanoseconds / 1_000_000) ms", close: !exchange.requestEnded)
+                }
+            } else if !exchange.responseHeadSent && now >= exchange.perTryDeadline {
+                fail(exchange, status: .gatewayTimeout, message: "the upstream did not answer within \(exchange.route.perTryTimeout.nanoseconds / 1_000_000) ms", close: !exchange.requestEnded)
+            }
+            return
+        }
+        if now >= headerDeadline || now - lastActivity >= gateway.idleTimeout {
+            context.close(promise: nil)
         }
     }
 
@@ -114,8 +145,6 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         switch event {
         case is DrainEvent:
             draining = true
-            if exchange == nil { context.close(promise: nil) }
-        case let idle as IdleStateHandler.IdleStateEvent where idle == .all:
             if exchange == nil { context.close(promise: nil) }
         default:
             context.fireUserInboundEventTriggered(event)
@@ -128,7 +157,17 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     // MARK: Inbound from the client
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        lastActivity = .now()
+        let part = unwrapInboundIn(data)
+        if !queued.isEmpty || (exchange != nil && exchange!.requestEnded) {
+            queued.append(part)  // a pipelined request: wait for the current response
+            return
+        }
+        handle(part)
+    }
+
+    private func handle(_ part: HTTPServerRequestPart) {
+        switch part {
         case .head(let head):
             startExchange(head)
         case .body(let buffer):
@@ -152,7 +191,9 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     func read(context: ChannelHandlerContext) {
-        if let exchange, exchange.connection == nil || exchange.connection?.channel.isWritable == false {
+        if !queued.isEmpty {
+            pendingRead = true
+        } else if let exchange, exchange.connection == nil || exchange.connection?.channel.isWritable == false {
             pendingRead = true  // wait for the upstream (connecting, or its buffer is full)
         } else {
             context.read()
@@ -189,7 +230,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     // MARK: Starting an exchange
 
     private func startExchange(_ head: HTTPRequestHead) {
-        headerTimeout?.cancel()
+        headerDeadline = .distantFuture
         gateway = runtime.snapshot
         let requestID = head.headers.first(name: "x-request-id").flatMap { Self.isAcceptableRequestID($0) ? $0 : nil } ?? Self.newRequestID()
         // Limits on the head (the decoder already capped both at its hard limits).
@@ -201,8 +242,13 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         if headerBytes > gateway.maxHeaderBytes {
             return writeError(status: .requestHeaderFieldsTooLarge, message: "the header block exceeds \(gateway.maxHeaderBytes) bytes", requestID: requestID, close: true)
         }
-        let hosts = head.headers[canonicalForm: "host"]
-        if head.version.minor >= 1 && hosts.count != 1 || hosts.count > 1 {
+        var host: String?
+        var hostCount = 0
+        for (name, value) in head.headers where HeaderHygiene.equalsIgnoringCase(name, "host") {
+            hostCount += 1
+            host = value
+        }
+        if (head.version.minor >= 1 && hostCount != 1) || hostCount > 1 || host?.contains(",") == true {
             return writeError(status: .badRequest, message: "exactly one Host header is required", requestID: requestID, close: true)
         }
         if head.method == .CONNECT {
@@ -216,7 +262,6 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         case .success(let value): normalized = value
         case .failure(let error): return writeError(status: .badRequest, message: "bad request target: \(error.message)", requestID: requestID, close: true)
         }
-        let host = hosts.first.map { String($0) }
         guard let (route, prefix) = gateway.routes.match(host: host, path: normalized.path, method: head.method.rawValue) else {
             return writeError(status: .notFound, message: "no route for this request", requestID: requestID, close: !head.isKeepAlive)
         }
@@ -250,23 +295,17 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         )
         self.exchange = exchange
         exchange.buffered.append(.head(upstreamHead))
-        let channel = context.channel
-        exchange.totalTimeout = context.eventLoop.scheduleTask(in: route.totalTimeout) { [weak self, weak exchange] in
-            guard let self, let exchange, self.exchange === exchange else { return }
-            if exchange.responseHeadSent {
-                self.abandon(exchange)
-                self.exchange = nil
-                channel.close(promise: nil)
-            } else {
-                self.fail(exchange, status: .gatewayTimeout, message: "the upstream did not answer within \(route.totalTimeout.nanoseconds / 1_000_000) ms", close: !exchange.requestEnded)
-            }
-        }
+        exchange.totalDeadline = now + route.totalTimeout
         connect(exchange)
     }
 
     private func connect(_ exchange: Exchange) {
         exchange.attempts += 1
         loop.started(exchange.target)
+        if let connection = loop.pool.acquireIdle(exchange.target) {
+            attach(connection, to: exchange)
+            return
+        }
         let limits = exchange.route.cluster.poolLimits.limits
         loop.pool.acquire(exchange.target, limits: limits).whenComplete { [weak self] result in
             guard let self, self.exchange === exchange else {
@@ -306,12 +345,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         for part in exchange.buffered { connection.channel.write(NIOAny(part), promise: nil) }
         exchange.buffered.removeAll()
         connection.channel.flush()
-        let channel = context.channel
-        exchange.perTryTimeout = context.eventLoop.scheduleTask(in: exchange.route.perTryTimeout) { [weak self, weak exchange] in
-            guard let self, let exchange, self.exchange === exchange, !exchange.responseHeadSent else { return }
-            _ = channel
-            self.fail(exchange, status: .gatewayTimeout, message: "the upstream did not answer within \(exchange.route.perTryTimeout.nanoseconds / 1_000_000) ms", close: !exchange.requestEnded)
-        }
+        exchange.perTryDeadline = .now() + exchange.route.perTryTimeout
         if pendingRead {
             pendingRead = false
             context.read()
@@ -347,7 +381,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
                 context.write(wrapOutboundOut(.head(HTTPResponseHead(version: exchange.requestHead.version, status: head.status, headers: head.headers))), promise: nil)
                 return
             }
-            exchange.perTryTimeout?.cancel()
+            exchange.perTryDeadline = .distantFuture
             if !head.isKeepAlive { exchange.connection?.isReusable = false }
             if head.status.code >= 500 {
                 exchange.route.cluster.health.recordFailure(exchange.target, now: .now())
@@ -381,12 +415,10 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         if exchange.responseHeadSent {
             // Mid-response: the client cannot be told cleanly; end the connection so it sees a truncated message.
             self.exchange = nil
-            exchange.totalTimeout?.cancel()
             context.close(promise: nil)
             return
         }
         exchange.route.cluster.health.recordFailure(exchange.target, now: .now())
-        exchange.perTryTimeout?.cancel()
         if exchange.requestEnded, retry(exchange) { return }
         fail(exchange, status: .badGateway, message: "the upstream closed or reset the connection", close: !exchange.requestEnded)
     }
@@ -394,8 +426,6 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     // MARK: Ending an exchange
 
     private func finish(_ exchange: Exchange, trailers: HTTPHeaders?) {
-        exchange.perTryTimeout?.cancel()
-        exchange.totalTimeout?.cancel()
         self.exchange = nil
         loop.finished(exchange.target)
         if let connection = exchange.connection {
@@ -413,13 +443,24 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             closing = true
         } else {
             armHeaderTimeout()
+            replayQueued()
+        }
+    }
+
+    /// Processes pipelined parts that waited for the previous exchange, then lets reading continue.
+    private func replayQueued() {
+        while exchange == nil || !(exchange!.requestEnded), !closing, let part = queued.popFirst() {
+            handle(part)
+            if exchange?.requestEnded == true { break }
+        }
+        if queued.isEmpty && pendingRead && exchange?.connection != nil || (queued.isEmpty && pendingRead && exchange == nil) {
+            pendingRead = false
+            context.read()
         }
     }
 
     /// Gives up the upstream side of an exchange (the connection cannot be reused).
     private func abandon(_ exchange: Exchange) {
-        exchange.perTryTimeout?.cancel()
-        exchange.totalTimeout?.cancel()
         if let connection = exchange.connection {
             connection.isReusable = false
             connection.handler.delegate = nil
@@ -462,6 +503,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             closing = true
         } else {
             armHeaderTimeout()
+            if exchange == nil { replayQueued() }
         }
     }
 

@@ -29,19 +29,17 @@ public enum HeaderHygiene {
 
     /// Removes hop-by-hop headers in place. With `keepUpgrade`, `Connection: upgrade` and `Upgrade` survive (tunnels).
     public static func stripHopByHop(_ headers: inout HTTPHeaders, keepUpgrade: Bool = false) {
+        var needsRemoval = false
+        for header in headers where isHopByHop(header.name) {
+            needsRemoval = true
+            break
+        }
+        guard needsRemoval else { return }
         var named: [String] = []
         for value in headers[canonicalForm: "connection"] {
             let token = value.lowercased()
             if !(keepUpgrade && token == "upgrade") { named.append(token) }
         }
-        var needsRemoval = !named.isEmpty
-        if !needsRemoval {
-            for header in headers where isHopByHop(header.name) {
-                needsRemoval = true
-                break
-            }
-        }
-        guard needsRemoval else { return }
         var kept = HTTPHeaders()
         kept.reserveCapacity(headers.count)
         for (name, value) in headers {
@@ -57,12 +55,44 @@ public enum HeaderHygiene {
         headers = kept
     }
 
-    @inline(__always)
+    /// ASCII case-insensitive check without allocating (runs for every header of every request).
     static func isHopByHop(_ name: String) -> Bool {
-        let count = name.utf8.count
-        guard count >= 2, count <= 19 else { return false }
-        if name.utf8.first.map({ $0 | 0x20 }) == UInt8(ascii: "p"), name.lowercased().hasPrefix("proxy-") { return true }
-        return hopByHop.contains(name.lowercased())
+        let utf8 = name.utf8
+        guard utf8.count >= 2, utf8.count <= 19 else { return false }
+        switch utf8.first! | 0x20 {
+        case UInt8(ascii: "c"): return equalsIgnoringCase(name, "connection")
+        case UInt8(ascii: "k"): return equalsIgnoringCase(name, "keep-alive")
+        case UInt8(ascii: "t"): return equalsIgnoringCase(name, "te") || equalsIgnoringCase(name, "trailer") || equalsIgnoringCase(name, "transfer-encoding")
+        case UInt8(ascii: "u"): return equalsIgnoringCase(name, "upgrade")
+        case UInt8(ascii: "p"): return hasPrefixIgnoringCase(name, "proxy-")
+        default: return false
+        }
+    }
+
+    static func equalsIgnoringCase(_ name: String, _ lowercase: StaticString) -> Bool {
+        let utf8 = name.utf8
+        guard utf8.count == lowercase.utf8CodeUnitCount else { return false }
+        return lowercase.withUTF8Buffer { expected in
+            var index = 0
+            for byte in utf8 {
+                if byte | 0x20 != expected[index] && byte != expected[index] { return false }
+                index += 1
+            }
+            return true
+        }
+    }
+
+    static func hasPrefixIgnoringCase(_ name: String, _ lowercase: StaticString) -> Bool {
+        let utf8 = name.utf8
+        guard utf8.count >= lowercase.utf8CodeUnitCount else { return false }
+        return lowercase.withUTF8Buffer { expected in
+            var index = 0
+            for byte in utf8.prefix(expected.count) {
+                if byte | 0x20 != expected[index] && byte != expected[index] { return false }
+                index += 1
+            }
+            return true
+        }
     }
 
     /// Rewrites a request head's headers for the upstream.

@@ -4,12 +4,47 @@ import NIOCore
 /// loop, so choosing a target and leasing a connection take no lock.
 final class LoopState {
     let pool: UpstreamPool
+    let eventLoop: any EventLoop
     private var roundRobin: [ObjectIdentifier: Int] = [:]
     /// Requests in flight per target from this loop (least-request balancing).
     private var active: [TargetKey: Int] = [:]
+    /// Downstream connections on this loop, for the ticker.
+    /// Strong references: a handler unregisters itself when it leaves the pipeline (weak references would put every
+    /// handler's reference count on the slow path).
+    private var handlers: [ObjectIdentifier: DownstreamHandler] = [:]
+    private var ticker: RepeatedTask?
+
+    /// How often deadlines are checked. Timeouts fire within this of their due time; in exchange no timer is
+    /// scheduled or cancelled per request (that cost 12% of the proxy's CPU).
+    static let tickInterval: TimeAmount = .milliseconds(100)
 
     init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
         self.pool = UpstreamPool(eventLoop: eventLoop)
+    }
+
+    func register(_ handler: DownstreamHandler) {
+        handlers[ObjectIdentifier(handler)] = handler
+        if ticker == nil {
+            ticker = eventLoop.scheduleRepeatedTask(initialDelay: Self.tickInterval, delay: Self.tickInterval) { [weak self] _ in
+                self?.tick()
+            }
+        }
+    }
+
+    func unregister(_ handler: DownstreamHandler) {
+        handlers[ObjectIdentifier(handler)] = nil
+    }
+
+    private func tick() {
+        let now = NIODeadline.now()
+        for handler in handlers.values { handler.tick(now: now) }
+        pool.expireIdle(now: now)
+    }
+
+    func stopTicker() {
+        ticker?.cancel()
+        ticker = nil
     }
 
     /// Picks a target: round robin, or the less loaded of two random ones (power of two choices). Unavailable

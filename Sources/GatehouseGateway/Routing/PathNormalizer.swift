@@ -11,7 +11,7 @@ public struct NormalizedTarget: Sendable, Equatable {
     }
 }
 
-/// Why a request-target was refused. The gateway answers 400 for every code except `tooLong` (414).
+/// Why a request-target was refused: 400 Bad Request for every code but `tooLong` (414 URI Too Long, RFC 9112 §3).
 public struct PathError: Error, Equatable, Sendable {
     public enum Code: String, Sendable {
         case notOriginForm, encodedSlash, encodedBackslash, nul, controlCharacter, invalidPercentEncoding, fragment, tooLong
@@ -59,10 +59,10 @@ public struct PathError: Error, Equatable, Sendable {
 /// `encodedSlash`; `/a/./b//c/` → `/a/b/c/`; `/x?y=1/../z` → path `/x`, query `y=1/../z`;
 /// `http://example.com:8080/a/../b?q` → path `/b`, query `q`.
 ///
-/// Performance: one pass over the UTF-8 bytes to validate, one over the path to classify it. A path with no `%`,
-/// no `\`, no `//` and no `/.` is already normal and is returned as is (for an origin-form target without a query,
-/// the very same string, without copying). Otherwise one more pass writes the result straight into the new
-/// string's storage.
+/// Performance: one pass over the UTF-8 bytes to validate, one over the path to classify it, both eight bytes at a
+/// time. A path with no `%`, no `\`, no `//` and no `/.` is already normal and is returned as is (for an
+/// origin-form target without a query, the very same string: no copy, no allocation). Otherwise one more pass
+/// decodes, collapses and removes dot-segments, writing straight into the new string's storage.
 public enum PathNormalizer {
     /// The longest accepted request-target, in bytes.
     public static let maximumLength = 8192

@@ -93,7 +93,10 @@ public final class GatewayServer: Service, Sendable {
         let remaining = connections.withLockedValue { Array($0.values) }
         if !remaining.isEmpty { logger.warning("drain timeout: closing connections", metadata: ["connections": "\(remaining.count)"]) }
         for channel in remaining { channel.close(promise: nil) }
-        loops.forEach { $0.pool.closeIdle() }
+        loops.forEach { state in
+            state.pool.closeIdle()
+            state.stopTicker()
+        }
         try? await Task.sleep(for: .milliseconds(50))
         try await group.shutdownGracefully()
         logger.notice("gateway stopped")
@@ -123,8 +126,6 @@ public final class GatewayServer: Service, Sendable {
                         ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: decoderLimits))
                     )
                     try sync.addHandler(HTTPResponseEncoder())
-                    try sync.addHandler(HTTPServerPipelineHandler())
-                    try sync.addHandler(IdleStateHandler(readTimeout: nil, writeTimeout: nil, allTimeout: settings.idleTimeout))
                     try sync.addHandler(DownstreamHandler(runtime: runtime, loops: loops, scheme: "http"))
                 }
             }

@@ -30,7 +30,8 @@ final class UpstreamConnection {
     let handler: UpstreamHandler
     /// False once the upstream said `Connection: close`, broke the framing, or the exchange was abandoned.
     var isReusable = true
-    var idleTimeout: Scheduled<Void>?
+    /// When an idle connection is closed (set on release).
+    var idleDeadline: NIODeadline = .distantFuture
 
     init(channel: any Channel, target: TargetKey, handler: UpstreamHandler) {
         self.channel = channel
@@ -46,7 +47,9 @@ final class UpstreamHandler: ChannelDuplexHandler {
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
 
-    weak var delegate: (any UpstreamDelegate)?
+    /// The exchange using the connection. Strong on purpose (a `weak` reference gives the handler a side table and
+    /// makes every retain of it slow); every path that ends an exchange clears it.
+    var delegate: (any UpstreamDelegate)?
     /// Told when the connection closes (the pool drops it).
     var onClose: (() -> Void)?
     private var pendingRead = false
@@ -98,6 +101,8 @@ final class UpstreamHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        let delegate = self.delegate
+        self.delegate = nil
         delegate?.upstream(failed: UpstreamError.connectionClosed)
         onClose?()
         onClose = nil
