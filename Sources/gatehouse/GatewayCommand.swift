@@ -35,7 +35,7 @@ enum GatewayRunner {
             print("{\"event\":\"listening\",\"service\":\"gateway\",\"ports\":\(ports)}")
             flushStandardOutput()
         }
-        var services: [any Service] = [server]
+        var services: [any Service] = [server, HealthCheckService(runtime: server.runtime, logger: logger)]
         if let admin = configuration.admin {
             services.append(AdminServer.application(host: admin.host, port: admin.port, gateway: server, logger: logger))
         }

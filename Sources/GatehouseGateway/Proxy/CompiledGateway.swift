@@ -23,8 +23,11 @@ public final class CompiledCluster: Sendable {
     public let retryAttempts: Int
     /// Passive and active health, shared by every event loop.
     public let health: TargetHealth
+    /// Active checks, when configured.
+    public let healthCheck: HealthCheckSettings?
 
-    init(name: String, targets: [TargetKey], loadBalancing: LoadBalancing, poolLimits: UpstreamPool.LimitsSendable, retryAttempts: Int, health: TargetHealth) {
+    init(name: String, targets: [TargetKey], loadBalancing: LoadBalancing, poolLimits: UpstreamPool.LimitsSendable, retryAttempts: Int, health: TargetHealth, healthCheck: HealthCheckSettings?) {
+        self.healthCheck = healthCheck
         self.name = name
         self.targets = targets
         self.loadBalancing = loadBalancing
@@ -110,6 +113,7 @@ public final class TargetHealth: Sendable {
 /// Everything the data path needs from configuration, immutable; a reload builds a new one and swaps it in.
 public struct CompiledGateway: Sendable {
     public var routes: RouteTable<CompiledRoute>
+    public var clusters: [CompiledCluster]
     public var maxHeaderBytes: Int
     public var maxHeaderCount: Int
     public var headerReadTimeout: TimeAmount

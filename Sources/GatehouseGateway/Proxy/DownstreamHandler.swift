@@ -74,6 +74,9 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         self.gateway = runtime.snapshot
     }
 
+    /// `Forwarded` element for the last Host seen on this connection (the peer never changes; the Host rarely does).
+    private var forwardedCache: (host: String?, value: String)?
+
     // MARK: Connection lifecycle
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -231,7 +234,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     private func startExchange(_ head: HTTPRequestHead) {
         headerDeadline = .distantFuture
-        gateway = runtime.snapshot
+        gateway = loop.currentGateway(runtime)
         let requestID = head.headers.first(name: "x-request-id").flatMap { Self.isAcceptableRequestID($0) ? $0 : nil } ?? Self.newRequestID()
         // Limits on the head (the decoder already capped both at its hard limits).
         if head.headers.count > gateway.maxHeaderCount {
@@ -282,7 +285,14 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             if !upstreamPath.hasPrefix("/") { upstreamPath = "/" + upstreamPath }
         }
         var headers = head.headers
-        HeaderHygiene.prepareRequest(&headers, peer: peer, requestID: requestID, via: gateway.via, isUpgrade: false)
+        let forwarded: String
+        if let cached = forwardedCache, cached.host == host {
+            forwarded = cached.value
+        } else {
+            forwarded = HeaderHygiene.forwardedElement(peer: peer, host: host)
+            forwardedCache = (host, forwarded)
+        }
+        HeaderHygiene.prepareRequest(&headers, peer: peer, requestID: requestID, via: gateway.via, isUpgrade: false, forwarded: forwarded)
         let upstreamHead = HTTPRequestHead(
             version: .http1_1, method: head.method,
             uri: normalized.query.map { upstreamPath + "?" + $0 } ?? upstreamPath, headers: headers
@@ -307,12 +317,12 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             return
         }
         let limits = exchange.route.cluster.poolLimits.limits
-        loop.pool.acquire(exchange.target, limits: limits).whenComplete { [weak self] result in
-            guard let self, self.exchange === exchange else {
-                if case .success(let connection) = result {
-                    connection.isReusable = connection.isReusable && true
-                    self?.loop.pool.release(connection, limits: limits)
-                }
+        // Captures self strongly: a weak capture would give the handler a side table and slow every later
+        // retain of it; the future completes within the connect timeout anyway.
+        let pool = loop.pool
+        loop.pool.acquire(exchange.target, limits: limits).whenComplete { result in
+            guard self.exchange === exchange else {
+                if case .success(let connection) = result { pool.release(connection, limits: limits) }
                 return
             }
             switch result {

@@ -96,7 +96,7 @@ public enum HeaderHygiene {
     }
 
     /// Rewrites a request head's headers for the upstream.
-    public static func prepareRequest(_ headers: inout HTTPHeaders, peer: Peer, requestID: String, via: String, isUpgrade: Bool) {
+    public static func prepareRequest(_ headers: inout HTTPHeaders, peer: Peer, requestID: String, via: String, isUpgrade: Bool, forwarded precomputed: String? = nil) {
         stripHopByHop(&headers, keepUpgrade: isUpgrade)
         let originalHost = headers.first(name: "host")
         if peer.isTrustedProxy {
@@ -104,7 +104,7 @@ public enum HeaderHygiene {
             headers.replaceOrAdd(name: "X-Forwarded-For", value: prior.isEmpty ? peer.address : prior + ", " + peer.address)
             if !headers.contains(name: "x-forwarded-proto") { headers.add(name: "X-Forwarded-Proto", value: peer.scheme) }
             if !headers.contains(name: "x-forwarded-host"), let originalHost { headers.add(name: "X-Forwarded-Host", value: originalHost) }
-            let forwarded = forwardedElement(peer: peer, host: originalHost)
+            let forwarded = precomputed ?? forwardedElement(peer: peer, host: originalHost)
             if let prior = headers.first(name: "forwarded") {
                 headers.replaceOrAdd(name: "Forwarded", value: prior + ", " + forwarded)
             } else {
@@ -114,7 +114,7 @@ public enum HeaderHygiene {
             headers.replaceOrAdd(name: "X-Forwarded-For", value: peer.address)
             headers.replaceOrAdd(name: "X-Forwarded-Proto", value: peer.scheme)
             if let originalHost { headers.replaceOrAdd(name: "X-Forwarded-Host", value: originalHost) } else { headers.remove(name: "x-forwarded-host") }
-            headers.replaceOrAdd(name: "Forwarded", value: forwardedElement(peer: peer, host: originalHost))
+            headers.replaceOrAdd(name: "Forwarded", value: precomputed ?? forwardedElement(peer: peer, host: originalHost))
         }
         appendVia(&headers, via)
         headers.replaceOrAdd(name: "X-Request-Id", value: requestID)

@@ -18,9 +18,23 @@ final class LoopState {
     /// scheduled or cancelled per request (that cost 12% of the proxy's CPU).
     static let tickInterval: TimeAmount = .milliseconds(100)
 
+    /// This loop's copy of the compiled configuration, refreshed by the ticker (a reload reaches every loop within
+    /// one tick) so that a request reads it without a lock.
+    private(set) var gateway: CompiledGateway?
+    private var runtime: GatewayRuntime?
+
     init(eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
         self.pool = UpstreamPool(eventLoop: eventLoop)
+    }
+
+    /// The configuration for a new request.
+    func currentGateway(_ runtime: GatewayRuntime) -> CompiledGateway {
+        if let gateway, self.runtime === runtime { return gateway }
+        self.runtime = runtime
+        let snapshot = runtime.snapshot
+        gateway = snapshot
+        return snapshot
     }
 
     func register(_ handler: DownstreamHandler) {
@@ -38,6 +52,7 @@ final class LoopState {
 
     private func tick() {
         let now = NIODeadline.now()
+        if let runtime { gateway = runtime.snapshot }
         for handler in handlers.values { handler.tick(now: now) }
         pool.expireIdle(now: now)
     }

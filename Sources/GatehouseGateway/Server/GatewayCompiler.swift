@@ -33,7 +33,13 @@ public final class GatewayCompiler: Sendable {
                     connectTimeout: .milliseconds(Int64(cluster.connectTimeoutMilliseconds))
                 ),
                 retryAttempts: cluster.retries.attempts,
-                health: health
+                health: health,
+                healthCheck: cluster.healthCheck.map {
+                    HealthCheckSettings(
+                        path: $0.path, interval: .milliseconds(Int64($0.intervalMilliseconds)), timeout: .milliseconds(Int64($0.timeoutMilliseconds)),
+                        healthyThreshold: $0.healthyThreshold, unhealthyThreshold: $0.unhealthyThreshold
+                    )
+                }
             )
         }
         var entries: [(match: RouteMatch, route: CompiledRoute)] = []
@@ -59,6 +65,7 @@ public final class GatewayCompiler: Sendable {
         }
         return CompiledGateway(
             routes: RouteTable(entries),
+            clusters: configuration.clusters.compactMap { clusters[$0.name] },
             maxHeaderBytes: configuration.limits.maxHeaderBytes,
             maxHeaderCount: configuration.limits.maxHeaderCount,
             headerReadTimeout: .milliseconds(Int64(configuration.limits.headerReadTimeoutMilliseconds)),

@@ -93,12 +93,13 @@ final class UpstreamPool {
             return self.eventLoop.makeFailedFuture(UpstreamError.connectFailed("\(error)"))
         }.map { channel in
             let connection = UpstreamConnection(channel: channel, target: target, handler: handler)
-            handler.onClose = { [weak self, weak connection] in
-                guard let self else { return }
+            // No weak references here (they would put the pool and the connection on the slow reference-counting
+            // path for every request): the pool lives as long as its loop, and the connection is found by identity.
+            let identity = ObjectIdentifier(connection)
+            handler.onClose = { [unowned(unsafe) self] in
                 self.open[target, default: 1] -= 1
-                if let connection, var list = self.idle[target], let index = list.firstIndex(where: { $0 === connection }) {
-                    list.remove(at: index)
-                    self.idle[target] = list
+                if let index = self.idle[target]?.firstIndex(where: { ObjectIdentifier($0) == identity }) {
+                    self.idle[target]?.remove(at: index)
                 }
                 self.serveWaiter(target, limits: limits)
             }
