@@ -35,6 +35,7 @@ let package = Package(
                 "GatehouseAuthServer", "GatehouseStore", "GatehouseConfiguration", "GatehouseObservability", "GatehouseTokens", "GatehouseGateway", "GatehouseDemoBackend",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -3,6 +3,7 @@ import GatehouseConfiguration
 import GatehouseGateway
 import Logging
 import ServiceLifecycle
+import UnixSignals
 
 #if canImport(Glibc)
 import Glibc
@@ -35,7 +36,10 @@ enum GatewayRunner {
             print("{\"event\":\"listening\",\"service\":\"gateway\",\"ports\":\(ports)}")
             flushStandardOutput()
         }
-        var services: [any Service] = [server, HealthCheckService(runtime: server.runtime, logger: logger)]
+        var services: [any Service] = [
+            server, HealthCheckService(runtime: server.runtime, logger: logger),
+            GatewayReloadService(configFile: configFile, runtime: server.runtime, compiler: compiler, logger: logger),
+        ]
         if let admin = configuration.admin {
             services.append(AdminServer.application(host: admin.host, port: admin.port, gateway: server, logger: logger))
         }
@@ -48,5 +52,34 @@ enum GatewayRunner {
             configuration: .init(services: (services + extraServices).map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )
         try await group.run()
+    }
+}
+
+/// SIGHUP: re-reads the configuration file, validates and compiles it, and swaps it in. Exchanges in flight finish
+/// on the snapshot they started with; a file that fails validation is logged and the running configuration stays.
+/// Listener addresses and thread counts are fixed at start (a change to them is logged and ignored).
+struct GatewayReloadService: Service {
+    let configFile: String
+    let runtime: GatewayRuntime
+    let compiler: GatewayCompiler
+    let logger: Logger
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        await cancelWhenGracefulShutdown {
+            for await _ in signals {
+                do {
+                    let configuration = try GatewayConfiguration.load(file: configFile, environment: Environment.variables())
+                    runtime.replace(compiler.compile(configuration))
+                    logger.notice("configuration reloaded", metadata: ["file": "\(configFile)", "routes": "\(configuration.routes.count)"])
+                    print("{\"event\":\"reloaded\",\"service\":\"gateway\"}")
+                    flushStandardOutput()
+                } catch {
+                    logger.error("configuration reload refused; the running configuration stays", metadata: ["error": "\(error)"])
+                    print("{\"event\":\"reload_failed\",\"service\":\"gateway\"}")
+                    flushStandardOutput()
+                }
+            }
+        }
     }
 }

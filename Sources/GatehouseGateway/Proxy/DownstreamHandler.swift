@@ -117,9 +117,16 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
     }
 
-    /// Slow clients: the next request head must arrive within the header read timeout (slowloris).
+    /// Slow clients: a request head must be complete within the header read timeout of its first byte (and of the
+    /// connection's start). Between requests only the idle timeout applies.
     private func armHeaderTimeout() {
         headerDeadline = .now() + gateway.headerReadTimeout
+    }
+
+    /// Bytes arrived (from `RequestStartDetector`, before the decoder): if no request is in progress, this is the
+    /// start of one, and its head must be complete within the header read timeout.
+    func bytesArrived() {
+        if exchange == nil && headerDeadline == .distantFuture { armHeaderTimeout() }
     }
 
     /// Called by the loop's ticker: enforces the header read, idle, per-try and total timeouts.
@@ -452,7 +459,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         if close {
             closing = true
         } else {
-            armHeaderTimeout()
+            headerDeadline = .distantFuture
             replayQueued()
         }
     }
@@ -512,7 +519,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         if close {
             closing = true
         } else {
-            armHeaderTimeout()
+            headerDeadline = .distantFuture
             if exchange == nil { replayQueued() }
         }
     }
@@ -573,3 +580,23 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
 
 @available(*, unavailable)
 extension DownstreamHandler: Sendable {}
+
+/// Sits in front of the HTTP decoder and tells the downstream handler when bytes arrive, so the header read timeout
+/// can start at a request's first byte rather than at the end of the previous response.
+final class RequestStartDetector: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    unowned(unsafe) let downstream: DownstreamHandler
+
+    init(downstream: DownstreamHandler) {
+        self.downstream = downstream
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        downstream.bytesArrived()
+        context.fireChannelRead(data)
+    }
+}
+
+@available(*, unavailable)
+extension RequestStartDetector: Sendable {}

@@ -122,11 +122,13 @@ public final class GatewayServer: Service, Sendable {
                     connections.withLockedValue { $0[key] = channel }
                     channel.closeFuture.whenComplete { _ in connections.withLockedValue { _ = $0.removeValue(forKey: key) } }
                     let sync = channel.pipeline.syncOperations
+                    let downstream = DownstreamHandler(runtime: runtime, loops: loops, scheme: "http")
+                    try sync.addHandler(RequestStartDetector(downstream: downstream))
                     try sync.addHandler(
                         ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: decoderLimits))
                     )
                     try sync.addHandler(HTTPResponseEncoder())
-                    try sync.addHandler(DownstreamHandler(runtime: runtime, loops: loops, scheme: "http"))
+                    try sync.addHandler(downstream)
                 }
             }
         return try await bootstrap.bind(host: listener.host, port: listener.port).get()
