@@ -211,11 +211,11 @@ def raw_request(port: int, data: bytes, *, timeout: float = 10.0) -> RawResponse
             sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the gateway may answer and close before taking everything; the answer is still readable
-        f = sock.makefile("rb")
-        while True:
-            resp = read_response(f)
-            if resp.status >= 200:
-                return resp
+        with sock.makefile("rb") as f:  # the socket only really closes once its file is closed too
+            while True:
+                resp = read_response(f)
+                if resp.status >= 200:
+                    return resp
 
 
 def assert_json_error(status: int, headers_get: Callable[[str], Optional[str]], body: bytes, expected: int, error: Optional[str] = None) -> dict:
@@ -305,6 +305,12 @@ def drain_request_body(handler: BaseHTTPRequestHandler, on_data: Callable[[bytes
 
 class _UpstreamHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive
+
+    def setup(self):
+        super().setup()
+        # http.server writes the header block and the body in two sends; without TCP_NODELAY, Nagle plus the
+        # peer's delayed ACK would add ~40 ms to every response
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, fmt, *args):  # keep pytest output quiet
         pass
@@ -1208,12 +1214,12 @@ def test_pipelined_requests_answered_in_order(start_gateway, upstreams, case):
     answers: list[RawResponse] = []
     with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
         sock.sendall(data)  # all requests in one write
-        f = sock.makefile("rb")
-        try:
-            for _ in paths:
-                answers.append(read_response(f))
-        except (socket.timeout, TimeoutError):
-            pass
+        with sock.makefile("rb") as f:
+            try:
+                for _ in paths:
+                    answers.append(read_response(f))
+            except (socket.timeout, TimeoutError):
+                pass
     got = [a.body.decode() for a in answers]
     seen = [(s.method, s.path) for s in up.seen]
     assert len(answers) == len(paths), (
@@ -1242,12 +1248,12 @@ def test_expect_100_continue(start_gateway, upstreams):
             b"POST /continue HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
             b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
         )
-        f = sock.makefile("rb")
-        # like curl: wait a while for 100 Continue, then send the body anyway
-        readable, _, _ = select.select([sock], [], [], 2.0)
-        interim = read_response(f) if readable else None
-        sock.sendall(body)
-        final = interim if interim is not None and interim.status >= 200 else read_response(f, method="POST")
+        with sock.makefile("rb") as f:
+            # like curl: wait a while for 100 Continue, then send the body anyway
+            readable, _, _ = select.select([sock], [], [], 2.0)
+            interim = read_response(f) if readable else None
+            sock.sendall(body)
+            final = interim if interim is not None and interim.status >= 200 else read_response(f, method="POST")
     assert final.status == 200, final
     assert json.loads(final.body)["body_bytes"] == len(body)
     assert up.count() == 1 and up.seen[0].body == body

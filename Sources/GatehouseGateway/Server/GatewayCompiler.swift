@@ -78,7 +78,9 @@ public final class GatewayCompiler: Sendable {
     /// The server settings (listeners, threads, hard limits) of a configuration.
     public static func settings(_ configuration: GatewayConfiguration, defaultThreads: Int) -> GatewayServer.Settings {
         GatewayServer.Settings(
-            listeners: configuration.listeners.map { .init(host: $0.host, port: $0.port) },
+            listeners: configuration.listeners.map { listener in
+                .init(host: listener.host, port: listener.port, tls: listener.tls.map { .init(certificateFile: $0.certificateFile, privateKeyFile: $0.privateKeyFile, http2: $0.http2) })
+            },
             eventLoopThreads: configuration.eventLoopThreads ?? defaultThreads,
             // The decoder's own caps sit above the configured limits so that the configured ones answer 431
             // with a body; past the caps the decoder refuses the request itself.

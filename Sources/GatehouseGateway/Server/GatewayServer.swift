@@ -2,7 +2,9 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 
 /// Tells connections to finish their exchange and close (graceful shutdown).
@@ -15,9 +17,25 @@ public final class GatewayServer: Service, Sendable {
     public struct Listener: Sendable {
         public var host: String
         public var port: Int
-        public init(host: String, port: Int) {
+        /// TLS 1.2+ with these PEM files; nil for plain HTTP.
+        public var tls: TLS?
+
+        public struct TLS: Sendable {
+            public var certificateFile: String
+            public var privateKeyFile: String
+            /// Offer `h2` by ALPN (else only `http/1.1`).
+            public var http2: Bool
+            public init(certificateFile: String, privateKeyFile: String, http2: Bool) {
+                self.certificateFile = certificateFile
+                self.privateKeyFile = privateKeyFile
+                self.http2 = http2
+            }
+        }
+
+        public init(host: String, port: Int, tls: TLS? = nil) {
             self.host = host
             self.port = port
+            self.tls = tls
         }
     }
 
@@ -111,6 +129,15 @@ public final class GatewayServer: Service, Sendable {
         limits.maxHeaderFieldSize = settings.maxHeaderBytesHardLimit
         limits.maxHeaderFieldCount = settings.maxHeaderCountHardLimit
         let decoderLimits = limits
+        let sslContext: NIOSSLContext? = try listener.tls.map { tls in
+            var configuration = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(tls.certificateFile).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: tls.privateKeyFile, format: .pem))
+            )
+            configuration.minimumTLSVersion = .tlsv12
+            configuration.applicationProtocols = tls.http2 ? ["h2", "http/1.1"] : ["http/1.1"]
+            return try NIOSSLContext(configuration: configuration)
+        }
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 4096)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -121,17 +148,46 @@ public final class GatewayServer: Service, Sendable {
                     let key = ObjectIdentifier(channel)
                     connections.withLockedValue { $0[key] = channel }
                     channel.closeFuture.whenComplete { _ in connections.withLockedValue { _ = $0.removeValue(forKey: key) } }
-                    let sync = channel.pipeline.syncOperations
-                    let downstream = DownstreamHandler(runtime: runtime, loops: loops, scheme: "http")
-                    try sync.addHandler(RequestStartDetector(downstream: downstream))
-                    try sync.addHandler(
-                        ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: decoderLimits))
+                    let scheme = sslContext == nil ? "http" : "https"
+                    if let sslContext {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+                    }
+                    guard sslContext != nil, listener.tls?.http2 == true else {
+                        try Self.configureHTTP1(channel, runtime: runtime, loops: loops, scheme: scheme, limits: decoderLimits)
+                        return
+                    }
+                }.flatMap {
+                    guard sslContext != nil, listener.tls?.http2 == true else { return channel.eventLoop.makeSucceededVoidFuture() }
+                    // ALPN: h2 streams each get the HTTP/2-to-HTTP/1 codec and their own downstream handler;
+                    // http/1.1 gets the plain pipeline.
+                    return channel.configureHTTP2SecureUpgrade(
+                        h2ChannelConfigurator: { channel in
+                            channel.configureHTTP2Pipeline(mode: .server, inboundStreamInitializer: { stream in
+                                stream.eventLoop.makeCompletedFuture {
+                                    try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
+                                    try stream.pipeline.syncOperations.addHandler(DownstreamHandler(runtime: runtime, loops: loops, scheme: "https"))
+                                }
+                            }).map { _ in }
+                        },
+                        http1ChannelConfigurator: { channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                try Self.configureHTTP1(channel, runtime: runtime, loops: loops, scheme: "https", limits: decoderLimits)
+                            }
+                        }
                     )
-                    try sync.addHandler(HTTPResponseEncoder())
-                    try sync.addHandler(downstream)
                 }
             }
         return try await bootstrap.bind(host: listener.host, port: listener.port).get()
+    }
+
+    /// The HTTP/1.1 downstream pipeline.
+    static func configureHTTP1(_ channel: any Channel, runtime: GatewayRuntime, loops: LoopStates, scheme: String, limits: NIOHTTPDecoderLimitConfiguration) throws {
+        let sync = channel.pipeline.syncOperations
+        let downstream = DownstreamHandler(runtime: runtime, loops: loops, scheme: scheme)
+        try sync.addHandler(RequestStartDetector(downstream: downstream))
+        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: limits)))
+        try sync.addHandler(HTTPResponseEncoder())
+        try sync.addHandler(downstream)
     }
 }
 

@@ -87,7 +87,8 @@ final class UpstreamPool {
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
-        return bootstrap.connect(host: target.host, port: target.port).flatMapError { error in
+        // The callbacks run on this pool's loop (the connect was started on it), so they may touch the pool.
+        return bootstrap.connect(host: target.host, port: target.port).assumeIsolated().flatMapError { error in
             self.open[target, default: 1] -= 1
             self.serveWaiter(target, limits: limits)
             return self.eventLoop.makeFailedFuture(UpstreamError.connectFailed("\(error)"))
@@ -104,7 +105,7 @@ final class UpstreamPool {
                 self.serveWaiter(target, limits: limits)
             }
             return connection
-        }
+        }.nonisolated()
     }
 
     /// A slot freed up: connect on behalf of the first waiter.
