@@ -1,0 +1,133 @@
+"""The gateway's TLS listener: TLS 1.2+ only, ALPN offering h2 and http/1.1, HTTP/2 downstream to an
+HTTP/1.1 upstream. Uses certs/generate.sh (a development CA) and curl, which is built with HTTP/2 here."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from gatehouse_testlib import gatehouse_binary
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def certs():
+    directory = tempfile.mkdtemp(prefix="gatehouse-certs-")
+    script = os.path.join(ROOT, "certs", "generate.sh")
+    # generate.sh writes into certs/dev next to itself; copy the script so the repository stays clean.
+    shutil.copy(script, os.path.join(directory, "generate.sh"))
+    subprocess.run(["bash", os.path.join(directory, "generate.sh")], check=True, capture_output=True)
+    yield os.path.join(directory, "dev")
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    import http.server
+    import threading
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            body = f"{self.command} {self.path} proto={self.headers.get('X-Forwarded-Proto')}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gateway:
+    """A `gatehouse gateway` process; stderr is drained so the pipe never fills."""
+
+    def __init__(self, config):
+        self.proc = subprocess.Popen([str(gatehouse_binary()), "gateway", "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.err = []
+        threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True).start()
+        deadline = time.monotonic() + 30
+        for line in self.proc.stdout:
+            if line.startswith("{") and json.loads(line).get("event") == "listening":
+                break
+            if time.monotonic() > deadline:
+                break
+        threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()
+
+    def stderr_text(self):
+        return "".join(self.err)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(15)
+
+
+def start_gateway(tmp_path, certs, upstream_port, http2=True):
+    port = free_port()
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        f"""listeners:
+  - port: {port}
+    tls: {{certificate: {certs}/server.pem, private_key: {certs}/server.key, http2: {str(http2).lower()}}}
+clusters: [{{name: be, targets: ['http://127.0.0.1:{upstream_port}']}}]
+routes: [{{match: {{path_prefix: /}}, cluster: be}}]
+"""
+    )
+    return Gateway(config), port
+
+
+def curl(port, certs, *args):
+    result = subprocess.run(
+        ["curl", "-s", "--cacert", f"{certs}/ca.pem", "-w", "\n%{http_version} %{http_code}", *args, f"https://localhost:{port}/hello?x=1"],
+        capture_output=True, text=True, timeout=20,
+    )
+    body, _, status = result.stdout.rpartition("\n")
+    return body, status
+
+
+def test_http2_and_http11_over_tls(tmp_path, certs, upstream):
+    server, port = start_gateway(tmp_path, certs, upstream)
+    try:
+        body, status = curl(port, certs, "--http2")
+        assert status == "2 200", (status, body, server.stderr_text())
+        assert body == "GET /hello?x=1 proto=https"
+        body, status = curl(port, certs, "--http1.1")
+        assert status == "1.1 200"
+        assert body == "GET /hello?x=1 proto=https"
+        # TLS 1.1 is refused.
+        _, status = curl(port, certs, "--tlsv1.1", "--tls-max", "1.1")
+        assert status.endswith("000")
+        # Without the CA the certificate is not trusted (it is a development CA, not a public one).
+        result = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"https://localhost:{port}/"], capture_output=True, text=True)
+        assert result.stdout == "000"
+    finally:
+        assert server.stop() == 0
+
+
+def test_http2_can_be_turned_off(tmp_path, certs, upstream):
+    server, port = start_gateway(tmp_path, certs, upstream, http2=False)
+    try:
+        body, status = curl(port, certs, "--http2")
+        assert status == "1.1 200", status  # ALPN offers only http/1.1
+    finally:
+        assert server.stop() == 0
