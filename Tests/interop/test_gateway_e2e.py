@@ -24,7 +24,7 @@ import struct
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Optional
@@ -1107,6 +1107,7 @@ def test_graceful_drain(start_gateway, upstreams):
         try:
             r = requests.get(gw.url("/long"), timeout=10)
             result["status"], result["body"], result["at"] = r.status_code, r.content, time.monotonic()
+            result["connection"] = r.headers.get("Connection")
         except Exception as e:  # noqa: BLE001
             result["error"] = repr(e)
 
@@ -1134,6 +1135,7 @@ def test_graceful_drain(start_gateway, upstreams):
     assert "error" not in result, f"the in-flight request failed during the drain: {result['error']}"
     assert result.get("status") == 200, result
     assert result["body"] == b"finished /long"
+    assert (result.get("connection") or "").lower() == "close", f"a response sent while draining should say Connection: close: {result}"
     assert result["at"] > signalled, "the request finished before the signal; the test proves nothing"
     try:
         gw.proc.wait(5.0)

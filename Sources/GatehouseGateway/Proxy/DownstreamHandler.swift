@@ -470,6 +470,9 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             handle(part)
             if exchange?.requestEnded == true { break }
         }
+        // Replays run outside the downstream's read cycle (often inside the upstream's), so nothing else will
+        // flush what they wrote to the upstream.
+        exchange?.connection?.channel.flush()
         if queued.isEmpty && pendingRead && exchange?.connection != nil || (queued.isEmpty && pendingRead && exchange == nil) {
             pendingRead = false
             context.read()

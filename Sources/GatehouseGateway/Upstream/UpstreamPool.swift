@@ -83,7 +83,11 @@ final class UpstreamPool {
                 channel.eventLoop.makeCompletedFuture {
                     // Outbound header validation is off: request headers were validated by the inbound parser or
                     // written by the gateway itself, and re-checking them cost 6% of the proxy's CPU.
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false)
+                    // Informational responses are forwarded so that `100 Continue` reaches the client.
+                    try channel.pipeline.syncOperations.addHandler(HTTPRequestEncoder())
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .forward))
+                    )
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
