@@ -22,6 +22,9 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         let keepAlive: Bool
         let maxBodyBytes: Int
         let retryable: Bool
+        /// A `Connection: Upgrade` request (WebSocket): on 101 both sides become a byte tunnel.
+        var isUpgrade = false
+        var switchingProtocols = false
         var attempts = 0
         var bodyBytes = 0
         var requestEnded = false
@@ -264,8 +267,9 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         if head.method == .CONNECT {
             return writeError(status: .methodNotAllowed, message: "CONNECT is not supported", requestID: requestID, close: true)
         }
-        if head.headers.contains(name: "upgrade") && head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" }) {
-            return writeError(status: .notImplemented, message: "protocol upgrades are not supported yet", requestID: requestID, close: true)
+        let isUpgrade = head.headers.contains(name: "upgrade") && head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" })
+        if isUpgrade && head.version.major >= 2 {
+            return writeError(status: .notImplemented, message: "protocol upgrades are not available over HTTP/2", requestID: requestID, close: true)
         }
         let normalized: NormalizedTarget
         switch PathNormalizer.normalize(head.uri) {
@@ -299,7 +303,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             forwarded = HeaderHygiene.forwardedElement(peer: peer, host: host)
             forwardedCache = (host, forwarded)
         }
-        HeaderHygiene.prepareRequest(&headers, peer: peer, requestID: requestID, via: gateway.via, isUpgrade: false, forwarded: forwarded)
+        HeaderHygiene.prepareRequest(&headers, peer: peer, requestID: requestID, via: gateway.via, isUpgrade: isUpgrade, forwarded: forwarded)
         let upstreamHead = HTTPRequestHead(
             version: .http1_1, method: head.method,
             uri: normalized.query.map { upstreamPath + "?" + $0 } ?? upstreamPath, headers: headers
@@ -308,8 +312,9 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         let idempotent = [.GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE].contains(head.method)
         let exchange = Exchange(
             requestID: requestID, requestHead: head, upstreamHead: upstreamHead, route: route, target: target,
-            keepAlive: head.isKeepAlive, retryable: idempotent && !hasBody
+            keepAlive: head.isKeepAlive, retryable: idempotent && !hasBody && !isUpgrade
         )
+        exchange.isUpgrade = isUpgrade
         self.exchange = exchange
         exchange.buffered.append(.head(upstreamHead))
         exchange.totalDeadline = now + route.totalTimeout
@@ -392,8 +397,18 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         guard let exchange else { return }
         switch part {
         case .head(let head):
+            if head.status == .switchingProtocols && exchange.isUpgrade {
+                exchange.perTryDeadline = .distantFuture
+                exchange.totalDeadline = .distantFuture
+                exchange.switchingProtocols = true
+                exchange.responseHeadSent = true
+                var headers = head.headers
+                HeaderHygiene.prepareResponse(&headers, via: gateway.via, requestID: exchange.requestID, isUpgrade: true)
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: exchange.requestHead.version, status: head.status, headers: headers))), promise: nil)
+                return
+            }
             if head.status.code < 200 {
-                // 100 Continue and other informational responses pass through; 101 never (no upgrades yet).
+                // 100 Continue and other informational responses pass through; 101 only for upgrade requests.
                 guard head.status != .switchingProtocols else { return }
                 context.write(wrapOutboundOut(.head(HTTPResponseHead(version: exchange.requestHead.version, status: head.status, headers: head.headers))), promise: nil)
                 return
@@ -415,7 +430,56 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let trailers):
             guard exchange.responseHeadSent else { return }
+            if exchange.switchingProtocols {
+                startTunnel(exchange)
+                return
+            }
             finish(exchange, trailers: trailers)
+        }
+    }
+
+    /// After `101 Switching Protocols`: both pipelines drop their HTTP handlers (bytes already read past the HTTP
+    /// messages are passed on, not lost) and relay raw bytes to each other.
+    private func startTunnel(_ exchange: Exchange) {
+        guard let connection = exchange.connection else { return }
+        self.exchange = nil
+        connection.isReusable = false
+        connection.handler.delegate = nil
+        // The connection leaves the pool for good: release its slot now (its handler will not see the close).
+        connection.handler.onClose?()
+        connection.handler.onClose = nil
+        loop.finished(exchange.target)
+        let (downstreamSide, upstreamSide) = TunnelHandler.pair()
+        let downstream = context.channel
+        let upstream = connection.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+            do {
+                // Removals of these handlers complete synchronously, in call order. First both tunnel ends go in and
+                // every HTTP encoder and handler comes out of both pipelines; only then the decoders go, handing
+                // the bytes they read past the HTTP messages (early frames) to a tunnel that can pass them on.
+                let down = downstream.pipeline.syncOperations
+                let up = upstream.pipeline.syncOperations
+                try down.addHandler(downstreamSide)
+                try up.addHandler(upstreamSide)
+                _ = up.removeHandler(connection.handler)
+                _ = up.removeHandler(try up.handler(type: HTTPRequestEncoder.self))
+                _ = down.removeHandler(try down.handler(type: RequestStartDetector.self))
+                _ = down.removeHandler(try down.handler(type: HTTPResponseEncoder.self))
+                _ = down.removeHandler(self)
+                // Decoder removal runs a little later (ByteToMessageHandler defers it), and the bytes it hands over
+                // come without a read-complete event: flush the other side once each removal is done.
+                up.removeHandler(try up.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self)).whenComplete { _ in
+                    downstream.flush()
+                    upstream.read()
+                }
+                down.removeHandler(try down.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)).whenComplete { _ in
+                    upstream.flush()
+                    downstream.read()
+                }
+            } catch {
+                downstream.close(promise: nil)
+                upstream.close(promise: nil)
+            }
         }
     }
 
@@ -583,6 +647,9 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
 
 @available(*, unavailable)
 extension DownstreamHandler: Sendable {}
+
+extension DownstreamHandler: RemovableChannelHandler {}
+extension RequestStartDetector: RemovableChannelHandler {}
 
 /// Sits in front of the HTTP decoder and tells the downstream handler when bytes arrive, so the header read timeout
 /// can start at a request's first byte rather than at the end of the previous response.

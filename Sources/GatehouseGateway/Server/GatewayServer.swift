@@ -185,7 +185,8 @@ public final class GatewayServer: Service, Sendable {
         let sync = channel.pipeline.syncOperations
         let downstream = DownstreamHandler(runtime: runtime, loops: loops, scheme: scheme)
         try sync.addHandler(RequestStartDetector(downstream: downstream))
-        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: limits)))
+        // Bytes after an upgrade request (the first WebSocket frames) are kept for the tunnel.
+        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .drop, limitConfiguration: limits)))
         try sync.addHandler(HTTPResponseEncoder())
         try sync.addHandler(downstream)
     }

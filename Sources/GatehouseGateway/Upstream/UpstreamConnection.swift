@@ -113,6 +113,8 @@ final class UpstreamHandler: ChannelDuplexHandler {
 @available(*, unavailable)
 extension UpstreamHandler: Sendable {}
 
+extension UpstreamHandler: RemovableChannelHandler {}
+
 /// Why an upstream exchange failed.
 enum UpstreamError: Error, Equatable {
     case connectionClosed
