@@ -110,6 +110,12 @@ let package = Package(
             // (about 3% of a proxied request's CPU in release builds); debug builds and tests keep them.
             swiftSettings: swiftSettings + [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
+        // Per-route policies as pure state machines with an injected clock (token cache; rate limits and
+        // breakers follow), plus thin adapters to the data path.
+        .target(
+            name: "GatehousePolicies",
+            swiftSettings: swiftSettings
+        ),
         // The echo service `gatehouse demo` runs behind the gateway.
         .target(
             name: "GatehouseDemoBackend",
@@ -137,6 +143,11 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GatehousePoliciesTests",
+            dependencies: ["GatehousePolicies"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -212,22 +212,13 @@ public struct AuthServerConfiguration: Sendable, Equatable {
 
     /// Loads and validates a file completely; the error names the file and the key.
     public static func load(file: String, environment: [String: String]) throws -> AuthServerConfiguration {
-        guard let text = FileReading.read(file) else {
-            throw ConfigurationError(code: .unreadableFile, file: file, keyPath: "", reason: "cannot read the file")
-        }
-        let directory = file.contains("/") ? String(file[..<file.lastIndex(of: "/")!]) : "."
+        let (text, directory) = try ConfigurationFile.read(file)
         return try parse(yaml: text, file: file, environment: environment, baseDirectory: directory)
     }
 
     /// Parses and validates YAML text.
     public static func parse(yaml: String, file: String = "<string>", environment: [String: String] = [:], baseDirectory: String = ".") throws -> AuthServerConfiguration {
-        let node: Node?
-        do {
-            node = try Yams.compose(yaml: yaml)
-        } catch {
-            throw ConfigurationError(code: .invalidYAML, file: file, keyPath: "", reason: "not valid YAML: \(error)")
-        }
-        var root = try YAMLMappingReader(node: node, file: file, path: "")
+        var root = try ConfigurationFile.root(yaml: yaml, file: file)
 
         let issuer = try root.requiredString("issuer")
         guard let issuerURL = ParsedURL(issuer), issuerURL.query == nil, issuerURL.fragment == nil else {

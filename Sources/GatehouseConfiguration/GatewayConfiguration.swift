@@ -311,23 +311,14 @@ public struct GatewayConfiguration: Sendable, Equatable {
     /// Loads and validates a file completely; the error names the file and the key.
     /// Relative TLS file names are resolved against the file's directory.
     public static func load(file: String, environment: [String: String]) throws -> GatewayConfiguration {
-        guard let text = FileReading.read(file) else {
-            throw ConfigurationError(code: .unreadableFile, file: file, keyPath: "", reason: "cannot read the file")
-        }
-        let directory = file.contains("/") ? String(file[..<file.lastIndex(of: "/")!]) : "."
+        let (text, directory) = try ConfigurationFile.read(file)
         return try parse(yaml: text, file: file, environment: environment, baseDirectory: directory)
     }
 
     /// Parses and validates YAML text. Relative TLS file names are resolved against `baseDirectory`.
     /// (`environment` is accepted for symmetry with the authorization server; nothing here reads secrets yet.)
     public static func parse(yaml: String, file: String = "<string>", environment: [String: String] = [:], baseDirectory: String = ".") throws -> GatewayConfiguration {
-        let node: Node?
-        do {
-            node = try Yams.compose(yaml: yaml)
-        } catch {
-            throw ConfigurationError(code: .invalidYAML, file: file, keyPath: "", reason: "not valid YAML: \(error)")
-        }
-        var root = try YAMLMappingReader(node: node, file: file, path: "")
+        var root = try ConfigurationFile.root(yaml: yaml, file: file)
 
         // Listeners.
         var listeners: [Listener] = []

@@ -1,5 +1,28 @@
 import Yams
 
+/// Reading a configuration file: the text and the directory relative paths in it are resolved against, or a
+/// `ConfigurationError` naming the file.
+enum ConfigurationFile {
+    static func read(_ file: String) throws -> (text: String, directory: String) {
+        guard let text = FileReading.read(file) else {
+            throw ConfigurationError(code: .unreadableFile, file: file, keyPath: "", reason: "cannot read the file")
+        }
+        let directory = file.contains("/") ? String(file[..<file.lastIndex(of: "/")!]) : "."
+        return (text, directory)
+    }
+
+    /// The root mapping of a YAML document.
+    static func root(yaml: String, file: String) throws -> YAMLMappingReader {
+        let node: Node?
+        do {
+            node = try Yams.compose(yaml: yaml)
+        } catch {
+            throw ConfigurationError(code: .invalidYAML, file: file, keyPath: "", reason: "not valid YAML: \(error)")
+        }
+        return try YAMLMappingReader(node: node, file: file, path: "")
+    }
+}
+
 /// Reads one YAML mapping while remembering which keys were consumed, so that whatever is left over
 /// can be refused as an unknown key (a typo must never be silently ignored).
 struct YAMLMappingReader {
