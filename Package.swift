@@ -130,7 +130,10 @@ let package = Package(
         ),
         .testTarget(
             name: "GatehouseTokensTests",
-            dependencies: ["GatehouseTokens", .product(name: "JWTKit", package: "jwt-kit"), .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "GatehouseTokens", .product(name: "JWTKit", package: "jwt-kit"), .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
