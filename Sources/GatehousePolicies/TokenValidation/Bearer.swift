@@ -1,0 +1,138 @@
+/// Bearer credentials in a request (RFC 6750 §2.1), parsed strictly.
+public enum BearerToken {
+    /// Why a request's credentials were not usable.
+    public enum Problem: Error, Equatable, Sendable {
+        /// No `Authorization` header, or another scheme: answer 401 with a bare challenge (RFC 6750 §3.1).
+        case missing
+        /// Several `Authorization` headers, or a malformed bearer value: 400 `invalid_request`.
+        case malformed(String)
+    }
+
+    /// The token from the request's `Authorization` header values.
+    public static func extract(authorizationValues: [String]) -> Result<String, Problem> {
+        guard let value = authorizationValues.first else { return .failure(.missing) }
+        guard authorizationValues.count == 1 else { return .failure(.malformed("more than one Authorization header")) }
+        let bytes = Array(value.utf8)
+        guard bytes.count > 7, bytes[0..<6].map({ $0 | 0x20 }) == Array("bearer".utf8), bytes[6] == UInt8(ascii: " ") else {
+            return .failure(.missing)  // another scheme (Basic, …) is not a bearer token
+        }
+        var start = 7
+        while start < bytes.count && bytes[start] == UInt8(ascii: " ") { start += 1 }
+        let token = bytes[start...]
+        guard isB64Token(token) else { return .failure(.malformed("the bearer token is not a b64token (RFC 6750 §2.1)")) }
+        return .success(String(decoding: token, as: UTF8.self))
+    }
+
+    /// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`, at most 8 KiB.
+    static func isB64Token(_ token: ArraySlice<UInt8>) -> Bool {
+        guard !token.isEmpty, token.count <= 8192 else { return false }
+        var sawPadding = false
+        var body = 0
+        for byte in token {
+            switch byte {
+            case UInt8(ascii: "="):
+                sawPadding = true
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "+"), UInt8(ascii: "/"):
+                if sawPadding { return false }
+                body += 1
+            default:
+                return false
+            }
+        }
+        return body > 0
+    }
+
+    /// Whether a token looks like a compact JWS (three base64url segments): the `any` mode verifies those locally
+    /// and exchanges everything else.
+    public static func isJWTShaped(_ token: String) -> Bool {
+        var dots = 0
+        var segmentLength = 0
+        for byte in token.utf8 {
+            if byte == UInt8(ascii: ".") {
+                guard segmentLength > 0 || dots == 2 else { return false }
+                dots += 1
+                segmentLength = 0
+                continue
+            }
+            let urlSafe = (65...90).contains(byte) || (97...122).contains(byte) || (48...57).contains(byte) || byte == 45 || byte == 95
+            guard urlSafe else { return false }
+            segmentLength += 1
+        }
+        // An empty third segment (`alg: none`) still counts: it is refused by the verifier, not sent for exchange.
+        return dots == 2
+    }
+}
+
+/// A `WWW-Authenticate: Bearer …` challenge (RFC 6750 §3).
+public struct BearerChallenge: Equatable, Sendable {
+    public enum ErrorCode: String, Sendable {
+        case invalidRequest = "invalid_request"
+        case invalidToken = "invalid_token"
+        case insufficientScope = "insufficient_scope"
+    }
+
+    public var realm: String
+    public var error: ErrorCode?
+    public var description: String?
+    /// The scope needed (insufficient_scope).
+    public var scope: String?
+
+    public init(realm: String, error: ErrorCode? = nil, description: String? = nil, scope: String? = nil) {
+        self.realm = realm
+        self.error = error
+        self.description = description
+        self.scope = scope
+    }
+
+    /// HTTP status that goes with it: 401, 400 (invalid_request) or 403 (insufficient_scope).
+    public var status: Int {
+        switch error {
+        case .invalidRequest: 400
+        case .insufficientScope: 403
+        case .invalidToken, nil: 401
+        }
+    }
+
+    /// The header value. Quoted strings escape `"` and `\` (RFC 9110 §5.6.4); descriptions keep to the printable
+    /// ASCII RFC 6750 allows.
+    public var headerValue: String {
+        var value = "Bearer realm=\"\(Self.quoted(realm))\""
+        if let error { value += ", error=\"\(error.rawValue)\"" }
+        if let description { value += ", error_description=\"\(Self.quoted(Self.printable(description)))\"" }
+        if let scope { value += ", scope=\"\(Self.quoted(scope))\"" }
+        return value
+    }
+
+    static func quoted(_ text: String) -> String {
+        var output = ""
+        for character in text {
+            if character == "\"" || character == "\\" { output.append("\\") }
+            output.append(character)
+        }
+        return output
+    }
+
+    static func printable(_ text: String) -> String {
+        String(String.UnicodeScalarView(text.unicodeScalars.filter { $0.value >= 0x20 && $0.value <= 0x7E }))
+    }
+}
+
+/// The scopes a route requires.
+public struct ScopeRequirement: Equatable, Sendable {
+    public var allOf: Set<String>
+    public var anyOf: Set<String>
+
+    public init(allOf: Set<String> = [], anyOf: Set<String> = []) {
+        self.allOf = allOf
+        self.anyOf = anyOf
+    }
+
+    /// Nil when `granted` satisfies the requirement, else the scope value to put in the challenge.
+    public func missing(from granted: Set<String>) -> String? {
+        let lacking = allOf.subtracting(granted)
+        if !lacking.isEmpty { return (allOf.sorted()).joined(separator: " ") }
+        if !anyOf.isEmpty && anyOf.isDisjoint(with: granted) { return anyOf.sorted().joined(separator: " ") }
+        return nil
+    }
+}
