@@ -244,6 +244,54 @@ public struct GatewayConfiguration: Sendable, Equatable {
             }
         }
 
+        /// Token validation on the route (`auth:`). What the gateway does with a request depends on `mode`; a route
+        /// with a mode other than `none` needs the top-level `authorization_server` section.
+        public struct Auth: Sendable, Equatable {
+            /// Which access tokens the route takes.
+            public enum Mode: String, Sendable, Equatable, CaseIterable {
+                /// No token is needed or checked (`none`; named `off` so it never reads as `Optional.none`).
+                case off = "none"
+                /// A JWT access token, verified against the authorization server's JWKS.
+                case jwt
+                /// An opaque access token, exchanged for (or introspected into) a JWT at the authorization server.
+                case opaque
+                /// Either: a token that looks like a JWT is verified as one, anything else is treated as opaque.
+                case any
+
+                /// Whether a request needs a token at all.
+                public var requiresToken: Bool { self != .off }
+                /// Whether a JWT presented by the client is accepted as it is.
+                public var acceptsJWT: Bool { self == .jwt || self == .any }
+                /// Whether an opaque token presented by the client is accepted (and turned into a JWT).
+                public var acceptsOpaque: Bool { self == .opaque || self == .any }
+            }
+
+            /// Required in the section.
+            public var mode: Mode
+            /// Scope tokens (RFC 6749 §3.3) the token must carry, all of them. Default none.
+            public var scopesAllOf: [String] = []
+            /// Scope tokens of which the token must carry at least one; no requirement when empty (the default).
+            public var scopesAnyOf: [String] = []
+            /// Accepted `aud` values: the token's audience must contain one of them. Empty (the default) accepts any
+            /// audience.
+            public var audiences: [String] = []
+            /// Accepted `iss` values (https URLs, http only on loopback). Default: the `authorization_server.issuer`;
+            /// empty only with mode `none`.
+            public var issuers: [String] = []
+            /// Realm in `WWW-Authenticate: Bearer realm="…"` challenges. Default `gatehouse`; printable ASCII (spaces
+            /// allowed) without `"` and `\`.
+            public var realm: String = "gatehouse"
+
+            public init(mode: Mode, scopesAllOf: [String] = [], scopesAnyOf: [String] = [], audiences: [String] = [], issuers: [String] = [], realm: String = "gatehouse") {
+                self.mode = mode
+                self.scopesAllOf = scopesAllOf
+                self.scopesAnyOf = scopesAnyOf
+                self.audiences = audiences
+                self.issuers = issuers
+                self.realm = realm
+            }
+        }
+
         /// Unique. Default `route-<index>` (its position in the list, from 0).
         public var name: String
         public var match: Match = .init()
@@ -256,6 +304,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public var timeouts: Timeouts = .init()
         /// Request body limit: the route's `max_body_bytes`, else `limits.max_body_bytes`.
         public var maxBodyBytes: Int = 10 << 20
+        /// No token validation when nil (the default), the same as mode `none`.
+        public var auth: Auth?
 
         public init(
             name: String,
@@ -264,7 +314,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
             stripPrefix: Bool = false,
             rewritePrefix: String? = nil,
             timeouts: Timeouts = .init(),
-            maxBodyBytes: Int = 10 << 20
+            maxBodyBytes: Int = 10 << 20,
+            auth: Auth? = nil
         ) {
             self.name = name
             self.match = match
@@ -273,7 +324,125 @@ public struct GatewayConfiguration: Sendable, Equatable {
             self.rewritePrefix = rewritePrefix
             self.timeouts = timeouts
             self.maxBodyBytes = maxBodyBytes
+            self.auth = auth
         }
+    }
+
+    /// The authorization server the gateway validates tokens with (`authorization_server:`): its metadata (RFC 8414)
+    /// names the JWKS and the token and introspection endpoints; the gateway calls them as a confidential client.
+    public struct AuthorizationServer: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
+        /// How an opaque access token becomes a JWT the gateway can verify and forward.
+        public enum Exchange: String, Sendable, Equatable, CaseIterable {
+            /// RFC 8693 token exchange at the token endpoint.
+            case tokenExchange = "token_exchange"
+            /// RFC 7662 introspection answered as a signed JWT (RFC 9701).
+            case introspectionJWT = "introspection_jwt"
+        }
+
+        /// The cache of exchange results, keyed by a hash of the token.
+        public struct Cache: Sendable, Equatable {
+            /// Longest an active result is reused (a revocation takes effect within this). Default 30 s; 1 s...1 h.
+            public var maxTTLMilliseconds: Int = 30_000
+            /// How long an inactive result is remembered. Default 5 s; 0 (not remembered)...5 min.
+            public var negativeTTLMilliseconds: Int = 5000
+            /// Entries kept at most. Default 100,000; 1...10,000,000.
+            public var capacity: Int = 100_000
+
+            public init(maxTTLMilliseconds: Int = 30_000, negativeTTLMilliseconds: Int = 5000, capacity: Int = 100_000) {
+                self.maxTTLMilliseconds = maxTTLMilliseconds
+                self.negativeTTLMilliseconds = negativeTTLMilliseconds
+                self.capacity = capacity
+            }
+        }
+
+        /// When the authorization server's JWKS is fetched again.
+        public struct JWKS: Sendable, Equatable {
+            /// A key set is kept at least this long, whatever its `Cache-Control: max-age`. Default 60 s; 1 s...24 h.
+            public var minTTLMilliseconds: Int = 60_000
+            /// ...and at most this long. Default 24 h; 1 s...7 d (168 h); at least `min_ttl`.
+            public var maxTTLMilliseconds: Int = 86_400_000
+            /// A token with an unknown `kid` triggers at most one refetch per this interval. Default 30 s; 1 s...1 h.
+            public var unknownKidIntervalMilliseconds: Int = 30_000
+
+            public init(minTTLMilliseconds: Int = 60_000, maxTTLMilliseconds: Int = 86_400_000, unknownKidIntervalMilliseconds: Int = 30_000) {
+                self.minTTLMilliseconds = minTTLMilliseconds
+                self.maxTTLMilliseconds = maxTTLMilliseconds
+                self.unknownKidIntervalMilliseconds = unknownKidIntervalMilliseconds
+            }
+        }
+
+        /// Backoff between attempts to read the metadata while the authorization server cannot be reached.
+        public struct Retry: Sendable, Equatable {
+            /// The first delay; it doubles with each further failure. Default 250 ms; 1 ms...1 min.
+            public var initialMilliseconds: Int = 250
+            /// The delay never grows past this. Default 10 s; at least `initial`, at most 10 min.
+            public var maxMilliseconds: Int = 10_000
+
+            public init(initialMilliseconds: Int = 250, maxMilliseconds: Int = 10_000) {
+                self.initialMilliseconds = initialMilliseconds
+                self.maxMilliseconds = maxMilliseconds
+            }
+        }
+
+        /// Required: the issuer identifier, an https URL (http only on a loopback address) without query, fragment or
+        /// trailing `/` — the same rule as the authorization server's own `issuer`.
+        public var issuer: String
+        /// Required: the gateway's client id at the authorization server; visible ASCII without `:`.
+        public var clientID: String
+        /// Required: inline, `{env: NAME}` or `{file: PATH}` (relative to the configuration file's directory).
+        /// Never printed: `description` redacts it.
+        public var clientSecret: String
+        /// Default `.tokenExchange`.
+        public var exchange: Exchange = .tokenExchange
+        public var cache: Cache = .init()
+        public var jwks: JWKS = .init()
+        /// `discovery_retry`.
+        public var discoveryRetry: Retry = .init()
+        /// Leeway for `exp`, `nbf` and `iat`. Default 30 s; 0...5 min.
+        public var clockSkewMilliseconds: Int = 30_000
+        /// Request header that carries the JWT to the backend. Default `Authorization` (as `Bearer <jwt>`); an
+        /// RFC 9110 token, neither hop-by-hop nor one the gateway sets or frames the message with.
+        public var forwardHeader: String = "Authorization"
+
+        public init(
+            issuer: String,
+            clientID: String,
+            clientSecret: String,
+            exchange: Exchange = .tokenExchange,
+            cache: Cache = .init(),
+            jwks: JWKS = .init(),
+            discoveryRetry: Retry = .init(),
+            clockSkewMilliseconds: Int = 30_000,
+            forwardHeader: String = "Authorization"
+        ) {
+            self.issuer = issuer
+            self.clientID = clientID
+            self.clientSecret = clientSecret
+            self.exchange = exchange
+            self.cache = cache
+            self.jwks = jwks
+            self.discoveryRetry = discoveryRetry
+            self.clockSkewMilliseconds = clockSkewMilliseconds
+            self.forwardHeader = forwardHeader
+        }
+
+        /// Where the metadata is read (RFC 8414 §3.1): `<issuer>/.well-known/oauth-authorization-server` for an issuer
+        /// without a path; for one with a path the well-known segment goes between the host and the path.
+        public var metadataURL: String {
+            let wellKnown = "/.well-known/oauth-authorization-server"
+            guard let schemeEnd = issuer.range(of: "://") else { return issuer + wellKnown }
+            let afterScheme = issuer[schemeEnd.upperBound...]
+            guard let pathStart = afterScheme.firstIndex(of: "/") else { return issuer + wellKnown }
+            return String(issuer[..<pathStart]) + wellKnown + String(issuer[pathStart...])
+        }
+
+        public var description: String {
+            "AuthorizationServer(issuer: \(issuer), clientID: \(clientID), clientSecret: <redacted>, exchange: \(exchange.rawValue), "
+                + "cache: \(cache), jwks: \(jwks), discoveryRetry: \(discoveryRetry), clockSkewMilliseconds: \(clockSkewMilliseconds), "
+                + "forwardHeader: \(forwardHeader))"
+        }
+
+        public var debugDescription: String { description }
     }
 
     /// Required, at least one.
@@ -285,6 +454,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var limits: Limits = .init()
     /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed. Default none.
     public var trustedProxies: [CIDR] = []
+    /// Where tokens are validated. Nil (the default) when the section is absent; then every route's mode must be `none`.
+    public var authorizationServer: AuthorizationServer?
     /// Required, at least one.
     public var clusters: [Cluster]
     /// Required, at least one; in file order.
@@ -296,6 +467,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
         admin: Admin? = nil,
         limits: Limits = .init(),
         trustedProxies: [CIDR] = [],
+        authorizationServer: AuthorizationServer? = nil,
         clusters: [Cluster],
         routes: [Route]
     ) {
@@ -304,19 +476,20 @@ public struct GatewayConfiguration: Sendable, Equatable {
         self.admin = admin
         self.limits = limits
         self.trustedProxies = trustedProxies
+        self.authorizationServer = authorizationServer
         self.clusters = clusters
         self.routes = routes
     }
 
     /// Loads and validates a file completely; the error names the file and the key.
-    /// Relative TLS file names are resolved against the file's directory.
+    /// Relative TLS and secret file names are resolved against the file's directory.
     public static func load(file: String, environment: [String: String]) throws -> GatewayConfiguration {
         let (text, directory) = try ConfigurationFile.read(file)
         return try parse(yaml: text, file: file, environment: environment, baseDirectory: directory)
     }
 
-    /// Parses and validates YAML text. Relative TLS file names are resolved against `baseDirectory`.
-    /// (`environment` is accepted for symmetry with the authorization server; nothing here reads secrets yet.)
+    /// Parses and validates YAML text. Relative TLS and secret file names are resolved against `baseDirectory`;
+    /// `{env: NAME}` secrets are looked up in `environment`.
     public static func parse(yaml: String, file: String = "<string>", environment: [String: String] = [:], baseDirectory: String = ".") throws -> GatewayConfiguration {
         var root = try ConfigurationFile.root(yaml: yaml, file: file)
 
@@ -394,10 +567,20 @@ public struct GatewayConfiguration: Sendable, Equatable {
         }
         guard !clusters.isEmpty else { throw root.error("clusters", "list at least one cluster", code: .missingKey) }
 
+        // The authorization server (before the routes, whose auth sections need it).
+        var authorizationServer: AuthorizationServer?
+        if root.node("authorization_server") != nil {
+            var reader = try root.mapping("authorization_server")
+            authorizationServer = try parseAuthorizationServer(&reader, environment: environment, baseDirectory: baseDirectory)
+            try reader.finish()
+        }
+
         // Routes.
         var routes: [Route] = []
         for (index, var reader) in (try root.list("routes") ?? []).enumerated() {
-            let route = try parseRoute(&reader, index: index, clusters: clusters, defaultMaxBodyBytes: limits.maxBodyBytes)
+            let route = try parseRoute(
+                &reader, index: index, clusters: clusters, defaultMaxBodyBytes: limits.maxBodyBytes, authorizationServer: authorizationServer
+            )
             guard !routes.contains(where: { $0.name == route.name }) else {
                 throw reader.error("name", "route '\(route.name)' is defined twice")
             }
@@ -413,6 +596,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
             admin: admin,
             limits: limits,
             trustedProxies: trustedProxies,
+            authorizationServer: authorizationServer,
             clusters: clusters,
             routes: routes
         )
@@ -513,7 +697,149 @@ public struct GatewayConfiguration: Sendable, Equatable {
         return Cluster.Target(host: host, port: port)
     }
 
-    private static func parseRoute(_ reader: inout YAMLMappingReader, index: Int, clusters: [Cluster], defaultMaxBodyBytes: Int) throws -> Route {
+    private static func parseAuthorizationServer(_ reader: inout YAMLMappingReader, environment: [String: String], baseDirectory: String) throws -> AuthorizationServer {
+        let issuer = try reader.requiredString("issuer")
+        if let reason = issuerProblem(issuer, allowTrailingSlash: false) { throw reader.error("issuer", reason) }
+        let clientID = try reader.requiredString("client_id")
+        guard clientID.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ":") }) else {
+            throw reader.error("client_id", "must be visible ASCII without ':' (it travels in HTTP Basic credentials)")
+        }
+        guard let clientSecret = try reader.secret("client_secret", environment: environment, baseDirectory: baseDirectory) else {
+            throw reader.error("client_secret", "is required (inline, {env: NAME} or {file: PATH})", code: .missingSecret)
+        }
+        var server = AuthorizationServer(issuer: issuer, clientID: clientID, clientSecret: clientSecret)
+
+        if let text = try reader.string("exchange") {
+            guard let value = AuthorizationServer.Exchange(rawValue: text) else {
+                throw reader.error("exchange", "expected token_exchange or introspection_jwt, got '\(text)'")
+            }
+            server.exchange = value
+        }
+
+        var cache = try reader.mapping("cache")
+        if let value = try cache.milliseconds("max_ttl", in: 1000...3_600_000) { server.cache.maxTTLMilliseconds = value }
+        if let value = try cache.milliseconds("negative_ttl", in: 0...300_000) { server.cache.negativeTTLMilliseconds = value }
+        if let value = try cache.int("capacity", range: 1...10_000_000) { server.cache.capacity = value }
+        try cache.finish()
+
+        var jwks = try reader.mapping("jwks")
+        let minTTL = try jwks.milliseconds("min_ttl", in: 1000...86_400_000)
+        let maxTTL = try jwks.milliseconds("max_ttl", in: 1000...604_800_000)
+        if let value = try jwks.milliseconds("unknown_kid_interval", in: 1000...3_600_000) { server.jwks.unknownKidIntervalMilliseconds = value }
+        try jwks.finish()
+        if let minTTL { server.jwks.minTTLMilliseconds = minTTL }
+        if let maxTTL { server.jwks.maxTTLMilliseconds = maxTTL }
+        if server.jwks.maxTTLMilliseconds < server.jwks.minTTLMilliseconds {
+            throw jwks.error(
+                maxTTL != nil ? "max_ttl" : "min_ttl",
+                maxTTL != nil
+                    ? "must be at least min_ttl (\(server.jwks.minTTLMilliseconds)ms\(minTTL == nil ? ", the default" : ""))"
+                    : "must not exceed max_ttl (\(server.jwks.maxTTLMilliseconds)ms, the default)"
+            )
+        }
+
+        var retry = try reader.mapping("discovery_retry")
+        if let value = try retry.milliseconds("initial", in: 1...60_000) { server.discoveryRetry.initialMilliseconds = value }
+        let maxDelay = try retry.milliseconds("max", in: 1...600_000)
+        try retry.finish()
+        if let maxDelay { server.discoveryRetry.maxMilliseconds = maxDelay }
+        if server.discoveryRetry.maxMilliseconds < server.discoveryRetry.initialMilliseconds {
+            throw retry.error(
+                maxDelay != nil ? "max" : "initial",
+                maxDelay != nil
+                    ? "must be at least initial (\(server.discoveryRetry.initialMilliseconds)ms)"
+                    : "must not exceed max (\(server.discoveryRetry.maxMilliseconds)ms, the default)"
+            )
+        }
+
+        if let value = try reader.milliseconds("clock_skew", in: 0...300_000) { server.clockSkewMilliseconds = value }
+
+        if let header = try reader.string("forward_header") {
+            guard !header.isEmpty, header.utf8.allSatisfy({ isTokenByte($0) }) else {
+                throw reader.error("forward_header", "'\(header)' is not a header field name (RFC 9110 token)")
+            }
+            let lowered = header.lowercased()
+            guard !reservedForwardHeaders.contains(lowered), !lowered.hasPrefix("proxy-") else {
+                throw reader.error("forward_header", "'\(header)' is hop-by-hop, frames the message or is set by the gateway itself")
+            }
+            server.forwardHeader = header
+        }
+        return server
+    }
+
+    /// Header fields that cannot carry the JWT: hop-by-hop (stripped on the way), message framing, and the ones the
+    /// gateway writes itself.
+    private static let reservedForwardHeaders: Set<String> = [
+        "connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade",
+        "host", "content-length", "content-type", "expect",
+        "forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via", "x-request-id",
+    ]
+
+    /// Why `text` is not an acceptable issuer identifier (RFC 8414 §2), or nil: an absolute https URL without query
+    /// or fragment, plain http only on a loopback address; optionally without a trailing `/`.
+    private static func issuerProblem(_ text: String, allowTrailingSlash: Bool) -> String? {
+        guard let url = ParsedURL(text), url.query == nil, url.fragment == nil else {
+            return "must be an absolute http(s) URL without query or fragment, got '\(text)'"
+        }
+        guard url.scheme == "https" || url.isLoopback else { return "'\(text)' must use https (http is allowed only on a loopback address)" }
+        guard allowTrailingSlash || !text.hasSuffix("/") else { return "must not end with '/'" }
+        return nil
+    }
+
+    private static func parseAuth(_ reader: inout YAMLMappingReader, authorizationServer: AuthorizationServer?) throws -> Route.Auth {
+        let modeText = try reader.requiredString("mode")
+        guard let mode = Route.Auth.Mode(rawValue: modeText) else {
+            throw reader.error("mode", "expected none, jwt, opaque or any, got '\(modeText)'")
+        }
+        if mode.requiresToken && authorizationServer == nil {
+            throw reader.error("mode", "mode \(modeText) needs the top-level authorization_server section")
+        }
+        var auth = Route.Auth(mode: mode)
+        if mode.requiresToken, let authorizationServer { auth.issuers = [authorizationServer.issuer] }
+
+        var given: [String] = []
+        for key in ["scopes_all_of", "scopes_any_of"] {
+            guard let scopes = try reader.stringList(key) else { continue }
+            given.append(key)
+            var unique: [String] = []
+            for (index, scope) in scopes.enumerated() {
+                guard ScopeSyntax.isValidToken(scope) else {
+                    throw reader.itemError(key, index, "'\(scope)' is not a valid scope token (RFC 6749 §3.3)")
+                }
+                if !unique.contains(scope) { unique.append(scope) }
+            }
+            if key == "scopes_all_of" { auth.scopesAllOf = unique } else { auth.scopesAnyOf = unique }
+        }
+        if let audiences = try reader.stringList("audiences") {
+            given.append("audiences")
+            for audience in audiences where !auth.audiences.contains(audience) { auth.audiences.append(audience) }
+        }
+        if let issuers = try reader.stringList("issuers") {
+            given.append("issuers")
+            guard !issuers.isEmpty else { throw reader.error("issuers", "list at least one issuer, or leave the key out for authorization_server.issuer") }
+            var unique: [String] = []
+            for (index, issuer) in issuers.enumerated() {
+                if let reason = issuerProblem(issuer, allowTrailingSlash: true) { throw reader.itemError("issuers", index, reason) }
+                if !unique.contains(issuer) { unique.append(issuer) }
+            }
+            auth.issuers = unique
+        }
+        if let realm = try reader.string("realm") {
+            given.append("realm")
+            guard !realm.isEmpty, realm.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) else {
+                throw reader.error("realm", "must be non-empty printable ASCII without '\"' or '\\' (it is quoted in WWW-Authenticate)")
+            }
+            auth.realm = realm
+        }
+        if !mode.requiresToken, let key = given.first {
+            throw reader.error(key, "has no effect with mode none")
+        }
+        return auth
+    }
+
+    private static func parseRoute(
+        _ reader: inout YAMLMappingReader, index: Int, clusters: [Cluster], defaultMaxBodyBytes: Int, authorizationServer: AuthorizationServer?
+    ) throws -> Route {
         let name = try reader.string("name") ?? "route-\(index)"
         guard !name.isEmpty, name.utf8.allSatisfy({ isNameByte($0) }) else {
             throw reader.error("name", "'\(name)' may contain only letters, digits, '-', '_' and '.'")
@@ -569,6 +895,12 @@ public struct GatewayConfiguration: Sendable, Equatable {
         }
 
         if let value = try reader.int("max_body_bytes", range: 0...(1 << 40)) { route.maxBodyBytes = value }
+
+        if reader.node("auth") != nil {
+            var auth = try reader.mapping("auth")
+            route.auth = try parseAuth(&auth, authorizationServer: authorizationServer)
+            try auth.finish()
+        }
         return route
     }
 
@@ -599,6 +931,23 @@ extension YAMLMappingReader {
     /// An error about item `index` of the list under `key`, e.g. `trusted_proxies[1]`.
     fileprivate func itemError(_ key: String, _ index: Int, _ reason: String, code: ConfigurationError.Code = .invalidValue) -> ConfigurationError {
         ConfigurationError(code: code, file: file, keyPath: "\(keyPath(key))[\(index)]", reason: reason)
+    }
+
+    /// A millisecond duration (see `milliseconds(_:minimum:)`) within `range`; the error gives the bounds in the
+    /// largest whole unit (`must be between 1s and 1h`).
+    fileprivate mutating func milliseconds(_ key: String, in range: ClosedRange<Int>) throws -> Int? {
+        guard let value = try milliseconds(key, minimum: 0) else { return nil }
+        guard range.contains(value) else {
+            throw error(key, "must be between \(Self.formatMilliseconds(range.lowerBound)) and \(Self.formatMilliseconds(range.upperBound)), got \(Self.formatMilliseconds(value))")
+        }
+        return value
+    }
+
+    /// `0`, `250ms`, `30s`, `5m`, `24h`: the largest unit that divides the value.
+    fileprivate static func formatMilliseconds(_ value: Int) -> String {
+        if value == 0 { return "0" }
+        for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1000)] where value % size == 0 { return "\(value / size)\(unit)" }
+        return "\(value)ms"
     }
 
     /// A host name or address to listen on or match: non-empty visible ASCII without `/`, `@` or spaces.

@@ -16,7 +16,22 @@ private func gateway(
     return lines.joined(separator: "\n") + "\n"
 }
 
+/// The smallest valid `authorization_server` section.
+private let authorizationServer = "authorization_server: {issuer: 'http://127.0.0.1:9000', client_id: gw, client_secret: gw-secret}"
+
+/// An `authorization_server` section: the smallest valid one plus `fields` (`key: value, ...`).
+private func authorizationServer(_ fields: String) -> String {
+    "authorization_server: {issuer: 'http://127.0.0.1:9000', client_id: gw, client_secret: gw-secret, \(fields)}"
+}
+
+/// A gateway file with the smallest valid `authorization_server` section and one route with `auth: {<auth>}`.
+private func gatewayWithAuth(_ auth: String) -> String {
+    gateway(routes: "[{cluster: backend, auth: {\(auth)}}]", extra: authorizationServer)
+}
+
 private typealias Gateway = GatewayConfiguration
+private typealias AuthorizationServer = GatewayConfiguration.AuthorizationServer
+private typealias Auth = GatewayConfiguration.Route.Auth
 private typealias CIDR = GatewayConfiguration.CIDR
 
 private func address(_ text: String) -> [UInt8] {
@@ -30,6 +45,7 @@ private func address(_ text: String) -> [UInt8] {
         #expect(configuration.eventLoopThreads == nil)
         #expect(configuration.admin == nil)
         #expect(configuration.trustedProxies.isEmpty)
+        #expect(configuration.authorizationServer == nil)
 
         let limits = configuration.limits
         #expect(limits.maxHeaderBytes == 16384)
@@ -61,6 +77,7 @@ private func address(_ text: String) -> [UInt8] {
         #expect(route.rewritePrefix == nil)
         #expect(route.timeouts == Gateway.Route.Timeouts(perTryMilliseconds: 15_000, totalMilliseconds: 30_000))
         #expect(route.maxBodyBytes == 10_485_760)
+        #expect(route.auth == nil)
         #expect(route == Gateway.Route(name: "route-0", cluster: "backend"))
     }
 
@@ -173,6 +190,31 @@ private func address(_ text: String) -> [UInt8] {
         #expect(configuration.routes.first?.cluster == "backend")
         #expect(configuration.routes.first?.stripPrefix == false)
         #expect(configuration.routes.first?.rewritePrefix == nil)
+        // The plain benchmark measures the proxy path alone: no token validation.
+        #expect(configuration.authorizationServer == nil)
+        #expect(configuration.routes.first?.auth == nil)
+    }
+
+    @Test func parsesTheFullBenchConfiguration() throws {
+        let configuration = try Gateway.load(file: "config/bench/gateway-full.yaml", environment: [:])
+        let plain = try Gateway.load(file: "config/bench/gateway.yaml", environment: [:])
+        // The same proxy settings as the plain benchmark...
+        #expect(configuration.listeners == plain.listeners)
+        #expect(configuration.eventLoopThreads == 1)
+        #expect(configuration.admin == nil)
+        #expect(configuration.limits == plain.limits)
+        #expect(configuration.clusters == plain.clusters)
+        #expect(configuration.routes.count == 1)
+        let route = try #require(configuration.routes.first)
+        let plainRoute = try #require(plain.routes.first)
+        #expect(route.match == plainRoute.match)
+        #expect(route.cluster == plainRoute.cluster)
+        #expect(route.timeouts == plainRoute.timeouts)
+        // ...plus token validation: opaque tokens on the catch-all route, against the demo authorization server.
+        #expect(configuration.authorizationServer == AuthorizationServer(
+            issuer: "http://127.0.0.1:9000", clientID: "gatehouse-gateway", clientSecret: "gatehouse-gateway-secret", exchange: .tokenExchange
+        ))
+        #expect(route.auth == Auth(mode: .opaque, issuers: ["http://127.0.0.1:9000"]))
     }
 
     @Test func parsesTheDemoConfiguration() throws {
@@ -185,6 +227,278 @@ private func address(_ text: String) -> [UInt8] {
         #expect(cluster.healthCheck?.path == "/healthz")
         #expect(configuration.routes.map(\.match.pathPrefix) == ["/public/", "/api/"])
         #expect(configuration.routes.allSatisfy { $0.cluster == "demo-backend" })
+
+        // Token validation against the demo authorization server, as its gateway client (config/demo/auth.yaml).
+        let server = try #require(configuration.authorizationServer)
+        #expect(server == AuthorizationServer(issuer: "http://127.0.0.1:9000", clientID: "gatehouse-gateway", clientSecret: "gatehouse-gateway-secret"))
+        #expect(server.metadataURL == "http://127.0.0.1:9000/.well-known/oauth-authorization-server")
+        let demoAuth = try AuthServerConfiguration.load(file: "config/demo/auth.yaml", environment: [:])
+        #expect(server.issuer == demoAuth.issuer)
+        let client = try #require(demoAuth.clients.first { $0.id == server.clientID })
+        #expect(client.secret == .plaintext(server.clientSecret))
+        #expect(client.grants.contains(.tokenExchange))
+        #expect(client.mayIntrospect)
+
+        let routes = configuration.routes
+        #expect(routes[0].auth == Auth(mode: .off))
+        #expect(routes[1].auth == Auth(mode: .any, scopesAllOf: ["orders:read"], audiences: ["http://127.0.0.1:8080"], issuers: ["http://127.0.0.1:9000"]))
+        // The audience is what the demo authorization server puts in its JWTs.
+        #expect(routes[1].auth?.audiences == [demoAuth.tokens.jwtAudience])
+        // Every scope the route asks for is one a demo client can get.
+        let demoScopes = Set(demoAuth.clients.flatMap(\.scopes))
+        #expect(routes[1].auth?.scopesAllOf.allSatisfy { demoScopes.contains($0) } == true)
+    }
+
+    @Test func authorizationServerDefaults() throws {
+        let configuration = try Gateway.parse(yaml: gateway(extra: authorizationServer))
+        let server = try #require(configuration.authorizationServer)
+        #expect(server.issuer == "http://127.0.0.1:9000")
+        #expect(server.clientID == "gw")
+        #expect(server.clientSecret == "gw-secret")
+        #expect(server.exchange == .tokenExchange)
+        #expect(server.cache == AuthorizationServer.Cache(maxTTLMilliseconds: 30_000, negativeTTLMilliseconds: 5000, capacity: 100_000))
+        #expect(server.jwks == AuthorizationServer.JWKS(minTTLMilliseconds: 60_000, maxTTLMilliseconds: 86_400_000, unknownKidIntervalMilliseconds: 30_000))
+        #expect(server.discoveryRetry == AuthorizationServer.Retry(initialMilliseconds: 250, maxMilliseconds: 10_000))
+        #expect(server.clockSkewMilliseconds == 30_000)
+        #expect(server.forwardHeader == "Authorization")
+        #expect(server == AuthorizationServer(issuer: "http://127.0.0.1:9000", clientID: "gw", clientSecret: "gw-secret"))
+        #expect(server.metadataURL == "http://127.0.0.1:9000/.well-known/oauth-authorization-server")
+        // The routes are untouched by the section's presence.
+        #expect(configuration.routes.first?.auth == nil)
+    }
+
+    @Test func everyAuthorizationServerFieldIsRead() throws {
+        let configuration = try Gateway.parse(yaml: gateway(extra: """
+            authorization_server:
+              issuer: https://auth.example.com
+              client_id: gatehouse-gateway
+              client_secret: inline-secret
+              exchange: introspection_jwt
+              cache: {max_ttl: 1h, negative_ttl: 0, capacity: 10000000}
+              jwks: {min_ttl: 1s, max_ttl: 168h, unknown_kid_interval: 1m}
+              discovery_retry: {initial: 1ms, max: 10m}
+              clock_skew: 0
+              forward_header: X-Gatehouse-JWT
+            """))
+        #expect(configuration.authorizationServer == AuthorizationServer(
+            issuer: "https://auth.example.com",
+            clientID: "gatehouse-gateway",
+            clientSecret: "inline-secret",
+            exchange: .introspectionJWT,
+            cache: .init(maxTTLMilliseconds: 3_600_000, negativeTTLMilliseconds: 0, capacity: 10_000_000),
+            jwks: .init(minTTLMilliseconds: 1000, maxTTLMilliseconds: 604_800_000, unknownKidIntervalMilliseconds: 60_000),
+            discoveryRetry: .init(initialMilliseconds: 1, maxMilliseconds: 600_000),
+            clockSkewMilliseconds: 0,
+            forwardHeader: "X-Gatehouse-JWT"
+        ))
+    }
+
+    @Test func metadataURLFollowsRFC8414() {
+        #expect(AuthorizationServer(issuer: "https://auth.example", clientID: "c", clientSecret: "s").metadataURL
+            == "https://auth.example/.well-known/oauth-authorization-server")
+        #expect(AuthorizationServer(issuer: "https://auth.example:8443", clientID: "c", clientSecret: "s").metadataURL
+            == "https://auth.example:8443/.well-known/oauth-authorization-server")
+        // An issuer with a path: the well-known segment goes between host and path (RFC 8414 §3.1).
+        #expect(AuthorizationServer(issuer: "https://auth.example/tenant/a", clientID: "c", clientSecret: "s").metadataURL
+            == "https://auth.example/.well-known/oauth-authorization-server/tenant/a")
+    }
+
+    @Test func clientSecretIsNeverPrinted() throws {
+        let configuration = try Gateway.parse(yaml: gateway(extra: authorizationServer))
+        let server = try #require(configuration.authorizationServer)
+        for text in [String(describing: server), String(reflecting: server), "\(configuration)", String(reflecting: configuration)] {
+            #expect(!text.contains("gw-secret"), "\(text)")
+        }
+        #expect(String(describing: server).contains("<redacted>"))
+    }
+
+    @Test func clientSecretFromEnvironment() throws {
+        let yaml = gateway(extra: "authorization_server: {issuer: 'http://127.0.0.1:9000', client_id: gw, client_secret: {env: GW_SECRET}}")
+        let configuration = try Gateway.parse(yaml: yaml, environment: ["GW_SECRET": "from-env"])
+        #expect(configuration.authorizationServer?.clientSecret == "from-env")
+        for environment in [[:], ["GW_SECRET": ""], ["OTHER": "x"]] {
+            let error = #expect(throws: ConfigurationError.self) { try Gateway.parse(yaml: yaml, environment: environment) }
+            #expect(error?.code == .missingSecret)
+            #expect(error?.keyPath == "authorization_server.client_secret")
+            #expect(error?.reason.contains("GW_SECRET") == true)
+        }
+    }
+
+    @Test func clientSecretFromFile() throws {
+        let directory = "/tmp/gatehouse-gateway-config-test-\(UInt64.random(in: 0...UInt64.max))"
+        #expect(system("mkdir -p \(directory) && printf 'file-secret\\n' > \(directory)/gateway-secret") == 0)
+        defer { _ = system("rm -rf \(directory)") }
+        let yaml = gateway(extra: "authorization_server: {issuer: 'http://127.0.0.1:9000', client_id: gw, client_secret: {file: gateway-secret}}")
+        let configuration = try Gateway.parse(yaml: yaml, baseDirectory: directory)
+        #expect(configuration.authorizationServer?.clientSecret == "file-secret")
+
+        // load() resolves the file against the configuration file's directory.
+        #expect(writeFile("\(directory)/gateway.yaml", yaml))
+        let loaded = try Gateway.load(file: "\(directory)/gateway.yaml", environment: [:])
+        #expect(loaded.authorizationServer?.clientSecret == "file-secret")
+
+        let error = #expect(throws: ConfigurationError.self) { try Gateway.parse(yaml: yaml, baseDirectory: directory + "/missing") }
+        #expect(error?.code == .missingSecret)
+        #expect(error?.keyPath == "authorization_server.client_secret")
+    }
+
+    @Test func routeAuthDefaults() throws {
+        let configuration = try Gateway.parse(yaml: gatewayWithAuth("mode: any"))
+        let auth = try #require(configuration.routes.first?.auth)
+        #expect(auth.mode == .any)
+        #expect(auth.scopesAllOf.isEmpty)
+        #expect(auth.scopesAnyOf.isEmpty)
+        #expect(auth.audiences.isEmpty)  // any audience
+        #expect(auth.issuers == ["http://127.0.0.1:9000"])  // the authorization server's
+        #expect(auth.realm == "gatehouse")
+        #expect(auth == Auth(mode: .any, issuers: ["http://127.0.0.1:9000"]))
+
+        // Mode none needs no authorization server, and has no issuers.
+        let open = try Gateway.parse(yaml: gateway(routes: "[{cluster: backend, auth: {mode: none}}]"))
+        #expect(open.authorizationServer == nil)
+        #expect(open.routes.first?.auth == Auth(mode: .off))
+        #expect(open.routes.first?.auth?.issuers == [])
+        // An explicit null is the same as no section.
+        #expect(try Gateway.parse(yaml: gateway(routes: "[{cluster: backend, auth: ~}]")).routes.first?.auth == nil)
+    }
+
+    @Test func everyRouteAuthFieldIsRead() throws {
+        let configuration = try Gateway.parse(yaml: gateway(
+            routes: """
+                [{name: a, match: {path_prefix: /a}, cluster: backend,
+                  auth: {mode: jwt, scopes_all_of: [orders:read, 'x!#[]~', orders:read], scopes_any_of: [orders:write, admin],
+                         audiences: ['http://127.0.0.1:8080', urn:example:api, 'http://127.0.0.1:8080'],
+                         issuers: ['https://auth.example/', 'http://[::1]:9000', 'https://auth.example/'], realm: Orders API}},
+                 {name: b, match: {path_prefix: /b}, cluster: backend, auth: {mode: opaque}},
+                 {name: c, match: {path_prefix: /c}, cluster: backend, auth: {mode: none}},
+                 {name: d, cluster: backend}]
+                """,
+            extra: authorizationServer
+        ))
+        #expect(configuration.routes.map(\.auth) == [
+            Auth(
+                mode: .jwt,
+                scopesAllOf: ["orders:read", "x!#[]~"],  // duplicates dropped, order kept
+                scopesAnyOf: ["orders:write", "admin"],
+                audiences: ["http://127.0.0.1:8080", "urn:example:api"],
+                issuers: ["https://auth.example/", "http://[::1]:9000"],
+                realm: "Orders API"
+            ),
+            Auth(mode: .opaque, issuers: ["http://127.0.0.1:9000"]),
+            Auth(mode: .off),
+            nil,
+        ])
+    }
+
+    @Test func authModes() {
+        #expect(Auth.Mode.allCases.map(\.rawValue) == ["none", "jwt", "opaque", "any"])
+        #expect(Auth.Mode.allCases.map(\.requiresToken) == [false, true, true, true])
+        #expect(Auth.Mode.allCases.map(\.acceptsJWT) == [false, true, false, true])
+        #expect(Auth.Mode.allCases.map(\.acceptsOpaque) == [false, false, true, true])
+    }
+
+    @Test(arguments: [
+        // The authorization_server section.
+        (gateway(extra: "authorization_server: [a]"), "authorization_server"),
+        (gateway(extra: "authorization_server: {client_id: gw, client_secret: s}"), "authorization_server.issuer"),
+        (gateway(extra: "authorization_server: {issuer: 'https://a.example/', client_id: gw, client_secret: s}"), "authorization_server.issuer"),
+        (gateway(extra: "authorization_server: {issuer: 'http://auth.example', client_id: gw, client_secret: s}"), "authorization_server.issuer"),
+        (gateway(extra: "authorization_server: {issuer: 'https://a.example?x=1', client_id: gw, client_secret: s}"), "authorization_server.issuer"),
+        (gateway(extra: "authorization_server: {issuer: 'https://a.example#f', client_id: gw, client_secret: s}"), "authorization_server.issuer"),
+        (gateway(extra: "authorization_server: {issuer: 'ftp://a.example', client_id: gw, client_secret: s}"), "authorization_server.issuer"),
+        (gateway(extra: "authorization_server: {issuer: a.example, client_id: gw, client_secret: s}"), "authorization_server.issuer"),
+        (gateway(extra: "authorization_server: {issuer: 'http://127.0.0.1:9000', client_secret: s}"), "authorization_server.client_id"),
+        (gateway(extra: "authorization_server: {issuer: 'http://127.0.0.1:9000', client_id: 'a:b', client_secret: s}"), "authorization_server.client_id"),
+        (gateway(extra: "authorization_server: {issuer: 'http://127.0.0.1:9000', client_id: 'a b', client_secret: s}"), "authorization_server.client_id"),
+        (gateway(extra: "authorization_server: {issuer: 'http://127.0.0.1:9000', client_id: gw}"), "authorization_server.client_secret"),
+        (gateway(extra: "authorization_server: {issuer: 'http://127.0.0.1:9000', client_id: gw, client_secret: ''}"), "authorization_server.client_secret"),
+        (gateway(extra: "authorization_server: {issuer: 'http://127.0.0.1:9000', client_id: gw, client_secret: [s]}"), "authorization_server.client_secret"),
+        (gateway(extra: "authorization_server: {issuer: 'http://127.0.0.1:9000', client_id: gw, client_secret: {env: UNSET_SECRET}}"), "authorization_server.client_secret"),
+        (gateway(extra: "authorization_server: {issuer: 'http://127.0.0.1:9000', client_id: gw, client_secret: {env: A, file: b}}"), "authorization_server.client_secret"),
+        (gateway(extra: "authorization_server: {issuer: 'http://127.0.0.1:9000', client_id: gw, client_secret: {envv: A}}"), "authorization_server.client_secret.envv"),
+        (gateway(extra: "authorization_server: {issuer: 'http://127.0.0.1:9000', client_id: gw, client_secret: {file: /nonexistent/secret}}"), "authorization_server.client_secret"),
+        (gateway(extra: authorizationServer("exchange: introspection")), "authorization_server.exchange"),
+        (gateway(extra: authorizationServer("cache: {max_ttl: 999ms}")), "authorization_server.cache.max_ttl"),
+        (gateway(extra: authorizationServer("cache: {max_ttl: 61m}")), "authorization_server.cache.max_ttl"),
+        (gateway(extra: authorizationServer("cache: {max_ttl: soon}")), "authorization_server.cache.max_ttl"),
+        (gateway(extra: authorizationServer("cache: {negative_ttl: 301s}")), "authorization_server.cache.negative_ttl"),
+        (gateway(extra: authorizationServer("cache: {capacity: 0}")), "authorization_server.cache.capacity"),
+        (gateway(extra: authorizationServer("cache: {capacity: 10000001}")), "authorization_server.cache.capacity"),
+        (gateway(extra: authorizationServer("cache: {size: 10}")), "authorization_server.cache.size"),
+        (gateway(extra: authorizationServer("jwks: {min_ttl: 0}")), "authorization_server.jwks.min_ttl"),
+        (gateway(extra: authorizationServer("jwks: {min_ttl: 25h}")), "authorization_server.jwks.min_ttl"),
+        (gateway(extra: authorizationServer("jwks: {max_ttl: 169h}")), "authorization_server.jwks.max_ttl"),
+        (gateway(extra: authorizationServer("jwks: {min_ttl: 2m, max_ttl: 1m}")), "authorization_server.jwks.max_ttl"),
+        (gateway(extra: authorizationServer("jwks: {max_ttl: 30s}")), "authorization_server.jwks.max_ttl"),  // default min_ttl is 60s
+        (gateway(extra: authorizationServer("jwks: {unknown_kid_interval: 0}")), "authorization_server.jwks.unknown_kid_interval"),
+        (gateway(extra: authorizationServer("jwks: {refresh: 1m}")), "authorization_server.jwks.refresh"),
+        (gateway(extra: authorizationServer("discovery_retry: {initial: 0}")), "authorization_server.discovery_retry.initial"),
+        (gateway(extra: authorizationServer("discovery_retry: {initial: 61s}")), "authorization_server.discovery_retry.initial"),
+        (gateway(extra: authorizationServer("discovery_retry: {initial: 20s}")), "authorization_server.discovery_retry.initial"),  // default max is 10s
+        (gateway(extra: authorizationServer("discovery_retry: {initial: 1s, max: 500ms}")), "authorization_server.discovery_retry.max"),
+        (gateway(extra: authorizationServer("discovery_retry: {max: 11m}")), "authorization_server.discovery_retry.max"),
+        (gateway(extra: authorizationServer("discovery_retry: {jitter: 1}")), "authorization_server.discovery_retry.jitter"),
+        (gateway(extra: authorizationServer("clock_skew: 6m")), "authorization_server.clock_skew"),
+        (gateway(extra: authorizationServer("clock_skew: -1s")), "authorization_server.clock_skew"),
+        (gateway(extra: authorizationServer("forward_header: 'X Token'")), "authorization_server.forward_header"),
+        (gateway(extra: authorizationServer("forward_header: 'X-Token:'")), "authorization_server.forward_header"),
+        (gateway(extra: authorizationServer("forward_header: ''")), "authorization_server.forward_header"),
+        (gateway(extra: authorizationServer("forward_header: Connection")), "authorization_server.forward_header"),
+        (gateway(extra: authorizationServer("forward_header: Proxy-Authorization")), "authorization_server.forward_header"),
+        (gateway(extra: authorizationServer("forward_header: x-forwarded-for")), "authorization_server.forward_header"),
+        (gateway(extra: authorizationServer("forward_header: Host")), "authorization_server.forward_header"),
+        (gateway(extra: authorizationServer("forward_header: Content-Length")), "authorization_server.forward_header"),
+        (gateway(extra: authorizationServer("timeout: 1s")), "authorization_server.timeout"),
+        // A route's auth section.
+        (gateway(routes: "[{cluster: backend, auth: jwt}]", extra: authorizationServer), "routes[0].auth"),
+        (gatewayWithAuth(""), "routes[0].auth.mode"),
+        (gatewayWithAuth("mode: bearer"), "routes[0].auth.mode"),
+        (gateway(routes: "[{cluster: backend, auth: {mode: jwt}}]"), "routes[0].auth.mode"),
+        (gateway(routes: "[{cluster: backend, auth: {mode: any}}]"), "routes[0].auth.mode"),
+        (gateway(routes: "[{cluster: backend, auth: {mode: none}}, {name: b, cluster: backend, auth: {mode: opaque}}]"), "routes[1].auth.mode"),
+        (gatewayWithAuth("mode: any, scopes_all_of: ['a b']"), "routes[0].auth.scopes_all_of[0]"),
+        (gatewayWithAuth("mode: any, scopes_all_of: read"), "routes[0].auth.scopes_all_of"),
+        (gatewayWithAuth("mode: any, scopes_any_of: [ok, 'quo\"te']"), "routes[0].auth.scopes_any_of[1]"),
+        (gatewayWithAuth("mode: any, scopes_any_of: [ok, 'back\\\\slash']"), "routes[0].auth.scopes_any_of[1]"),
+        (gatewayWithAuth("mode: any, scopes_any_of: [ok, 'caf\u{E9}']"), "routes[0].auth.scopes_any_of[1]"),
+        (gatewayWithAuth("mode: any, audiences: [a, '']"), "routes[0].auth.audiences[1]"),
+        (gatewayWithAuth("mode: any, issuers: []"), "routes[0].auth.issuers"),
+        (gatewayWithAuth("mode: any, issuers: ['http://evil.example']"), "routes[0].auth.issuers[0]"),
+        (gatewayWithAuth("mode: any, issuers: ['http://127.0.0.1:9000', 'https://a.example?x']"), "routes[0].auth.issuers[1]"),
+        (gatewayWithAuth("mode: any, realm: 'a\"b'"), "routes[0].auth.realm"),
+        (gatewayWithAuth("mode: any, realm: ''"), "routes[0].auth.realm"),
+        (gatewayWithAuth("mode: none, scopes_all_of: [a]"), "routes[0].auth.scopes_all_of"),
+        (gatewayWithAuth("mode: none, audiences: [a]"), "routes[0].auth.audiences"),
+        (gatewayWithAuth("mode: none, realm: r"), "routes[0].auth.realm"),
+        (gatewayWithAuth("mode: jwt, scope: a"), "routes[0].auth.scope"),
+        (gatewayWithAuth("mode: jwt, required: true"), "routes[0].auth.required"),
+    ])
+    func invalidAuthValuesAreNamed(yaml: String, keyPath: String) {
+        let error = #expect(throws: ConfigurationError.self) { try Gateway.parse(yaml: yaml) }
+        #expect(error?.keyPath == keyPath, "\(yaml)")
+    }
+
+    @Test func authErrorCodesAndReasons() {
+        let missingSecret = #expect(throws: ConfigurationError.self) {
+            try Gateway.parse(yaml: gateway(extra: "authorization_server: {issuer: 'http://127.0.0.1:9000', client_id: gw}"))
+        }
+        #expect(missingSecret?.code == .missingSecret)
+        let missingIssuer = #expect(throws: ConfigurationError.self) {
+            try Gateway.parse(yaml: gateway(extra: "authorization_server: {client_id: gw, client_secret: s}"))
+        }
+        #expect(missingIssuer?.code == .missingKey)
+        let missingMode = #expect(throws: ConfigurationError.self) { try Gateway.parse(yaml: gatewayWithAuth("")) }
+        #expect(missingMode?.code == .missingKey)
+        let unknown = #expect(throws: ConfigurationError.self) { try Gateway.parse(yaml: gatewayWithAuth("mode: jwt, scope: a"), file: "gateway.yaml") }
+        #expect(unknown?.code == .unknownKey)
+        #expect(unknown?.description.hasPrefix("gateway.yaml: routes[0].auth.scope: unknown key") == true)
+        let noServer = #expect(throws: ConfigurationError.self) { try Gateway.parse(yaml: gateway(routes: "[{cluster: backend, auth: {mode: jwt}}]")) }
+        #expect(noServer?.code == .invalidValue)
+        #expect(noServer?.reason.contains("authorization_server") == true)
+        let range = #expect(throws: ConfigurationError.self) { try Gateway.parse(yaml: gateway(extra: authorizationServer("cache: {max_ttl: 2h}"))) }
+        #expect(range?.reason == "must be between 1s and 1h, got 2h")
+        let skew = #expect(throws: ConfigurationError.self) { try Gateway.parse(yaml: gateway(extra: authorizationServer("clock_skew: 301500ms"))) }
+        #expect(skew?.reason == "must be between 0 and 5m, got 301500ms")
     }
 
     @Test(arguments: [
@@ -375,4 +689,15 @@ private func address(_ text: String) -> [UInt8] {
     func invalidCIDRs(text: String) {
         #expect(CIDR.parse(text) == nil)
     }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Writes `text` to `path`; whether that worked.
+private func writeFile(_ path: String, _ text: String) -> Bool {
+    guard let handle = fopen(path, "wb") else { return false }
+    defer { fclose(handle) }
+    return fputs(text, handle) >= 0
 }

@@ -1,0 +1,142 @@
+import Foundation
+import GatehouseConfiguration
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The gateway's view of the authorization server: its RFC 8414 metadata, its keys, and the token exchange that
+/// turns an opaque token into the JWT the backend receives. Authenticates with the gateway's own client credentials.
+public final class AuthorizationServerClient: Sendable {
+    /// What discovery found.
+    public struct Metadata: Sendable, Equatable {
+        public var issuer: String
+        public var tokenEndpoint: String
+        public var jwksURI: String
+        public var introspectionEndpoint: String?
+    }
+
+    /// What an exchange told us.
+    public enum ExchangeOutcome: Sendable, Equatable {
+        /// The JWT standing for the token, and when it expires (Unix seconds).
+        case jwt(String, expiresAt: Double)
+        /// The token is not active (unknown, expired, revoked): 401 for the client.
+        case inactive
+        /// The authorization server could not be asked: fail closed (503 with Retry-After).
+        case unavailable(String)
+    }
+
+    public let issuer: String
+    let clientID: String
+    let clientSecret: String
+    let timeout: TimeAmount
+    let group: any EventLoopGroup
+    private let discovered = NIOLockedValueBox<Metadata?>(nil)
+
+    public init(issuer: String, clientID: String, clientSecret: String, timeout: TimeAmount = .seconds(2), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.issuer = issuer
+        self.clientID = clientID
+        self.clientSecret = clientSecret
+        self.timeout = timeout
+        self.group = group
+    }
+
+    /// The metadata once discovery has succeeded (readiness depends on it).
+    public var metadata: Metadata? { discovered.withLockedValue { $0 } }
+
+    /// Reads the metadata, retrying with exponential backoff (doubling from `initial` up to `maximum`, with jitter)
+    /// until it succeeds or the task is cancelled.
+    public func discover(initial: Duration = .milliseconds(250), maximum: Duration = .seconds(10), logger: Logger) async throws -> Metadata {
+        var delay = initial
+        while true {
+            do {
+                let metadata = try await fetchMetadata()
+                discovered.withLockedValue { $0 = metadata }
+                logger.notice("authorization server discovered", metadata: ["issuer": "\(metadata.issuer)"])
+                return metadata
+            } catch {
+                logger.warning("authorization server not reachable yet; retrying", metadata: ["issuer": "\(issuer)", "error": "\(error)", "retry_in_ms": "\(delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000)"])
+                try await Task.sleep(for: delay + .milliseconds(Int.random(in: 0...50)))
+                delay = min(delay * 2, maximum)
+            }
+        }
+    }
+
+    func fetchMetadata() async throws -> Metadata {
+        let response = try await get(issuer + "/.well-known/oauth-authorization-server")
+        guard response.status == 200, let object = try JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any],
+            let issuer = object["issuer"] as? String, let token = object["token_endpoint"] as? String, let jwks = object["jwks_uri"] as? String
+        else {
+            throw SimpleHTTPClient.Failure(description: "metadata answered \(response.status) without issuer, token_endpoint and jwks_uri")
+        }
+        // RFC 8414 §3.3: the issuer in the metadata must be the one configured (no mix-up).
+        guard issuer == self.issuer else { throw SimpleHTTPClient.Failure(description: "metadata names issuer \(issuer), expected \(self.issuer)") }
+        return Metadata(issuer: issuer, tokenEndpoint: token, jwksURI: jwks, introspectionEndpoint: object["introspection_endpoint"] as? String)
+    }
+
+    /// The JWKS document and its max-age.
+    public func fetchJWKS() async throws -> (json: String, maxAge: Double?) {
+        guard let metadata else { throw SimpleHTTPClient.Failure(description: "not discovered yet") }
+        let response = try await get(metadata.jwksURI)
+        guard response.status == 200 else { throw SimpleHTTPClient.Failure(description: "JWKS answered \(response.status)") }
+        return (response.body, Self.maxAge(response.headers.first(name: "cache-control")))
+    }
+
+    /// RFC 8693 exchange of an opaque access token for its JWT.
+    public func exchange(_ token: String) async -> ExchangeOutcome {
+        guard let metadata else { return .unavailable("the authorization server has not been discovered") }
+        let form = [
+            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"), ("subject_token", token),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token"), ("requested_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+        ].map { "\($0.0)=\(Self.formEncode($0.1))" }.joined(separator: "&")
+        let response: SimpleHTTPResponse
+        do {
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+            headers.add(name: "Authorization", value: "Basic " + Data("\(Self.formEncode(clientID)):\(Self.formEncode(clientSecret))".utf8).base64EncodedString())
+            response = try await send(.POST, metadata.tokenEndpoint, headers: headers, body: form)
+        } catch {
+            return .unavailable("\(error)")
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any] else {
+            return .unavailable("the token endpoint answered \(response.status) without JSON")
+        }
+        if response.status == 200, let jwt = object["access_token"] as? String, let expiresIn = object["expires_in"] as? Int {
+            return .jwt(jwt, expiresAt: Date().timeIntervalSince1970 + Double(expiresIn))
+        }
+        // RFC 8693 §2.2.2: an unacceptable subject token is invalid_request (this server) or invalid_grant (others).
+        if response.status == 400, let error = object["error"] as? String, error == "invalid_request" || error == "invalid_grant" {
+            return .inactive
+        }
+        return .unavailable("the token endpoint answered \(response.status) \(object["error"] as? String ?? "")")
+    }
+
+    private func get(_ url: String) async throws -> SimpleHTTPResponse {
+        try await send(.GET, url, headers: [:], body: nil)
+    }
+
+    private func send(_ method: HTTPMethod, _ url: String, headers: HTTPHeaders, body: String?) async throws -> SimpleHTTPResponse {
+        guard let parsed = ParsedURL(url), parsed.scheme == "http" else {
+            throw SimpleHTTPClient.Failure(description: "only http:// authorization servers are supported so far: \(url)")
+        }
+        let host = parsed.host.hasPrefix("[") ? String(parsed.host.dropFirst().dropLast()) : parsed.host
+        let path = (parsed.path.isEmpty ? "/" : parsed.path) + (parsed.query.map { "?" + $0 } ?? "")
+        return try await SimpleHTTPClient.send(host: host, port: parsed.port ?? 80, method: method, path: path, headers: headers, body: body, timeout: timeout, group: group)
+    }
+
+    static func maxAge(_ cacheControl: String?) -> Double? {
+        guard let cacheControl else { return nil }
+        for directive in cacheControl.split(separator: ",") {
+            let parts = directive.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
+            if parts.count == 2, parts[0].lowercased() == "max-age", let value = Double(parts[1]) { return value }
+        }
+        return nil
+    }
+
+    static func formEncode(_ text: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+    }
+}

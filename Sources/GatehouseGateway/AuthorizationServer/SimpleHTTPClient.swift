@@ -1,0 +1,88 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A response read whole.
+public struct SimpleHTTPResponse: Sendable {
+    public var status: Int
+    public var headers: HTTPHeaders
+    public var body: String
+}
+
+/// One HTTP/1.1 request on its own connection, read whole: for the gateway's calls to the authorization server
+/// (discovery, JWKS, token-exchange misses), which are rare next to proxied requests.
+enum SimpleHTTPClient {
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    static func send(host: String, port: Int, method: HTTPMethod, path: String, headers: HTTPHeaders, body: String?, timeout: TimeAmount, group: any EventLoopGroup) async throws -> SimpleHTTPResponse {
+        let eventLoop = group.next()
+        let promise = eventLoop.makePromise(of: SimpleHTTPResponse.self)
+        let timer = eventLoop.scheduleTask(in: timeout) { promise.fail(Failure(description: "no answer within \(timeout.nanoseconds / 1_000_000) ms")) }
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(timeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise))
+                }
+            }
+        bootstrap.connect(host: host, port: port).whenComplete { result in
+            switch result {
+            case .failure(let error):
+                promise.fail(Failure(description: "cannot connect to \(host):\(port): \(error)"))
+            case .success(let channel):
+                var headers = headers
+                headers.replaceOrAdd(name: "Host", value: "\(host):\(port)")
+                headers.replaceOrAdd(name: "Connection", value: "close")
+                if let body { headers.replaceOrAdd(name: "Content-Length", value: String(body.utf8.count)) }
+                channel.write(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)), promise: nil)
+                if let body { channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(string: body))), promise: nil) }
+                channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+                promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
+            }
+        }
+        defer { timer.cancel() }
+        return try await promise.futureResult.get()
+    }
+
+    final class ResponseCollector: ChannelInboundHandler {
+        typealias InboundIn = HTTPClientResponsePart
+        let promise: EventLoopPromise<SimpleHTTPResponse>
+        var head: HTTPResponseHead?
+        var body = ""
+
+        init(promise: EventLoopPromise<SimpleHTTPResponse>) {
+            self.promise = promise
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let head):
+                self.head = head
+            case .body(let buffer):
+                guard body.utf8.count + buffer.readableBytes <= 1 << 20 else {
+                    promise.fail(Failure(description: "response over 1 MiB"))
+                    context.close(promise: nil)
+                    return
+                }
+                body += String(buffer: buffer)
+            case .end:
+                if let head { promise.succeed(SimpleHTTPResponse(status: Int(head.status.code), headers: head.headers, body: body)) }
+            }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            promise.fail(Failure(description: "connection closed before a complete response"))
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            promise.fail(error)
+            context.close(promise: nil)
+        }
+    }
+}
+
+@available(*, unavailable)
+extension SimpleHTTPClient.ResponseCollector: Sendable {}
