@@ -170,6 +170,9 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     // MARK: Inbound from the client
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Once the gateway decided to close (an error answered while request bytes were unread, a drain), nothing
+        // more from this client is acted on: a pipelined request must not run upstream unanswered.
+        guard !closing else { return }
         lastActivity = .now()
         let part = unwrapInboundIn(data)
         if !queued.isEmpty || (exchange != nil && exchange!.requestEnded) {
@@ -204,6 +207,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     func read(context: ChannelHandlerContext) {
+        if closing { return }
         if !queued.isEmpty {
             pendingRead = true
         } else if let exchange, exchange.connection == nil || exchange.connection?.channel.isWritable == false {
@@ -277,14 +281,14 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         case .failure(let error): return writeError(status: .badRequest, message: "bad request target: \(error.message)", requestID: requestID, close: true)
         }
         guard let (route, prefix) = gateway.routes.match(host: host, path: normalized.path, method: head.method.rawValue) else {
-            return writeError(status: .notFound, message: "no route for this request", requestID: requestID, close: !head.isKeepAlive)
+            return writeError(status: .notFound, message: "no route for this request", requestID: requestID, close: !head.isKeepAlive || isUpgrade)
         }
         if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > route.maxBodyBytes {
             return writeError(status: .payloadTooLarge, message: "the request body exceeds \(route.maxBodyBytes) bytes", requestID: requestID, close: true)
         }
         let now = NIODeadline.now()
         guard let target = loop.pickTarget(route.cluster, now: now) else {
-            return writeError(status: .serviceUnavailable, message: "no healthy upstream in cluster \(route.cluster.name)", requestID: requestID, close: !head.isKeepAlive)
+            return writeError(status: .serviceUnavailable, message: "no healthy upstream in cluster \(route.cluster.name)", requestID: requestID, close: !head.isKeepAlive || isUpgrade)
         }
 
         var upstreamPath = normalized.path
@@ -304,11 +308,18 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             forwardedCache = (host, forwarded)
         }
         HeaderHygiene.prepareRequest(&headers, peer: peer, requestID: requestID, via: gateway.via, isUpgrade: isUpgrade, forwarded: forwarded)
+        let chunked = head.headers.contains(name: "transfer-encoding")
+        let hasBody = chunked || (head.headers.first(name: "content-length").flatMap(Int.init) ?? 0) > 0
+        if hasBody && head.method == .TRACE {
+            return writeError(status: .badRequest, message: "TRACE requests cannot carry a body", requestID: requestID, close: true)
+        }
+        // Transfer-Encoding is hop-by-hop and was stripped; a body that came chunked goes upstream chunked again.
+        // (Left unframed, a body-carrying GET would be read by the upstream as further requests: smuggling.)
+        if chunked { headers.replaceOrAdd(name: "Transfer-Encoding", value: "chunked") }
         let upstreamHead = HTTPRequestHead(
             version: .http1_1, method: head.method,
             uri: normalized.query.map { upstreamPath + "?" + $0 } ?? upstreamPath, headers: headers
         )
-        let hasBody = head.headers.contains(name: "transfer-encoding") || (head.headers.first(name: "content-length").flatMap(Int.init) ?? 0) > 0
         let idempotent = [.GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE].contains(head.method)
         let exchange = Exchange(
             requestID: requestID, requestHead: head, upstreamHead: upstreamHead, route: route, target: target,
@@ -334,6 +345,8 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         let pool = loop.pool
         loop.pool.acquire(exchange.target, limits: limits).whenComplete { result in
             guard self.exchange === exchange else {
+                // The exchange ended while the connection was being acquired: undo its in-flight count too.
+                self.loop.finished(exchange.target)
                 if case .success(let connection) = result { pool.release(connection, limits: limits) }
                 return
             }
@@ -356,6 +369,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             let next = loop.pickTarget(exchange.route.cluster, excluding: exchange.target, now: .now()) ?? loop.pickTarget(exchange.route.cluster, now: .now())
         else { return false }
         exchange.target = next
+        exchange.perTryDeadline = .distantFuture  // set again when the new connection is attached
         exchange.buffered = [.head(exchange.upstreamHead)] + (exchange.requestEnded ? [.end(nil)] : [])
         connect(exchange)
         return true
@@ -426,7 +440,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             exchange.responseHeadSent = true
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: exchange.requestHead.version, status: head.status, headers: headers))), promise: nil)
         case .body(let buffer):
-            guard exchange.responseHeadSent else { return }
+            guard exchange.responseHeadSent, exchange.requestHead.method != .HEAD else { return }
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let trailers):
             guard exchange.responseHeadSent else { return }
@@ -515,9 +529,14 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             loop.pool.release(connection, limits: exchange.route.cluster.poolLimits.limits)
             exchange.connection = nil
         }
-        let close = !exchange.keepAlive || !exchange.requestEnded || draining
+        let close = !exchange.keepAlive || !exchange.requestEnded || draining || exchange.isUpgrade
         let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(.end(trailers))).whenComplete { _ in
+        lastActivity = .now()
+        // A response to HEAD has no body; without its request the response encoder cannot know that, and would end a
+        // chunked-framed head with a terminating chunk the client then reads as the next response. So no `.end`.
+        let written: EventLoopFuture<Void> =
+            exchange.requestHead.method == .HEAD ? { context.flush(); return context.eventLoop.makeSucceededVoidFuture() }() : context.writeAndFlush(wrapOutboundOut(.end(trailers)))
+        written.whenComplete { _ in
             if close { channel.close(promise: nil) }
         }
         if close {
@@ -558,7 +577,8 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     private func fail(_ exchange: Exchange, status: HTTPResponseStatus, message: String, close: Bool) {
         abandon(exchange)
         self.exchange = nil
-        writeError(status: status, message: message, requestID: exchange.requestID, close: close || !exchange.keepAlive)
+        // After an upgrade request the decoder stops parsing: the connection cannot carry another request.
+        writeError(status: status, message: message, requestID: exchange.requestID, close: close || !exchange.keepAlive || exchange.isUpgrade)
     }
 
     /// A small JSON error body with the request id. Closing errors stop reading the request.
@@ -577,6 +597,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         headers.add(name: "X-Request-Id", value: requestID)
         headers.add(name: "Cache-Control", value: "no-store")
         if close { headers.add(name: "Connection", value: "close") }
+        lastActivity = .now()
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         let channel = context.channel
