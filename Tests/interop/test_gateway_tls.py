@@ -131,3 +131,65 @@ def test_http2_can_be_turned_off(tmp_path, certs, upstream):
         assert status == "1.1 200", status  # ALPN offers only http/1.1
     finally:
         assert server.stop() == 0
+
+
+def test_idle_tls_and_http2_connections_are_closed_and_drained(tmp_path, certs, upstream):
+    """A TLS handshake that never starts, and an HTTP/2 connection that goes quiet, are closed after the idle
+    timeout; on SIGTERM an HTTP/2 client gets GOAWAY and the gateway exits promptly."""
+    import ssl
+
+    port = free_port()
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        f"""listeners:
+  - port: {port}
+    tls: {{certificate: {certs}/server.pem, private_key: {certs}/server.key}}
+limits: {{idle_timeout: 1s, drain_timeout: 10s}}
+clusters: [{{name: be, targets: ['http://127.0.0.1:{upstream}']}}]
+routes: [{{match: {{path_prefix: /}}, cluster: be}}]
+"""
+    )
+    gateway = Gateway(config)
+    try:
+        def closed_within(sock, seconds):
+            sock.settimeout(seconds)
+            try:
+                return sock.recv(1) == b""
+            except (socket.timeout, TimeoutError):
+                return False
+            except (ConnectionResetError, ssl.SSLError):
+                return True
+
+        raw = socket.create_connection(("127.0.0.1", port))  # no handshake at all
+        start = time.monotonic()
+        assert closed_within(raw, 3), "a connection that never handshakes must be closed"
+        assert time.monotonic() - start < 2.5
+
+        context = ssl.create_default_context(cafile=f"{certs}/ca.pem")
+        context.set_alpn_protocols(["h2"])
+        h2 = context.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+        assert h2.selected_alpn_protocol() == "h2"
+        h2.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # preface + empty SETTINGS
+        start = time.monotonic()
+        while True:  # read the server's SETTINGS (and ack) until the connection is closed for idleness
+            h2.settimeout(4)
+            try:
+                if h2.recv(4096) == b"":
+                    break
+            except (socket.timeout, TimeoutError):
+                raise AssertionError("an idle HTTP/2 connection must be closed")
+            except (ConnectionResetError, ssl.SSLError):
+                break
+        assert time.monotonic() - start < 3.5
+
+        # Drain: an open HTTP/2 connection does not hold the shutdown for the whole drain timeout.
+        h2 = context.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+        h2.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        time.sleep(0.2)
+        start = time.monotonic()
+        gateway.proc.send_signal(signal.SIGTERM)
+        assert gateway.proc.wait(8) == 0
+        assert time.monotonic() - start < 3
+    finally:
+        if gateway.proc.poll() is None:
+            gateway.stop()

@@ -103,6 +103,8 @@ public final class GatewayServer: Service, Sendable {
         for channel in serverChannels { try? await channel.close() }
         for channel in connections.withLockedValue({ Array($0.values) }) {
             channel.pipeline.fireUserInboundEventTriggered(DrainEvent())
+            // HTTP/2: the connection handler answers this with GOAWAY and closes once open streams finish.
+            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         }
         let deadline = ContinuousClock.now + .nanoseconds(settings.drainTimeout.nanoseconds)
         while connectionCount > 0 && ContinuousClock.now < deadline {
@@ -150,6 +152,10 @@ public final class GatewayServer: Service, Sendable {
                     channel.closeFuture.whenComplete { _ in connections.withLockedValue { _ = $0.removeValue(forKey: key) } }
                     let scheme = sslContext == nil ? "http" : "https"
                     if let sslContext {
+                        // Connection-level idle timeout for TLS connections: covers handshakes that never finish and
+                        // HTTP/2 connections (whose streams have their own handlers but no connection-level clock).
+                        try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: settings.idleTimeout))
+                        try channel.pipeline.syncOperations.addHandler(IdleConnectionCloser())
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
                     }
                     guard sslContext != nil, listener.tls?.http2 == true else {
@@ -192,3 +198,19 @@ public final class GatewayServer: Service, Sendable {
     }
 }
 
+
+/// Closes a connection when `IdleStateHandler` reports it idle (no reads or writes for the idle timeout).
+final class IdleConnectionCloser: ChannelInboundHandler {
+    typealias InboundIn = NIOAny
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .all {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+}
+
+@available(*, unavailable)
+extension IdleConnectionCloser: Sendable {}
