@@ -153,3 +153,27 @@ def test_upgrade_answered_without_101_closes_the_connection(tmp_path):
         gateway.send_signal(signal.SIGTERM)
         assert gateway.wait(15) == 0
         listener.close()
+
+
+def test_a_malformed_pipelined_request_does_not_fail_the_one_in_flight(tmp_path):
+    import time as _time
+
+    def slow_ok(conn, request_line):
+        _time.sleep(0.3)
+        ok(conn, request_line)
+
+    listener, seen = raw_upstream(slow_ok)
+    gateway, port = start_gateway(tmp_path, listener.getsockname()[1])
+    try:
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(b"POST /ok/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhiGET /ok/b HTTP/1.1\r\nHost: x\r\nBad Header: x\r\n\r\n")
+        data, closed = read_all(client, timeout=3)
+        first, _, rest = data.partition(b"done")
+        assert first.startswith(b"HTTP/1.1 200"), data  # the complete request in flight is answered first
+        assert rest.startswith(b"HTTP/1.1 400"), data  # then the malformed one
+        assert closed
+        assert [line for line, _, _ in seen] == ["POST /ok/a HTTP/1.1"]
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(15) == 0
+        listener.close()

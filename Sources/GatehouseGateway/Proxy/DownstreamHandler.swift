@@ -69,6 +69,9 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     /// (NIO's HTTPServerPipelineHandler does this by pausing reads around every response, which costs two
     /// epoll_ctl calls per request; here reads pause only while something is actually queued.)
     private var queued = CircularBuffer<HTTPServerRequestPart>()
+    /// A malformed pipelined request seen while an earlier one was in flight: answered (and the connection closed)
+    /// once that earlier response is complete.
+    private var deferredError: (status: HTTPResponseStatus, message: String)?
 
     init(runtime: GatewayRuntime, loops: LoopStates, scheme: String) {
         self.runtime = runtime
@@ -172,7 +175,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         // Once the gateway decided to close (an error answered while request bytes were unread, a drain), nothing
         // more from this client is acted on: a pipelined request must not run upstream unanswered.
-        guard !closing else { return }
+        guard !closing, deferredError == nil else { return }
         lastActivity = .now()
         let part = unwrapInboundIn(data)
         if !queued.isEmpty || (exchange != nil && exchange!.requestEnded) {
@@ -226,6 +229,13 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         // Malformed HTTP from the client: answer once, never forward, and close.
         if let parserError = error as? HTTPParserError {
             let status: HTTPResponseStatus = parserError == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
+            if let exchange, exchange.requestEnded {
+                // The error is in a later, pipelined request: the one in flight is complete and may already have run
+                // upstream, so it gets its response first; the error answer and the close follow it.
+                queued.removeAll()
+                deferredError = (status, "malformed request: \(parserError)")
+                return
+            }
             if let exchange {
                 if exchange.responseHeadSent {
                     abandon(exchange)
@@ -541,6 +551,9 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
         if close {
             closing = true
+        } else if let (status, message) = deferredError {
+            deferredError = nil
+            writeError(status: status, message: message, requestID: Self.newRequestID(), close: true)
         } else {
             headerDeadline = .distantFuture
             replayQueued()
