@@ -68,7 +68,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     /// Parts of pipelined requests that arrived while an exchange was in flight, replayed in order when it ends.
     /// (NIO's HTTPServerPipelineHandler does this by pausing reads around every response, which costs two
     /// epoll_ctl calls per request; here reads pause only while something is actually queued.)
-    private var queued = CircularBuffer<HTTPServerRequestPart>()
+    private var queued = CircularBuffer<HTTPServerRequestPart>(initialCapacity: 1)
     /// A malformed pipelined request seen while an earlier one was in flight: answered (and the connection closed)
     /// once that earlier response is complete.
     private var deferredError: (status: HTTPResponseStatus, message: String)?
