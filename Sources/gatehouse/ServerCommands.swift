@@ -77,15 +77,17 @@ struct DemoCommand: AsyncParsableCommand {
         configuration.listen.host = "127.0.0.1"
         try AuthRunner.overridePort(&configuration, port: authPort, forceLoopbackIssuer: true)
         let dataDir = self.dataDir
-        let showBanner = !authOnly
+        let ports = authOnly ? nil : (gateway: gatewayPort, backend: backendPort, admin: adminPort)
         var (services, store) = try await AuthRunner.prepare(configuration: configuration, dataDirectory: dataDir, logger: logger) { issuer in
-            print(DemoCommand.banner(issuer: issuer, dataDirectory: dataDir, gateway: showBanner))
+            print(DemoCommand.banner(issuer: issuer, dataDirectory: dataDir, ports: ports))
             flushStandardOutput()
         }
         if !authOnly {
             var gateway = try GatewayConfiguration.load(file: configDir + "/gateway.yaml", environment: Environment.variables())
             for index in gateway.listeners.indices { gateway.listeners[index].port = gatewayPort }
             gateway.admin?.port = adminPort
+            // The gateway talks to this demo's authorization server, wherever --auth-port put it.
+            gateway.authorizationServer?.issuer = configuration.issuer
             for index in gateway.clusters.indices where gateway.clusters[index].name == "demo-backend" {
                 gateway.clusters[index].targets = [.init(host: "127.0.0.1", port: backendPort)]
             }
@@ -99,12 +101,19 @@ struct DemoCommand: AsyncParsableCommand {
         try await AuthRunner.runGroup(services, logger: logger, store: store)
     }
 
-    static func banner(issuer: String, dataDirectory: String, gateway: Bool) -> String {
+    static func banner(issuer: String, dataDirectory: String, ports: (gateway: Int, backend: Int, admin: Int)?) -> String {
+        let gatewayLines = ports.map { ports in
+            "  Gateway               http://127.0.0.1:\(ports.gateway) (/public/ and /api/ → demo backend; admin http://127.0.0.1:\(ports.admin)/readyz)\n  Demo backend          http://127.0.0.1:\(ports.backend) (echoes what it receives)"
+        } ?? "  (gateway and demo backend not started: --auth-only)"
+        return banner(issuer: issuer, dataDirectory: dataDirectory, gatewayLines: gatewayLines)
+    }
+
+    static func banner(issuer: String, dataDirectory: String, gatewayLines: String) -> String {
         """
 
         Gatehouse demo is running.
           Authorization server  \(issuer)   (metadata: \(issuer)/.well-known/oauth-authorization-server)
-        \(gateway ? "  Gateway               http://127.0.0.1:8080 (/public/ and /api/ → demo backend; admin http://127.0.0.1:9901/readyz)\n  Demo backend          http://127.0.0.1:8081 (echoes what it receives)" : "  (gateway and demo backend not started: --auth-only)")
+        \(gatewayLines)
           Data directory        \(dataDirectory) (SQLite, WAL)
           Clients               demo-service (client_credentials), demo-web (authorization_code, refresh_token, password),
                                 demo-spa (public: authorization_code + PKCE, implicit)
