@@ -78,7 +78,7 @@ let package = Package(
         .target(
             name: "GatehouseAuthServer",
             dependencies: [
-                "GatehouseStore", "GatehouseTokens", "GatehouseConfiguration",
+                "GatehouseStore", "GatehouseTokens", "GatehouseConfiguration", "GatehouseObservability",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "Mustache", package: "swift-mustache"),
@@ -95,7 +95,7 @@ let package = Package(
         .target(
             name: "GatehouseGateway",
             dependencies: [
-                "GatehouseConfiguration",
+                "GatehouseConfiguration", "GatehouseObservability",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -119,7 +119,7 @@ let package = Package(
         // The echo service `gatehouse demo` runs behind the gateway.
         .target(
             name: "GatehouseDemoBackend",
-            dependencies: [.product(name: "Hummingbird", package: "hummingbird")],
+            dependencies: ["GatehouseObservability", .product(name: "Hummingbird", package: "hummingbird")],
             swiftSettings: swiftSettings
         ),
         // Logging bootstrap (JSON lines, secrets redacted).
@@ -139,8 +139,10 @@ let package = Package(
         .testTarget(
             name: "GatehouseGatewayTests",
             dependencies: [
-                "GatehouseGateway", "GatehouseConfiguration",
+                "GatehouseGateway", "GatehouseConfiguration", "GatehouseDemoBackend",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

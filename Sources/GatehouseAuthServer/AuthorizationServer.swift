@@ -70,7 +70,7 @@ public final class AuthorizationServer: Sendable {
                 if let existing, try await passwords.verify(password, hash: existing.passwordHash) { continue }
                 hash = try await passwords.hash(password)
             }
-            try await store.upsertUser(UserRecord(id: existing?.id ?? "usr_" + String(SecureToken.generate().prefix(22)), username: user.username, passwordHash: hash))
+            try await store.upsertUser(UserRecord(id: existing?.id ?? UserRecord.newID(), username: user.username, passwordHash: hash))
         }
         directory.invalidate()
         try await refreshMetadata()

@@ -1,3 +1,4 @@
+import GatehouseObservability
 import Hummingbird
 import Logging
 import NIOCore
@@ -42,15 +43,6 @@ struct EchoMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     func quote(_ text: String) -> String {
-        var output = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": output += "\\\""
-            case "\\": output += "\\\\"
-            default:
-                if scalar.value < 0x20 { output += "\\u00" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16) } else { output.unicodeScalars.append(scalar) }
-            }
-        }
-        return output + "\""
+        JSONEscaping.quoted(text)
     }
 }

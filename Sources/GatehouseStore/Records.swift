@@ -1,3 +1,5 @@
+import GatehouseTokens
+
 /// A registered OAuth client as stored. Secrets are kept only as base64url(SHA-256(secret)).
 public struct ClientRecord: Sendable, Equatable {
     public var id: String
@@ -37,6 +39,11 @@ public struct UserRecord: Sendable, Equatable {
     public var id: String
     public var username: String
     public var passwordHash: String
+
+    /// A new, never reused subject id (`usr_` and 128 random bits).
+    public static func newID() -> String {
+        "usr_" + String(SecureToken.generate().prefix(22))
+    }
 
     public init(id: String, username: String, passwordHash: String) {
         self.id = id

@@ -153,7 +153,7 @@ struct UsersCommand: AsyncParsableCommand {
             let hash = try await NIOThreadPool.singleton.runIfActive { Bcrypt.hash(password, cost: cost) }
             try await withStore(store) { store in
                 let existing = try await store.user(username: username)
-                try await store.upsertUser(UserRecord(id: existing?.id ?? "usr_" + String(SecureToken.generate().prefix(22)), username: username, passwordHash: hash))
+                try await store.upsertUser(UserRecord(id: existing?.id ?? UserRecord.newID(), username: username, passwordHash: hash))
             }
             print("user \(username) saved")
         }

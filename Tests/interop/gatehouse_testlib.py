@@ -662,3 +662,20 @@ def assert_oauth_error(resp: requests.Response, status, error):
     assert "no-store" in resp.headers.get("Cache-Control", ""), f"Cache-Control: {resp.headers.get('Cache-Control')!r}"
     assert resp.headers.get("X-Request-Id"), "missing X-Request-Id header"
     return body
+
+
+def start_gateway_process(config: Path) -> subprocess.Popen:
+    """`gatehouse gateway --config FILE`, returned once it printed its listening line. stderr is discarded and
+    stdout stays open for later JSON events (reload notices), so callers that need them read `proc.stdout`."""
+    proc = subprocess.Popen(
+        [str(gatehouse_binary()), "gateway", "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    deadline = time.monotonic() + LISTEN_TIMEOUT
+    for line in proc.stdout:
+        if line.startswith("{") and json.loads(line).get("event") == "listening":
+            return proc
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    pytest.fail(f"gatehouse gateway never printed its listening line (exit {proc.poll()})", pytrace=False)

@@ -1,12 +1,10 @@
 """Message framing across the gateway: a chunked body is re-framed (never smuggled), a HEAD response never
 gains a body, and an upgrade request answered without 101 closes the connection."""
-import json
 import signal
 import socket
-import subprocess
 import threading
 
-from gatehouse_testlib import gatehouse_binary
+from gatehouse_testlib import start_gateway_process
 
 
 def raw_upstream(handler):
@@ -71,11 +69,7 @@ def start_gateway(tmp_path, upstream_port):
     config = tmp_path / "gateway.yaml"
     config.write_text(f"listeners: [{{port: {port}}}]\nclusters: [{{name: be, targets: ['http://127.0.0.1:{upstream_port}']}}]\n"
                       "routes: [{match: {path_prefix: /ok}, cluster: be}]\n")
-    process = subprocess.Popen([str(gatehouse_binary()), "gateway", "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in process.stdout:
-        if line.startswith("{") and json.loads(line).get("event") == "listening":
-            break
-    return process, port
+    return start_gateway_process(config), port
 
 
 def read_all(sock, timeout=3):

@@ -5,11 +5,10 @@ import http.server
 import json
 import signal
 import socket
-import subprocess
 import threading
 import time
 
-from gatehouse_testlib import gatehouse_binary
+from gatehouse_testlib import start_gateway_process
 
 
 class Upstream(http.server.BaseHTTPRequestHandler):
@@ -42,12 +41,9 @@ def test_reload_under_load_drops_nothing(tmp_path):
         )
 
     write("{match: {path_prefix: /a}, cluster: be}")
-    gateway = subprocess.Popen([str(gatehouse_binary()), "gateway", "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    gateway = start_gateway_process(config)
     events = []
     try:
-        for line in gateway.stdout:
-            if line.startswith("{") and json.loads(line).get("event") == "listening":
-                break
         threading.Thread(target=lambda: [events.append(json.loads(l)["event"]) for l in gateway.stdout if l.startswith("{")], daemon=True).start()
 
         failures, successes = [], [0]

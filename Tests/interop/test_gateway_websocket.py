@@ -2,16 +2,13 @@
 the handshake passes through with its upgrade headers, then frames flow both ways unchanged."""
 import base64
 import hashlib
-import json
 import os
 import signal
 import socket
 import struct
-import subprocess
 import threading
-import time
 
-from gatehouse_testlib import gatehouse_binary
+from gatehouse_testlib import start_gateway_process
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -105,11 +102,8 @@ limits: {{drain_timeout: 3s}}
 clusters: [{{name: ws, targets: ['http://127.0.0.1:{listener.getsockname()[1]}']}}]
 routes: [{{match: {{path_prefix: /ws}}, cluster: ws}}]
 """)
-    gateway = subprocess.Popen([str(gatehouse_binary()), "gateway", "--config", str(config)], stdout=subprocess.PIPE, stderr=open(str(tmp_path / "gateway.err"), "w"), text=True)
+    gateway = start_gateway_process(config)
     try:
-        for line in gateway.stdout:
-            if line.startswith("{") and json.loads(line).get("event") == "listening":
-                break
         client = socket.create_connection(("127.0.0.1", port), timeout=5)
         key = base64.b64encode(os.urandom(16)).decode()
         # The handshake and the first frame in one write: bytes after the upgrade request must not be lost.

@@ -1,3 +1,5 @@
+import GatehouseObservability
+
 /// Builds small JSON objects as UTF-8 bytes, without Foundation: token and introspection responses are built
 /// per request, and appending to a `String` one unicode scalar at a time cost 6% of introspection's CPU.
 public struct JSONWriter: Sendable {
@@ -74,30 +76,8 @@ public struct JSONWriter: Sendable {
         output.append(contentsOf: digits.reversed())
     }
 
-    /// Appends a JSON string literal with the escapes RFC 8259 requires (and `<` escaped, harmless in JSON and
-    /// safe if it is ever embedded in HTML).
+    /// Appends a JSON string literal, `<` escaped too (see `JSONEscaping`).
     public static func appendQuoted(_ value: String, to output: inout [UInt8]) {
-        output.append(UInt8(ascii: "\""))
-        var value = value
-        value.withUTF8 { bytes in
-            if !bytes.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "<") }) {
-                output.append(contentsOf: bytes)
-                return
-            }
-            let hex = Array("0123456789abcdef".utf8)
-            for byte in bytes {
-                switch byte {
-                case UInt8(ascii: "\""): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
-                case UInt8(ascii: "\\"): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
-                case UInt8(ascii: "\n"): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
-                case UInt8(ascii: "\r"): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
-                case UInt8(ascii: "\t"): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
-                case UInt8(ascii: "<"): output.append(contentsOf: Array("\\u003c".utf8))
-                case 0..<0x20: output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), 48, 48, hex[Int(byte >> 4)], hex[Int(byte & 15)]])
-                default: output.append(byte)
-                }
-            }
-        }
-        output.append(UInt8(ascii: "\""))
+        JSONEscaping.appendQuoted(value, to: &output, escapingLessThan: true)
     }
 }

@@ -1,3 +1,4 @@
+import GatehouseObservability
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -293,7 +294,8 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         guard let (route, prefix) = gateway.routes.match(host: host, path: normalized.path, method: head.method.rawValue) else {
             return writeError(status: .notFound, message: "no route for this request", requestID: requestID, close: !head.isKeepAlive || isUpgrade)
         }
-        if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > route.maxBodyBytes {
+        let contentLength = head.headers.first(name: "content-length").flatMap(Int.init)
+        if let length = contentLength, length > route.maxBodyBytes {
             return writeError(status: .payloadTooLarge, message: "the request body exceeds \(route.maxBodyBytes) bytes", requestID: requestID, close: true)
         }
         let now = NIODeadline.now()
@@ -319,7 +321,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
         HeaderHygiene.prepareRequest(&headers, peer: peer, requestID: requestID, via: gateway.via, isUpgrade: isUpgrade, forwarded: forwarded)
         let chunked = head.headers.contains(name: "transfer-encoding")
-        let hasBody = chunked || (head.headers.first(name: "content-length").flatMap(Int.init) ?? 0) > 0
+        let hasBody = chunked || (contentLength ?? 0) > 0
         if hasBody && head.method == .TRACE {
             return writeError(status: .badRequest, message: "TRACE requests cannot carry a body", requestID: requestID, close: true)
         }
@@ -600,7 +602,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         body.writeString("{\"error\":\"")
         body.writeString(Self.errorName(status))
         body.writeString("\",\"message\":")
-        body.writeString(Self.jsonString(message))
+        body.writeString(JSONEscaping.quoted(message))
         body.writeString(",\"request_id\":\"")
         body.writeString(requestID)
         body.writeString("\"}")
@@ -638,19 +640,6 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         case 504: "gateway_timeout"
         default: "error"
         }
-    }
-
-    static func jsonString(_ text: String) -> String {
-        var output = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": output += "\\\""
-            case "\\": output += "\\\\"
-            default:
-                if scalar.value < 0x20 { output += " " } else { output.unicodeScalars.append(scalar) }
-            }
-        }
-        return output + "\""
     }
 
     // MARK: Request ids

@@ -90,60 +90,11 @@ public final class HealthCheckService: Service, Sendable {
 
     /// One `GET path`: healthy when the answer is 2xx within the timeout.
     static func probe(_ target: TargetKey, path: String, timeout: TimeAmount, group: any EventLoopGroup) async -> Bool {
-        let eventLoop = group.next()
-        let promise = eventLoop.makePromise(of: Bool.self)
-        let bootstrap = ClientBootstrap(group: eventLoop)
-            .connectTimeout(timeout)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(ProbeHandler(promise: promise))
-                }
-            }
-        let timer = eventLoop.scheduleTask(in: timeout) { promise.succeed(false) }
-        bootstrap.connect(host: target.host, port: target.port).whenComplete { result in
-            switch result {
-            case .success(let channel):
-                var headers = HTTPHeaders()
-                headers.add(name: "Host", value: "\(target.host):\(target.port)")
-                headers.add(name: "User-Agent", value: "gatehouse-health-check")
-                headers.add(name: "Connection", value: "close")
-                channel.write(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)), promise: nil)
-                channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
-                promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
-            case .failure:
-                promise.succeed(false)
-            }
-        }
-        let result = (try? await promise.futureResult.get()) ?? false
-        timer.cancel()
-        return result
+        var headers = HTTPHeaders()
+        headers.add(name: "User-Agent", value: "gatehouse-health-check")
+        let response = try? await SimpleHTTPClient.send(
+            host: target.host, port: target.port, method: .GET, path: path, headers: headers, body: nil, timeout: timeout, group: group
+        )
+        return response.map { (200..<300).contains($0.status) } ?? false
     }
 }
-
-final class ProbeHandler: ChannelInboundHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    let promise: EventLoopPromise<Bool>
-
-    init(promise: EventLoopPromise<Bool>) {
-        self.promise = promise
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head(let head) = unwrapInboundIn(data) {
-            promise.succeed((200..<300).contains(Int(head.status.code)))
-        }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        promise.succeed(false)
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        promise.succeed(false)
-        context.close(promise: nil)
-    }
-}
-
-@available(*, unavailable)
-extension ProbeHandler: Sendable {}
