@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "GatehouseAuthServer", targets: ["GatehouseAuthServer"]),
         .library(name: "GatehouseStore", targets: ["GatehouseStore"]),
         .library(name: "GatehouseConfiguration", targets: ["GatehouseConfiguration"]),
+        .library(name: "GatehouseServiceAuth", targets: ["GatehouseServiceAuth"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
@@ -35,6 +36,7 @@ let package = Package(
             name: "gatehouse",
             dependencies: [
                 "GatehouseAuthServer", "GatehouseStore", "GatehouseConfiguration", "GatehouseObservability", "GatehouseTokens", "GatehouseGateway", "GatehouseDemoBackend",
+                "GatehouseServiceAuth",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -95,7 +97,8 @@ let package = Package(
         .target(
             name: "GatehouseGateway",
             dependencies: [
-                "GatehouseConfiguration", "GatehouseObservability",
+                "GatehouseConfiguration", "GatehouseObservability", "GatehousePolicies", "GatehouseTokens", "GatehouseServiceAuth",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -116,10 +119,22 @@ let package = Package(
             name: "GatehousePolicies",
             swiftSettings: swiftSettings
         ),
+        // For services behind the gateway: verifies the gateway-issued JWT of a request against the authorization
+        // server's JWKS (fetched over HTTP, cached, unknown-kid refetch rule), plus the small HTTP/1.1 client it uses.
+        .target(
+            name: "GatehouseServiceAuth",
+            dependencies: [
+                "GatehouseTokens", "GatehousePolicies",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // The echo service `gatehouse demo` runs behind the gateway.
         .target(
             name: "GatehouseDemoBackend",
-            dependencies: ["GatehouseObservability", .product(name: "Hummingbird", package: "hummingbird")],
+            dependencies: ["GatehouseObservability", "GatehouseServiceAuth", "GatehousePolicies", "GatehouseTokens", .product(name: "Hummingbird", package: "hummingbird")],
             swiftSettings: swiftSettings
         ),
         // Logging bootstrap (JSON lines, secrets redacted).
@@ -174,6 +189,7 @@ let package = Package(
             name: "GatehouseAuthServerTests",
             dependencies: [
                 "GatehouseAuthServer", "GatehouseStore", "GatehouseConfiguration", "GatehouseTokens", "GatehouseObservability", "GatehouseGateway",
+                "GatehouseServiceAuth", "GatehousePolicies",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -458,6 +458,16 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var authorizationServer: AuthorizationServer?
     /// Required, at least one.
     public var clusters: [Cluster]
+
+    /// Points the gateway at another issuer (the demo's `--auth-port`): the `authorization_server` section and every
+    /// route that accepted the old issuer follow.
+    public mutating func replaceAuthorizationServerIssuer(with issuer: String) {
+        guard let old = authorizationServer?.issuer else { return }
+        authorizationServer?.issuer = issuer
+        for index in routes.indices {
+            if let position = routes[index].auth?.issuers.firstIndex(of: old) { routes[index].auth?.issuers[position] = issuer }
+        }
+    }
     /// Required, at least one; in file order.
     public var routes: [Route]
 

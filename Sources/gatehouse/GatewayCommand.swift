@@ -28,7 +28,7 @@ struct GatewayCommand: AsyncParsableCommand {
 /// Starting the gateway, shared by `gateway` and `demo`.
 enum GatewayRunner {
     static func services(configuration: GatewayConfiguration, configFile: String, logger: Logger) -> (GatewayServer, [any Service]) {
-        let compiler = GatewayCompiler()
+        let compiler = GatewayCompiler(logger: logger)
         let server = GatewayServer(
             settings: GatewayCompiler.settings(configuration, defaultThreads: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))),
             gateway: compiler.compile(configuration), logger: logger

@@ -4,6 +4,7 @@ import GatehouseConfiguration
 import GatehouseDemoBackend
 import GatehouseGateway
 import GatehouseObservability
+import GatehouseServiceAuth
 import GatehouseStore
 import Logging
 import ServiceLifecycle
@@ -87,13 +88,19 @@ struct DemoCommand: AsyncParsableCommand {
             for index in gateway.listeners.indices { gateway.listeners[index].port = gatewayPort }
             gateway.admin?.port = adminPort
             // The gateway talks to this demo's authorization server, wherever --auth-port put it.
-            gateway.authorizationServer?.issuer = configuration.issuer
+            gateway.replaceAuthorizationServerIssuer(with: configuration.issuer)
             for index in gateway.clusters.indices where gateway.clusters[index].name == "demo-backend" {
                 gateway.clusters[index].targets = [.init(host: "127.0.0.1", port: backendPort)]
             }
             services += GatewayRunner.services(configuration: gateway, configFile: configDir + "/gateway.yaml", logger: logger).1
             let port = backendPort
-            services.append(DemoBackend.application(host: "127.0.0.1", port: backendPort, logger: logger) { _ in
+            // The backend trusts only JWTs the authorization server signed for the gateway's audience: it verifies
+            // them itself against the published keys (GatehouseServiceAuth), without a call per request.
+            let verifier = ServiceTokenVerifier(
+                configuration: .init(jwksURL: configuration.issuer + "/.well-known/jwks.json", issuer: configuration.issuer, audiences: [configuration.tokens.jwtAudience])
+            )
+            let protection = DemoBackend.Protection(verifier: verifier, publicPathPrefixes: ["/public/"])
+            services.append(DemoBackend.application(host: "127.0.0.1", port: backendPort, logger: logger, protection: protection) { _ in
                 print("{\"event\":\"listening\",\"service\":\"demo-backend\",\"port\":\(port)}")
                 flushStandardOutput()
             })
@@ -103,7 +110,7 @@ struct DemoCommand: AsyncParsableCommand {
 
     static func banner(issuer: String, dataDirectory: String, ports: (gateway: Int, backend: Int, admin: Int)?) -> String {
         let gatewayLines = ports.map { ports in
-            "  Gateway               http://127.0.0.1:\(ports.gateway) (/public/ and /api/ → demo backend; admin http://127.0.0.1:\(ports.admin)/readyz)\n  Demo backend          http://127.0.0.1:\(ports.backend) (echoes what it receives)"
+            "  Gateway               http://127.0.0.1:\(ports.gateway) (/public/ → demo backend, no token; /api/ → demo backend, token with orders:read;\n                        admin http://127.0.0.1:\(ports.admin)/readyz, /token-cache)\n  Demo backend          http://127.0.0.1:\(ports.backend) (echoes what it receives; outside /public/ only with a valid gateway JWT)"
         } ?? "  (gateway and demo backend not started: --auth-only)"
         return banner(issuer: issuer, dataDirectory: dataDirectory, gatewayLines: gatewayLines)
     }

@@ -1,5 +1,6 @@
 import Foundation
 import GatehouseConfiguration
+import GatehouseServiceAuth
 import GatehouseStore
 import GatehouseTokens
 import Logging
@@ -84,8 +85,8 @@ import Testing
     @Test func discoveryRefusesAMixedUpIssuer() async throws {
         let client = AuthorizationServerClient(issuer: "http://127.0.0.1:1", clientID: "x", clientSecret: "y", timeout: .milliseconds(200))
         await #expect(throws: (any Error).self) { _ = try await client.fetchMetadata() }
-        #expect(AuthorizationServerClient.maxAge("public, max-age=300") == 300)
-        #expect(AuthorizationServerClient.maxAge("no-store") == nil)
+        #expect(SimpleHTTPClient.maxAge("public, max-age=300") == 300)
+        #expect(SimpleHTTPClient.maxAge("no-store") == nil)
         #expect(AuthorizationServerClient.formEncode("a b&c=d:é") == "a%20b%26c%3Dd%3A%C3%A9")
     }
 }

@@ -1,5 +1,5 @@
 import Foundation
-import GatehouseConfiguration
+import GatehouseServiceAuth
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -80,7 +80,7 @@ public final class AuthorizationServerClient: Sendable {
         guard let metadata else { throw SimpleHTTPClient.Failure(description: "not discovered yet") }
         let response = try await get(metadata.jwksURI)
         guard response.status == 200 else { throw SimpleHTTPClient.Failure(description: "JWKS answered \(response.status)") }
-        return (response.body, Self.maxAge(response.headers.first(name: "cache-control")))
+        return (response.body, SimpleHTTPClient.maxAge(response.headers.first(name: "cache-control")))
     }
 
     /// RFC 8693 exchange of an opaque access token for its JWT.
@@ -117,21 +117,7 @@ public final class AuthorizationServerClient: Sendable {
     }
 
     private func send(_ method: HTTPMethod, _ url: String, headers: HTTPHeaders, body: String?) async throws -> SimpleHTTPResponse {
-        guard let parsed = ParsedURL(url), parsed.scheme == "http" else {
-            throw SimpleHTTPClient.Failure(description: "only http:// authorization servers are supported so far: \(url)")
-        }
-        let host = parsed.host.hasPrefix("[") ? String(parsed.host.dropFirst().dropLast()) : parsed.host
-        let path = (parsed.path.isEmpty ? "/" : parsed.path) + (parsed.query.map { "?" + $0 } ?? "")
-        return try await SimpleHTTPClient.send(host: host, port: parsed.port ?? 80, method: method, path: path, headers: headers, body: body, timeout: timeout, group: group)
-    }
-
-    static func maxAge(_ cacheControl: String?) -> Double? {
-        guard let cacheControl else { return nil }
-        for directive in cacheControl.split(separator: ",") {
-            let parts = directive.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
-            if parts.count == 2, parts[0].lowercased() == "max-age", let value = Double(parts[1]) { return value }
-        }
-        return nil
+        try await SimpleHTTPClient.send(url: url, method: method, headers: headers, body: body, timeout: timeout, group: group)
     }
 
     static func formEncode(_ text: String) -> String {

@@ -10,6 +10,8 @@ public struct CompiledRoute: Sendable {
     public var perTryTimeout: TimeAmount
     public var totalTimeout: TimeAmount
     public var maxBodyBytes: Int
+    /// The token policy; nil when the route takes requests without a token.
+    public var auth: RouteAuthorization?
 }
 
 /// An upstream cluster, compiled.
@@ -120,6 +122,11 @@ public struct CompiledGateway: Sendable {
     public var idleTimeout: TimeAmount
     public var trustedProxies: [CIDRMatcher]
     public var via: String
+    /// Checks tokens for the routes that need them (nil without an `authorization_server` section).
+    public var tokenValidator: TokenValidator?
+    /// A custom header that carries the JWT upstream: removed from every request, so that no client can send its
+    /// own to a route without auth. Nil when the JWT goes in `Authorization`.
+    public var forwardHeader: String?
 
     public func isTrusted(_ address: [UInt8]?) -> Bool {
         guard let address, !trustedProxies.isEmpty else { return false }

@@ -1,4 +1,5 @@
 import GatehouseObservability
+import GatehousePolicies
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -19,7 +20,8 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         let requestHead: HTTPRequestHead
         var upstreamHead: HTTPRequestHead
         let route: CompiledRoute
-        var target: TargetKey
+        /// Chosen by `dispatch` (after the token check, so an unauthenticated client learns nothing of the upstreams).
+        var target = TargetKey.unassigned
         let keepAlive: Bool
         let maxBodyBytes: Int
         let retryable: Bool
@@ -38,12 +40,11 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         /// The whole exchange must be over by then.
         var totalDeadline: NIODeadline = .distantFuture
 
-        init(requestID: String, requestHead: HTTPRequestHead, upstreamHead: HTTPRequestHead, route: CompiledRoute, target: TargetKey, keepAlive: Bool, retryable: Bool) {
+        init(requestID: String, requestHead: HTTPRequestHead, upstreamHead: HTTPRequestHead, route: CompiledRoute, keepAlive: Bool, retryable: Bool) {
             self.requestID = requestID
             self.requestHead = requestHead
             self.upstreamHead = upstreamHead
             self.route = route
-            self.target = target
             self.keepAlive = keepAlive
             self.maxBodyBytes = route.maxBodyBytes
             self.retryable = retryable
@@ -298,10 +299,41 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         if let length = contentLength, length > route.maxBodyBytes {
             return writeError(status: .payloadTooLarge, message: "the request body exceeds \(route.maxBodyBytes) bytes", requestID: requestID, close: true)
         }
-        let now = NIODeadline.now()
-        guard let target = loop.pickTarget(route.cluster, now: now) else {
-            return writeError(status: .serviceUnavailable, message: "no healthy upstream in cluster \(route.cluster.name)", requestID: requestID, close: !head.isKeepAlive || isUpgrade)
+        let chunked = head.headers.contains(name: "transfer-encoding")
+        let hasBody = chunked || (contentLength ?? 0) > 0
+
+        // The route's token policy. A known token is decided here, synchronously; an unknown one is looked up by
+        // the validator and the exchange waits for it below (reads paused, so its body stays in the socket).
+        var token: ValidatedToken?
+        var pendingToken: EventLoopFuture<TokenValidator.Outcome>?
+        if let auth = route.auth {
+            // A refused request whose body was not read cannot leave the connection usable.
+            let close = !head.isKeepAlive || isUpgrade || hasBody
+            let presented: String
+            switch BearerToken.extract(authorizationValues: head.headers["authorization"]) {
+            case .success(let value):
+                presented = value
+            case .failure(.missing):
+                return writeAuthorizationFailure(.challenge(auth.challenge(nil)), requestID: requestID, close: close)
+            case .failure(.malformed(let why)):
+                return writeAuthorizationFailure(.challenge(auth.challenge(.invalidRequest, why)), requestID: requestID, close: true)
+            }
+            let kind: TokenValidator.Kind
+            switch auth.kind(of: presented) {
+            case .success(let value): kind = value
+            case .failure(let challenge): return writeAuthorizationFailure(.challenge(challenge), requestID: requestID, close: close)
+            }
+            switch auth.validator.validate(presented, kind: kind, on: context.eventLoop) {
+            case .now(let outcome):
+                switch Self.authorize(outcome, auth) {
+                case .success(let validated): token = validated
+                case .failure(let failure): return writeAuthorizationFailure(failure, requestID: requestID, close: close)
+                }
+            case .later(let future):
+                pendingToken = future
+            }
         }
+        let now = NIODeadline.now()
 
         var upstreamPath = normalized.path
         if let prefix, let replacement = route.prefixReplacement {
@@ -320,8 +352,14 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             forwardedCache = (host, forwarded)
         }
         HeaderHygiene.prepareRequest(&headers, peer: peer, requestID: requestID, via: gateway.via, isUpgrade: isUpgrade, forwarded: forwarded)
-        let chunked = head.headers.contains(name: "transfer-encoding")
-        let hasBody = chunked || (contentLength ?? 0) > 0
+        if let auth = route.auth {
+            // The client's credentials stay here; the backend gets the gateway's JWT (and no client-made copy of it).
+            headers.remove(name: "authorization")
+            headers.remove(name: auth.forwardHeader)
+            if let token { headers.add(name: auth.forwardHeader, value: auth.forwardValue(token)) }
+        } else if let forwardHeader = gateway.forwardHeader {
+            headers.remove(name: forwardHeader)
+        }
         if hasBody && head.method == .TRACE {
             return writeError(status: .badRequest, message: "TRACE requests cannot carry a body", requestID: requestID, close: true)
         }
@@ -334,14 +372,77 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         )
         let idempotent = [.GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE].contains(head.method)
         let exchange = Exchange(
-            requestID: requestID, requestHead: head, upstreamHead: upstreamHead, route: route, target: target,
+            requestID: requestID, requestHead: head, upstreamHead: upstreamHead, route: route,
             keepAlive: head.isKeepAlive, retryable: idempotent && !hasBody && !isUpgrade
         )
         exchange.isUpgrade = isUpgrade
         self.exchange = exchange
-        exchange.buffered.append(.head(upstreamHead))
         exchange.totalDeadline = now + route.totalTimeout
+        if let pendingToken, let auth = route.auth {
+            pendingToken.whenSuccess { outcome in
+                guard self.exchange === exchange else { return }  // the client left, or a timeout answered
+                switch Self.authorize(outcome, auth) {
+                case .success(let validated):
+                    exchange.upstreamHead.headers.add(name: auth.forwardHeader, value: auth.forwardValue(validated))
+                    self.dispatch(exchange)
+                case .failure(let failure):
+                    self.exchange = nil
+                    self.writeAuthorizationFailure(failure, requestID: exchange.requestID, close: !exchange.requestEnded || !exchange.keepAlive || exchange.isUpgrade)
+                }
+            }
+            return
+        }
+        dispatch(exchange)
+    }
+
+    /// Picks the upstream target and sends the request to it.
+    private func dispatch(_ exchange: Exchange) {
+        guard let target = loop.pickTarget(exchange.route.cluster, now: .now()) else {
+            return fail(exchange, status: .serviceUnavailable, message: "no healthy upstream in cluster \(exchange.route.cluster.name)", close: false)
+        }
+        exchange.target = target
+        exchange.buffered.insert(.head(exchange.upstreamHead), at: 0)
         connect(exchange)
+    }
+
+    // MARK: Tokens
+
+    enum AuthorizationFailure: Error {
+        /// 401, 400 or 403 with `WWW-Authenticate`.
+        case challenge(BearerChallenge)
+        /// 503 with `Retry-After`: the token could not be checked (fail closed).
+        case unavailable
+    }
+
+    /// Seconds a client is asked to wait when its token cannot be checked.
+    static let retryAfterSeconds = "2"
+
+    static func authorize(_ outcome: TokenValidator.Outcome, _ auth: RouteAuthorization) -> Result<ValidatedToken, AuthorizationFailure> {
+        switch outcome {
+        case .valid(let token):
+            if let challenge = auth.check(token) { return .failure(.challenge(challenge)) }
+            return .success(token)
+        case .invalid(let why):
+            return .failure(.challenge(auth.challenge(.invalidToken, why)))
+        case .unavailable:
+            return .failure(.unavailable)
+        }
+    }
+
+    /// RFC 6750 §3: the challenge in `WWW-Authenticate`, the same error in the JSON body with the request id.
+    private func writeAuthorizationFailure(_ failure: AuthorizationFailure, requestID: String, close: Bool) {
+        switch failure {
+        case .challenge(let challenge):
+            writeError(
+                status: HTTPResponseStatus(statusCode: challenge.status), message: challenge.description ?? "a bearer token is required",
+                requestID: requestID, close: close, error: challenge.error?.rawValue ?? "unauthorized", headers: [("WWW-Authenticate", challenge.headerValue)]
+            )
+        case .unavailable:
+            writeError(
+                status: .serviceUnavailable, message: "the token cannot be checked now (the authorization server is unreachable); retry later",
+                requestID: requestID, close: close, error: "temporarily_unavailable", headers: [("Retry-After", Self.retryAfterSeconds)]
+            )
+        }
     }
 
     private func connect(_ exchange: Exchange) {
@@ -597,10 +698,10 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     /// A small JSON error body with the request id. Closing errors stop reading the request.
-    private func writeError(status: HTTPResponseStatus, message: String, requestID: String, close: Bool) {
+    private func writeError(status: HTTPResponseStatus, message: String, requestID: String, close: Bool, error: String? = nil, headers extra: [(String, String)] = []) {
         var body = context.channel.allocator.buffer(capacity: 128 + message.utf8.count)
         body.writeString("{\"error\":\"")
-        body.writeString(Self.errorName(status))
+        body.writeString(error ?? Self.errorName(status))
         body.writeString("\",\"message\":")
         body.writeString(JSONEscaping.quoted(message))
         body.writeString(",\"request_id\":\"")
@@ -611,6 +712,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         headers.add(name: "Content-Length", value: String(body.readableBytes))
         headers.add(name: "X-Request-Id", value: requestID)
         headers.add(name: "Cache-Control", value: "no-store")
+        for (name, value) in extra { headers.add(name: name, value: value) }
         if close { headers.add(name: "Connection", value: "close") }
         lastActivity = .now()
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)

@@ -1,19 +1,40 @@
 import GatehouseConfiguration
+import GatehousePolicies
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 
 /// Turns a validated configuration into the immutable tables the data path reads. Target health survives a
-/// reload for clusters that keep their name.
+/// reload for clusters that keep their name; the token validator (and its cache) survives one that keeps the
+/// `authorization_server` section as it was.
 public final class GatewayCompiler: Sendable {
     private let health = NIOLockedValueBox([String: TargetHealth]())
+    private let validator = NIOLockedValueBox<TokenValidator?>(nil)
     /// `Via` value: protocol version and a pseudonym (RFC 9110 §7.6.3).
     public let via: String
+    let logger: Logger
 
-    public init(via: String = "1.1 gatehouse") {
+    public init(via: String = "1.1 gatehouse", logger: Logger = Logger(label: "gatehouse.gateway", factory: { _ in SwiftLogNoOpLogHandler() })) {
         self.via = via
+        self.logger = logger
+    }
+
+    /// The validator for `settings`: the current one when they did not change, else a new one (started; the old
+    /// one stopped).
+    private func tokenValidator(for settings: GatewayConfiguration.AuthorizationServer?) -> TokenValidator? {
+        validator.withLockedValue { current in
+            if let current, current.settings == settings { return current }
+            current?.stop()
+            current = settings.map { TokenValidator(settings: $0, logger: logger) }
+            current?.start()
+            return current
+        }
     }
 
     public func compile(_ configuration: GatewayConfiguration) -> CompiledGateway {
+        let tokenValidator = tokenValidator(for: configuration.authorizationServer)
+        let forwardHeader = configuration.authorizationServer?.forwardHeader ?? "Authorization"
+
         var clusters: [String: CompiledCluster] = [:]
         for cluster in configuration.clusters {
             let detection = cluster.outlierDetection
@@ -51,11 +72,19 @@ public final class GatewayCompiler: Sendable {
             } else if route.stripPrefix {
                 replacement = ""
             }
+            var auth: RouteAuthorization?
+            if let settings = route.auth, settings.mode.requiresToken, let tokenValidator {  // validation requires the validator
+                auth = RouteAuthorization(
+                    mode: settings.mode, scopes: ScopeRequirement(allOf: Set(settings.scopesAllOf), anyOf: Set(settings.scopesAnyOf)),
+                    audiences: Set(settings.audiences), issuers: Set(settings.issuers), realm: settings.realm, validator: tokenValidator,
+                    forwardHeader: forwardHeader
+                )
+            }
             let compiled = CompiledRoute(
                 name: route.name, cluster: cluster, prefixReplacement: replacement,
                 perTryTimeout: .milliseconds(Int64(route.timeouts.perTryMilliseconds)),
                 totalTimeout: .milliseconds(Int64(route.timeouts.totalMilliseconds)),
-                maxBodyBytes: route.maxBodyBytes
+                maxBodyBytes: route.maxBodyBytes, auth: auth
             )
             let match = RouteMatch(
                 host: route.match.host, pathPrefix: route.match.pathPrefix, exactPath: route.match.path,
@@ -71,7 +100,9 @@ public final class GatewayCompiler: Sendable {
             headerReadTimeout: .milliseconds(Int64(configuration.limits.headerReadTimeoutMilliseconds)),
             idleTimeout: .milliseconds(Int64(configuration.limits.idleTimeoutMilliseconds)),
             trustedProxies: configuration.trustedProxies.map { CIDRMatcher(network: $0.address, prefixLength: $0.prefixLength) },
-            via: via
+            via: via,
+            tokenValidator: tokenValidator,
+            forwardHeader: forwardHeader.lowercased() == "authorization" ? nil : forwardHeader
         )
     }
 

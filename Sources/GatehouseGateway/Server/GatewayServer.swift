@@ -71,8 +71,8 @@ public final class GatewayServer: Service, Sendable {
         self.onListening = onListening
     }
 
-    /// True once every listener is bound.
-    public var isReady: Bool { ready.withLockedValue { $0 } }
+    /// True once every listener is bound and, when tokens are checked, the authorization server has been discovered.
+    public var isReady: Bool { ready.withLockedValue { $0 } && (runtime.snapshot.tokenValidator?.isReady ?? true) }
 
     /// Open downstream connections.
     public var connectionCount: Int { connections.withLockedValue { $0.count } }

@@ -1,3 +1,4 @@
+import GatehouseServiceAuth
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore

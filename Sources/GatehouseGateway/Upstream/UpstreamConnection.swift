@@ -21,6 +21,9 @@ public struct TargetKey: Hashable, Sendable, CustomStringConvertible {
         self.port = port
     }
     public var description: String { "\(host):\(port)" }
+
+    /// No target chosen yet.
+    static let unassigned = TargetKey(host: "", port: 0)
 }
 
 /// One keep-alive HTTP/1.1 connection to a target, leased to one exchange at a time.

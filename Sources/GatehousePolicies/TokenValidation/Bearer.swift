@@ -65,7 +65,7 @@ public enum BearerToken {
 }
 
 /// A `WWW-Authenticate: Bearer …` challenge (RFC 6750 §3).
-public struct BearerChallenge: Equatable, Sendable {
+public struct BearerChallenge: Error, Equatable, Sendable {
     public enum ErrorCode: String, Sendable {
         case invalidRequest = "invalid_request"
         case invalidToken = "invalid_token"

@@ -91,6 +91,8 @@ public struct JOSEError: Error, Equatable, CustomStringConvertible, Sendable {
         case notYetValid
         case wrongIssuer
         case wrongAudience
+        /// No key set could be obtained (the authorization server is unreachable): not the token's fault.
+        case keySetUnavailable
     }
 
     public let code: Code

@@ -27,7 +27,8 @@ public actor RemoteJWKSVerifier {
         self.fetcher = fetcher
     }
 
-    /// Verifies a token; throws `JOSEError` (unknownKey when the kid stays unknown).
+    /// Verifies a token; throws `JOSEError` (unknownKey when the kid stays unknown, keySetUnavailable when no key set
+    /// could be fetched at all).
     public func verify(_ token: String) async throws -> AccessTokenClaims {
         let kid = (try? JWSHeader(token: token))?.kid
         let now = clock()
@@ -51,11 +52,16 @@ public actor RemoteJWKSVerifier {
                 current = try await refresh()
             } catch {
                 // The key set could not be fetched (or was not a key set): keep verifying with the cached one.
-                guard current != nil else { throw JOSEError(.unknownKey, "the key set could not be fetched: \(error)") }
+                guard current != nil else { throw JOSEError(.keySetUnavailable, "the key set could not be fetched: \(error)") }
             }
         }
-        guard let current else { throw JOSEError(.unknownKey, "no key set") }
+        guard let current else { throw JOSEError(.keySetUnavailable, "no key set") }
         return try await current.verifyAccessToken(token, policy: verification, now: Int(clock()))
+    }
+
+    /// Fetches the key set now (at start, so that the first request does not wait for it).
+    public func prefetch() async throws {
+        _ = try await refresh()
     }
 
     /// One fetch at a time: callers arriving while one runs share its result.

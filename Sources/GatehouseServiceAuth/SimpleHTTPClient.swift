@@ -1,22 +1,33 @@
+import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 
 /// A response read whole.
 public struct SimpleHTTPResponse: Sendable {
+    public init(status: Int, headers: HTTPHeaders, body: String) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
     public var status: Int
     public var headers: HTTPHeaders
     public var body: String
 }
 
-/// One HTTP/1.1 request on its own connection, read whole: for the gateway's calls to the authorization server
-/// (discovery, JWKS, token-exchange misses), which are rare next to proxied requests.
-enum SimpleHTTPClient {
-    struct Failure: Error, CustomStringConvertible {
-        let description: String
+/// One HTTP/1.1 request on its own connection, read whole: for calls to the authorization server (discovery, JWKS,
+/// token-exchange misses), which are rare next to proxied requests. Responses over 1 MiB are refused.
+public enum SimpleHTTPClient {
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+
+        public init(description: String) {
+            self.description = description
+        }
     }
 
-    static func send(host: String, port: Int, method: HTTPMethod, path: String, headers: HTTPHeaders, body: String?, timeout: TimeAmount, group: any EventLoopGroup) async throws -> SimpleHTTPResponse {
+    public static func send(host: String, port: Int, method: HTTPMethod, path: String, headers: HTTPHeaders, body: String?, timeout: TimeAmount, group: any EventLoopGroup) async throws -> SimpleHTTPResponse {
         let eventLoop = group.next()
         let promise = eventLoop.makePromise(of: SimpleHTTPResponse.self)
         let timer = eventLoop.scheduleTask(in: timeout) { promise.fail(Failure(description: "no answer within \(timeout.nanoseconds / 1_000_000) ms")) }
@@ -86,3 +97,30 @@ enum SimpleHTTPClient {
 
 @available(*, unavailable)
 extension SimpleHTTPClient.ResponseCollector: Sendable {}
+
+extension SimpleHTTPClient {
+    /// A request to an absolute `http://` URL.
+    public static func send(url: String, method: HTTPMethod, headers: HTTPHeaders = [:], body: String? = nil, timeout: TimeAmount, group: any EventLoopGroup) async throws -> SimpleHTTPResponse {
+        guard let components = URLComponents(string: url), components.scheme == "http", let host = components.host, !host.isEmpty else {
+            throw Failure(description: "only absolute http:// URLs are supported: \(url)")
+        }
+        let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
+        var path = components.percentEncodedPath.isEmpty ? "/" : components.percentEncodedPath
+        if let query = components.percentEncodedQuery { path += "?" + query }
+        return try await send(host: bareHost, port: components.port ?? 80, method: method, path: path, headers: headers, body: body, timeout: timeout, group: group)
+    }
+
+    public static func get(url: String, timeout: TimeAmount, group: any EventLoopGroup) async throws -> SimpleHTTPResponse {
+        try await send(url: url, method: .GET, timeout: timeout, group: group)
+    }
+
+    /// `max-age` of a `Cache-Control` value, in seconds.
+    public static func maxAge(_ cacheControl: String?) -> Double? {
+        guard let cacheControl else { return nil }
+        for directive in cacheControl.split(separator: ",") {
+            let parts = directive.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
+            if parts.count == 2, parts[0].lowercased() == "max-age", let value = Double(parts[1]) { return value }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,270 @@
+import Crypto
+import Foundation
+import GatehouseConfiguration
+import GatehousePolicies
+import GatehouseTokens
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// A token the gateway accepted: the JWT it forwards and the claims the per-route checks read.
+public struct ValidatedToken: Sendable, Equatable {
+    /// What the backend receives: the client's JWT itself, or the JWT its opaque token was exchanged for.
+    public var jwt: String
+    public var scopes: Set<String>
+    public var audiences: [String]
+    public var issuer: String
+}
+
+/// Validates bearer tokens for every route of the gateway, shared by all event loops.
+///
+/// JWT-shaped tokens are verified locally against the authorization server's JWKS; other tokens are exchanged at the
+/// authorization server (RFC 8693) for a JWT, which is verified the same way. Both results are cached by the
+/// SHA-256 of the token (`TokenCache`: TTL bounded by the JWT's `exp` and `cache.max_ttl`, negative results for
+/// `cache.negative_ttl`, single flight, LRU bound), so the data path answers a known token synchronously on its
+/// event loop and only a miss leaves it: the fetch runs as a task and resumes the waiting requests on their loops.
+public final class TokenValidator: Sendable {
+    /// How a token is checked.
+    public enum Kind: Sendable {
+        /// Verified locally (a compact JWS).
+        case jwt
+        /// Exchanged at the authorization server.
+        case opaque
+    }
+
+    public enum Outcome: Sendable, Equatable {
+        case valid(ValidatedToken)
+        /// Not acceptable: 401 invalid_token with this description.
+        case invalid(String)
+        /// Cannot be decided now (authorization server or its keys unreachable): 503, fail closed.
+        case unavailable(String)
+    }
+
+    /// A cached token is answered at once; anything else later, on the caller's event loop.
+    public enum Answer {
+        case now(Outcome)
+        case later(EventLoopFuture<Outcome>)
+    }
+
+    /// Counters for the admin endpoint and tests.
+    public struct Statistics: Sendable, Equatable {
+        public var cache: TokenCache<ValidatedToken>.Statistics
+        public var entries: Int
+        /// Exchanges sent to the authorization server.
+        public var exchanges: Int
+        /// Signature verifications done (cache misses of JWTs, and every exchanged JWT).
+        public var verifications: Int
+    }
+
+    private struct State {
+        var cache: TokenCache<ValidatedToken>
+        var waiters: [Int: EventLoopPromise<Outcome>] = [:]
+        var exchanges = 0
+        var verifications = 0
+    }
+
+    public let settings: GatewayConfiguration.AuthorizationServer
+    public let client: AuthorizationServerClient
+    private let keys: RemoteJWKSVerifier
+    private let state: NIOLockedValueBox<State>
+    private let clock: @Sendable () -> Double
+    private let logger: Logger
+    private let discovery = NIOLockedValueBox<Task<Void, Never>?>(nil)
+
+    /// `clock` gives Unix seconds (tests move it).
+    public init(settings: GatewayConfiguration.AuthorizationServer, logger: Logger, clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+        self.settings = settings
+        self.logger = logger
+        self.clock = clock
+        let client = AuthorizationServerClient(issuer: settings.issuer, clientID: settings.clientID, clientSecret: settings.clientSecret)
+        self.client = client
+        state = NIOLockedValueBox(
+            State(
+                cache: TokenCache(
+                    configuration: .init(
+                        capacity: settings.cache.capacity, maxTTL: Double(settings.cache.maxTTLMilliseconds) / 1000,
+                        negativeTTL: Double(settings.cache.negativeTTLMilliseconds) / 1000
+                    )
+                )
+            )
+        )
+        // Issuer and audience are per route (checked by `RouteAuthorization`); the key set decides the signer.
+        keys = RemoteJWKSVerifier(
+            verification: JWTVerificationPolicy(issuers: [], audiences: [], clockSkew: settings.clockSkewMilliseconds / 1000),
+            policy: JWKSRefreshPolicy(
+                minimumTTL: Double(settings.jwks.minTTLMilliseconds) / 1000, maximumTTL: Double(settings.jwks.maxTTLMilliseconds) / 1000,
+                unknownKidInterval: Double(settings.jwks.unknownKidIntervalMilliseconds) / 1000
+            ),
+            clock: clock,
+            fetcher: { try await client.fetchJWKS() }
+        )
+    }
+
+    // MARK: Discovery
+
+    /// Starts discovery (retried with backoff until it succeeds) and then loads the key set.
+    public func start() {
+        discovery.withLockedValue { task in
+            guard task == nil else { return }
+            let retry = settings.discoveryRetry
+            task = Task { [client, keys, logger] in
+                do {
+                    _ = try await client.discover(initial: .milliseconds(retry.initialMilliseconds), maximum: .milliseconds(retry.maxMilliseconds), logger: logger)
+                    try await keys.prefetch()
+                } catch is CancellationError {
+                } catch {
+                    // Requests will fetch the key set when they need it.
+                    logger.warning("the authorization server's key set could not be loaded yet", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    public func stop() {
+        discovery.withLockedValue { $0?.cancel() }
+    }
+
+    /// Whether the authorization server's metadata has been read (the gateway is not ready before).
+    public var isReady: Bool { client.metadata != nil }
+
+    public var statistics: Statistics {
+        state.withLockedValue { Statistics(cache: $0.cache.statistics, entries: $0.cache.count, exchanges: $0.exchanges, verifications: $0.verifications) }
+    }
+
+    // MARK: Validation
+
+    /// Validates `token` from a request on `loop`.
+    public func validate(_ token: String, kind: Kind, on loop: any EventLoop) -> Answer {
+        let key = TokenKey(digest: SHA256.hash(data: Array(token.utf8)))
+        let now = clock()
+        let (lookup, promise) = state.withLockedValue { state -> (TokenCache<ValidatedToken>.Lookup, EventLoopPromise<Outcome>?) in
+            let lookup = state.cache.lookup(key, now: now)
+            switch lookup {
+            case .fetch(let waiter), .wait(let waiter):
+                let promise = loop.makePromise(of: Outcome.self)
+                state.waiters[waiter] = promise
+                return (lookup, promise)
+            case .active, .inactive:
+                return (lookup, nil)
+            }
+        }
+        switch lookup {
+        case .active(let token):
+            return .now(.valid(token))
+        case .inactive:
+            return .now(.invalid("the token is not active"))
+        case .wait:
+            return .later(promise!.futureResult)
+        case .fetch:
+            Task { await self.fetch(token, kind: kind, key: key) }
+            return .later(promise!.futureResult)
+        }
+    }
+
+    private func fetch(_ token: String, kind: Kind, key: TokenKey) async {
+        let (outcome, result) = await resolve(token, kind: kind)
+        let promises = state.withLockedValue { state in
+            state.cache.complete(key, result: result, now: clock()).compactMap { state.waiters.removeValue(forKey: $0) }
+        }
+        for promise in promises { promise.succeed(outcome) }
+    }
+
+    private func resolve(_ token: String, kind: Kind) async -> (Outcome, TokenCache<ValidatedToken>.FetchResult) {
+        guard client.metadata != nil else { return (.unavailable("the authorization server has not been discovered yet"), .failed) }
+        switch kind {
+        case .jwt:
+            return await verify(token, notAfter: nil)
+        case .opaque:
+            state.withLockedValue { $0.exchanges += 1 }
+            switch await client.exchange(token) {
+            case .jwt(let jwt, let expiresAt):
+                let (outcome, result) = await verify(jwt, notAfter: expiresAt)
+                if case .invalid(let why) = outcome {
+                    // The authorization server's own JWT does not verify: nothing the client can fix, nothing to cache.
+                    logger.error("a JWT from the token exchange did not verify", metadata: ["reason": "\(why)"])
+                    return (.unavailable("the exchanged token could not be verified"), .failed)
+                }
+                return (outcome, result)
+            case .inactive:
+                return (.invalid("the token is not active"), .inactive)
+            case .unavailable(let why):
+                logger.warning("token exchange failed", metadata: ["reason": "\(why)"])
+                return (.unavailable("the authorization server cannot be reached"), .failed)
+            }
+        }
+    }
+
+    private func verify(_ jwt: String, notAfter: Double?) async -> (Outcome, TokenCache<ValidatedToken>.FetchResult) {
+        state.withLockedValue { $0.verifications += 1 }
+        do {
+            let claims = try await keys.verify(jwt)
+            let validated = ValidatedToken(jwt: jwt, scopes: claims.scopes, audiences: claims.aud, issuer: claims.iss)
+            return (.valid(validated), .active(validated, expiresAt: min(Double(claims.exp), notAfter ?? .infinity)))
+        } catch let error as JOSEError {
+            if error.code == .keySetUnavailable { return (.unavailable("the authorization server's keys cannot be loaded"), .failed) }
+            return (.invalid(Self.describe(error)), .inactive)
+        } catch {
+            return (.invalid("the token is not a valid JWT"), .inactive)
+        }
+    }
+
+    /// A client-facing description (never the token).
+    static func describe(_ error: JOSEError) -> String {
+        switch error.code {
+        case .expired: "the token has expired"
+        case .notYetValid: "the token is not valid yet"
+        case .algorithmNotAllowed: "the token's algorithm is not accepted"
+        case .unknownKey: "the token's signing key is not known"
+        case .badSignature: "the token's signature does not verify"
+        case .wrongType: "the token is not an access token (typ at+jwt)"
+        case .wrongIssuer: "the token's issuer is not accepted"
+        case .wrongAudience: "the token's audience is not accepted"
+        case .malformed, .invalidKey, .keySetUnavailable: "the token is not a valid JWT"
+        }
+    }
+}
+
+/// A route's token policy, compiled: which tokens it takes and what they must carry.
+public struct RouteAuthorization: Sendable {
+    public var mode: GatewayConfiguration.Route.Auth.Mode
+    public var scopes: ScopeRequirement
+    /// Empty: any audience.
+    public var audiences: Set<String>
+    /// Empty: any issuer the key set verifies.
+    public var issuers: Set<String>
+    public var realm: String
+    public var validator: TokenValidator
+    /// Request header the JWT goes upstream in (`Authorization` as `Bearer <jwt>`, else the bare JWT).
+    public var forwardHeader: String
+
+    /// The kind of check for a presented token, or why the route does not take it.
+    public func kind(of token: String) -> Result<TokenValidator.Kind, BearerChallenge> {
+        if BearerToken.isJWTShaped(token) {
+            guard mode.acceptsJWT else { return .failure(challenge(.invalidToken, "this route takes opaque access tokens, not JWTs")) }
+            return .success(.jwt)
+        }
+        guard mode.acceptsOpaque else { return .failure(challenge(.invalidToken, "this route takes JWT access tokens")) }
+        return .success(.opaque)
+    }
+
+    /// The route's own checks on a validated token: nil when it may pass.
+    public func check(_ token: ValidatedToken) -> BearerChallenge? {
+        if !issuers.isEmpty && !issuers.contains(token.issuer) { return challenge(.invalidToken, "the token's issuer is not accepted here") }
+        if !audiences.isEmpty && !token.audiences.contains(where: audiences.contains) {
+            return challenge(.invalidToken, "the token's audience is not accepted here")
+        }
+        if let missing = scopes.missing(from: token.scopes) {
+            return BearerChallenge(realm: realm, error: .insufficientScope, description: "the token lacks a required scope", scope: missing)
+        }
+        return nil
+    }
+
+    public func challenge(_ error: BearerChallenge.ErrorCode?, _ description: String? = nil) -> BearerChallenge {
+        BearerChallenge(realm: realm, error: error, description: description)
+    }
+
+    /// The value of `forwardHeader` for a token.
+    public func forwardValue(_ token: ValidatedToken) -> String {
+        HeaderHygiene.equalsIgnoringCase(forwardHeader, "authorization") ? "Bearer " + token.jwt : token.jwt
+    }
+}
