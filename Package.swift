@@ -146,7 +146,7 @@ let package = Package(
         .testTarget(
             name: "GatehouseTokensTests",
             dependencies: [
-                "GatehouseTokens", .product(name: "JWTKit", package: "jwt-kit"), .product(name: "Crypto", package: "swift-crypto"),
+                "GatehouseTokens", "GatehouseServiceAuth", "GatehousePolicies", .product(name: "JWTKit", package: "jwt-kit"), .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings

@@ -1,5 +1,6 @@
 import Foundation
 import GatehouseConfiguration
+import GatehousePolicies
 import GatehouseServiceAuth
 import GatehouseStore
 import GatehouseTokens
@@ -21,28 +22,61 @@ import Testing
         return port
     }
 
-    @Test func discoversExchangesAndFailsClosed() async throws {
-        let port = try Self.freePort()
-        var configuration = try testConfiguration()
-        configuration.issuer = "http://127.0.0.1:\(port)"
-        var template = Array("/tmp/gatehouse-gwclient-XXXXXX".utf8CString)
-        let directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        let store = try await SQLiteAuthStore.open(.init(path: directory + "/auth.sqlite", fullSync: false), logger: logger)
-        let keys = KeyManager.forServer(configuration, dataDirectory: directory, logger: logger)
-        try await keys.reload()
-        let server = try AuthorizationServer(configuration: configuration, store: store, keys: keys, logger: logger)
-        try await server.registerConfiguredClientsAndUsers()
+    /// A real authorization server (not started yet: run `application`) on a free port, its store, and a cleanup.
+    struct LocalAuthorizationServer {
+        let port: Int
+        let configuration: AuthServerConfiguration
+        let server: AuthorizationServer
+        let store: SQLiteAuthStore
+        let directory: String
+        let logger: Logger
 
+        static func make() async throws -> LocalAuthorizationServer {
+            let port = try GatewayClientTests.freePort()
+            var configuration = try testConfiguration()
+            configuration.issuer = "http://127.0.0.1:\(port)"
+            var template = Array("/tmp/gatehouse-gwclient-XXXXXX".utf8CString)
+            let directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+            var logger = Logger(label: "test")
+            logger.logLevel = .critical
+            let store = try await SQLiteAuthStore.open(.init(path: directory + "/auth.sqlite", fullSync: false), logger: logger)
+            let keys = KeyManager.forServer(configuration, dataDirectory: directory, logger: logger)
+            try await keys.reload()
+            let server = try AuthorizationServer(configuration: configuration, store: store, keys: keys, logger: logger)
+            try await server.registerConfiguredClientsAndUsers()
+            return LocalAuthorizationServer(port: port, configuration: configuration, server: server, store: store, directory: directory, logger: logger)
+        }
+
+        func serviceGroup() -> ServiceGroup {
+            ServiceGroup(configuration: .init(services: [.init(service: server.application(host: "127.0.0.1", port: port))], logger: logger))
+        }
+
+        /// An opaque access token from the client_credentials grant.
+        func issueToken(scope: String) async throws -> String {
+            let issued = try await SimpleHTTPClient.send(
+                host: "127.0.0.1", port: port, method: .POST, path: "/token",
+                headers: ["Content-Type": "application/x-www-form-urlencoded", "Authorization": "Basic " + Data("demo-service:demo-service-secret".utf8).base64EncodedString()],
+                body: "grant_type=client_credentials&scope=\(scope)", timeout: .seconds(2), group: MultiThreadedEventLoopGroup.singleton
+            )
+            return try #require((try JSONSerialization.jsonObject(with: Data(issued.body.utf8)) as? [String: Any])?["access_token"] as? String)
+        }
+
+        func close() async throws {
+            try await store.close()
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
+
+    @Test func discoversExchangesAndFailsClosed() async throws {
+        let local = try await LocalAuthorizationServer.make()
+        let (port, configuration, logger) = (local.port, local.configuration, local.logger)
         let client = AuthorizationServerClient(issuer: configuration.issuer, clientID: "gatehouse-gateway", clientSecret: "gatehouse-gateway-secret", timeout: .seconds(2))
         #expect(await client.exchange("anything") == .unavailable("the authorization server has not been discovered"))
 
         // Discovery starts before the server is up and keeps retrying until it answers.
         let discovery = Task { try await client.discover(initial: .milliseconds(20), maximum: .milliseconds(100), logger: logger) }
         try await Task.sleep(for: .milliseconds(150))
-        let group = ServiceGroup(configuration: .init(services: [.init(service: server.application(host: "127.0.0.1", port: port))], logger: logger))
+        let group = local.serviceGroup()
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             let metadata = try await discovery.value
@@ -50,12 +84,7 @@ import Testing
             #expect(metadata.tokenEndpoint == "http://127.0.0.1:\(port)/token")
 
             // A real opaque token, exchanged for a JWT that verifies against the published keys.
-            let issued = try await SimpleHTTPClient.send(
-                host: "127.0.0.1", port: port, method: .POST, path: "/token",
-                headers: ["Content-Type": "application/x-www-form-urlencoded", "Authorization": "Basic " + Data("demo-service:demo-service-secret".utf8).base64EncodedString()],
-                body: "grant_type=client_credentials&scope=orders:read", timeout: .seconds(2), group: MultiThreadedEventLoopGroup.singleton
-            )
-            let opaque = try #require((try JSONSerialization.jsonObject(with: Data(issued.body.utf8)) as? [String: Any])?["access_token"] as? String)
+            let opaque = try await local.issueToken(scope: "orders:read")
             guard case .jwt(let jwt, let expiresAt) = await client.exchange(opaque) else {
                 Issue.record("expected a JWT")
                 return
@@ -79,7 +108,123 @@ import Testing
             Issue.record("expected unavailable")
             return
         }
-        try await store.close()
+        try await local.close()
+    }
+
+    /// Resolves an answer of the validator (waiting for a miss).
+    func outcome(_ answer: TokenValidator.Answer) async throws -> TokenValidator.Outcome {
+        switch answer {
+        case .now(let outcome): outcome
+        case .later(let future): try await future.get()
+        }
+    }
+
+    @Test func validatorCachesSharesExchangesAndFailsClosed() async throws {
+        let local = try await LocalAuthorizationServer.make()
+        let settings = GatewayConfiguration.AuthorizationServer(
+            issuer: local.configuration.issuer, clientID: "gatehouse-gateway", clientSecret: "gatehouse-gateway-secret",
+            discoveryRetry: .init(initialMilliseconds: 20, maxMilliseconds: 100)
+        )
+        let validator = TokenValidator(settings: settings, logger: local.logger)
+        validator.start()
+        defer { validator.stop() }
+        let group = local.serviceGroup()
+        let loops = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            while !validator.isReady { try await Task.sleep(for: .milliseconds(20)) }
+            let opaque = try await local.issueToken(scope: "orders:read")
+
+            // 400 concurrent requests on two event loops with one new token: one exchange, the rest wait for it.
+            let answers = (0..<400).map { index in
+                let loop = loops.next()
+                return loop.submit { validator.validate(opaque, kind: .opaque, on: loop) }
+            }
+            var jwt: String?
+            for answer in answers {
+                guard case .valid(let token) = try await outcome(try await answer.get()) else {
+                    Issue.record("expected a valid token")
+                    return
+                }
+                #expect(token.scopes == ["orders:read"])
+                #expect(token.issuer == local.configuration.issuer)
+                jwt = token.jwt
+            }
+            #expect(validator.statistics.exchanges == 1)
+            #expect(validator.statistics.cache.misses == 1)
+
+            // Now cached: answered at once, on the caller's loop.
+            let loop = loops.next()
+            guard case .now(.valid) = try await loop.submit({ validator.validate(opaque, kind: .opaque, on: loop) }).get() else {
+                Issue.record("expected a synchronous hit")
+                return
+            }
+
+            // The JWT itself verifies locally (no exchange); a tampered copy does not, and is remembered as bad.
+            let exchangesBefore = validator.statistics.exchanges
+            guard case .valid = try await outcome(try await loop.submit({ validator.validate(jwt!, kind: .jwt, on: loop) }).get()) else {
+                Issue.record("expected the JWT to verify")
+                return
+            }
+            var parts = jwt!.split(separator: ".").map(String.init)
+            let payload = String(decoding: Base64URL.decode(parts[1])!, as: UTF8.self).replacingOccurrences(of: "orders:read", with: "orders:write")
+            parts[1] = Base64URL.encode(Array(payload.utf8))
+            let tampered = parts.joined(separator: ".")
+            #expect(try await outcome(try await loop.submit({ validator.validate(tampered, kind: .jwt, on: loop) }).get()) == .invalid("the token's signature does not verify"))
+            guard case .now(.invalid) = try await loop.submit({ validator.validate(tampered, kind: .jwt, on: loop) }).get() else {
+                Issue.record("expected a negative cache hit")
+                return
+            }
+            #expect(validator.statistics.exchanges == exchangesBefore)
+
+            // An unknown opaque token is inactive (exchanged once, then remembered).
+            #expect(try await outcome(try await loop.submit({ validator.validate("not-a-real-token", kind: .opaque, on: loop) }).get()) == .invalid("the token is not active"))
+            #expect(validator.statistics.cache.negativeHits >= 1)
+
+            // Per-route checks on the validated token.
+            guard case .now(.valid(let token)) = try await loop.submit({ validator.validate(opaque, kind: .opaque, on: loop) }).get() else {
+                Issue.record("expected a synchronous hit")
+                return
+            }
+            var route = RouteAuthorization(
+                mode: .any, scopes: .init(allOf: ["orders:read"]), audiences: [local.configuration.tokens.jwtAudience], issuers: [local.configuration.issuer],
+                realm: "api", validator: validator, forwardHeader: "Authorization"
+            )
+            #expect(route.check(token) == nil)
+            #expect(route.forwardValue(token) == "Bearer " + token.jwt)
+            route.scopes = .init(allOf: ["orders:write"])
+            #expect(route.check(token) == BearerChallenge(realm: "api", error: .insufficientScope, description: "the token lacks a required scope", scope: "orders:write"))
+            route.scopes = .init()
+            route.audiences = ["https://elsewhere.example"]
+            #expect(route.check(token)?.error == .invalidToken)
+            route.audiences = []
+            route.issuers = ["https://other-issuer.example"]
+            #expect(route.check(token)?.error == .invalidToken)
+            route.mode = .opaque
+            #expect(route.kind(of: token.jwt) == .failure(route.challenge(.invalidToken, "this route takes opaque access tokens, not JWTs")))
+            route.mode = .jwt
+            #expect(route.kind(of: opaque) == .failure(route.challenge(.invalidToken, "this route takes JWT access tokens")))
+
+            let uncached = try await local.issueToken(scope: "orders:read")
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+
+            // The authorization server is gone: the cached token still passes, a new one fails closed (not cached).
+            guard case .now(.valid) = try await loop.submit({ validator.validate(opaque, kind: .opaque, on: loop) }).get() else {
+                Issue.record("expected the cached token to pass")
+                return
+            }
+            guard case .unavailable = try await outcome(try await loop.submit({ validator.validate(uncached, kind: .opaque, on: loop) }).get()) else {
+                Issue.record("expected unavailable")
+                return
+            }
+            guard case .later = try await loop.submit({ validator.validate(uncached, kind: .opaque, on: loop) }).get() else {
+                Issue.record("a failed exchange must not be cached")
+                return
+            }
+        }
+        try await loops.shutdownGracefully()
+        try await local.close()
     }
 
     @Test func discoveryRefusesAMixedUpIssuer() async throws {

@@ -258,14 +258,20 @@ def write_config(
     jwt_audience: Optional[str] = None,
     signing: Optional[dict] = None,
     extra_clients: str = "",
+    access_token_lifetime: str = "1h",
+    tokens_extra: Optional[dict] = None,
 ) -> Path:
     """Writes a config of the contract's shape. The listen port / issuer say 9000;
     the tests always pass `--port 0`, so the issuer must follow the real port.
 
     Optional (omitted unless given, so the default config is unchanged): `jwt_audience` (tokens.jwt_audience),
     `signing` (a flat mapping written as the `signing:` section, e.g. {"algorithm": "RS256", "jwks_max_age": "2s"}),
-    `extra_clients` (YAML list items, indented by two spaces like the others, appended to `clients:`)."""
-    tokens_extra = f"  jwt_audience: {jwt_audience}\n" if jwt_audience is not None else ""
+    `extra_clients` (YAML list items, indented by two spaces like the others, appended to `clients:`),
+    `access_token_lifetime` (tokens.access_token_lifetime, default 1h), `tokens_extra` (further `tokens:` keys, e.g.
+    {"jwt_max_lifetime": "5s", "exchange_reuse_period": "0s"})."""
+    tokens_lines = f"  jwt_audience: {jwt_audience}\n" if jwt_audience is not None else ""
+    for key, value in (tokens_extra or {}).items():
+        tokens_lines += f"  {key}: {value}\n"
     signing_section = (
         "signing: {" + ", ".join(f"{k}: {v}" for k, v in signing.items()) + "}\n" if signing is not None else ""
     )
@@ -277,13 +283,13 @@ listen: {{host: 127.0.0.1, port: 9000}}
 storage:
   sqlite: {{file: auth.sqlite, synchronous: {synchronous}}}
 tokens:
-  access_token_lifetime: 1h
+  access_token_lifetime: {access_token_lifetime}
   implicit_access_token_lifetime: 15m
   authorization_code_lifetime: 60s
   refresh_token_idle_lifetime: 14d
   refresh_token_absolute_lifetime: 90d
   refresh_token_reuse_grace: {refresh_token_reuse_grace}
-{tokens_extra}{signing_section}pkce: {{require_for_confidential_clients: true}}
+{tokens_lines}{signing_section}pkce: {{require_for_confidential_clients: true}}
 login:
   max_failures_before_delay: 5
   base_delay: 1s
@@ -353,11 +359,12 @@ class _Drain(threading.Thread):
 class GatehouseServer:
     """One `gatehouse auth` process."""
 
-    def __init__(self, binary: Path, config: Path, data_dir: Path, extra_args: tuple[str, ...] = ()):
+    def __init__(self, binary: Path, config: Path, data_dir: Path, extra_args: tuple[str, ...] = (), port: int = 0):
         self.binary = binary
         self.config = config
         self.data_dir = data_dir
         self.extra_args = extra_args
+        self.requested_port = port  # 0: a free port chosen by the server (the default)
         self.proc: Optional[subprocess.Popen] = None
         self.listening: Optional[dict] = None
         self._listening_event = threading.Event()
@@ -382,7 +389,7 @@ class GatehouseServer:
             str(self.binary), "auth",
             "--config", str(self.config),
             "--data-dir", str(self.data_dir),
-            "--port", "0",
+            "--port", str(self.requested_port),
             *self.extra_args,
         ]
         self.proc = subprocess.Popen(
@@ -679,3 +686,220 @@ def start_gateway_process(config: Path) -> subprocess.Popen:
             break
     proc.kill()
     pytest.fail(f"gatehouse gateway never printed its listening line (exit {proc.poll()})", pytrace=False)
+
+
+# --------------------------------------------------------------------------
+# gateway tests with token validation: free ports, an echo backend, a managed gateway process
+# --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for processes whose port must be known before they start)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class EchoRequest:
+    """One request as the echo backend received it."""
+
+    method: str
+    path: str
+    headers: list  # (name, value) pairs in arrival order
+
+    def header(self, name: str) -> Optional[str]:
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def header_values(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+class EchoBackend:
+    """A threaded HTTP/1.1 keep-alive backend on 127.0.0.1 port 0 that records every request (method, path,
+    headers) and answers 200 with them as JSON: {"path":..., "headers": [[name, value], ...]}."""
+
+    def __init__(self, name: str = "backend"):
+        self.name = name
+        self.requests: list[EchoRequest] = []
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                import socket
+
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def _any(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                seen = EchoRequest(self.command, self.path, list(self.headers.items()))
+                with outer._lock:
+                    outer.requests.append(seen)
+                body = json.dumps({"backend": outer.name, "method": seen.method, "path": seen.path, "headers": seen.headers}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _any
+
+            def log_message(self, fmt, *args):
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 1024  # bursts of connections from the gateway's pools
+
+            def handle_error(self, request, client_address):
+                pass
+
+        self._httpd = Server(("127.0.0.1", 0), Handler)
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"echo-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def snapshot(self) -> list[EchoRequest]:
+        with self._lock:
+            return list(self.requests)
+
+    def by_request_id(self, request_id: str) -> list[EchoRequest]:
+        return [r for r in self.snapshot() if r.header("X-Request-Id") == request_id]
+
+    def close(self):
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class GatewayProcess:
+    """One `gatehouse gateway --config FILE --log-level LEVEL` process: stdout/stderr drained into buffers (so tests
+    can scan them), the port from the `{"event":"listening","service":"gateway","ports":[N]}` line, the admin
+    listener (if the config has one) at `admin_port`, SIGTERM on stop."""
+
+    def __init__(self, config: Path, admin_port: Optional[int] = None, log_level: str = "info", binary: Optional[Path] = None):
+        self.binary = binary or gatehouse_binary()
+        self.config = config
+        self.admin_port = admin_port
+        self.log_level = log_level
+        self.proc: Optional[subprocess.Popen] = None
+        self.listening: Optional[dict] = None
+        self._listening_event = threading.Event()
+        self._stdout: Optional[_Drain] = None
+        self._stderr: Optional[_Drain] = None
+        self.exit_code: Optional[int] = None
+        self.needed_sigkill = False
+
+    def _on_stdout_line(self, line: str):
+        line = line.strip()
+        if line.startswith("{"):
+            obj = json.loads(line)
+            if isinstance(obj, dict) and obj.get("event") == "listening" and not self._listening_event.is_set():
+                self.listening = obj
+                self._listening_event.set()
+
+    @property
+    def command(self) -> list[str]:
+        return [str(self.binary), "gateway", "--config", str(self.config), "--log-level", self.log_level]
+
+    def start(self) -> "GatewayProcess":
+        self.proc = subprocess.Popen(
+            self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(self.config.parent)
+        )
+        self._stdout = _Drain(self.proc.stdout, "gateway-stdout", self._on_stdout_line)
+        self._stderr = _Drain(self.proc.stderr, "gateway-stderr")
+        self._stdout.start()
+        self._stderr.start()
+        deadline = time.monotonic() + LISTEN_TIMEOUT
+        while not self._listening_event.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop(check=False)
+                pytest.fail(
+                    f"gateway exited ({self.proc.returncode}) or printed no listening line within {LISTEN_TIMEOUT}s.\n"
+                    f"command: {' '.join(self.command)}\nconfig:\n{self.config.read_text()}\n"
+                    f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}",
+                    pytrace=False,
+                )
+        return self
+
+    @property
+    def port(self) -> int:
+        return int(self.listening["ports"][0])
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def admin_url(self, path: str) -> str:
+        assert self.admin_port, "this gateway has no admin listener"
+        return f"http://127.0.0.1:{self.admin_port}{path}"
+
+    def readyz(self) -> Optional[int]:
+        """Status of GET /readyz, or None while the admin listener does not answer."""
+        try:
+            return requests.get(self.admin_url("/readyz"), timeout=2).status_code
+        except requests.RequestException:
+            return None
+
+    def wait_ready(self, timeout: float = 15.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.readyz() == 200:
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        pytest.fail(f"gateway /readyz did not answer 200 within {timeout}s\n--- stderr ---\n{self.stderr[-4000:]}", pytrace=False)
+
+    def token_cache(self) -> dict:
+        r = requests.get(self.admin_url("/token-cache"), timeout=5)
+        assert r.status_code == 200, f"GET /token-cache -> {r.status_code}: {r.text[:300]}"
+        return r.json()
+
+    @property
+    def stdout(self) -> str:
+        return self._stdout.text() if self._stdout else ""
+
+    @property
+    def stderr(self) -> str:
+        return self._stderr.text() if self._stderr else ""
+
+    @property
+    def logs(self) -> str:
+        return self.stdout + self.stderr
+
+    def stop(self, check: bool = True) -> Optional[int]:
+        """SIGTERM, wait up to 10 s, then SIGKILL. Idempotent. With check, asserts a graceful exit 0."""
+        if self.proc is None:
+            return None
+        if self.exit_code is None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self.needed_sigkill = True
+                    self.proc.kill()
+                    self.proc.wait(10)
+            self.exit_code = self.proc.returncode
+            for d in (self._stdout, self._stderr):
+                if d is not None:
+                    d.join(5)
+        if check:
+            assert not self.needed_sigkill, f"gateway did not exit within {STOP_TIMEOUT}s of SIGTERM\n--- stderr ---\n{self.stderr[-4000:]}"
+            assert self.exit_code == 0, f"gateway exited with {self.exit_code} after SIGTERM\n--- stderr ---\n{self.stderr[-4000:]}"
+        return self.exit_code

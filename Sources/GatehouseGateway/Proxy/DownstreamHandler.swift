@@ -355,7 +355,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         if let auth = route.auth {
             // The client's credentials stay here; the backend gets the gateway's JWT (and no client-made copy of it).
             headers.remove(name: "authorization")
-            headers.remove(name: auth.forwardHeader)
+            if !auth.forwardsBearer { headers.remove(name: auth.forwardHeader) }
             if let token { headers.add(name: auth.forwardHeader, value: auth.forwardValue(token)) }
         } else if let forwardHeader = gateway.forwardHeader {
             headers.remove(name: forwardHeader)

@@ -197,15 +197,19 @@ public struct TokenKey: Hashable, Sendable {
     public var words: (UInt64, UInt64, UInt64, UInt64)
 
     public init(digest: some Sequence<UInt8>) {
-        var bytes = Array(digest)
-        precondition(bytes.count == 32, "a SHA-256 digest has 32 bytes")
-        func word(_ offset: Int) -> UInt64 {
-            var value: UInt64 = 0
-            for index in offset..<offset + 8 { value = value << 8 | UInt64(bytes[index]) }
-            return value
+        var words: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        var count = 0
+        for byte in digest {
+            switch count / 8 {
+            case 0: words.0 = words.0 << 8 | UInt64(byte)
+            case 1: words.1 = words.1 << 8 | UInt64(byte)
+            case 2: words.2 = words.2 << 8 | UInt64(byte)
+            default: words.3 = words.3 << 8 | UInt64(byte)
+            }
+            count += 1
         }
-        words = (word(0), word(8), word(16), word(24))
-        bytes.removeAll()
+        precondition(count == 32, "a SHA-256 digest has 32 bytes")
+        self.words = words
     }
 
     public static func == (lhs: TokenKey, rhs: TokenKey) -> Bool {

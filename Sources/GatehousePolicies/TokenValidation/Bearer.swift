@@ -12,19 +12,24 @@ public enum BearerToken {
     public static func extract(authorizationValues: [String]) -> Result<String, Problem> {
         guard let value = authorizationValues.first else { return .failure(.missing) }
         guard authorizationValues.count == 1 else { return .failure(.malformed("more than one Authorization header")) }
-        let bytes = Array(value.utf8)
-        guard bytes.count > 7, bytes[0..<6].map({ $0 | 0x20 }) == Array("bearer".utf8), bytes[6] == UInt8(ascii: " ") else {
-            return .failure(.missing)  // another scheme (Basic, …) is not a bearer token
+        let utf8 = value.utf8
+        var index = utf8.startIndex
+        for expected in "bearer ".utf8 {
+            guard index != utf8.endIndex else { return .failure(.missing) }
+            let byte = utf8[index]
+            // The scheme is case-insensitive; the space is not a letter, so it is compared as is.
+            guard (expected == UInt8(ascii: " ") ? byte : byte | 0x20) == expected else { return .failure(.missing) }  // another scheme
+            utf8.formIndex(after: &index)
         }
-        var start = 7
-        while start < bytes.count && bytes[start] == UInt8(ascii: " ") { start += 1 }
-        let token = bytes[start...]
+        guard index != utf8.endIndex else { return .failure(.missing) }  // "Bearer " and nothing else
+        while index != utf8.endIndex && utf8[index] == UInt8(ascii: " ") { utf8.formIndex(after: &index) }
+        let token = utf8[index...]
         guard isB64Token(token) else { return .failure(.malformed("the bearer token is not a b64token (RFC 6750 §2.1)")) }
-        return .success(String(decoding: token, as: UTF8.self))
+        return .success(String(Substring(token)))
     }
 
     /// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`, at most 8 KiB.
-    static func isB64Token(_ token: ArraySlice<UInt8>) -> Bool {
+    static func isB64Token(_ token: some Collection<UInt8>) -> Bool {
         guard !token.isEmpty, token.count <= 8192 else { return false }
         var sawPadding = false
         var body = 0
@@ -130,8 +135,7 @@ public struct ScopeRequirement: Equatable, Sendable {
 
     /// Nil when `granted` satisfies the requirement, else the scope value to put in the challenge.
     public func missing(from granted: Set<String>) -> String? {
-        let lacking = allOf.subtracting(granted)
-        if !lacking.isEmpty { return (allOf.sorted()).joined(separator: " ") }
+        if !allOf.isSubset(of: granted) { return allOf.sorted().joined(separator: " ") }
         if !anyOf.isEmpty && anyOf.isDisjoint(with: granted) { return anyOf.sorted().joined(separator: " ") }
         return nil
     }
