@@ -9,7 +9,9 @@ import NIOPosix
 /// the key set is loaded from the authorization server's `jwks_uri`, kept per its `Cache-Control` (bounded by
 /// `refresh`), and fetched again for an unknown `kid` at most once per `refresh.unknownKidInterval` (a burst of
 /// tokens with a new `kid` makes one request). Each request's token is checked for signature (an asymmetric
-/// algorithm from the allow-list; never `none`), type `at+jwt`, issuer, audience, expiry and scopes.
+/// algorithm from the allow-list; never `none`), type `at+jwt`, issuer, audience, expiry and scopes. A signed
+/// RFC 9701 introspection response (`typ: token-introspection+jwt`, what a gateway with `exchange:
+/// introspection_jwt` forwards) is accepted too: its introspected token gets the same checks.
 public final class ServiceTokenVerifier: Sendable {
     public struct Configuration: Sendable {
         /// Required: where the key set is published (the authorization server's `jwks_uri`); `http://` URLs.
@@ -115,7 +117,12 @@ public final class ServiceTokenVerifier: Sendable {
         }
         let claims: AccessTokenClaims
         do {
-            claims = try await verifier.verify(token)
+            // A gateway configured with `exchange: introspection_jwt` forwards the RFC 9701 response it verified.
+            if (try? JWSHeader(token: token))?.typ?.lowercased().hasSuffix(IntrospectionResponse.type) == true {
+                claims = try await verifier.verifyIntrospectionResponse(token, requester: nil)
+            } else {
+                claims = try await verifier.verify(token)
+            }
         } catch let error as JOSEError {
             if error.code == .keySetUnavailable { return .failure(Rejection(.keysUnavailable, error.message)) }
             return .failure(Rejection(.invalidToken, error.message))

@@ -119,6 +119,50 @@ import Testing
         }
     }
 
+    @Test func introspectionJWTModeVerifiesAndForwardsTheSignedResponse() async throws {
+        let local = try await LocalAuthorizationServer.make()
+        let settings = GatewayConfiguration.AuthorizationServer(
+            issuer: local.configuration.issuer, clientID: "gatehouse-gateway", clientSecret: "gatehouse-gateway-secret", exchange: .introspectionJWT,
+            discoveryRetry: .init(initialMilliseconds: 20, maxMilliseconds: 100)
+        )
+        let validator = TokenValidator(settings: settings, logger: local.logger)
+        validator.start()
+        defer { validator.stop() }
+        let group = local.serviceGroup()
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            while !validator.isReady { try await Task.sleep(for: .milliseconds(20)) }
+            let loop = MultiThreadedEventLoopGroup.singleton.next()
+            let opaque = try await local.issueToken(scope: "orders:read")
+            guard case .valid(let token) = try await outcome(try await loop.submit({ validator.validate(opaque, kind: .opaque, on: loop) }).get()) else {
+                Issue.record("expected the token to be active")
+                return
+            }
+            #expect(token.scopes == ["orders:read"])
+            #expect(token.issuer == local.configuration.issuer)
+            #expect(try JWSHeader(token: token.jwt).typ == "token-introspection+jwt")
+            #expect(validator.statistics.exchanges == 1)
+            #expect(try await outcome(try await loop.submit({ validator.validate("not-a-token", kind: .opaque, on: loop) }).get()) == .invalid("the token is not active"))
+
+            // A backend behind a gateway in this mode verifies the forwarded response with the same library.
+            let backend = ServiceTokenVerifier(
+                configuration: .init(jwksURL: local.configuration.issuer + "/.well-known/jwks.json", issuer: local.configuration.issuer, audiences: [local.configuration.tokens.jwtAudience])
+            )
+            let claims = try await backend.verify(authorization: ["Bearer " + token.jwt], requiring: .init(allOf: ["orders:read"])).get()
+            #expect(claims.client_id == "demo-service")
+            var parts = token.jwt.split(separator: ".").map(String.init)
+            parts[1] = Base64URL.encode(Array(String(decoding: Base64URL.decode(parts[1])!, as: UTF8.self).replacingOccurrences(of: "orders:read", with: "orders:admin").utf8))
+            guard case .failure(let rejection) = await backend.verify(authorization: ["Bearer " + parts.joined(separator: ".")]) else {
+                Issue.record("a tampered response must not verify")
+                return
+            }
+            #expect(rejection.code == .invalidToken)
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        try await local.close()
+    }
+
     @Test func validatorCachesSharesExchangesAndFailsClosed() async throws {
         let local = try await LocalAuthorizationServer.make()
         let settings = GatewayConfiguration.AuthorizationServer(
@@ -218,8 +262,12 @@ import Testing
                 Issue.record("expected unavailable")
                 return
             }
-            guard case .later = try await loop.submit({ validator.validate(uncached, kind: .opaque, on: loop) }).get() else {
+            guard case .later(let retried) = try await loop.submit({ validator.validate(uncached, kind: .opaque, on: loop) }).get() else {
                 Issue.record("a failed exchange must not be cached")
+                return
+            }
+            guard case .unavailable = try await retried.get() else {
+                Issue.record("expected unavailable again")
                 return
             }
         }

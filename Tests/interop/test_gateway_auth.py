@@ -11,7 +11,8 @@ What is checked (see each test's docstring):
  4. an expired JWT is refused (clock_skew 0s);
  5. `gatehouse keys rotate` at the AS while traffic runs: no failed request, new-kid JWTs reach the backend;
  6. readiness waits for discovery; with the AS stopped a cached token still passes, an uncached one gets 503 +
-    Retry-After; the gateway recovers when the AS is back;
+    Retry-After; the gateway recovers when the AS is back; a valid JWT signed with a rotated key the gateway cannot
+    fetch (AS down) is 503 too, not 401, and passes once the AS is back;
  7. 1,000 concurrent requests with one new token make exactly one exchange;
  8. the JWT the backend receives verifies with PyJWT against the AS's JWKS;
  9. no opaque token or JWT appears in the gateway's stdout/stderr;
@@ -33,7 +34,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 

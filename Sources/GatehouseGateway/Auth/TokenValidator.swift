@@ -34,7 +34,8 @@ public final class ValidatedToken: Sendable, Equatable {
 /// Validates bearer tokens for every route of the gateway, shared by all event loops.
 ///
 /// JWT-shaped tokens are verified locally against the authorization server's JWKS; other tokens are exchanged at the
-/// authorization server (RFC 8693) for a JWT, which is verified the same way. Both results are cached by the
+/// authorization server (RFC 8693) for a JWT, which is verified the same way — or, with `exchange:
+/// introspection_jwt`, introspected (RFC 7662) with a signed RFC 9701 response, which is verified and forwarded. Both results are cached by the
 /// SHA-256 of the token (`TokenCache`: TTL bounded by the JWT's `exp` and `cache.max_ttl`, negative results for
 /// `cache.negative_ttl`, single flight, LRU bound), so the data path answers a known token synchronously on its
 /// event loop and only a miss leaves it: the fetch runs as a task and resumes the waiting requests on their loops.
@@ -65,7 +66,7 @@ public final class TokenValidator: Sendable {
     public struct Statistics: Sendable, Equatable {
         public var cache: TokenCache<ValidatedToken>.Statistics
         public var entries: Int
-        /// Exchanges sent to the authorization server.
+        /// Exchanges (or introspections) sent to the authorization server.
         public var exchanges: Int
         /// Signature verifications done (cache misses of JWTs, and every exchanged JWT).
         public var verifications: Int
@@ -190,6 +191,25 @@ public final class TokenValidator: Sendable {
         switch kind {
         case .jwt:
             return await verify(token, notAfter: nil)
+        case .opaque where settings.exchange == .introspectionJWT:
+            state.withLockedValue { $0.exchanges += 1 }
+            switch await client.introspectAsJWT(token) {
+            case .response(let jwt):
+                state.withLockedValue { $0.verifications += 1 }
+                do {
+                    let claims = try await keys.verifyIntrospectionResponse(jwt, requester: settings.clientID)
+                    let validated = ValidatedToken(jwt: jwt, scopes: claims.scopes, audiences: claims.aud, issuer: claims.iss)
+                    return (.valid(validated), .active(validated, expiresAt: Double(claims.exp)))
+                } catch let error as JOSEError where error.code == .expired {
+                    return (.invalid("the token is not active"), .inactive)  // inactive, or active but past its exp
+                } catch {
+                    logger.error("an introspection response did not verify", metadata: ["reason": "\(error)"])
+                    return (.unavailable("the introspection response could not be verified"), .failed)
+                }
+            case .unavailable(let why):
+                logger.warning("token introspection failed", metadata: ["reason": "\(why)"])
+                return (.unavailable("the authorization server cannot be reached"), .failed)
+            }
         case .opaque:
             state.withLockedValue { $0.exchanges += 1 }
             switch await client.exchange(token) {

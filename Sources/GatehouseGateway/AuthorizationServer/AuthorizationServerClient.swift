@@ -94,7 +94,7 @@ public final class AuthorizationServerClient: Sendable {
         do {
             var headers = HTTPHeaders()
             headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
-            headers.add(name: "Authorization", value: "Basic " + Data("\(Self.formEncode(clientID)):\(Self.formEncode(clientSecret))".utf8).base64EncodedString())
+            headers.add(name: "Authorization", value: basicAuthorization)
             response = try await send(.POST, metadata.tokenEndpoint, headers: headers, body: form)
         } catch {
             return .unavailable("\(error)")
@@ -110,6 +110,39 @@ public final class AuthorizationServerClient: Sendable {
             return .inactive
         }
         return .unavailable("the token endpoint answered \(response.status) \(object["error"] as? String ?? "")")
+    }
+
+    /// What an RFC 9701 introspection returned.
+    public enum IntrospectionOutcome: Sendable, Equatable {
+        /// The signed response (`typ: token-introspection+jwt`), active or not: the caller verifies it.
+        case response(String)
+        /// The authorization server could not be asked, or did not answer with a signed response.
+        case unavailable(String)
+    }
+
+    /// RFC 7662 introspection of an access token, answered as an RFC 9701 signed JWT.
+    public func introspectAsJWT(_ token: String) async -> IntrospectionOutcome {
+        guard let metadata else { return .unavailable("the authorization server has not been discovered") }
+        guard let endpoint = metadata.introspectionEndpoint else { return .unavailable("the authorization server publishes no introspection_endpoint") }
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+        headers.add(name: "Accept", value: "application/token-introspection+jwt")
+        headers.add(name: "Authorization", value: basicAuthorization)
+        let response: SimpleHTTPResponse
+        do {
+            response = try await send(.POST, endpoint, headers: headers, body: "token=\(Self.formEncode(token))&token_type_hint=access_token")
+        } catch {
+            return .unavailable("\(error)")
+        }
+        guard response.status == 200, response.headers.first(name: "content-type")?.lowercased().contains("application/token-introspection+jwt") == true else {
+            return .unavailable("the introspection endpoint answered \(response.status) without a signed response")
+        }
+        return .response(response.body.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    /// HTTP Basic with the form-encoded credentials (RFC 6749 §2.3.1).
+    private var basicAuthorization: String {
+        "Basic " + Data("\(Self.formEncode(clientID)):\(Self.formEncode(clientSecret))".utf8).base64EncodedString()
     }
 
     private func get(_ url: String) async throws -> SimpleHTTPResponse {

@@ -113,6 +113,11 @@ public final class JWTVerifier: Sendable {
     /// Verifies an RFC 9068 access token: signature and header, then time, issuer and audience.
     public func verifyAccessToken(_ token: String, policy: JWTVerificationPolicy, now: Int) async throws(JOSEError) -> AccessTokenClaims {
         let claims = try await verifySignature(token, as: AccessTokenClaims.self, allowedAlgorithms: policy.allowedAlgorithms, requiredType: policy.requiredType)
+        return try check(claims, policy: policy, now: now)
+    }
+
+    /// Time, issuer and audience of verified claims.
+    func check(_ claims: AccessTokenClaims, policy: JWTVerificationPolicy, now: Int) throws(JOSEError) -> AccessTokenClaims {
         guard now < claims.exp + policy.clockSkew else { throw JOSEError(.expired, "the token has expired") }
         guard claims.nbf <= now + policy.clockSkew, claims.iat <= now + policy.clockSkew else {
             throw JOSEError(.notYetValid, "the token is not valid yet")

@@ -30,6 +30,20 @@ public actor RemoteJWKSVerifier {
     /// Verifies a token; throws `JOSEError` (unknownKey when the kid stays unknown, keySetUnavailable when no key set
     /// could be fetched at all).
     public func verify(_ token: String) async throws -> AccessTokenClaims {
+        let keys = try await keySet(for: token)
+        return try await keys.verifyAccessToken(token, policy: verification, now: Int(clock()))
+    }
+
+    /// Verifies an RFC 9701 JWT introspection response (made for `requester` when given) and returns the
+    /// introspected token's claims, checked like an access token's.
+    public func verifyIntrospectionResponse(_ jwt: String, requester: String?) async throws -> AccessTokenClaims {
+        let keys = try await keySet(for: jwt)
+        return try await keys.verifyIntrospectionResponse(jwt, policy: verification, requester: requester, now: Int(clock()))
+    }
+
+    /// The key set to verify `token` with: the cached one, or a fresh one when it is stale or lacks the token's kid
+    /// (within the refetch rules).
+    private func keySet(for token: String) async throws -> JWTVerifier {
         let kid = (try? JWSHeader(token: token))?.kid
         let now = clock()
         let decision = policy.decide(
@@ -56,7 +70,7 @@ public actor RemoteJWKSVerifier {
             }
         }
         guard let current else { throw JOSEError(.keySetUnavailable, "no key set") }
-        return try await current.verifyAccessToken(token, policy: verification, now: Int(clock()))
+        return current
     }
 
     /// Fetches the key set now (at start, so that the first request does not wait for it).
