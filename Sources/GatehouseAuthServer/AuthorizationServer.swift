@@ -148,8 +148,11 @@ public final class AuthorizationServer: Sendable {
 
     /// Builds the HTTP application (a `Service`). `onListening` receives the bound port.
     public func application(host: String, port: Int, onListening: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
-        Application(
+        let tokens = self.tokens
+        let logger = self.logger
+        return Application(
             router: makeRouter(),
+            server: .http1(configuration: .init(additionalChannelHandlers: [IntrospectionFastPath(tokens: tokens, logger: logger)])),
             configuration: .init(address: .hostname(host, port: port), serverName: "gatehouse", backlog: 4096),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
             logger: logger

@@ -6,6 +6,7 @@ import GatehouseStore
 import GatehouseTokens
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 import Testing
@@ -117,6 +118,64 @@ import Testing
         case .now(let outcome): outcome
         case .later(let future): try await future.get()
         }
+    }
+
+    /// POSTs a form to the local server; the response.
+    func post(_ local: LocalAuthorizationServer, _ path: String, credentials: String, body: String, accept: String? = nil) async throws -> SimpleHTTPResponse {
+        var headers: HTTPHeaders = ["Content-Type": "application/x-www-form-urlencoded", "Authorization": "Basic " + Data(credentials.utf8).base64EncodedString()]
+        if let accept { headers.add(name: "Accept", value: accept) }
+        return try await SimpleHTTPClient.send(host: "127.0.0.1", port: local.port, method: .POST, path: path, headers: headers, body: body, timeout: .seconds(2), group: MultiThreadedEventLoopGroup.singleton)
+    }
+
+    @Test func introspectionFromMemoryAnswersLikeTheRouter() async throws {
+        let local = try await LocalAuthorizationServer.make()
+        let group = local.serviceGroup()
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            var ready = false
+            for _ in 0..<200 where !ready {
+                ready = (try? await SimpleHTTPClient.send(host: "127.0.0.1", port: local.port, method: .GET, path: "/healthz", headers: [:], body: nil, timeout: .seconds(1), group: MultiThreadedEventLoopGroup.singleton)) != nil
+                if !ready { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            let token = try await local.issueToken(scope: "orders:read")
+            let gateway = "gatehouse-gateway:gatehouse-gateway-secret"
+            let memory = local.server.tokens.answeredFromMemory
+            // The first answer loads the caches through the router; the second comes from memory, byte for byte the same.
+            let first = try await post(local, "/introspect", credentials: gateway, body: "token=\(token)")
+            let second = try await post(local, "/introspect", credentials: gateway, body: "token=\(token)")
+            #expect(first.status == 200)
+            #expect(first.body.contains("\"active\":true"))
+            #expect(second.body == first.body)
+            #expect(memory.withLockedValue { $0 } == 1)
+            for name in ["content-type", "cache-control", "pragma", "server"] {
+                #expect(second.headers.first(name: name) == first.headers.first(name: name), "header \(name)")
+            }
+            #expect(second.headers.first(name: "date")?.hasSuffix(" GMT") == true)
+            #expect(second.headers.first(name: "x-request-id") != nil)
+
+            // Errors and the signed form are the router's: same status and shape as before.
+            let wrongSecret = try await post(local, "/introspect", credentials: "gatehouse-gateway:wrong", body: "token=\(token)")
+            #expect(wrongSecret.status == 401)
+            #expect(wrongSecret.body.contains("invalid_client"))
+            let signed = try await post(local, "/introspect", credentials: gateway, body: "token=\(token)", accept: "application/token-introspection+jwt")
+            #expect(signed.headers.first(name: "content-type") == "application/token-introspection+jwt")
+            #expect(memory.withLockedValue { $0 } == 1)
+
+            // Revocation reaches the memory path at once.
+            let revoked = try await post(local, "/revoke", credentials: "demo-service:demo-service-secret", body: "token=\(token)")
+            #expect(revoked.status == 200)
+            let after = try await post(local, "/introspect", credentials: gateway, body: "token=\(token)")
+            #expect(after.body == "{\"active\":false}")
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        try await local.close()
+    }
+
+    @Test func httpDatesAreIMFFixdates() {
+        #expect(HTTPDate.format(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")  // RFC 9110 §5.6.7's example
+        #expect(HTTPDate.format(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
+        #expect(HTTPDate.format(951_782_400) == "Tue, 29 Feb 2000 00:00:00 GMT")
     }
 
     @Test func introspectionJWTModeVerifiesAndForwardsTheSignedResponse() async throws {

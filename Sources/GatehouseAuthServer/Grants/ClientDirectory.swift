@@ -32,6 +32,14 @@ final class ClientDirectory: Sendable {
         return client
     }
 
+    /// The client from memory when it was loaded within `ttl`: `.some(nil)` for an id known not to exist, nil when
+    /// only the store can say (the event-loop fast path then hands the request to the async path).
+    func cachedClient(id: String) -> ClientRecord?? {
+        let now = clock.now()
+        guard let cached = cache.withLockedValue({ $0[id] }), now - cached.loadedAt < ttl else { return nil }
+        return .some(cached.client)
+    }
+
     func invalidate() {
         cache.withLockedValue { $0.removeAll() }
     }
@@ -43,8 +51,24 @@ struct ClientAuthenticator: Sendable {
     let directory: ClientDirectory
 
     func authenticate(authorization: String?, form: FormParameters) async throws -> ClientRecord {
-        var clientID: String
-        var secret: String?
+        let (clientID, secret) = try Self.credentials(authorization: authorization, form: form)
+        guard let client = try await directory.client(id: clientID) else {
+            throw OAuthError(.invalidClient, "client authentication failed")
+        }
+        return try Self.verify(client, secret: secret)
+    }
+
+    /// The same, from memory only: nil when the client is not cached or anything fails (the caller then takes the
+    /// async path, which gives the error its proper answer).
+    func authenticateFromMemory(authorization: String?, form: FormParameters) -> ClientRecord? {
+        guard let (clientID, secret) = try? Self.credentials(authorization: authorization, form: form),
+            let cached = directory.cachedClient(id: clientID), let client = cached
+        else { return nil }
+        return try? Self.verify(client, secret: secret)
+    }
+
+    /// The client id and secret a request presents (HTTP Basic, or the form).
+    static func credentials(authorization: String?, form: FormParameters) throws -> (String, String?) {
         if let authorization {
             guard authorization.count > 6, authorization.prefix(6).lowercased() == "basic " else {
                 throw OAuthError(.invalidClient, "unsupported authorization scheme; use HTTP Basic")
@@ -63,17 +87,16 @@ struct ClientAuthenticator: Sendable {
             if let formID = form["client_id"], formID != id {
                 throw OAuthError(.invalidRequest, "client_id does not match the authenticated client")
             }
-            clientID = id
-            secret = password
+            return (id, password)
         } else if let id = form["client_id"] {
-            clientID = id
-            secret = form["client_secret"]
+            return (id, form["client_secret"])
         } else {
             throw OAuthError(.invalidClient, "client authentication is required")
         }
-        guard let client = try await directory.client(id: clientID) else {
-            throw OAuthError(.invalidClient, "client authentication failed")
-        }
+    }
+
+    /// A public client presents no secret; a confidential one its secret, compared by hash in constant time.
+    static func verify(_ client: ClientRecord, secret: String?) throws -> ClientRecord {
         if client.isPublic {
             guard secret == nil || secret == "" else { throw OAuthError(.invalidClient, "client authentication failed") }
             return client
@@ -85,5 +108,4 @@ struct ClientAuthenticator: Sendable {
         }
         return client
     }
-
 }

@@ -45,11 +45,38 @@ struct TokenIntrospector: Sendable {
         }
         return IntrospectedToken(record: record, client: client, username: username)
     }
+
+    /// `activeToken` from memory only: nil when the store must be asked (record, client or user not cached);
+    /// `.some(nil)` when the token is known to be inactive.
+    func activeTokenFromMemory(_ presented: String) -> IntrospectedToken?? {
+        guard let locator = TokenLocator(token: presented) else { return .some(nil) }
+        let now = clock.now()
+        guard let record = cache.get(locator.id, now: now) else { return nil }
+        guard SecureToken.constantTimeEquals(record.tokenHash, locator.hash), !record.revoked, now < record.expiresAt else { return .some(nil) }
+        if record.kind == .refresh {
+            guard record.rotatedAt == nil, now < (record.familyExpiresAt ?? Int.max) else { return .some(nil) }
+        }
+        guard let cachedClient = directory.cachedClient(id: record.clientID) else { return nil }
+        guard let client = cachedClient else { return .some(nil) }
+        var username: String?
+        if let userID = record.userID {
+            guard let cachedName = users.cachedUsername(id: userID, now: now) else { return nil }
+            guard let name = cachedName else { return .some(nil) }  // user removed
+            username = name
+        }
+        return .some(IntrospectedToken(record: record, client: client, username: username))
+    }
 }
 
 /// User id → username, for introspection responses (users change rarely; entries are re-read after a minute).
 final class UsernameCache: Sendable {
     private let entries = NIOLockedValueBox([String: (name: String?, at: Int)]())
+
+    /// From memory: nil when not cached (or stale); `.some(nil)` for a user known to be gone.
+    func cachedUsername(id: String, now: Int) -> String?? {
+        guard let entry = entries.withLockedValue({ $0[id] }), now - entry.at < 60 else { return nil }
+        return .some(entry.name)
+    }
 
     func username(id: String, store: any AuthStore, now: Int) async throws -> String? {
         if let entry = entries.withLockedValue({ $0[id] }), now - entry.at < 60 { return entry.name }

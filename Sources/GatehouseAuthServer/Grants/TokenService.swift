@@ -288,6 +288,26 @@ final class TokenService: Sendable {
     // MARK: Introspection (RFC 7662, RFC 9701)
 
     /// Authenticates a caller allowed to introspect and describes the token.
+    /// Introspection answered from memory (client, token record and user cached): nil when the store must be asked
+    /// or the request is not a plain success, so that the async path answers it (errors included).
+    func introspectFromMemory(form: FormParameters, authorization: String?) -> IntrospectionClaims? {
+        guard let claims = introspectCached(form: form, authorization: authorization) else { return nil }
+        answeredFromMemory.withLockedValue { $0 += 1 }
+        return claims
+    }
+
+    /// Introspections answered by `introspectFromMemory` (tests, metrics).
+    let answeredFromMemory = NIOLockedValueBox(0)
+
+    private func introspectCached(form: FormParameters, authorization: String?) -> IntrospectionClaims? {
+        guard let caller = authenticator.authenticateFromMemory(authorization: authorization, form: form), !caller.isPublic, caller.mayIntrospect,
+            let presented = form["token"], let found = introspector.activeTokenFromMemory(presented)
+        else { return nil }
+        guard let token = found else { return .inactive }
+        let audiences = token.client.audiences.isEmpty ? [configuration.tokens.jwtAudience] : token.client.audiences
+        return IntrospectionClaims(token, issuer: configuration.issuer, audiences: audiences)
+    }
+
     func introspect(form: FormParameters, authorization: String?) async throws(OAuthError) -> (caller: ClientRecord, claims: IntrospectionClaims) {
         do {
             let caller = try await authenticator.authenticate(authorization: authorization, form: form)
