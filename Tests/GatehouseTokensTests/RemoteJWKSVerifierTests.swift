@@ -142,6 +142,40 @@ final class ManualSeconds: Sendable {
         clock.advance(400)  // the cached set expired; the refresh fails
         _ = try await verifier.verify(try await sign(key, now: Int(clock.now())))
     }
+
+    @Test func aNewKidThatCannotBeFetchedIsNotCalledInvalid() async throws {
+        let clock = ManualSeconds()
+        let old = try SigningKey.generate(.es256)
+        let new = try SigningKey.generate(.es256)
+        let endpoint = FakeJWKSEndpoint()
+        endpoint.publish(old)
+        let failing = NIOLockedValueBox(false)
+        let verifier = RemoteJWKSVerifier(
+            verification: .init(issuers: [], audiences: []), policy: .init(minimumTTL: 3600, maximumTTL: 3600, unknownKidInterval: 30), clock: { clock.now() },
+            fetcher: {
+                if failing.withLockedValue({ $0 }) { throw JOSEError(.malformed, "down") }
+                return try await endpoint.fetch()
+            }
+        )
+        _ = try await verifier.verify(try await sign(old, now: Int(clock.now())))
+        // The authorization server rotated to `new` and then became unreachable.
+        endpoint.publish(old, new)
+        failing.withLockedValue { $0 = true }
+        clock.advance(60)
+        let token = try await sign(new, now: Int(clock.now()))
+        await #expect(throws: JOSEError(.keySetUnavailable, "")) { _ = try await verifier.verify(token) }
+        clock.advance(1)  // within the unknown-kid interval: still unknowable, not invalid
+        await #expect(throws: JOSEError(.keySetUnavailable, "")) { _ = try await verifier.verify(token) }
+        // The old key keeps verifying meanwhile.
+        _ = try await verifier.verify(try await sign(old, now: Int(clock.now())))
+        // Back up, after the interval: the new kid is fetched and the token verifies.
+        failing.withLockedValue { $0 = false }
+        clock.advance(30)
+        _ = try await verifier.verify(token)
+        // A kid that the fresh set does not have either is the token's problem.
+        clock.advance(31)
+        await #expect(throws: JOSEError(.unknownKey, "")) { _ = try await verifier.verify(try await sign(try SigningKey.generate(.es256), now: Int(clock.now()))) }
+    }
 }
 
 import Foundation

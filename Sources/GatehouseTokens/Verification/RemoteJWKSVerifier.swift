@@ -17,6 +17,8 @@ public actor RemoteJWKSVerifier {
     private var expiresAt: Double?
     private var lastUnknownKidFetch: Double?
     private var inFlight: Task<JWTVerifier, any Error>?
+    /// Whether the most recent fetch failed (the authorization server unreachable).
+    private var lastRefreshFailed = false
     /// Fetches made (for metrics and tests).
     public private(set) var fetches = 0
 
@@ -56,17 +58,25 @@ public actor RemoteJWKSVerifier {
             break
         case .rejectUnknownKid:
             // A refetch under way may bring the kid: share it rather than refuse.
-            guard let inFlight, let refreshed = try? await inFlight.value else {
+            if let inFlight, let refreshed = try? await inFlight.value {
+                current = refreshed
+            } else if lastRefreshFailed {
+                // The last attempt to learn new keys failed: the kid may well be real. Not the token's fault.
+                throw JOSEError(.keySetUnavailable, "the key set could not be refreshed for a new kid")
+            } else {
                 throw JOSEError(.unknownKey, "the token's kid is not in the key set")
             }
-            current = refreshed
         case .fetch:
             if verifier != nil, let kid, verifier?.published[kid] == nil { lastUnknownKidFetch = now }
             do {
                 current = try await refresh()
+                lastRefreshFailed = false
             } catch {
-                // The key set could not be fetched (or was not a key set): keep verifying with the cached one.
-                guard current != nil else { throw JOSEError(.keySetUnavailable, "the key set could not be fetched: \(error)") }
+                lastRefreshFailed = true
+                // The key set could not be fetched (or was not a key set): keep verifying with the cached one, unless
+                // the token needs a key that set does not have — then nobody can tell whether the token is good.
+                guard let cached = current else { throw JOSEError(.keySetUnavailable, "the key set could not be fetched: \(error)") }
+                if let kid, cached.published[kid] == nil { throw JOSEError(.keySetUnavailable, "the key set could not be refreshed for a new kid: \(error)") }
             }
         }
         guard let current else { throw JOSEError(.keySetUnavailable, "no key set") }
