@@ -31,9 +31,23 @@ token=$(curl -sf -u demo-service:demo-service-secret -d grant_type=client_creden
 [ -n "$token" ] || { echo "error: no token from the authorization server on :9000" >&2; tail "$work/auth.log" >&2; exit 1; }
 
 export PEERS=${PEERS:-nginx} GATEWAY_PORT=18084 GATEWAY_HEADERS="Authorization: Bearer $token"
+# A short unmeasured run first: the first run after a build is slow (page cache, binary loading).
+DURATION=2 GATEWAY_CMD="$BIN gateway --config $root/config/bench/gateway.yaml --log-level warning" bash "$bench" >/dev/null 2>&1 || true
 for round in $(seq 1 "$ROUNDS"); do
     for config in gateway gateway-full; do
         echo "== round $round: config/bench/$config.yaml"
-        GATEWAY_CMD="$BIN gateway --config $root/config/bench/$config.yaml --log-level warning" bash "$bench"
+        GATEWAY_CMD="$BIN gateway --config $root/config/bench/$config.yaml --log-level warning" bash "$bench" | tee -a "$work/$config.txt"
     done
 done
+# Medians over the rounds: requests/s and CPU per request of each gateway, and nginx's in the same runs.
+summary() {  # CONFIG
+    awk -v name="$1" '
+        $1 == "nginx" { n[++i] = $2; nc[i] = $9 }
+        $1 == "gateway" { g[++j] = $2; gc[j] = $9 }
+        function median(a, k,   t, x, y, c) { c = 0; for (x in a) t[++c] = a[x]; for (x = 1; x <= c; x++) for (y = x + 1; y <= c; y++) if (t[y] < t[x]) { k = t[x]; t[x] = t[y]; t[y] = k }; return c % 2 ? t[(c + 1) / 2] : (t[c / 2] + t[c / 2 + 1]) / 2 }
+        END { printf "%-13s median %9.0f req/s  %5.1f CPU-us/req   nginx %9.0f req/s  %5.1f CPU-us/req   ratio %.2f\n", name, median(g), median(gc), median(n), median(nc), median(g) / median(n) }
+    ' "$work/$1.txt"
+}
+echo "== medians over $ROUNDS rounds"
+summary gateway
+summary gateway-full

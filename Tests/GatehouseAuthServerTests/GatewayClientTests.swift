@@ -289,24 +289,21 @@ import Testing
                 Issue.record("expected a synchronous hit")
                 return
             }
-            var route = RouteAuthorization(
-                mode: .any, scopes: .init(allOf: ["orders:read"]), audiences: [local.configuration.tokens.jwtAudience], issuers: [local.configuration.issuer],
-                realm: "api", validator: validator, forwardHeader: "Authorization"
-            )
-            #expect(route.check(token) == nil)
-            #expect(route.forwardValue(token) == "Bearer " + token.jwt)
-            route.scopes = .init(allOf: ["orders:write"])
-            #expect(route.check(token) == BearerChallenge(realm: "api", error: .insufficientScope, description: "the token lacks a required scope", scope: "orders:write"))
-            route.scopes = .init()
-            route.audiences = ["https://elsewhere.example"]
-            #expect(route.check(token)?.error == .invalidToken)
-            route.audiences = []
-            route.issuers = ["https://other-issuer.example"]
-            #expect(route.check(token)?.error == .invalidToken)
-            route.mode = .opaque
-            #expect(route.kind(of: token.jwt) == .failure(route.challenge(.invalidToken, "this route takes opaque access tokens, not JWTs")))
-            route.mode = .jwt
-            #expect(route.kind(of: opaque) == .failure(route.challenge(.invalidToken, "this route takes JWT access tokens")))
+            func route(
+                mode: GatewayConfiguration.Route.Auth.Mode = .any, scopes: ScopeRequirement = .init(allOf: ["orders:read"]),
+                audiences: Set<String> = [local.configuration.tokens.jwtAudience], issuers: Set<String> = [local.configuration.issuer]
+            ) -> RouteAuthorization {
+                RouteAuthorization(mode: mode, scopes: scopes, audiences: audiences, issuers: issuers, realm: "api", validator: validator, forwardHeader: "Authorization")
+            }
+            #expect(route().check(token) == nil)
+            #expect(route().forwardValue(token) == "Bearer " + token.jwt)
+            #expect(route(scopes: .init(allOf: ["orders:write"])).check(token) == BearerChallenge(realm: "api", error: .insufficientScope, description: "the token lacks a required scope", scope: "orders:write"))
+            #expect(route(scopes: .init(anyOf: ["orders:write", "orders:read"])).check(token) == nil)
+            #expect(route(audiences: ["https://elsewhere.example"]).check(token)?.error == .invalidToken)
+            #expect(route(issuers: ["https://other-issuer.example"]).check(token)?.error == .invalidToken)
+            #expect(route(mode: .opaque).kind(of: token.jwt) == .failure(route().challenge(.invalidToken, "this route takes opaque access tokens, not JWTs")))
+            #expect(route(mode: .jwt).kind(of: opaque) == .failure(route().challenge(.invalidToken, "this route takes JWT access tokens")))
+            #expect(route(mode: .any).kind(of: opaque) == .success(.opaque))
 
             let uncached = try await local.issueToken(scope: "orders:read")
             await group.triggerGracefulShutdown()

@@ -260,22 +260,21 @@ public final class TokenValidator: Sendable {
     }
 }
 
-/// A route's token policy, compiled: which tokens it takes and what they must carry.
-public struct RouteAuthorization: Sendable {
-    public var mode: GatewayConfiguration.Route.Auth.Mode
-    public var scopes: ScopeRequirement
+/// A route's token policy, compiled: which tokens it takes and what they must carry. A class: the data path reads
+/// it once per request through one reference.
+public final class RouteAuthorization: Sendable {
+    public let mode: GatewayConfiguration.Route.Auth.Mode
+    public let scopes: ScopeRequirement
     /// Empty: any audience.
-    public var audiences: Set<String>
+    public let audiences: Set<String>
     /// Empty: any issuer the key set verifies.
-    public var issuers: Set<String>
-    public var realm: String
-    public var validator: TokenValidator
+    public let issuers: Set<String>
+    public let realm: String
+    public let validator: TokenValidator
     /// Request header the JWT goes upstream in (`Authorization` as `Bearer <jwt>`, else the bare JWT).
-    public var forwardHeader: String {
-        didSet { forwardsBearer = HeaderHygiene.equalsIgnoringCase(forwardHeader, "authorization") }
-    }
+    public let forwardHeader: String
     /// Whether `forwardHeader` is `Authorization` (then the client's copy is already gone with it).
-    public private(set) var forwardsBearer: Bool
+    public let forwardsBearer: Bool
 
     public init(
         mode: GatewayConfiguration.Route.Auth.Mode, scopes: ScopeRequirement, audiences: Set<String>, issuers: Set<String>, realm: String,

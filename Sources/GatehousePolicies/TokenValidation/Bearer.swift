@@ -23,9 +23,10 @@ public enum BearerToken {
         }
         guard index != utf8.endIndex else { return .failure(.missing) }  // "Bearer " and nothing else
         while index != utf8.endIndex && utf8[index] == UInt8(ascii: " ") { utf8.formIndex(after: &index) }
-        let token = utf8[index...]
-        guard isB64Token(token) else { return .failure(.malformed("the bearer token is not a b64token (RFC 6750 §2.1)")) }
-        return .success(String(Substring(token)))
+        let token = String(Substring(utf8[index...]))
+        var bytes = token
+        guard bytes.withUTF8({ isB64Token($0) }) else { return .failure(.malformed("the bearer token is not a b64token (RFC 6750 §2.1)")) }
+        return .success(token)
     }
 
     /// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`, at most 8 KiB.
@@ -51,21 +52,24 @@ public enum BearerToken {
     /// Whether a token looks like a compact JWS (three base64url segments): the `any` mode verifies those locally
     /// and exchanges everything else.
     public static func isJWTShaped(_ token: String) -> Bool {
-        var dots = 0
-        var segmentLength = 0
-        for byte in token.utf8 {
-            if byte == UInt8(ascii: ".") {
-                guard segmentLength > 0 || dots == 2 else { return false }
-                dots += 1
-                segmentLength = 0
-                continue
+        var token = token
+        return token.withUTF8 { bytes in
+            var dots = 0
+            var segmentLength = 0
+            for byte in bytes {
+                if byte == UInt8(ascii: ".") {
+                    guard segmentLength > 0 || dots == 2 else { return false }
+                    dots += 1
+                    segmentLength = 0
+                    continue
+                }
+                let urlSafe = (65...90).contains(byte) || (97...122).contains(byte) || (48...57).contains(byte) || byte == 45 || byte == 95
+                guard urlSafe else { return false }
+                segmentLength += 1
             }
-            let urlSafe = (65...90).contains(byte) || (97...122).contains(byte) || (48...57).contains(byte) || byte == 45 || byte == 95
-            guard urlSafe else { return false }
-            segmentLength += 1
+            // An empty third segment (`alg: none`) still counts: it is refused by the verifier, not sent for exchange.
+            return dots == 2
         }
-        // An empty third segment (`alg: none`) still counts: it is refused by the verifier, not sent for exchange.
-        return dots == 2
     }
 }
 
