@@ -42,8 +42,8 @@ done
 # Medians over the rounds: requests/s and CPU per request of each gateway, and nginx's in the same runs.
 summary() {  # CONFIG
     awk -v name="$1" '
-        $1 == "nginx" { n[++i] = $2; nc[i] = $9 }
-        $1 == "gateway" { g[++j] = $2; gc[j] = $9 }
+        $1 == "nginx" && $3 == "rps" { n[++i] = $2; nc[i] = $9 }
+        $1 == "gateway" && $3 == "rps" { g[++j] = $2; gc[j] = $9 }
         function median(a, k,   t, x, y, c) { c = 0; for (x in a) t[++c] = a[x]; for (x = 1; x <= c; x++) for (y = x + 1; y <= c; y++) if (t[y] < t[x]) { k = t[x]; t[x] = t[y]; t[y] = k }; return c % 2 ? t[(c + 1) / 2] : (t[c / 2] + t[c / 2 + 1]) / 2 }
         END { printf "%-13s median %9.0f req/s  %5.1f CPU-us/req   nginx %9.0f req/s  %5.1f CPU-us/req   ratio %.2f\n", name, median(g), median(gc), median(n), median(nc), median(g) / median(n) }
     ' "$work/$1.txt"
