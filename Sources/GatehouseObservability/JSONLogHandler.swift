@@ -38,7 +38,11 @@ public struct JSONLogHandler: LogHandler {
     static let sensitiveFragments = ["token", "password", "secret", "authorization", "cookie", "code_verifier", "credential"]
     static let sensitiveKeys: Set<String> = ["code", "assertion", "refresh", "session"]
 
+    /// Keys the servers log on every request, known not to name a credential (checked without scanning).
+    static let knownSafeKeys: Set<String> = ["method", "path", "status", "duration_us", "remote", "request_id", "path_taken", "service", "error"]
+
     static func isSensitive(_ key: String) -> Bool {
+        if knownSafeKeys.contains(key) { return false }
         var key = key
         return key.withUTF8 { bytes in
             let lowered = bytes.map { (65...90).contains($0) ? $0 | 0x20 : $0 }
@@ -67,9 +71,14 @@ public struct JSONLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var merged = self.metadata
-        if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
-        if let extra = event.metadata { merged.merge(extra) { _, new in new } }
+        var merged: Logger.Metadata
+        if self.metadata.isEmpty && metadataProvider == nil {
+            merged = event.metadata ?? [:]  // the usual case: no copy, no merge
+        } else {
+            merged = self.metadata
+            if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
+            if let extra = event.metadata { merged.merge(extra) { _, new in new } }
+        }
         var bytes = Self.formatBytes(level: event.level, label: label, message: "\(event.message)", metadata: merged, timestamp: Self.timestamp())
         bytes.withUnsafeMutableBytes { buffer in
             var offset = 0
@@ -139,17 +148,30 @@ public struct JSONLogHandler: LogHandler {
         JSONEscaping.appendQuoted(value, to: &output)
     }
 
-    /// UTC time in RFC 3339 with milliseconds.
+    /// UTC time in RFC 3339 with milliseconds (one allocation: this runs once per log line).
     static func timestamp() -> String {
         var spec = timespec()
         clock_gettime(CLOCK_REALTIME, &spec)
         var seconds = spec.tv_sec
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        func pad(_ value: Int32, _ width: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
+        return String(unsafeUninitializedCapacity: 24) { buffer in
+            func put(_ value: Int, width: Int, at offset: Int, then separator: Unicode.Scalar) {
+                var value = value
+                for index in stride(from: offset + width - 1, through: offset, by: -1) {
+                    buffer[index] = UInt8(ascii: "0") + UInt8(value % 10)
+                    value /= 10
+                }
+                buffer[offset + width] = UInt8(ascii: separator)
+            }
+            put(Int(parts.tm_year) + 1900, width: 4, at: 0, then: "-")
+            put(Int(parts.tm_mon) + 1, width: 2, at: 5, then: "-")
+            put(Int(parts.tm_mday), width: 2, at: 8, then: "T")
+            put(Int(parts.tm_hour), width: 2, at: 11, then: ":")
+            put(Int(parts.tm_min), width: 2, at: 14, then: ":")
+            put(Int(parts.tm_sec), width: 2, at: 17, then: ".")
+            put(Int(spec.tv_nsec / 1_000_000), width: 3, at: 20, then: "Z")
+            return 24
         }
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(spec.tv_nsec / 1_000_000), 3))Z"
     }
 }

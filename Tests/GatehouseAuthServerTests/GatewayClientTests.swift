@@ -178,6 +178,25 @@ import Testing
         #expect(HTTPDate.format(951_782_400) == "Tue, 29 Feb 2000 00:00:00 GMT")
     }
 
+    @Test func unknownTokensBeyondTheFetchLimitAreShedNotQueued() async throws {
+        let settings = GatewayConfiguration.AuthorizationServer(issuer: "http://127.0.0.1:1", clientID: "gatehouse-gateway", clientSecret: "x")
+        let validator = TokenValidator(settings: settings, logger: Logger(label: "test"), maxConcurrentFetches: 0)
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        guard case .now(.unavailable) = try await loop.submit({ validator.validate("some-opaque-token", kind: .opaque, on: loop) }).get() else {
+            Issue.record("expected an immediate 503")
+            return
+        }
+        #expect(validator.statistics.shed == 1)
+        #expect(validator.statistics.exchanges == 0)
+        // Nothing was cached: the next request for it is decided afresh (and shed again).
+        guard case .now(.unavailable) = try await loop.submit({ validator.validate("some-opaque-token", kind: .opaque, on: loop) }).get() else {
+            Issue.record("expected an immediate 503")
+            return
+        }
+        #expect(validator.statistics.shed == 2)
+        #expect(validator.statistics.entries == 0)
+    }
+
     @Test func introspectionJWTModeVerifiesAndForwardsTheSignedResponse() async throws {
         let local = try await LocalAuthorizationServer.make()
         let settings = GatewayConfiguration.AuthorizationServer(

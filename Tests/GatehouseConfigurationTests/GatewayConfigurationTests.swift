@@ -203,18 +203,25 @@ private func address(_ text: String) -> [UInt8] {
         #expect(configuration.eventLoopThreads == 1)
         #expect(configuration.admin == nil)
         #expect(configuration.limits == plain.limits)
-        #expect(configuration.clusters == plain.clusters)
+        // The same backend; the full configuration adds an active health check (retries and outlier ejection are
+        // on in both, at their defaults, spelled out in the full one).
+        var clusters = configuration.clusters
+        #expect(clusters.first?.healthCheck?.path == "/")
+        #expect(clusters.first?.retries.attempts == 2)
+        #expect(clusters.first?.outlierDetection.consecutiveFailures == 5)
+        clusters[0].healthCheck = nil
+        #expect(clusters == plain.clusters)
         #expect(configuration.routes.count == 1)
         let route = try #require(configuration.routes.first)
         let plainRoute = try #require(plain.routes.first)
         #expect(route.match == plainRoute.match)
         #expect(route.cluster == plainRoute.cluster)
-        #expect(route.timeouts == plainRoute.timeouts)
+        #expect(route.timeouts == .init(perTryMilliseconds: 5000, totalMilliseconds: 15000))
         // ...plus token validation: opaque tokens on the catch-all route, against the demo authorization server.
         #expect(configuration.authorizationServer == AuthorizationServer(
             issuer: "http://127.0.0.1:9000", clientID: "gatehouse-gateway", clientSecret: "gatehouse-gateway-secret", exchange: .tokenExchange
         ))
-        #expect(route.auth == Auth(mode: .opaque, issuers: ["http://127.0.0.1:9000"]))
+        #expect(route.auth == Auth(mode: .opaque, scopesAllOf: ["orders:read"], issuers: ["http://127.0.0.1:9000"]))
     }
 
     @Test func parsesTheDemoConfiguration() throws {

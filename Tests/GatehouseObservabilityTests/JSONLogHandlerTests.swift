@@ -23,6 +23,17 @@ import Testing
         #expect(object["list"] as? [String] == ["a", "b"])
     }
 
+    @Test func timestampsAreRFC3339UTCWithMilliseconds() throws {
+        let before = Date()
+        let stamp = JSONLogHandler.timestamp()
+        #expect(stamp.utf8.count == 24)
+        #expect(stamp.wholeMatch(of: /\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z/) != nil)
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let parsed = try #require(formatter.date(from: stamp))
+        #expect(abs(parsed.timeIntervalSince(before)) < 2)
+    }
+
     @Test(arguments: ["access_token", "refresh_token", "password", "client_secret", "Authorization", "cookie", "code", "code_verifier", "session"])
     func credentialKeysAreRedacted(key: String) throws {
         let secret = "s3cr3t-value-\(key)"

@@ -70,14 +70,23 @@ public final class TokenValidator: Sendable {
         public var exchanges: Int
         /// Signature verifications done (cache misses of JWTs, and every exchanged JWT).
         public var verifications: Int
+        /// Unknown tokens answered 503 at once because `maxConcurrentFetches` fetches were under way.
+        public var shed: Int
     }
 
     private struct State {
         var cache: TokenCache<ValidatedToken>
         var waiters: [Int: EventLoopPromise<Outcome>] = [:]
+        /// Fetches under way (each is one call to the authorization server or one signature check).
+        var fetching = 0
         var exchanges = 0
         var verifications = 0
+        var shed = 0
     }
+
+    /// Fetches allowed at once. A flood of distinct unknown tokens beyond this is answered 503 at once instead of
+    /// opening a connection to the authorization server per token. Default 256.
+    public let maxConcurrentFetches: Int
 
     public let settings: GatewayConfiguration.AuthorizationServer
     public let client: AuthorizationServerClient
@@ -88,8 +97,12 @@ public final class TokenValidator: Sendable {
     private let discovery = NIOLockedValueBox<Task<Void, Never>?>(nil)
 
     /// `clock` gives Unix seconds (tests move it).
-    public init(settings: GatewayConfiguration.AuthorizationServer, logger: Logger, clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+    public init(
+        settings: GatewayConfiguration.AuthorizationServer, logger: Logger, maxConcurrentFetches: Int = 256,
+        clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
+    ) {
         self.settings = settings
+        self.maxConcurrentFetches = maxConcurrentFetches
         self.logger = logger
         self.clock = clock
         let client = AuthorizationServerClient(issuer: settings.issuer, clientID: settings.clientID, clientSecret: settings.clientSecret)
@@ -144,7 +157,7 @@ public final class TokenValidator: Sendable {
     public var isReady: Bool { client.metadata != nil }
 
     public var statistics: Statistics {
-        state.withLockedValue { Statistics(cache: $0.cache.statistics, entries: $0.cache.count, exchanges: $0.exchanges, verifications: $0.verifications) }
+        state.withLockedValue { Statistics(cache: $0.cache.statistics, entries: $0.cache.count, exchanges: $0.exchanges, verifications: $0.verifications, shed: $0.shed) }
     }
 
     // MARK: Validation
@@ -154,10 +167,20 @@ public final class TokenValidator: Sendable {
         var token = presented
         let key = token.withUTF8 { TokenKey(digest: SHA256.hash(data: UnsafeRawBufferPointer($0))) }
         let now = clock()
-        let (lookup, promise) = state.withLockedValue { state -> (TokenCache<ValidatedToken>.Lookup, EventLoopPromise<Outcome>?) in
+        let maxFetches = maxConcurrentFetches
+        let (lookup, promise) = state.withLockedValue { state -> (TokenCache<ValidatedToken>.Lookup?, EventLoopPromise<Outcome>?) in
             let lookup = state.cache.lookup(key, now: now)
             switch lookup {
-            case .fetch(let waiter), .wait(let waiter):
+            case .fetch where state.fetching >= maxFetches:
+                _ = state.cache.complete(key, result: .failed, now: now)  // nobody else waits: it was not in flight
+                state.shed += 1
+                return (nil, nil)
+            case .fetch(let waiter):
+                state.fetching += 1
+                let promise = loop.makePromise(of: Outcome.self)
+                state.waiters[waiter] = promise
+                return (lookup, promise)
+            case .wait(let waiter):
                 let promise = loop.makePromise(of: Outcome.self)
                 state.waiters[waiter] = promise
                 return (lookup, promise)
@@ -166,6 +189,8 @@ public final class TokenValidator: Sendable {
             }
         }
         switch lookup {
+        case nil:
+            return .now(.unavailable("too many token checks are under way"))
         case .active(let token):
             return .now(.valid(token))
         case .inactive:
@@ -181,7 +206,8 @@ public final class TokenValidator: Sendable {
     private func fetch(_ token: String, kind: Kind, key: TokenKey) async {
         let (outcome, result) = await resolve(token, kind: kind)
         let promises = state.withLockedValue { state in
-            state.cache.complete(key, result: result, now: clock()).compactMap { state.waiters.removeValue(forKey: $0) }
+            state.fetching -= 1
+            return state.cache.complete(key, result: result, now: clock()).compactMap { state.waiters.removeValue(forKey: $0) }
         }
         for promise in promises { promise.succeed(outcome) }
     }

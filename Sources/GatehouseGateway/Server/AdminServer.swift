@@ -26,7 +26,7 @@ public enum AdminServer {
             let json =
                 "{\"entries\":\(statistics.entries),\"hits\":\(cache.hits),\"negative_hits\":\(cache.negativeHits),\"misses\":\(cache.misses),"
                 + "\"coalesced\":\(cache.coalesced),\"evictions\":\(cache.evictions),\"expirations\":\(cache.expirations),"
-                + "\"exchanges\":\(statistics.exchanges),\"verifications\":\(statistics.verifications),\"discovered\":\(validator.isReady)}"
+                + "\"exchanges\":\(statistics.exchanges),\"verifications\":\(statistics.verifications),\"shed\":\(statistics.shed),\"discovered\":\(validator.isReady)}"
             return Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: .init(byteBuffer: ByteBuffer(string: json)))
         }
         return Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "gatehouse-admin"), logger: logger)
