@@ -1387,3 +1387,40 @@ def test_zz_no_token_in_gateway_logs(main_as, main_gw, backend):
     for logs in [main_as.server.logs] + [f() for f in OTHER_LOGS]:
         leaked = [t for t in tokens if t in logs]
         assert not leaked, f"{len(leaked)} tokens in the AS/demo output: {[t[:12] + '…' for t in leaked[:5]]}"
+
+
+# --------------------------------------------------------------------------
+# framing of the gateway's own token errors on keep-alive connections
+# --------------------------------------------------------------------------
+
+
+def test_head_request_refused_for_its_token_gets_no_body(main_gw, backend):
+    """A 401 to HEAD carries Content-Length but no body: the next response on the connection must parse."""
+    with socket.create_connection(("127.0.0.1", main_gw.port), timeout=10) as s:
+        s.sendall(b"HEAD /read/x HTTP/1.1\r\nHost: gw\r\n\r\nGET /public/after HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+        f = s.makefile("rb")
+        status_line = f.readline()
+        assert b" 401 " in status_line, status_line
+        head = b""
+        while True:
+            line = f.readline()
+            if line in (b"\r\n", b""):
+                break
+            head += line
+        assert b"content-length:" in head.lower() and b"www-authenticate: bearer" in head.lower(), head
+        # No body follows: the very next bytes are the second response's status line.
+        status, body = _read_http_response(f)
+        assert status == 200, (status, body[:200])
+        assert json.loads(body)["path"] == "/public/after"
+
+
+def test_malformed_request_pipelined_behind_a_refused_token_is_answered(main_gw, backend):
+    """The token check is pending (an unknown token) while garbage follows: 401 first, then 400 and the close."""
+    unknown = "never-issued-" + secrets.token_urlsafe(24)
+    with socket.create_connection(("127.0.0.1", main_gw.port), timeout=10) as s:
+        s.sendall(f"GET /read/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {unknown}\r\n\r\n".encode() + b"NOT HTTP AT ALL\r\n\r\n")
+        f = s.makefile("rb")
+        first, _ = _read_http_response(f)
+        second, body = _read_http_response(f)
+        assert (first, second) == (401, 400), (first, second, body[:200])
+        assert f.read() == b""  # closed after the 400

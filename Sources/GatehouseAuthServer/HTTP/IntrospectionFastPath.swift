@@ -36,6 +36,8 @@ final class IntrospectionFastPath: ChannelDuplexHandler, RemovableChannelHandler
     /// Requests handed to the router whose response has not ended yet.
     private var routed = 0
     private var date = HTTPDate()
+    private var readPending = false
+    private var heldQuiesce = false
 
     init(tokens: TokenService, logger: Logger) {
         self.tokens = tokens
@@ -57,6 +59,7 @@ final class IntrospectionFastPath: ChannelDuplexHandler, RemovableChannelHandler
                 forward(context, .head(head))
                 forward(context, .body(body))
                 forward(context, part)
+                releaseQuiesce(context)
                 return
             }
             state = .idle  // drop the buffer's second reference before writing to it
@@ -69,6 +72,7 @@ final class IntrospectionFastPath: ChannelDuplexHandler, RemovableChannelHandler
                 if body.readableBytes > 0 { forward(context, .body(body)) }
                 forward(context, .end(trailers))
             }
+            releaseQuiesce(context)
         default:
             forward(context, part)
         }
@@ -85,6 +89,39 @@ final class IntrospectionFastPath: ChannelDuplexHandler, RemovableChannelHandler
             break
         }
         context.fireChannelRead(wrapInboundOut(part))
+    }
+
+    /// Answers written here are not seen by the router's backpressure: reading waits while they cannot be sent.
+    func read(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            context.read()
+        } else {
+            readPending = true
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable && readPending {
+            readPending = false
+            context.read()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// A graceful shutdown while a request is being read here: the router does not know of it, so the event
+    /// waits until the request is answered or handed on.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent, case .collecting = state {
+            heldQuiesce = true
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    private func releaseQuiesce(_ context: ChannelHandlerContext) {
+        guard heldQuiesce else { return }
+        heldQuiesce = false
+        context.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {

@@ -264,6 +264,9 @@ public final class TokenValidator: Sendable {
             return (.valid(validated), .active(validated, expiresAt: min(Double(claims.exp), notAfter ?? .infinity)))
         } catch let error as JOSEError {
             if error.code == .keySetUnavailable { return (.unavailable("the authorization server's keys cannot be loaded"), .failed) }
+            // An unknown kid is refused but not remembered: the key may appear at the next allowed refetch (someone
+            // sending made-up kids must not be able to get a real new key's tokens cached as bad).
+            if error.code == .unknownKey { return (.invalid(Self.describe(error)), .failed) }
             return (.invalid(Self.describe(error)), .inactive)
         } catch {
             return (.invalid("the token is not a valid JWT"), .inactive)

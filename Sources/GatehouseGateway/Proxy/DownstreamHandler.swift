@@ -171,6 +171,8 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     /// Set by a graceful shutdown: finish the exchange in flight, then close.
     private var draining = false
+    /// Whether the request an error response is about to answer is a HEAD request (no body in the answer).
+    private var answeringHEAD = false
 
     // MARK: Inbound from the client
 
@@ -247,6 +249,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
                     fail(exchange, status: status, message: "malformed request: \(parserError)", close: true)
                 }
             } else {
+                answeringHEAD = false
                 writeError(status: status, message: "malformed request: \(parserError)", requestID: Self.newRequestID(), close: true)
             }
             return
@@ -260,6 +263,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     private func startExchange(_ head: HTTPRequestHead) {
         headerDeadline = .distantFuture
+        answeringHEAD = head.method == .HEAD
         gateway = loop.currentGateway(runtime)
         let requestID = head.headers.first(name: "x-request-id").flatMap { Self.isAcceptableRequestID($0) ? $0 : nil } ?? Self.newRequestID()
         // Limits on the head (the decoder already capped both at its hard limits).
@@ -635,6 +639,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     private func finish(_ exchange: Exchange, trailers: HTTPHeaders?) {
         self.exchange = nil
+        answeringHEAD = false
         loop.finished(exchange.target)
         if let connection = exchange.connection {
             // An upstream that answered before the whole request was sent cannot be reused.
@@ -698,7 +703,9 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     /// A small JSON error body with the request id. Closing errors stop reading the request.
-    private func writeError(status: HTTPResponseStatus, message: String, requestID: String, close: Bool, error: String? = nil, headers extra: [(String, String)] = []) {
+    private func writeError(status: HTTPResponseStatus, message: String, requestID: String, close closeRequested: Bool, error: String? = nil, headers extra: [(String, String)] = []) {
+        // A draining connection takes no further requests.
+        let close = closeRequested || draining
         var body = context.channel.allocator.buffer(capacity: 128 + message.utf8.count)
         body.writeString("{\"error\":\"")
         body.writeString(error ?? Self.errorName(status))
@@ -716,13 +723,20 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         if close { headers.add(name: "Connection", value: "close") }
         lastActivity = .now()
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        // A response to HEAD carries the Content-Length of the body it would have had, and no body: a client
+        // would read one as the start of the next response.
+        if !answeringHEAD { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        answeringHEAD = false
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
             if close { channel.close(promise: nil) }
         }
         if close {
             closing = true
+        } else if exchange == nil, let (status, message) = deferredError {
+            // A malformed request was pipelined behind the one just answered: its 400 and the close come now.
+            deferredError = nil
+            writeError(status: status, message: message, requestID: Self.newRequestID(), close: true)
         } else {
             headerDeadline = .distantFuture
             if exchange == nil { replayQueued() }

@@ -6,6 +6,8 @@ public struct IntrospectionResponse: JWTPayload, Equatable {
     /// The members of `token_introspection` a verifier uses.
     public struct Token: Codable, Sendable, Equatable {
         public var active: Bool
+        /// `Bearer` for access tokens; `refresh_token` (this server) or others for tokens that are not.
+        public var token_type: String?
         public var scope: String?
         public var client_id: String?
         public var sub: String?
@@ -17,12 +19,13 @@ public struct IntrospectionResponse: JWTPayload, Equatable {
         public var jti: String?
 
         enum CodingKeys: String, CodingKey {
-            case active, scope, client_id, sub, exp, iat, nbf, aud, iss, jti
+            case active, token_type, scope, client_id, sub, exp, iat, nbf, aud, iss, jti
         }
 
         public init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: CodingKeys.self)
             active = try container.decode(Bool.self, forKey: .active)
+            token_type = try container.decodeIfPresent(String.self, forKey: .token_type)
             scope = try container.decodeIfPresent(String.self, forKey: .scope)
             client_id = try container.decodeIfPresent(String.self, forKey: .client_id)
             sub = try container.decodeIfPresent(String.self, forKey: .sub)
@@ -51,10 +54,12 @@ public struct IntrospectionResponse: JWTPayload, Equatable {
     public func verify(using algorithm: some JWTAlgorithm) async throws {}
 
     /// The introspected token as access-token claims, for the same checks a JWT access token gets; nil when the
-    /// token is not active or lacks the members an access token must have (exp).
+    /// token is not active, is not an access token (a refresh token is active too, but must never open an API), or
+    /// lacks the members an access token must have (exp).
     public var accessTokenClaims: AccessTokenClaims? {
         let token = token_introspection
         guard token.active, let exp = token.exp else { return nil }
+        if let type = token.token_type?.lowercased(), type != "bearer", type != "access_token", type != "dpop" { return nil }
         return AccessTokenClaims(
             iss: token.iss ?? iss, sub: token.sub ?? token.client_id ?? "", aud: token.aud ?? [], exp: exp, iat: token.iat ?? iat,
             nbf: token.nbf ?? token.iat ?? iat, jti: token.jti ?? "", client_id: token.client_id ?? "", scope: token.scope, auth_time: nil
