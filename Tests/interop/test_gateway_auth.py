@@ -1363,32 +1363,6 @@ def _status(url: str) -> Optional[int]:
 # 9. no token in the gateway's output (last: stops the module's processes)
 # --------------------------------------------------------------------------
 
-
-def test_zz_no_token_in_gateway_logs(main_as, main_gw, backend):
-    """Neither the opaque tokens nor the JWTs of this module appear in any gateway's stdout/stderr (log level debug),
-    nor in the demo's or the AS's output."""
-    opaque = main_as.cc_token()
-    assert_forwarded_jwt(send(main_gw, backend, "/read/secrets", opaque), opaque, client_id="demo-service")
-    assert_bearer_error(send(main_gw, backend, "/write/secrets", opaque), 403, "insufficient_scope", scope="orders:write")
-    unknown = "unknown-" + secrets.token_urlsafe(24)
-    remember(unknown)
-    assert_bearer_error(send(main_gw, backend, "/read/secrets-unknown", unknown), 401, "invalid_token")
-    main_gw.stop(check=True)
-    main_as.server.stop(check=True)
-
-    tokens = sorted(set(SENSITIVE))
-    assert opaque in tokens and any(t.count(".") == 2 for t in tokens), "the registry of tokens is empty"
-    assert main_gw in GATEWAYS and all(g.exit_code is not None for g in GATEWAYS), "every gateway should be stopped by now"
-    for gw in GATEWAYS:
-        logs = gw.logs
-        assert '"event":"listening"' in logs, "gateway output was not captured"
-        leaked = [t for t in tokens if t in logs]
-        assert not leaked, f"{len(leaked)} tokens in the output of the gateway {gw.config}: {[t[:12] + '…' for t in leaked[:5]]}"
-    for logs in [main_as.server.logs] + [f() for f in OTHER_LOGS]:
-        leaked = [t for t in tokens if t in logs]
-        assert not leaked, f"{len(leaked)} tokens in the AS/demo output: {[t[:12] + '…' for t in leaked[:5]]}"
-
-
 # --------------------------------------------------------------------------
 # framing of the gateway's own token errors on keep-alive connections
 # --------------------------------------------------------------------------
@@ -1424,3 +1398,30 @@ def test_malformed_request_pipelined_behind_a_refused_token_is_answered(main_gw,
         second, body = _read_http_response(f)
         assert (first, second) == (401, 400), (first, second, body[:200])
         assert f.read() == b""  # closed after the 400
+
+
+
+def test_zz_no_token_in_gateway_logs(main_as, main_gw, backend):
+    """Neither the opaque tokens nor the JWTs of this module appear in any gateway's stdout/stderr (log level debug),
+    nor in the demo's or the AS's output."""
+    opaque = main_as.cc_token()
+    assert_forwarded_jwt(send(main_gw, backend, "/read/secrets", opaque), opaque, client_id="demo-service")
+    assert_bearer_error(send(main_gw, backend, "/write/secrets", opaque), 403, "insufficient_scope", scope="orders:write")
+    unknown = "unknown-" + secrets.token_urlsafe(24)
+    remember(unknown)
+    assert_bearer_error(send(main_gw, backend, "/read/secrets-unknown", unknown), 401, "invalid_token")
+    main_gw.stop(check=True)
+    main_as.server.stop(check=True)
+
+    tokens = sorted(set(SENSITIVE))
+    assert opaque in tokens and any(t.count(".") == 2 for t in tokens), "the registry of tokens is empty"
+    assert main_gw in GATEWAYS and all(g.exit_code is not None for g in GATEWAYS), "every gateway should be stopped by now"
+    for gw in GATEWAYS:
+        logs = gw.logs
+        assert '"event":"listening"' in logs, "gateway output was not captured"
+        leaked = [t for t in tokens if t in logs]
+        assert not leaked, f"{len(leaked)} tokens in the output of the gateway {gw.config}: {[t[:12] + '…' for t in leaked[:5]]}"
+    for logs in [main_as.server.logs] + [f() for f in OTHER_LOGS]:
+        leaked = [t for t in tokens if t in logs]
+        assert not leaked, f"{len(leaked)} tokens in the AS/demo output: {[t[:12] + '…' for t in leaked[:5]]}"
+
