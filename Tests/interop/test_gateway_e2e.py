@@ -1265,3 +1265,55 @@ def test_expect_100_continue(start_gateway, upstreams):
         f"the upstream's 100 Continue was not relayed to the client within 2 s (first response: {interim})"
     )
     gw.stop()
+
+
+# --------------------------------------------------------------------------
+# thousands of clients that gave up while waiting for a pooled connection
+# --------------------------------------------------------------------------
+
+
+def test_abandoned_pool_waiters_do_not_take_the_gateway_down(start_gateway, upstreams):
+    """max_connections 1 and a held request: 3,000 more clients queue for the one connection and hang up. When
+    the connection comes back it passes through all their stale places in the queue; the gateway must survive
+    that and serve the next request."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    waiters = 3000
+    if soft < waiters + 256:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, waiters + 1024), hard))  # the gateway inherits it
+    release = threading.Event()
+
+    def held(handler: _UpstreamHandler, seen: Seen):
+        if seen.path == "/hold":
+            release.wait(30)
+        handler.reply(200, b"ok:" + seen.path.encode())
+
+    up = upstreams("held", held)
+    config = gateway_config(
+        [{"name": "one", "targets": [up.url], "pool": {"max_connections": 1, "max_idle": 1}}],
+        [{"match": {"path_prefix": "/"}, "cluster": "one"}],
+        event_loop_threads=1,
+    )
+    gw = start_gateway(config)
+    first = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    first.sendall(b"GET /hold HTTP/1.1\r\nHost: gw\r\n\r\n")
+    wait_until(lambda: up.count(lambda s: s.path == "/hold") == 1, 5, what="the held request reaching the upstream")
+    clients = []
+    for index in range(waiters):
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+        s.sendall(f"GET /queued/{index} HTTP/1.1\r\nHost: gw\r\n\r\n".encode())
+        clients.append(s)
+    time.sleep(1.0)  # every queued request has been read and is waiting for the connection
+    for s in clients:
+        s.close()
+    time.sleep(0.5)
+    release.set()
+    f = first.makefile("rb")
+    answered = read_response(f)
+    assert answered.status == 200
+    first.close()
+    r = http_session().get(gw.url("/after"), timeout=10)
+    assert r.status_code == 200 and r.content == b"ok:/after"
+    assert gw.proc.poll() is None, f"the gateway exited\n{gw.stderr[-2000:]}"
+    gw.stop()

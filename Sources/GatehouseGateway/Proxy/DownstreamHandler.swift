@@ -464,7 +464,11 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             guard self.exchange === exchange else {
                 // The exchange ended while the connection was being acquired: undo its in-flight count too.
                 self.loop.finished(exchange.target)
-                if case .success(let connection) = result { pool.release(connection, limits: limits) }
+                if case .success(let connection) = result {
+                    // Released on the next loop tick, not here: handing it to the next waiter runs that waiter's
+                    // callback inside this one, and thousands of abandoned waiters would nest that deep.
+                    pool.eventLoop.execute { pool.release(connection, limits: limits) }
+                }
                 return
             }
             switch result {
