@@ -790,7 +790,7 @@ class EchoBackend:
 class GatewayProcess:
     """One `gatehouse gateway --config FILE --log-level LEVEL` process: stdout/stderr drained into buffers (so tests
     can scan them), the port from the `{"event":"listening","service":"gateway","ports":[N]}` line, the admin
-    listener (if the config has one) at `admin_port`, SIGTERM on stop."""
+    listener (if the config has one) at `admin_port`, SIGTERM on stop. Binary: `binary`, else gatehouse_binary()."""
 
     def __init__(self, config: Path, admin_port: Optional[int] = None, log_level: str = "info", binary: Optional[Path] = None):
         self.binary = binary or gatehouse_binary()
@@ -835,7 +835,15 @@ class GatewayProcess:
                     f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}",
                     pytrace=False,
                 )
+        info = self.listening
+        assert info.get("service") == "gateway", f"listening line: {info}"
+        ports = info.get("ports")
+        assert isinstance(ports, list) and ports and all(isinstance(p, int) and p > 0 for p in ports), f"listening line: {info}"
         return self
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
     @property
     def port(self) -> int:
@@ -882,6 +890,23 @@ class GatewayProcess:
     def logs(self) -> str:
         return self.stdout + self.stderr
 
+    def _join_drains(self, timeout: float = 5.0):
+        for d in (self._stdout, self._stderr):
+            if d is not None:
+                d.join(timeout)
+
+    def terminate(self):
+        """SIGTERM without waiting (stop() afterwards collects the exit)."""
+        self.proc.send_signal(signal.SIGTERM)
+
+    def kill(self):
+        """SIGKILL now (counts as needing SIGKILL, so a later stop(check=True) fails)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.needed_sigkill = True
+        self._join_drains()
+
     def stop(self, check: bool = True) -> Optional[int]:
         """SIGTERM, wait up to 10 s, then SIGKILL. Idempotent. With check, asserts a graceful exit 0."""
         if self.proc is None:
@@ -896,9 +921,7 @@ class GatewayProcess:
                     self.proc.kill()
                     self.proc.wait(10)
             self.exit_code = self.proc.returncode
-            for d in (self._stdout, self._stderr):
-                if d is not None:
-                    d.join(5)
+            self._join_drains()
         if check:
             assert not self.needed_sigkill, f"gateway did not exit within {STOP_TIMEOUT}s of SIGTERM\n--- stderr ---\n{self.stderr[-4000:]}"
             assert self.exit_code == 0, f"gateway exited with {self.exit_code} after SIGTERM\n--- stderr ---\n{self.stderr[-4000:]}"

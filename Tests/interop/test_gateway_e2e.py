@@ -18,7 +18,6 @@ import http.client
 import json
 import os
 import select
-import signal
 import socket
 import struct
 import subprocess
@@ -32,7 +31,7 @@ from typing import Callable, Optional
 import pytest
 import requests
 
-from gatehouse_testlib import LISTEN_TIMEOUT, REPO_ROOT, STOP_TIMEOUT, _Drain
+from gatehouse_testlib import REPO_ROOT, GatewayProcess
 
 MiB = 1 << 20
 
@@ -451,115 +450,8 @@ class RawUpstream:
 
 
 # --------------------------------------------------------------------------
-# the gateway process
+# the gateway process (GatewayProcess lives in gatehouse_testlib)
 # --------------------------------------------------------------------------
-
-
-class GatewayProcess:
-    """One `gatehouse gateway` process (GatehouseServer-style: drained pipes, listening line, SIGTERM stop)."""
-
-    def __init__(self, binary: Path, config: Path):
-        self.binary = binary
-        self.config = config
-        self.proc: Optional[subprocess.Popen] = None
-        self.listening: Optional[dict] = None
-        self._listening_event = threading.Event()
-        self._stdout: Optional[_Drain] = None
-        self._stderr: Optional[_Drain] = None
-        self.exit_code: Optional[int] = None
-        self.needed_sigkill = False
-
-    def _on_stdout_line(self, line: str):
-        line = line.strip()
-        if not line.startswith("{"):
-            return
-        obj = json.loads(line)
-        if isinstance(obj, dict) and obj.get("event") == "listening" and not self._listening_event.is_set():
-            self.listening = obj
-            self._listening_event.set()
-
-    @property
-    def command(self) -> list[str]:
-        return [str(self.binary), "gateway", "--config", str(self.config), "--log-level", "warning"]
-
-    def start(self) -> "GatewayProcess":
-        self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(self.config.parent))
-        self._stdout = _Drain(self.proc.stdout, "gateway-stdout", self._on_stdout_line)
-        self._stderr = _Drain(self.proc.stderr, "gateway-stderr")
-        self._stdout.start()
-        self._stderr.start()
-        deadline = time.monotonic() + LISTEN_TIMEOUT
-        while not self._listening_event.wait(0.05):
-            if self.proc.poll() is not None:
-                self._join_drains()
-                pytest.fail(
-                    f"gateway exited with code {self.proc.returncode} before printing the listening line.\n"
-                    f"command: {' '.join(self.command)}\nconfig:\n{self.config.read_text()}\n"
-                    f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}",
-                    pytrace=False,
-                )
-            if time.monotonic() > deadline:
-                self.kill()
-                pytest.fail(f"no listening line within {LISTEN_TIMEOUT}s\n--- stderr ---\n{self.stderr}", pytrace=False)
-        info = self.listening
-        assert info.get("service") == "gateway", f"listening line: {info}"
-        ports = info.get("ports")
-        assert isinstance(ports, list) and ports and all(isinstance(p, int) and p > 0 for p in ports), f"listening line: {info}"
-        return self
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def port(self) -> int:
-        return int(self.listening["ports"][0])
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    @property
-    def stdout(self) -> str:
-        return self._stdout.text() if self._stdout else ""
-
-    @property
-    def stderr(self) -> str:
-        return self._stderr.text() if self._stderr else ""
-
-    def _join_drains(self, timeout: float = 5.0):
-        for d in (self._stdout, self._stderr):
-            if d is not None:
-                d.join(timeout)
-
-    def terminate(self):
-        self.proc.send_signal(signal.SIGTERM)
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.needed_sigkill = True
-        self._join_drains()
-
-    def stop(self, check: bool = True) -> Optional[int]:
-        """SIGTERM, wait up to 10 s, then SIGKILL. With check, asserts a graceful exit 0."""
-        if self.proc is None:
-            return None
-        if self.exit_code is None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    self.needed_sigkill = True
-                    self.proc.kill()
-                    self.proc.wait(10)
-            self.exit_code = self.proc.returncode
-            self._join_drains()
-        if check:
-            assert not self.needed_sigkill, f"gateway did not exit within {STOP_TIMEOUT}s of SIGTERM\n--- stderr ---\n{self.stderr[-4000:]}"
-            assert self.exit_code == 0, f"gateway exited with {self.exit_code} after SIGTERM\n--- stderr ---\n{self.stderr[-4000:]}"
-        return self.exit_code
 
 
 def release_or_default_binary(default: Path) -> Path:
@@ -603,7 +495,7 @@ def start_gateway(gatehouse_bin, tmp_path):
     def start(config: dict, binary: Optional[Path] = None, name: str = "gateway.yaml") -> GatewayProcess:
         path = tmp_path / name
         path.write_text(to_yaml(config) + "\n")
-        gw = GatewayProcess(binary or gatehouse_bin, path).start()
+        gw = GatewayProcess(path, log_level="warning", binary=binary or gatehouse_bin).start()
         started.append(gw)
         return gw
 
