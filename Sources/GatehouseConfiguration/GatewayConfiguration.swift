@@ -1,3 +1,4 @@
+import Foundation
 import Yams
 
 /// Everything the gateway reads from its YAML file, validated completely at load.
@@ -403,6 +404,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
         /// Request header that carries the JWT to the backend. Default `Authorization` (as `Bearer <jwt>`); an
         /// RFC 9110 token, neither hop-by-hop nor one the gateway sets or frames the message with.
         public var forwardHeader: String = "Authorization"
+        /// PEM file with the CA certificate(s) an `https` authorization server's certificate must chain to (a private
+        /// CA), relative to the configuration file. Default nil: the system trust store. Only with an https issuer.
+        public var caFile: String?
 
         public init(
             issuer: String,
@@ -413,7 +417,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
             jwks: JWKS = .init(),
             discoveryRetry: Retry = .init(),
             clockSkewMilliseconds: Int = 30_000,
-            forwardHeader: String = "Authorization"
+            forwardHeader: String = "Authorization",
+            caFile: String? = nil
         ) {
             self.issuer = issuer
             self.clientID = clientID
@@ -424,6 +429,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
             self.discoveryRetry = discoveryRetry
             self.clockSkewMilliseconds = clockSkewMilliseconds
             self.forwardHeader = forwardHeader
+            self.caFile = caFile
         }
 
         /// Where the metadata is read (RFC 8414 §3.1): `<issuer>/.well-known/oauth-authorization-server` for an issuer
@@ -439,7 +445,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public var description: String {
             "AuthorizationServer(issuer: \(issuer), clientID: \(clientID), clientSecret: <redacted>, exchange: \(exchange.rawValue), "
                 + "cache: \(cache), jwks: \(jwks), discoveryRetry: \(discoveryRetry), clockSkewMilliseconds: \(clockSkewMilliseconds), "
-                + "forwardHeader: \(forwardHeader))"
+                + "forwardHeader: \(forwardHeader), caFile: \(caFile ?? "system trust store"))"
         }
 
         public var debugDescription: String { description }
@@ -773,6 +779,12 @@ public struct GatewayConfiguration: Sendable, Equatable {
                 throw reader.error("forward_header", "'\(header)' is hop-by-hop, frames the message or is set by the gateway itself")
             }
             server.forwardHeader = header
+        }
+        if let path = try reader.string("ca_file") {
+            guard issuer.lowercased().hasPrefix("https://") else { throw reader.error("ca_file", "is only used with an https issuer") }
+            let resolved = resolve(path, against: baseDirectory)
+            guard FileManager.default.isReadableFile(atPath: resolved) else { throw reader.error("ca_file", "cannot read \(resolved)") }
+            server.caFile = resolved
         }
         return server
     }

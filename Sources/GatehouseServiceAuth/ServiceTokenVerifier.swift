@@ -14,7 +14,7 @@ import NIOPosix
 /// introspection_jwt` forwards) is accepted too: its introspected token gets the same checks.
 public final class ServiceTokenVerifier: Sendable {
     public struct Configuration: Sendable {
-        /// Required: where the key set is published (the authorization server's `jwks_uri`); `http://` URLs.
+        /// Required: where the key set is published (the authorization server's `jwks_uri`); `https://` or `http://`.
         public var jwksURL: String
         /// Required: the accepted `iss` (the authorization server's issuer).
         public var issuer: String
@@ -28,6 +28,8 @@ public final class ServiceTokenVerifier: Sendable {
         public var allowedAlgorithms: Set<SigningAlgorithm> = Set(SigningAlgorithm.allCases)
         /// Timeout of one key-set fetch. Default 2 s.
         public var fetchTimeout: TimeAmount = .seconds(2)
+        /// Which certificates an https `jwksURL` may present. Default: the system trust store.
+        public var trust: SimpleHTTPClient.Trust = .system
 
         public init(jwksURL: String, issuer: String, audiences: Set<String>, refresh: JWKSRefreshPolicy = .init(), clockSkew: Int = 30) {
             self.jwksURL = jwksURL
@@ -97,13 +99,14 @@ public final class ServiceTokenVerifier: Sendable {
         self.configuration = configuration
         let url = configuration.jwksURL
         let timeout = configuration.fetchTimeout
+        let trust = configuration.trust
         verifier = RemoteJWKSVerifier(
             verification: JWTVerificationPolicy(
                 issuers: [configuration.issuer], audiences: configuration.audiences, allowedAlgorithms: configuration.allowedAlgorithms,
                 clockSkew: configuration.clockSkew
             ),
             policy: configuration.refresh, clock: clock,
-            fetcher: fetcher ?? { try await Self.fetchKeySet(url: url, timeout: timeout, group: group) }
+            fetcher: fetcher ?? { try await Self.fetchKeySet(url: url, timeout: timeout, group: group, trust: trust) }
         )
     }
 
@@ -146,8 +149,8 @@ public final class ServiceTokenVerifier: Sendable {
     }
 
     /// GET of a key set: its body and `Cache-Control: max-age`.
-    public static func fetchKeySet(url: String, timeout: TimeAmount, group: any EventLoopGroup) async throws -> (json: String, maxAge: Double?) {
-        let response = try await SimpleHTTPClient.get(url: url, timeout: timeout, group: group)
+    public static func fetchKeySet(url: String, timeout: TimeAmount, group: any EventLoopGroup, trust: SimpleHTTPClient.Trust = .system) async throws -> (json: String, maxAge: Double?) {
+        let response = try await SimpleHTTPClient.get(url: url, timeout: timeout, group: group, trust: trust)
         guard response.status == 200 else { throw SimpleHTTPClient.Failure(description: "the key set at \(url) answered \(response.status)") }
         return (response.body, SimpleHTTPClient.maxAge(response.headers.first(name: "cache-control")))
     }

@@ -2,6 +2,8 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
+import NIOConcurrencyHelpers
 
 /// A response read whole.
 public struct SimpleHTTPResponse: Sendable {
@@ -16,7 +18,7 @@ public struct SimpleHTTPResponse: Sendable {
     public var body: String
 }
 
-/// One HTTP/1.1 request on its own connection, read whole: for calls to the authorization server (discovery, JWKS,
+/// One HTTP/1.1 request (over TLS for https) on its own connection, read whole: for calls to the authorization server (discovery, JWKS,
 /// token-exchange misses), which are rare next to proxied requests. Responses over 1 MiB are refused.
 public enum SimpleHTTPClient {
     public struct Failure: Error, CustomStringConvertible {
@@ -27,7 +29,38 @@ public enum SimpleHTTPClient {
         }
     }
 
-    public static func send(host: String, port: Int, method: HTTPMethod, path: String, headers: HTTPHeaders, body: String?, timeout: TimeAmount, group: any EventLoopGroup) async throws -> SimpleHTTPResponse {
+    /// Which certificates an `https://` server may present.
+    public enum Trust: Sendable, Hashable {
+        /// The system's trust store.
+        case system
+        /// Only certificates issued by the CA(s) in this PEM file (a private CA).
+        case caFile(String)
+    }
+
+    /// One TLS context per trust setting, made once (loading a trust store is slow).
+    private static let contexts = NIOLockedValueBox<[Trust: NIOSSLContext]>([:])
+
+    static func context(for trust: Trust) throws -> NIOSSLContext {
+        try contexts.withLockedValue { contexts in
+            if let context = contexts[trust] { return context }
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            configuration.minimumTLSVersion = .tlsv12
+            if case .caFile(let path) = trust {
+                configuration.trustRoots = .file(path)
+            }
+            let context = try NIOSSLContext(configuration: configuration)
+            contexts[trust] = context
+            return context
+        }
+    }
+
+    /// `tls` nil: plain HTTP. Otherwise TLS 1.2+ with full certificate verification against `host`.
+    public static func send(
+        host: String, port: Int, method: HTTPMethod, path: String, headers: HTTPHeaders, body: String?, timeout: TimeAmount, group: any EventLoopGroup,
+        tls: Trust? = nil
+    ) async throws -> SimpleHTTPResponse {
+        let sslContext = try tls.map { try context(for: $0) }
+        let isIPAddress = (try? SocketAddress(ipAddress: host, port: 0)) != nil
         let eventLoop = group.next()
         let promise = eventLoop.makePromise(of: SimpleHTTPResponse.self)
         let timer = eventLoop.scheduleTask(in: timeout) { promise.fail(Failure(description: "no answer within \(timeout.nanoseconds / 1_000_000) ms")) }
@@ -35,6 +68,10 @@ public enum SimpleHTTPClient {
             .connectTimeout(timeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let sslContext {
+                        // SNI and hostname verification use the name; an IP literal is verified against the IP SANs.
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: isIPAddress ? nil : host))
+                    }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise))
                 }
@@ -99,19 +136,28 @@ public enum SimpleHTTPClient {
 extension SimpleHTTPClient.ResponseCollector: Sendable {}
 
 extension SimpleHTTPClient {
-    /// A request to an absolute `http://` URL.
-    public static func send(url: String, method: HTTPMethod, headers: HTTPHeaders = [:], body: String? = nil, timeout: TimeAmount, group: any EventLoopGroup) async throws -> SimpleHTTPResponse {
-        guard let components = URLComponents(string: url), components.scheme == "http", let host = components.host, !host.isEmpty else {
-            throw Failure(description: "only absolute http:// URLs are supported: \(url)")
+    /// A request to an absolute `http://` or `https://` URL; `trust` says which certificates an https server may
+    /// present (default: the system's trust store).
+    public static func send(
+        url: String, method: HTTPMethod, headers: HTTPHeaders = [:], body: String? = nil, timeout: TimeAmount, group: any EventLoopGroup, trust: Trust = .system
+    ) async throws -> SimpleHTTPResponse {
+        guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(), scheme == "http" || scheme == "https",
+            let host = components.host, !host.isEmpty
+        else {
+            throw Failure(description: "only absolute http:// and https:// URLs are supported: \(url)")
         }
         let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
         var path = components.percentEncodedPath.isEmpty ? "/" : components.percentEncodedPath
         if let query = components.percentEncodedQuery { path += "?" + query }
-        return try await send(host: bareHost, port: components.port ?? 80, method: method, path: path, headers: headers, body: body, timeout: timeout, group: group)
+        let secure = scheme == "https"
+        return try await send(
+            host: bareHost, port: components.port ?? (secure ? 443 : 80), method: method, path: path, headers: headers, body: body, timeout: timeout, group: group,
+            tls: secure ? trust : nil
+        )
     }
 
-    public static func get(url: String, timeout: TimeAmount, group: any EventLoopGroup) async throws -> SimpleHTTPResponse {
-        try await send(url: url, method: .GET, timeout: timeout, group: group)
+    public static func get(url: String, timeout: TimeAmount, group: any EventLoopGroup, trust: Trust = .system) async throws -> SimpleHTTPResponse {
+        try await send(url: url, method: .GET, timeout: timeout, group: group, trust: trust)
     }
 
     /// `max-age` of a `Cache-Control` value, in seconds.

@@ -32,10 +32,11 @@ import Testing
         let directory: String
         let logger: Logger
 
-        static func make() async throws -> LocalAuthorizationServer {
+        /// `issuer` nil: http://127.0.0.1:<port>.
+        static func make(issuer: String? = nil) async throws -> LocalAuthorizationServer {
             let port = try GatewayClientTests.freePort()
             var configuration = try testConfiguration()
-            configuration.issuer = "http://127.0.0.1:\(port)"
+            configuration.issuer = issuer ?? "http://127.0.0.1:\(port)"
             var template = Array("/tmp/gatehouse-gwclient-XXXXXX".utf8CString)
             let directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
             var logger = Logger(label: "test")
@@ -176,6 +177,76 @@ import Testing
         #expect(HTTPDate.format(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")  // RFC 9110 §5.6.7's example
         #expect(HTTPDate.format(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
         #expect(HTTPDate.format(951_782_400) == "Tue, 29 Feb 2000 00:00:00 GMT")
+    }
+
+    /// Runs a command; its exit status.
+    static func run(_ arguments: [String]) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    @Test func httpsAuthorizationServerWithAPrivateCA() async throws {
+        // A private CA and a certificate for localhost, made with the openssl CLI.
+        let directory = NSTemporaryDirectory() + "gatehouse-https-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (ca, caKey, cert, key, csr, ext) = ("\(directory)/ca.pem", "\(directory)/ca.key", "\(directory)/server.pem", "\(directory)/server.key", "\(directory)/server.csr", "\(directory)/ext.cnf")
+        try "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n".write(toFile: ext, atomically: true, encoding: .utf8)
+        #expect(try Self.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", caKey, "-out", ca, "-days", "1", "-subj", "/CN=Gatehouse test CA"]) == 0)
+        #expect(try Self.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=localhost"]) == 0)
+        #expect(try Self.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", caKey, "-CAcreateserial", "-out", cert, "-days", "1", "-extfile", ext]) == 0)
+
+        // The authorization server speaks http on loopback; a gateway with a TLS listener in front of it is what
+        // clients reach, under the https issuer.
+        let gatewayPort = try Self.freePort()
+        let issuer = "https://localhost:\(gatewayPort)"
+        let local = try await LocalAuthorizationServer.make(issuer: issuer)
+        let configuration = try GatewayConfiguration.parse(yaml: """
+            listeners:
+              - {host: 127.0.0.1, port: \(gatewayPort), tls: {certificate: \(cert), private_key: \(key), http2: false}}
+            event_loop_threads: 1
+            clusters:
+              - {name: auth, targets: ["http://127.0.0.1:\(local.port)"]}
+            routes:
+              - {name: all, match: {path_prefix: /}, cluster: auth}
+            """)
+        let gateway = GatewayServer(
+            settings: GatewayCompiler.settings(configuration, defaultThreads: 1), gateway: GatewayCompiler().compile(configuration), logger: local.logger
+        )
+        let group = ServiceGroup(
+            configuration: .init(services: [.init(service: local.server.application(host: "127.0.0.1", port: local.port)), .init(service: gateway)], logger: local.logger)
+        )
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            while !gateway.isReady { try await Task.sleep(for: .milliseconds(20)) }
+
+            let trusted = AuthorizationServerClient(issuer: issuer, clientID: "gatehouse-gateway", clientSecret: "gatehouse-gateway-secret", trust: .caFile(ca))
+            let metadata = try await trusted.discover(initial: .milliseconds(20), maximum: .milliseconds(100), logger: local.logger)
+            #expect(metadata.tokenEndpoint == issuer + "/token")
+            let opaque = try await local.issueToken(scope: "orders:read")
+            guard case .jwt = await trusted.exchange(opaque) else {
+                Issue.record("expected the exchange over https to work")
+                return
+            }
+            #expect(try await trusted.fetchJWKS().json.contains("\"keys\""))
+
+            // The system trust store does not know the private CA: the certificate is refused.
+            let untrusted = AuthorizationServerClient(issuer: issuer, clientID: "gatehouse-gateway", clientSecret: "gatehouse-gateway-secret")
+            await #expect(throws: (any Error).self) { _ = try await untrusted.fetchMetadata() }
+            // Nor does a certificate for localhost pass for another name (the same server, reached by its IP).
+            await #expect(throws: (any Error).self) {
+                _ = try await SimpleHTTPClient.get(url: "https://127.0.0.1:\(gatewayPort)/.well-known/oauth-authorization-server", timeout: .seconds(2), group: MultiThreadedEventLoopGroup.singleton, trust: .caFile(ca))
+            }
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        try await local.close()
     }
 
     @Test func unknownTokensBeyondTheFetchLimitAreShedNotQueued() async throws {

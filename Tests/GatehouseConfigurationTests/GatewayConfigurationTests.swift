@@ -39,6 +39,13 @@ private func address(_ text: String) -> [UInt8] {
 }
 
 @Suite struct GatewayConfigurationTests {
+    @Test func aPrivateCAFileIsResolvedAgainstTheConfigurationDirectory() throws {
+        let yaml = gateway(extra: "authorization_server: {issuer: 'https://auth.example', client_id: gw, client_secret: s, ca_file: hostname}")
+        let configuration = try Gateway.parse(yaml: yaml, baseDirectory: "/etc")
+        #expect(configuration.authorizationServer?.caFile == "/etc/hostname")
+        #expect(try Gateway.parse(yaml: gateway(extra: authorizationServer)).authorizationServer?.caFile == nil)
+    }
+
     @Test func minimalFileGetsTheDocumentedDefaults() throws {
         let configuration = try Gateway.parse(yaml: gateway())
         #expect(configuration.listeners == [Gateway.Listener(host: "127.0.0.1", port: 8080, tls: nil)])
@@ -456,6 +463,12 @@ private func address(_ text: String) -> [UInt8] {
         (gateway(extra: authorizationServer("forward_header: Host")), "authorization_server.forward_header"),
         (gateway(extra: authorizationServer("forward_header: Content-Length")), "authorization_server.forward_header"),
         (gateway(extra: authorizationServer("timeout: 1s")), "authorization_server.timeout"),
+        // A private CA only makes sense for an https issuer, and must be readable.
+        (gateway(extra: authorizationServer("ca_file: /etc/hostname")), "authorization_server.ca_file"),
+        (
+            gateway(extra: "authorization_server: {issuer: 'https://auth.example', client_id: gw, client_secret: s, ca_file: /nonexistent/ca.pem}"),
+            "authorization_server.ca_file"
+        ),
         // A route's auth section.
         (gateway(routes: "[{cluster: backend, auth: jwt}]", extra: authorizationServer), "routes[0].auth"),
         (gatewayWithAuth(""), "routes[0].auth.mode"),

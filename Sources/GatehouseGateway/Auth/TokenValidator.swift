@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import GatehouseConfiguration
 import GatehousePolicies
+import GatehouseServiceAuth
 import GatehouseTokens
 import Logging
 import NIOConcurrencyHelpers
@@ -105,7 +106,9 @@ public final class TokenValidator: Sendable {
         self.maxConcurrentFetches = maxConcurrentFetches
         self.logger = logger
         self.clock = clock
-        let client = AuthorizationServerClient(issuer: settings.issuer, clientID: settings.clientID, clientSecret: settings.clientSecret)
+        let client = AuthorizationServerClient(
+            issuer: settings.issuer, clientID: settings.clientID, clientSecret: settings.clientSecret, trust: settings.caFile.map { .caFile($0) } ?? .system
+        )
         self.client = client
         state = NIOLockedValueBox(
             State(

@@ -32,9 +32,15 @@ public final class AuthorizationServerClient: Sendable {
     let clientSecret: String
     let timeout: TimeAmount
     let group: any EventLoopGroup
+    /// Which certificates an https authorization server may present.
+    let trust: SimpleHTTPClient.Trust
     private let discovered = NIOLockedValueBox<Metadata?>(nil)
 
-    public init(issuer: String, clientID: String, clientSecret: String, timeout: TimeAmount = .seconds(2), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+    public init(
+        issuer: String, clientID: String, clientSecret: String, timeout: TimeAmount = .seconds(2), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        trust: SimpleHTTPClient.Trust = .system
+    ) {
+        self.trust = trust
         self.issuer = issuer
         self.clientID = clientID
         self.clientSecret = clientSecret
@@ -150,7 +156,7 @@ public final class AuthorizationServerClient: Sendable {
     }
 
     private func send(_ method: HTTPMethod, _ url: String, headers: HTTPHeaders, body: String?) async throws -> SimpleHTTPResponse {
-        try await SimpleHTTPClient.send(url: url, method: method, headers: headers, body: body, timeout: timeout, group: group)
+        try await SimpleHTTPClient.send(url: url, method: method, headers: headers, body: body, timeout: timeout, group: group, trust: trust)
     }
 
     static func formEncode(_ text: String) -> String {
