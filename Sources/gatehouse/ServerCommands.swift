@@ -112,10 +112,18 @@ struct DemoCommand: AsyncParsableCommand {
         let gatewayLines = ports.map { ports in
             "  Gateway               http://127.0.0.1:\(ports.gateway) (/public/ → demo backend, no token; /api/ → demo backend, token with orders:read;\n                        admin http://127.0.0.1:\(ports.admin)/readyz, /token-cache)\n  Demo backend          http://127.0.0.1:\(ports.backend) (echoes what it receives; outside /public/ only with a valid gateway JWT)"
         } ?? "  (gateway and demo backend not started: --auth-only)"
-        return banner(issuer: issuer, dataDirectory: dataDirectory, gatewayLines: gatewayLines)
+        let gatewayTry = ports.map { ports in
+            "\n" + """
+
+              # through the gateway: an opaque token in, the JWT it was exchanged for reaches the backend
+              TOKEN=$(curl -s -u demo-service:demo-service-secret -d grant_type=client_credentials -d scope=orders:read \(issuer)/token | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+              curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:\(ports.gateway)/api/orders
+            """
+        } ?? ""
+        return banner(issuer: issuer, dataDirectory: dataDirectory, gatewayLines: gatewayLines, gatewayTry: gatewayTry)
     }
 
-    static func banner(issuer: String, dataDirectory: String, gatewayLines: String) -> String {
+    static func banner(issuer: String, dataDirectory: String, gatewayLines: String, gatewayTry: String = "") -> String {
         """
 
         Gatehouse demo is running.
@@ -128,7 +136,7 @@ struct DemoCommand: AsyncParsableCommand {
 
         Try it:
           # a service token (client_credentials)
-          curl -s -u demo-service:demo-service-secret -d grant_type=client_credentials -d scope=orders:read \(issuer)/token
+          curl -s -u demo-service:demo-service-secret -d grant_type=client_credentials -d scope=orders:read \(issuer)/token\(gatewayTry)
 
           # a user token with a refresh token (password grant)
           curl -s -u demo-web:demo-web-secret -d grant_type=password -d username=alice -d password=alice-password \(issuer)/token
