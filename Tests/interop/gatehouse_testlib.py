@@ -356,7 +356,49 @@ class _Drain(threading.Thread):
             return "".join(self._lines)
 
 
-class GatehouseServer:
+class _SupervisedProcess:
+    """What GatehouseServer and GatewayProcess share: output drains and a checked SIGTERM stop. Subclasses set
+    `proc`, `exit_code`, `needed_sigkill`, `_stdout`, `_stderr` and `_name`."""
+
+    _name = "gatehouse"
+
+    def _join_drains(self, timeout: float = 5.0):
+        for d in (self._stdout, self._stderr):
+            if d is not None:
+                d.join(timeout)
+
+    def stop(self, check: bool = True) -> Optional[int]:
+        """SIGTERM, wait up to 10 s, then SIGKILL. Idempotent.
+
+        With check=True, asserts the process exited by itself after SIGTERM and
+        with status 0 (graceful shutdown)."""
+        if self.proc is None:
+            return None
+        if self.exit_code is None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self.needed_sigkill = True
+                    self.proc.kill()
+                    self.proc.wait(10)
+            self.exit_code = self.proc.returncode
+            self._join_drains()
+        if check:
+            assert self.proc.poll() is not None, f"{self._name} process is still running"
+            assert not self.needed_sigkill, (
+                f"{self._name} did not exit within {STOP_TIMEOUT}s of SIGTERM (had to SIGKILL it)\n"
+                f"--- stderr (tail) ---\n{self.stderr[-4000:]}"
+            )
+            assert self.exit_code == 0, (
+                f"{self._name} exited with status {self.exit_code} after SIGTERM (expected graceful exit 0)\n"
+                f"--- stderr (tail) ---\n{self.stderr[-4000:]}"
+            )
+        return self.exit_code
+
+
+class GatehouseServer(_SupervisedProcess):
     """One `gatehouse auth` process."""
 
     def __init__(self, binary: Path, config: Path, data_dir: Path, extra_args: tuple[str, ...] = (), port: int = 0):
@@ -448,46 +490,11 @@ class GatehouseServer:
             pytrace=False,
         )
 
-    def _join_drains(self, timeout: float = 5.0):
-        for d in (self._stdout, self._stderr):
-            if d is not None:
-                d.join(timeout)
-
     def _force_kill(self):
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
         self._join_drains()
-
-    def stop(self, check: bool = True) -> Optional[int]:
-        """SIGTERM, wait up to 10 s, then SIGKILL. Idempotent.
-
-        With check=True, asserts the process exited by itself after SIGTERM and
-        with status 0 (graceful shutdown)."""
-        if self.proc is None:
-            return None
-        if self.exit_code is None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    self.needed_sigkill = True
-                    self.proc.kill()
-                    self.proc.wait(10)
-            self.exit_code = self.proc.returncode
-            self._join_drains()
-        if check:
-            assert self.proc.poll() is not None, "gatehouse process is still running"
-            assert not self.needed_sigkill, (
-                f"gatehouse did not exit within {STOP_TIMEOUT}s of SIGTERM (had to SIGKILL it)\n"
-                f"--- stderr (tail) ---\n{self.stderr[-4000:]}"
-            )
-            assert self.exit_code == 0, (
-                f"gatehouse exited with status {self.exit_code} after SIGTERM (expected graceful exit 0)\n"
-                f"--- stderr (tail) ---\n{self.stderr[-4000:]}"
-            )
-        return self.exit_code
 
     def kill9(self) -> int:
         """SIGKILL (kill -9) without any grace."""
@@ -787,10 +794,12 @@ class EchoBackend:
         self._httpd.server_close()
 
 
-class GatewayProcess:
+class GatewayProcess(_SupervisedProcess):
     """One `gatehouse gateway --config FILE --log-level LEVEL` process: stdout/stderr drained into buffers (so tests
     can scan them), the port from the `{"event":"listening","service":"gateway","ports":[N]}` line, the admin
     listener (if the config has one) at `admin_port`, SIGTERM on stop. Binary: `binary`, else gatehouse_binary()."""
+
+    _name = "gateway"
 
     def __init__(self, config: Path, admin_port: Optional[int] = None, log_level: str = "info", binary: Optional[Path] = None):
         self.binary = binary or gatehouse_binary()
@@ -890,11 +899,6 @@ class GatewayProcess:
     def logs(self) -> str:
         return self.stdout + self.stderr
 
-    def _join_drains(self, timeout: float = 5.0):
-        for d in (self._stdout, self._stderr):
-            if d is not None:
-                d.join(timeout)
-
     def terminate(self):
         """SIGTERM without waiting (stop() afterwards collects the exit)."""
         self.proc.send_signal(signal.SIGTERM)
@@ -907,22 +911,3 @@ class GatewayProcess:
             self.needed_sigkill = True
         self._join_drains()
 
-    def stop(self, check: bool = True) -> Optional[int]:
-        """SIGTERM, wait up to 10 s, then SIGKILL. Idempotent. With check, asserts a graceful exit 0."""
-        if self.proc is None:
-            return None
-        if self.exit_code is None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    self.needed_sigkill = True
-                    self.proc.kill()
-                    self.proc.wait(10)
-            self.exit_code = self.proc.returncode
-            self._join_drains()
-        if check:
-            assert not self.needed_sigkill, f"gateway did not exit within {STOP_TIMEOUT}s of SIGTERM\n--- stderr ---\n{self.stderr[-4000:]}"
-            assert self.exit_code == 0, f"gateway exited with {self.exit_code} after SIGTERM\n--- stderr ---\n{self.stderr[-4000:]}"
-        return self.exit_code
