@@ -362,6 +362,18 @@ class _SupervisedProcess:
 
     _name = "gatehouse"
 
+    @property
+    def stdout(self) -> str:
+        return self._stdout.text() if self._stdout else ""
+
+    @property
+    def stderr(self) -> str:
+        return self._stderr.text() if self._stderr else ""
+
+    @property
+    def logs(self) -> str:
+        return self.stdout + self.stderr
+
     def _join_drains(self, timeout: float = 5.0):
         for d in (self._stdout, self._stderr):
             if d is not None:
@@ -533,18 +545,6 @@ class GatehouseServer(_SupervisedProcess):
     @property
     def db_path(self) -> Path:
         return self.data_dir / "auth.sqlite"
-
-    @property
-    def stdout(self) -> str:
-        return self._stdout.text() if self._stdout else ""
-
-    @property
-    def stderr(self) -> str:
-        return self._stderr.text() if self._stderr else ""
-
-    @property
-    def logs(self) -> str:
-        return self.stdout + self.stderr
 
 
 @dataclass
@@ -886,18 +886,6 @@ class GatewayProcess(_SupervisedProcess):
         r = requests.get(self.admin_url("/token-cache"), timeout=5)
         assert r.status_code == 200, f"GET /token-cache -> {r.status_code}: {r.text[:300]}"
         return r.json()
-
-    @property
-    def stdout(self) -> str:
-        return self._stdout.text() if self._stdout else ""
-
-    @property
-    def stderr(self) -> str:
-        return self._stderr.text() if self._stderr else ""
-
-    @property
-    def logs(self) -> str:
-        return self.stdout + self.stderr
 
     def terminate(self):
         """SIGTERM without waiting (stop() afterwards collects the exit)."""

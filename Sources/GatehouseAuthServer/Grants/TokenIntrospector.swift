@@ -32,11 +32,7 @@ struct TokenIntrospector: Sendable {
             cache.put([stored], now: now)
             record = stored
         }
-        guard let record, SecureToken.constantTimeEquals(record.tokenHash, locator.hash) else { return nil }
-        guard !record.revoked, now < record.expiresAt else { return nil }
-        if record.kind == .refresh {
-            guard record.rotatedAt == nil, now < (record.familyExpiresAt ?? Int.max) else { return nil }
-        }
+        guard let record, Self.isActive(record, locator: locator, now: now) else { return nil }
         guard let client = try await directory.client(id: record.clientID) else { return nil }
         var username: String?
         if let userID = record.userID {
@@ -46,16 +42,23 @@ struct TokenIntrospector: Sendable {
         return IntrospectedToken(record: record, client: client, username: username)
     }
 
+    /// The record matches the presented token (constant-time hash comparison), is not revoked or expired, and a
+    /// refresh token has not been rotated away or outlived its family.
+    static func isActive(_ record: TokenRecord, locator: TokenLocator, now: Int) -> Bool {
+        guard SecureToken.constantTimeEquals(record.tokenHash, locator.hash), !record.revoked, now < record.expiresAt else { return false }
+        if record.kind == .refresh {
+            return record.rotatedAt == nil && now < (record.familyExpiresAt ?? Int.max)
+        }
+        return true
+    }
+
     /// `activeToken` from memory only: nil when the store must be asked (record, client or user not cached);
     /// `.some(nil)` when the token is known to be inactive.
     func activeTokenFromMemory(_ presented: String) -> IntrospectedToken?? {
         guard let locator = TokenLocator(token: presented) else { return .some(nil) }
         let now = clock.now()
         guard let record = cache.get(locator.id, now: now) else { return nil }
-        guard SecureToken.constantTimeEquals(record.tokenHash, locator.hash), !record.revoked, now < record.expiresAt else { return .some(nil) }
-        if record.kind == .refresh {
-            guard record.rotatedAt == nil, now < (record.familyExpiresAt ?? Int.max) else { return .some(nil) }
-        }
+        guard Self.isActive(record, locator: locator, now: now) else { return .some(nil) }
         guard let cachedClient = directory.cachedClient(id: record.clientID) else { return nil }
         guard let client = cachedClient else { return .some(nil) }
         var username: String?
