@@ -141,6 +141,30 @@ import Testing
         #expect(headers["via"] == ["1.1 gatehouse"])
     }
 
+    @Test func connectionCannotStripTheGatewaysOwnHeaders() {
+        // Naming a header in Connection makes it hop-by-hop; the Host and the headers the gateway sets must survive.
+        var headers = HTTPHeaders([
+            ("Host", "api.example"), ("Connection", "Host, X-Forwarded-For, Via, X-Request-Id, Forwarded, X-Other"), ("X-Other", "1"),
+        ])
+        HeaderHygiene.prepareRequest(&headers, peer: untrusted, requestID: "r2", via: "1.1 gatehouse", isUpgrade: false)
+        #expect(headers["host"] == ["api.example"])
+        #expect(headers["x-forwarded-for"] == ["192.0.2.7"])
+        #expect(headers["via"] == ["1.1 gatehouse"])
+        #expect(headers["x-request-id"] == ["r2"])
+        #expect(headers["forwarded"] == ["for=192.0.2.7;proto=https;host=\"api.example\""])
+        #expect(!headers.contains(name: "x-other"))
+        #expect(!headers.contains(name: "connection"))
+    }
+
+    @Test func upgradeKeepsConnectionUpgradeOnly() {
+        var headers = HTTPHeaders([("Host", "a"), ("Connection", "Upgrade, X-Hop"), ("Upgrade", "websocket"), ("X-Hop", "1"), ("Sec-WebSocket-Key", "k")])
+        HeaderHygiene.prepareRequest(&headers, peer: untrusted, requestID: "r3", via: "1.1 gatehouse", isUpgrade: true)
+        #expect(headers["connection"] == ["upgrade"])
+        #expect(headers["upgrade"] == ["websocket"])
+        #expect(headers["sec-websocket-key"] == ["k"])
+        #expect(!headers.contains(name: "x-hop"))
+    }
+
     @Test func untrustedPeersCannotSpoofForwardedHeaders() {
         var headers = HTTPHeaders([
             ("Host", "api.example"), ("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-Proto", "http"), ("X-Forwarded-Host", "evil"),

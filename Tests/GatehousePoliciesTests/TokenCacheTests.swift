@@ -5,6 +5,16 @@ import Testing
 @Suite struct TokenCacheTests {
     func key(_ byte: UInt8) -> TokenKey { TokenKey(digest: [UInt8](repeating: byte, count: 32)) }
 
+    @Test func keysFromMemoryEqualKeysFromBytes() {
+        let digest = (0..<32).map { UInt8($0 * 7 + 1) }
+        let fromMemory = digest.withUnsafeBytes { TokenKey(digestBytes: $0) }
+        #expect(fromMemory == TokenKey(digest: digest))
+        #expect(fromMemory.words.0 == 0x0108_0F16_1D24_2B32)  // big-endian, as the byte-wise initializer reads it
+        var other = digest
+        other[31] ^= 1
+        #expect(other.withUnsafeBytes { TokenKey(digestBytes: $0) } != fromMemory)
+    }
+
     /// Runs a miss through to completion and returns what later lookups see.
     func fill(_ cache: inout TokenCache<String>, _ key: TokenKey, _ result: TokenCache<String>.FetchResult, now: Double) {
         guard case .fetch(let waiter) = cache.lookup(key, now: now) else {

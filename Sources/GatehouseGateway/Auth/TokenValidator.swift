@@ -168,7 +168,7 @@ public final class TokenValidator: Sendable {
     /// Validates `token` from a request on `loop`.
     public func validate(_ presented: String, kind: Kind, on loop: any EventLoop) -> Answer {
         var token = presented
-        let key = token.withUTF8 { TokenKey(digest: SHA256.hash(data: UnsafeRawBufferPointer($0))) }
+        let key = token.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)).withUnsafeBytes { TokenKey(digestBytes: $0) } }
         let now = clock()
         let maxFetches = maxConcurrentFetches
         let (lookup, promise) = state.withLockedValue { state -> (TokenCache<ValidatedToken>.Lookup?, EventLoopPromise<Outcome>?) in

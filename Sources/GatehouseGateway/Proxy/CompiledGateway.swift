@@ -1,17 +1,44 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import Synchronization
 
 /// A route, compiled from configuration for the data path.
-public struct CompiledRoute: Sendable {
-    public var name: String
-    public var cluster: CompiledCluster
+///
+/// A class (immutable): every exchange holds its route, and one reference is cheaper to hold than a struct's fields.
+public final class CompiledRoute: Sendable {
+    public let name: String
+    public let cluster: CompiledCluster
     /// Replace the matched prefix with this (nil: keep the path; "" with strip: remove the prefix).
-    public var prefixReplacement: String?
-    public var perTryTimeout: TimeAmount
-    public var totalTimeout: TimeAmount
-    public var maxBodyBytes: Int
+    public let prefixReplacement: String?
+    public let perTryTimeout: TimeAmount
+    public let totalTimeout: TimeAmount
+    public let maxBodyBytes: Int
     /// The token policy; nil when the route takes requests without a token.
-    public var auth: RouteAuthorization?
+    public let auth: RouteAuthorization?
+    /// Lower-case names of client headers never forwarded on this route: the client's `Authorization` on a
+    /// token-checked route, and the gateway's own JWT header (a client must not be able to send its own).
+    public let strippedRequestHeaders: [String]
+
+    public init(
+        name: String, cluster: CompiledCluster, prefixReplacement: String?, perTryTimeout: TimeAmount, totalTimeout: TimeAmount,
+        maxBodyBytes: Int, auth: RouteAuthorization?, forwardHeader: String?
+    ) {
+        self.name = name
+        self.cluster = cluster
+        self.prefixReplacement = prefixReplacement
+        self.perTryTimeout = perTryTimeout
+        self.totalTimeout = totalTimeout
+        self.maxBodyBytes = maxBodyBytes
+        self.auth = auth
+        var stripped: [String] = []
+        if let auth {
+            stripped.append("authorization")
+            if !auth.forwardsBearer { stripped.append(auth.forwardHeader.lowercased()) }
+        } else if let forwardHeader {
+            stripped.append(forwardHeader.lowercased())
+        }
+        self.strippedRequestHeaders = stripped
+    }
 }
 
 /// An upstream cluster, compiled.
@@ -61,6 +88,9 @@ public final class TargetHealth: Sendable {
     }
 
     private let state = NIOLockedValueBox(State())
+    /// Entries in `state` (down, ejected or failing targets), kept under the lock: while it is zero, which is the
+    /// normal case, the per-request reads need not take the lock.
+    private let entries = Atomic<Int>(0)
     let consecutiveFailuresToEject: Int
     let ejectionTime: TimeAmount
 
@@ -71,7 +101,8 @@ public final class TargetHealth: Sendable {
 
     /// Targets that may take traffic now.
     func isAvailable(_ target: TargetKey, now: NIODeadline) -> Bool {
-        state.withLockedValue { state in
+        if entries.load(ordering: .acquiring) == 0 { return true }
+        return update { state in
             if state.down.contains(target) { return false }
             if let until = state.ejectedUntil[target] {
                 if until > now { return false }
@@ -82,14 +113,25 @@ public final class TargetHealth: Sendable {
     }
 
     func recordSuccess(_ target: TargetKey) {
-        state.withLockedValue { state in
+        if entries.load(ordering: .acquiring) == 0 { return }
+        update { state in
             if state.consecutiveFailures[target] != nil { state.consecutiveFailures[target] = nil }
+        }
+    }
+
+    /// Changes the state under the lock and republishes its entry count.
+    @discardableResult
+    private func update<Result>(_ body: (inout State) -> Result) -> Result {
+        state.withLockedValue { state in
+            let result = body(&state)
+            entries.store(state.down.count + state.ejectedUntil.count + state.consecutiveFailures.count, ordering: .releasing)
+            return result
         }
     }
 
     /// Counts a failure; ejects the target after enough in a row.
     func recordFailure(_ target: TargetKey, now: NIODeadline) {
-        state.withLockedValue { state in
+        update { state in
             guard consecutiveFailuresToEject > 0 else { return }  // 0 turns ejection off
             let failures = state.consecutiveFailures[target, default: 0] + 1
             state.consecutiveFailures[target] = failures
@@ -102,7 +144,7 @@ public final class TargetHealth: Sendable {
 
     /// Active health check result.
     public func setDown(_ target: TargetKey, _ down: Bool) {
-        state.withLockedValue { state in
+        update { state in
             if down { state.down.insert(target) } else { state.down.remove(target) }
         }
     }
@@ -113,20 +155,37 @@ public final class TargetHealth: Sendable {
 }
 
 /// Everything the data path needs from configuration, immutable; a reload builds a new one and swaps it in.
-public struct CompiledGateway: Sendable {
-    public var routes: RouteTable<CompiledRoute>
-    public var clusters: [CompiledCluster]
-    public var maxHeaderBytes: Int
-    public var maxHeaderCount: Int
-    public var headerReadTimeout: TimeAmount
-    public var idleTimeout: TimeAmount
-    public var trustedProxies: [CIDRMatcher]
-    public var via: String
+/// (A class: each connection holds the current one, and one reference is cheaper to copy than the fields.)
+public final class CompiledGateway: Sendable {
+    public let routes: RouteTable<CompiledRoute>
+    public let clusters: [CompiledCluster]
+    public let maxHeaderBytes: Int
+    public let maxHeaderCount: Int
+    public let headerReadTimeout: TimeAmount
+    public let idleTimeout: TimeAmount
+    public let trustedProxies: [CIDRMatcher]
+    public let via: String
     /// Checks tokens for the routes that need them (nil without an `authorization_server` section).
-    public var tokenValidator: TokenValidator?
+    public let tokenValidator: TokenValidator?
     /// A custom header that carries the JWT upstream: removed from every request, so that no client can send its
     /// own to a route without auth. Nil when the JWT goes in `Authorization`.
-    public var forwardHeader: String?
+    public let forwardHeader: String?
+
+    public init(
+        routes: RouteTable<CompiledRoute>, clusters: [CompiledCluster], maxHeaderBytes: Int, maxHeaderCount: Int, headerReadTimeout: TimeAmount,
+        idleTimeout: TimeAmount, trustedProxies: [CIDRMatcher], via: String, tokenValidator: TokenValidator?, forwardHeader: String?
+    ) {
+        self.routes = routes
+        self.clusters = clusters
+        self.maxHeaderBytes = maxHeaderBytes
+        self.maxHeaderCount = maxHeaderCount
+        self.headerReadTimeout = headerReadTimeout
+        self.idleTimeout = idleTimeout
+        self.trustedProxies = trustedProxies
+        self.via = via
+        self.tokenValidator = tokenValidator
+        self.forwardHeader = forwardHeader
+    }
 
     public func isTrusted(_ address: [UInt8]?) -> Bool {
         guard let address, !trustedProxies.isEmpty else { return false }

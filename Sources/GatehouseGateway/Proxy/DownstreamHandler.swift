@@ -25,6 +25,8 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         let keepAlive: Bool
         let maxBodyBytes: Int
         let retryable: Bool
+        /// Whether the upstream request is chunked (else its end writes nothing).
+        var upstreamChunked = false
         /// A `Connection: Upgrade` request (WebSocket): on 101 both sides become a byte tunnel.
         var isUpgrade = false
         var switchingProtocols = false
@@ -204,6 +206,8 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         case .end(let trailers):
             guard let exchange, !closing else { return }
             exchange.requestEnded = true
+            // A request without chunked framing ends with nothing on the wire: no write needed.
+            if trailers == nil && !exchange.upstreamChunked { return }
             send(.end(trailers), exchange)
         }
     }
@@ -265,29 +269,52 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         headerDeadline = .distantFuture
         answeringHEAD = head.method == .HEAD
         gateway = loop.currentGateway(runtime)
-        let requestID = head.headers.first(name: "x-request-id").flatMap { Self.isAcceptableRequestID($0) ? $0 : nil } ?? Self.newRequestID()
+        // One pass over the head for everything the checks below need.
+        var headerBytes = head.uri.utf8.count + 16
+        var host: String?
+        var hostCount = 0
+        var clientRequestID: String?
+        var contentLengthValue: String?
+        var chunked = false
+        var mentionsUpgrade = false
+        var authorization: String?
+        var authorizationCount = 0
+        for (name, value) in head.headers {
+            headerBytes &+= name.utf8.count &+ value.utf8.count &+ 4
+            switch name.utf8.count {
+            case 4 where HeaderHygiene.equalsIgnoringCase(name, "host"):
+                hostCount += 1
+                host = value
+            case 12 where clientRequestID == nil && HeaderHygiene.equalsIgnoringCase(name, "x-request-id"):
+                clientRequestID = value
+            case 14 where contentLengthValue == nil && HeaderHygiene.equalsIgnoringCase(name, "content-length"):
+                contentLengthValue = value
+            case 17 where HeaderHygiene.equalsIgnoringCase(name, "transfer-encoding"):
+                chunked = true
+            case 7 where HeaderHygiene.equalsIgnoringCase(name, "upgrade"):
+                mentionsUpgrade = true
+            case 13 where HeaderHygiene.equalsIgnoringCase(name, "authorization"):
+                authorizationCount += 1
+                if authorization == nil { authorization = value }
+            default:
+                break
+            }
+        }
+        let requestID = clientRequestID.flatMap { Self.isAcceptableRequestID($0) ? $0 : nil } ?? Self.newRequestID()
         // Limits on the head (the decoder already capped both at its hard limits).
         if head.headers.count > gateway.maxHeaderCount {
             return writeError(status: .requestHeaderFieldsTooLarge, message: "more than \(gateway.maxHeaderCount) header fields", requestID: requestID, close: true)
         }
-        var headerBytes = head.uri.utf8.count + 16
-        for (name, value) in head.headers { headerBytes += name.utf8.count + value.utf8.count + 4 }
         if headerBytes > gateway.maxHeaderBytes {
             return writeError(status: .requestHeaderFieldsTooLarge, message: "the header block exceeds \(gateway.maxHeaderBytes) bytes", requestID: requestID, close: true)
         }
-        var host: String?
-        var hostCount = 0
-        for (name, value) in head.headers where HeaderHygiene.equalsIgnoringCase(name, "host") {
-            hostCount += 1
-            host = value
-        }
-        if (head.version.minor >= 1 && hostCount != 1) || hostCount > 1 || host?.contains(",") == true {
+        if (head.version.minor >= 1 && hostCount != 1) || hostCount > 1 || host?.utf8.contains(UInt8(ascii: ",")) == true {
             return writeError(status: .badRequest, message: "exactly one Host header is required", requestID: requestID, close: true)
         }
         if head.method == .CONNECT {
             return writeError(status: .methodNotAllowed, message: "CONNECT is not supported", requestID: requestID, close: true)
         }
-        let isUpgrade = head.headers.contains(name: "upgrade") && head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" })
+        let isUpgrade = mentionsUpgrade && head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" })
         if isUpgrade && head.version.major >= 2 {
             return writeError(status: .notImplemented, message: "protocol upgrades are not available over HTTP/2", requestID: requestID, close: true)
         }
@@ -299,11 +326,10 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         guard let (route, prefix) = gateway.routes.match(host: host, path: normalized.path, method: head.method.rawValue) else {
             return writeError(status: .notFound, message: "no route for this request", requestID: requestID, close: !head.isKeepAlive || isUpgrade)
         }
-        let contentLength = head.headers.first(name: "content-length").flatMap(Int.init)
+        let contentLength = contentLengthValue.flatMap(Int.init)
         if let length = contentLength, length > route.maxBodyBytes {
             return writeError(status: .payloadTooLarge, message: "the request body exceeds \(route.maxBodyBytes) bytes", requestID: requestID, close: true)
         }
-        let chunked = head.headers.contains(name: "transfer-encoding")
         let hasBody = chunked || (contentLength ?? 0) > 0
 
         // The route's token policy. A known token is decided here, synchronously; an unknown one is looked up by
@@ -314,7 +340,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             // A refused request whose body was not read cannot leave the connection usable.
             let close = !head.isKeepAlive || isUpgrade || hasBody
             let presented: String
-            switch BearerToken.extract(authorizationValues: head.headers["authorization"]) {
+            switch BearerToken.extract(first: authorization, count: authorizationCount) {
             case .success(let value):
                 presented = value
             case .failure(.missing):
@@ -347,7 +373,6 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             if upstreamPath.isEmpty { upstreamPath = "/" }
             if !upstreamPath.hasPrefix("/") { upstreamPath = "/" + upstreamPath }
         }
-        var headers = head.headers
         let forwarded: String
         if let cached = forwardedCache, cached.host == host {
             forwarded = cached.value
@@ -355,31 +380,32 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             forwarded = HeaderHygiene.forwardedElement(peer: peer, host: host)
             forwardedCache = (host, forwarded)
         }
-        HeaderHygiene.prepareRequest(&headers, peer: peer, requestID: requestID, via: gateway.via, isUpgrade: isUpgrade, forwarded: forwarded)
-        if let auth = route.auth {
-            // The client's credentials stay here; the backend gets the gateway's JWT (and no client-made copy of it).
-            headers.remove(name: "authorization")
-            if !auth.forwardsBearer { headers.remove(name: auth.forwardHeader) }
-            if let token { headers.add(name: auth.forwardHeader, value: auth.forwardValue(token)) }
-        } else if let forwardHeader = gateway.forwardHeader {
-            headers.remove(name: forwardHeader)
-        }
+        // The client's credentials stay here; the backend gets the gateway's JWT (and no client-made copy of it).
+        var headers = HeaderHygiene.requestHeaders(
+            from: head.headers, peer: peer, requestID: requestID, via: gateway.via, isUpgrade: isUpgrade, forwarded: forwarded,
+            removing: route.strippedRequestHeaders, adding: token.flatMap { token in route.auth.map { ($0.forwardHeader, $0.forwardValue(token)) } }
+        )
         if hasBody && head.method == .TRACE {
             return writeError(status: .badRequest, message: "TRACE requests cannot carry a body", requestID: requestID, close: true)
         }
         // Transfer-Encoding is hop-by-hop and was stripped; a body that came chunked goes upstream chunked again.
         // (Left unframed, a body-carrying GET would be read by the upstream as further requests: smuggling.)
-        if chunked { headers.replaceOrAdd(name: "Transfer-Encoding", value: "chunked") }
+        if chunked { headers.add(name: "Transfer-Encoding", value: "chunked") }
         let upstreamHead = HTTPRequestHead(
             version: .http1_1, method: head.method,
             uri: normalized.query.map { upstreamPath + "?" + $0 } ?? upstreamPath, headers: headers
         )
-        let idempotent = [.GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE].contains(head.method)
+        let idempotent: Bool
+        switch head.method {
+        case .GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE: idempotent = true
+        default: idempotent = false
+        }
         let exchange = Exchange(
             requestID: requestID, requestHead: head, upstreamHead: upstreamHead, route: route,
             keepAlive: head.isKeepAlive, retryable: idempotent && !hasBody && !isUpgrade
         )
         exchange.isUpgrade = isUpgrade
+        exchange.upstreamChunked = chunked
         self.exchange = exchange
         exchange.totalDeadline = now + route.totalTimeout
         if let pendingToken, let auth = route.auth {
@@ -405,7 +431,6 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             return fail(exchange, status: .serviceUnavailable, message: "no healthy upstream in cluster \(exchange.route.cluster.name)", close: false)
         }
         exchange.target = target
-        exchange.buffered.insert(.head(exchange.upstreamHead), at: 0)
         connect(exchange)
     }
 
@@ -491,7 +516,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         else { return false }
         exchange.target = next
         exchange.perTryDeadline = .distantFuture  // set again when the new connection is attached
-        exchange.buffered = [.head(exchange.upstreamHead)] + (exchange.requestEnded ? [.end(nil)] : [])
+        exchange.buffered = exchange.requestEnded ? [.end(nil)] : []
         connect(exchange)
         return true
     }
@@ -499,8 +524,12 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     private func attach(_ connection: UpstreamConnection, to exchange: Exchange) {
         exchange.connection = connection
         connection.handler.delegate = self
-        for part in exchange.buffered { connection.channel.write(NIOAny(part), promise: nil) }
-        exchange.buffered.removeAll()
+        // The head first (every try sends it again), then whatever of the body arrived meanwhile.
+        connection.channel.write(NIOAny(HTTPClientRequestPart.head(exchange.upstreamHead)), promise: nil)
+        if !exchange.buffered.isEmpty {
+            for part in exchange.buffered { connection.channel.write(NIOAny(part), promise: nil) }
+            exchange.buffered.removeAll()
+        }
         connection.channel.flush()
         exchange.perTryDeadline = .now() + exchange.route.perTryTimeout
         if pendingRead {
@@ -537,8 +566,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
                 exchange.totalDeadline = .distantFuture
                 exchange.switchingProtocols = true
                 exchange.responseHeadSent = true
-                var headers = head.headers
-                HeaderHygiene.prepareResponse(&headers, via: gateway.via, requestID: exchange.requestID, isUpgrade: true)
+                let headers = HeaderHygiene.responseHeaders(from: head.headers, via: gateway.via, requestID: exchange.requestID, isUpgrade: true)
                 context.write(wrapOutboundOut(.head(HTTPResponseHead(version: exchange.requestHead.version, status: head.status, headers: headers))), promise: nil)
                 return
             }
@@ -555,9 +583,9 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             } else {
                 exchange.route.cluster.health.recordSuccess(exchange.target)
             }
-            var headers = head.headers
-            HeaderHygiene.prepareResponse(&headers, via: gateway.via, requestID: exchange.requestID, isUpgrade: false)
-            if !exchange.keepAlive || draining { headers.replaceOrAdd(name: "Connection", value: "close") }
+            let headers = HeaderHygiene.responseHeaders(
+                from: head.headers, via: gateway.via, requestID: exchange.requestID, isUpgrade: false, close: !exchange.keepAlive || draining
+            )
             exchange.responseHeadSent = true
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: exchange.requestHead.version, status: head.status, headers: headers))), promise: nil)
         case .body(let buffer):
@@ -656,10 +684,14 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         lastActivity = .now()
         // A response to HEAD has no body; without its request the response encoder cannot know that, and would end a
         // chunked-framed head with a terminating chunk the client then reads as the next response. So no `.end`.
-        let written: EventLoopFuture<Void> =
-            exchange.requestHead.method == .HEAD ? { context.flush(); return context.eventLoop.makeSucceededVoidFuture() }() : context.writeAndFlush(wrapOutboundOut(.end(trailers)))
-        written.whenComplete { _ in
-            if close { channel.close(promise: nil) }
+        if close {
+            let written: EventLoopFuture<Void> =
+                exchange.requestHead.method == .HEAD ? { context.flush(); return context.eventLoop.makeSucceededVoidFuture() }() : context.writeAndFlush(wrapOutboundOut(.end(trailers)))
+            written.whenComplete { _ in channel.close(promise: nil) }
+        } else if exchange.requestHead.method == .HEAD {
+            context.flush()
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
         }
         if close {
             closing = true

@@ -35,24 +35,175 @@ public enum HeaderHygiene {
             break
         }
         guard needsRemoval else { return }
-        var named: [String] = []
-        for value in headers[canonicalForm: "connection"] {
-            let token = value.lowercased()
-            if !(keepUpgrade && token == "upgrade") { named.append(token) }
-        }
-        var kept = HTTPHeaders()
-        kept.reserveCapacity(headers.count)
+        let named = connectionNamedHeaders(headers)
+        var kept: [(String, String)] = []
+        kept.reserveCapacity(headers.count + 2)
+        var upgrades: [String] = []
         for (name, value) in headers {
-            let lowered = name.lowercased()
-            if keepUpgrade && (lowered == "upgrade" || lowered == "connection") { continue }
-            if hopByHop.contains(lowered) || lowered.hasPrefix("proxy-") || named.contains(lowered) { continue }
-            kept.add(name: name, value: value)
+            if isHopByHop(name) {
+                if keepUpgrade && equalsIgnoringCase(name, "upgrade") { upgrades.append(value) }
+                continue
+            }
+            if isNamed(name, named) { continue }
+            kept.append((name, value))
         }
         if keepUpgrade {
-            kept.add(name: "Connection", value: "upgrade")
-            for value in headers["upgrade"] { kept.add(name: "Upgrade", value: value) }
+            kept.append(("Connection", "upgrade"))
+            for value in upgrades { kept.append(("Upgrade", value)) }
         }
-        headers = kept
+        headers = HTTPHeaders(kept)
+    }
+
+    /// Lower-cased header names listed in `Connection` that are not hop-by-hop anyway (usually none: the common
+    /// values `keep-alive`, `close` and `upgrade` allocate nothing).
+    static func connectionNamedHeaders(_ headers: HTTPHeaders) -> [String] {
+        var named: [String] = []
+        for (name, value) in headers where equalsIgnoringCase(name, "connection") {
+            if equalsIgnoringCase(value, "keep-alive") || equalsIgnoringCase(value, "close") { continue }  // nearly always
+            for token in value.utf8.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: true) {
+                var slice = token[...]
+                while let first = slice.first, first == 0x20 || first == 0x09 { slice = slice.dropFirst() }
+                while let last = slice.last, last == 0x20 || last == 0x09 { slice = slice.dropLast() }
+                guard !slice.isEmpty, let text = String(slice) else { continue }
+                if isHopByHop(text) || equalsIgnoringCase(text, "close") { continue }
+                named.append(text.lowercased())
+            }
+        }
+        return named
+    }
+
+    fileprivate static func isNamed(_ name: String, _ named: [String]) -> Bool {
+        guard !named.isEmpty else { return false }
+        let lowered = name.lowercased()
+        return named.contains(lowered)
+    }
+
+    /// The headers the gateway manages, recognised in one pass.
+    fileprivate enum ManagedRequestHeader {
+        case none, hopByHop, upgrade, host, xForwardedFor, xForwardedProto, xForwardedHost, forwarded, via, requestID
+    }
+
+    fileprivate static func classifyRequestHeader(_ name: String) -> ManagedRequestHeader {
+        let utf8 = name.utf8
+        switch (utf8.count, utf8.first.map { $0 | 0x20 } ?? 0) {
+        case (4, UInt8(ascii: "h")): return equalsIgnoringCase(name, "host") ? .host : .none
+        case (3, UInt8(ascii: "v")): return equalsIgnoringCase(name, "via") ? .via : .none
+        case (9, UInt8(ascii: "f")): return equalsIgnoringCase(name, "forwarded") ? .forwarded : .none
+        case (15, UInt8(ascii: "x")): return equalsIgnoringCase(name, "x-forwarded-for") ? .xForwardedFor : .none
+        case (17, UInt8(ascii: "x")): return equalsIgnoringCase(name, "x-forwarded-proto") ? .xForwardedProto : .none
+        case (16, UInt8(ascii: "x")): return equalsIgnoringCase(name, "x-forwarded-host") ? .xForwardedHost : .none
+        case (12, UInt8(ascii: "x")): return equalsIgnoringCase(name, "x-request-id") ? .requestID : .none
+        case (7, UInt8(ascii: "u")): return equalsIgnoringCase(name, "upgrade") ? .upgrade : .none
+        default: return isHopByHop(name) ? .hopByHop : .none
+        }
+    }
+
+    /// What both directions do in their one pass: drop hop-by-hop headers and those `Connection` names, keep the
+    /// `Upgrade` values of an upgrade, collect prior `Via` values, drop `X-Request-Id` (the gateway sets it).
+    private struct OnePass {
+        let named: [String]
+        let isUpgrade: Bool
+        var kept: [(String, String)] = []
+        var priorVia: String?
+        var upgrades: [String] = []
+
+        init(_ source: HTTPHeaders, isUpgrade: Bool, extra: Int) {
+            named = isUpgrade || source.contains(name: "connection") ? connectionNamedHeaders(source) : []
+            self.isUpgrade = isUpgrade
+            kept.reserveCapacity(source.count + extra)
+        }
+
+        /// Handles the headers both directions treat alike; false for the others.
+        mutating func handledCommon(_ kind: ManagedRequestHeader, _ value: String) -> Bool {
+            switch kind {
+            case .hopByHop, .requestID: break
+            case .upgrade: if isUpgrade { upgrades.append(value) }
+            case .via: priorVia = priorVia.map { $0 + ", " + value } ?? value
+            default: return false
+            }
+            return true
+        }
+
+        mutating func keep(_ name: String, _ value: String) {
+            if !isNamed(name, named) { kept.append((name, value)) }
+        }
+
+        /// `Connection: upgrade` and the `Upgrade` values for an upgrade.
+        mutating func appendUpgrade() {
+            kept.append(("Connection", "upgrade"))
+            for value in upgrades { kept.append(("Upgrade", value)) }
+        }
+
+        mutating func appendViaAndRequestID(via: String, requestID: String) {
+            kept.append(("Via", priorVia.map { $0 + ", " + via } ?? via))
+            kept.append(("X-Request-Id", requestID))
+        }
+    }
+
+    /// The upstream request's headers, built in one pass over the client's: hop-by-hop headers dropped, the
+    /// forwarding headers, `Via` and `X-Request-Id` set (see the type's documentation), every header named in
+    /// `removing` (lower-case; the client's credentials on a token-checked route) dropped, and `adding` added.
+    public static func requestHeaders(
+        from source: HTTPHeaders, peer: Peer, requestID: String, via: String, isUpgrade: Bool, forwarded precomputed: String? = nil,
+        removing: [String] = [], adding extra: (name: String, value: String)? = nil
+    ) -> HTTPHeaders {
+        var pass = OnePass(source, isUpgrade: isUpgrade, extra: 8)
+        var originalHost: String?
+        var priorFor: String?
+        var priorForwarded: String?
+        var keptProto = false
+        var keptHost = false
+        for (name, value) in source {
+            let kind = classifyRequestHeader(name)
+            if pass.handledCommon(kind, value) { continue }
+            switch kind {
+            case .host:
+                // Never dropped, even when `Connection` names it.
+                if originalHost == nil { originalHost = value }
+                pass.kept.append((name, value))
+                continue
+            case .xForwardedFor:
+                if peer.isTrustedProxy { priorFor = priorFor.map { $0 + ", " + value } ?? value }
+                continue
+            case .xForwardedProto:
+                guard peer.isTrustedProxy else { continue }
+                keptProto = true
+            case .xForwardedHost:
+                guard peer.isTrustedProxy else { continue }
+                keptHost = true
+            case .forwarded:
+                if peer.isTrustedProxy { priorForwarded = priorForwarded.map { $0 + ", " + value } ?? value }
+                continue
+            default:
+                if !removing.isEmpty && removing.contains(where: { equalsIgnoringCase(name, lowercased: $0) }) { continue }
+            }
+            pass.keep(name, value)
+        }
+        if isUpgrade { pass.appendUpgrade() }
+        pass.kept.append(("X-Forwarded-For", priorFor.map { $0 + ", " + peer.address } ?? peer.address))
+        if !keptProto { pass.kept.append(("X-Forwarded-Proto", peer.scheme)) }
+        if !keptHost, let originalHost { pass.kept.append(("X-Forwarded-Host", originalHost)) }
+        let forwarded = precomputed ?? forwardedElement(peer: peer, host: originalHost)
+        pass.kept.append(("Forwarded", priorForwarded.map { $0 + ", " + forwarded } ?? forwarded))
+        pass.appendViaAndRequestID(via: via, requestID: requestID)
+        if let extra { pass.kept.append((extra.name, extra.value)) }
+        return HTTPHeaders(pass.kept)
+    }
+
+    /// The downstream response's headers, built in one pass over the upstream's: hop-by-hop headers dropped, `Via`
+    /// appended, `X-Request-Id` set, and `Connection: close` when the gateway closes after this response.
+    public static func responseHeaders(from source: HTTPHeaders, via: String, requestID: String, isUpgrade: Bool, close: Bool = false) -> HTTPHeaders {
+        var pass = OnePass(source, isUpgrade: isUpgrade, extra: 4)
+        for (name, value) in source where !pass.handledCommon(classifyRequestHeader(name), value) {
+            pass.keep(name, value)
+        }
+        if isUpgrade {
+            pass.appendUpgrade()
+        } else if close {
+            pass.kept.append(("Connection", "close"))
+        }
+        pass.appendViaAndRequestID(via: via, requestID: requestID)
+        return HTTPHeaders(pass.kept)
     }
 
     /// ASCII case-insensitive check without allocating (runs for every header of every request).
@@ -82,6 +233,14 @@ public enum HeaderHygiene {
         }
     }
 
+    /// Like `equalsIgnoringCase(_:_:)` with a lower-case `String` (configured header names).
+    static func equalsIgnoringCase(_ name: String, lowercased: String) -> Bool {
+        let utf8 = name.utf8
+        let expected = lowercased.utf8
+        guard utf8.count == expected.count else { return false }
+        return zip(utf8, expected).allSatisfy { $0 == $1 || $0 | 0x20 == $1 }
+    }
+
     static func hasPrefixIgnoringCase(_ name: String, _ lowercase: StaticString) -> Bool {
         let utf8 = name.utf8
         guard utf8.count >= lowercase.utf8CodeUnitCount else { return false }
@@ -95,44 +254,14 @@ public enum HeaderHygiene {
         }
     }
 
-    /// Rewrites a request head's headers for the upstream.
+    /// Rewrites a request head's headers for the upstream (`requestHeaders(from:…)` in place).
     public static func prepareRequest(_ headers: inout HTTPHeaders, peer: Peer, requestID: String, via: String, isUpgrade: Bool, forwarded precomputed: String? = nil) {
-        stripHopByHop(&headers, keepUpgrade: isUpgrade)
-        let originalHost = headers.first(name: "host")
-        if peer.isTrustedProxy {
-            let prior = headers[canonicalForm: "x-forwarded-for"].joined(separator: ", ")
-            headers.replaceOrAdd(name: "X-Forwarded-For", value: prior.isEmpty ? peer.address : prior + ", " + peer.address)
-            if !headers.contains(name: "x-forwarded-proto") { headers.add(name: "X-Forwarded-Proto", value: peer.scheme) }
-            if !headers.contains(name: "x-forwarded-host"), let originalHost { headers.add(name: "X-Forwarded-Host", value: originalHost) }
-            let forwarded = precomputed ?? forwardedElement(peer: peer, host: originalHost)
-            if let prior = headers.first(name: "forwarded") {
-                headers.replaceOrAdd(name: "Forwarded", value: prior + ", " + forwarded)
-            } else {
-                headers.add(name: "Forwarded", value: forwarded)
-            }
-        } else {
-            headers.replaceOrAdd(name: "X-Forwarded-For", value: peer.address)
-            headers.replaceOrAdd(name: "X-Forwarded-Proto", value: peer.scheme)
-            if let originalHost { headers.replaceOrAdd(name: "X-Forwarded-Host", value: originalHost) } else { headers.remove(name: "x-forwarded-host") }
-            headers.replaceOrAdd(name: "Forwarded", value: precomputed ?? forwardedElement(peer: peer, host: originalHost))
-        }
-        appendVia(&headers, via)
-        headers.replaceOrAdd(name: "X-Request-Id", value: requestID)
+        headers = requestHeaders(from: headers, peer: peer, requestID: requestID, via: via, isUpgrade: isUpgrade, forwarded: precomputed)
     }
 
-    /// Rewrites a response head's headers for the downstream.
+    /// Rewrites a response head's headers for the downstream (`responseHeaders(from:…)` in place).
     public static func prepareResponse(_ headers: inout HTTPHeaders, via: String, requestID: String, isUpgrade: Bool) {
-        stripHopByHop(&headers, keepUpgrade: isUpgrade)
-        appendVia(&headers, via)
-        headers.replaceOrAdd(name: "X-Request-Id", value: requestID)
-    }
-
-    static func appendVia(_ headers: inout HTTPHeaders, _ via: String) {
-        if let prior = headers.first(name: "via") {
-            headers.replaceOrAdd(name: "Via", value: prior + ", " + via)
-        } else {
-            headers.add(name: "Via", value: via)
-        }
+        headers = responseHeaders(from: headers, via: via, requestID: requestID, isUpgrade: isUpgrade)
     }
 
     /// One RFC 7239 element: `for=…;proto=…;host=…`, IPv6 addresses quoted and bracketed.

@@ -84,7 +84,8 @@ public final class GatewayCompiler: Sendable {
                 name: route.name, cluster: cluster, prefixReplacement: replacement,
                 perTryTimeout: .milliseconds(Int64(route.timeouts.perTryMilliseconds)),
                 totalTimeout: .milliseconds(Int64(route.timeouts.totalMilliseconds)),
-                maxBodyBytes: route.maxBodyBytes, auth: auth
+                maxBodyBytes: route.maxBodyBytes, auth: auth,
+                forwardHeader: HeaderHygiene.equalsIgnoringCase(forwardHeader, "authorization") ? nil : forwardHeader
             )
             let match = RouteMatch(
                 host: route.match.host, pathPrefix: route.match.pathPrefix, exactPath: route.match.path,

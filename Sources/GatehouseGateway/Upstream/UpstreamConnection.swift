@@ -12,14 +12,30 @@ protocol UpstreamDelegate: AnyObject {
     func upstreamWritabilityChanged(isWritable: Bool)
 }
 
-/// Identifies an upstream target.
+/// Identifies an upstream target. Hashed on every request (pools, load counts, health), so the hash of its host is
+/// computed once.
 public struct TargetKey: Hashable, Sendable, CustomStringConvertible {
-    public var host: String
-    public var port: Int
+    public let host: String
+    public let port: Int
+    private let precomputedHash: Int
+
     public init(host: String, port: Int) {
         self.host = host
         self.port = port
+        var hasher = Hasher()
+        hasher.combine(host)
+        hasher.combine(port)
+        precomputedHash = hasher.finalize()
     }
+
+    public static func == (lhs: TargetKey, rhs: TargetKey) -> Bool {
+        lhs.port == rhs.port && lhs.host == rhs.host
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(precomputedHash)
+    }
+
     public var description: String { "\(host):\(port)" }
 
     /// No target chosen yet.

@@ -10,8 +10,13 @@ public enum BearerToken {
 
     /// The token from the request's `Authorization` header values.
     public static func extract(authorizationValues: [String]) -> Result<String, Problem> {
-        guard let value = authorizationValues.first else { return .failure(.missing) }
-        guard authorizationValues.count == 1 else { return .failure(.malformed("more than one Authorization header")) }
+        extract(first: authorizationValues.first, count: authorizationValues.count)
+    }
+
+    /// The same from the first `Authorization` value and the number of them (no array on the data path).
+    public static func extract(first value: String?, count: Int) -> Result<String, Problem> {
+        guard let value else { return .failure(.missing) }
+        guard count == 1 else { return .failure(.malformed("more than one Authorization header")) }
         let utf8 = value.utf8
         var index = utf8.startIndex
         for expected in "bearer ".utf8 {
