@@ -28,10 +28,8 @@ import Testing
         limits.maxHeaderFieldSize = settings.maxHeaderBytesHardLimit
         limits.maxHeaderFieldCount = settings.maxHeaderCountHardLimit
         let loops = LoopStates(group: channel.embeddedEventLoop)
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: limits)))
-        try channel.pipeline.syncOperations.addHandler(HTTPResponseEncoder())
-        try channel.pipeline.syncOperations.addHandler(HTTPServerPipelineHandler())
-        try channel.pipeline.syncOperations.addHandler(DownstreamHandler(runtime: GatewayRuntime(compiler.compile(Self.configuration)), loops: loops, scheme: "http"))
+        // The gateway's own HTTP/1.1 pipeline (decoder, downstream handler with its response serializer).
+        try GatewayServer.configureHTTP1(channel, runtime: GatewayRuntime(compiler.compile(Self.configuration)), loops: loops, scheme: "http", limits: limits)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 4000)).wait()
         do {
             try channel.writeInbound(ByteBuffer(string: raw))

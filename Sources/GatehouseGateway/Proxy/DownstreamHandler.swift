@@ -25,6 +25,8 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         let keepAlive: Bool
         let maxBodyBytes: Int
         let retryable: Bool
+        /// The response is delimited by closing the connection (an HTTP/1.0 client, a body without a length).
+        var closeAfterResponse = false
         /// Whether the upstream request is chunked (else its end writes nothing).
         var upstreamChunked = false
         /// A `Connection: Upgrade` request (WebSocket): on 101 both sides become a byte tunnel.
@@ -77,10 +79,27 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     /// once that earlier response is complete.
     private var deferredError: (status: HTTPResponseStatus, message: String)?
 
-    init(runtime: GatewayRuntime, loops: LoopStates, scheme: String) {
+    /// How responses leave the handler.
+    enum ResponseOutput {
+        /// Serialized here (`HTTP1ResponseSerializer`) and written as bytes: the HTTP/1.1 pipeline, which has no
+        /// response encoder.
+        case http1Bytes
+        /// As `HTTPServerResponsePart`s, for an HTTP/2 stream's codec.
+        case parts
+    }
+
+    private let responseOutput: ResponseOutput
+    private var serializer = HTTP1ResponseSerializer()
+    /// Response bytes not yet written (HTTP/1.1): a small response's head, body and end become one write.
+    private var output: ByteBuffer?
+    /// Body parts up to this size are copied into `output`; larger ones are written as they are.
+    private static let coalescingLimit = 16 * 1024
+
+    init(runtime: GatewayRuntime, loops: LoopStates, scheme: String, responses: ResponseOutput) {
         self.runtime = runtime
         self.loops = loops
         self.scheme = scheme
+        self.responseOutput = responses
         self.gateway = runtime.snapshot
     }
 
@@ -214,6 +233,61 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         exchange?.connection?.channel.flush()
+        flushResponse()
+    }
+
+    // MARK: Writing responses
+
+    private func writeResponseHead(_ head: HTTPResponseHead, answeringHEAD: Bool) {
+        guard responseOutput == .http1Bytes else {
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            return
+        }
+        var buffer = output ?? context.channel.allocator.buffer(capacity: 512)
+        serializer.writeHead(head, answeringHEAD: answeringHEAD, into: &buffer)
+        output = buffer
+    }
+
+    private func writeResponseBody(_ body: ByteBuffer) {
+        guard responseOutput == .http1Bytes else {
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+            return
+        }
+        guard !serializer.suppressesBody else { return }
+        let length = body.readableBytes
+        if length <= Self.coalescingLimit {
+            var buffer = output ?? context.channel.allocator.buffer(capacity: length + 16)
+            serializer.writeBody(body, into: &buffer)
+            output = buffer
+            return
+        }
+        // A large part goes as it is (no copy), framed by what is around it.
+        var buffer = output ?? context.channel.allocator.buffer(capacity: 16)
+        serializer.writeBodyPrefix(length: length, into: &buffer)
+        if buffer.readableBytes > 0 { context.write(NIOAny(buffer), promise: nil) }
+        context.write(NIOAny(body), promise: nil)
+        var suffix = context.channel.allocator.buffer(capacity: 2)
+        serializer.writeBodySuffix(length: length, into: &suffix)
+        output = suffix.readableBytes > 0 ? suffix : nil
+    }
+
+    private func writeResponseEnd(_ trailers: HTTPHeaders?, promise: EventLoopPromise<Void>?) {
+        guard responseOutput == .http1Bytes else {
+            context.write(wrapOutboundOut(.end(trailers)), promise: promise)
+            return
+        }
+        var buffer = output ?? context.channel.allocator.buffer(capacity: 8)
+        serializer.writeEnd(trailers, into: &buffer)
+        output = nil
+        if buffer.readableBytes > 0 || promise != nil { context.write(NIOAny(buffer), promise: promise) }
+    }
+
+    /// Writes what is pending and flushes.
+    private func flushResponse() {
+        if let buffer = output {
+            output = nil
+            context.write(NIOAny(buffer), promise: nil)
+        }
         context.flush()
     }
 
@@ -567,13 +641,13 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
                 exchange.switchingProtocols = true
                 exchange.responseHeadSent = true
                 let headers = HeaderHygiene.responseHeaders(from: head.headers, via: gateway.via, requestID: exchange.requestID, isUpgrade: true)
-                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: exchange.requestHead.version, status: head.status, headers: headers))), promise: nil)
+                writeResponseHead(HTTPResponseHead(version: exchange.requestHead.version, status: head.status, headers: headers), answeringHEAD: false)
                 return
             }
             if head.status.code < 200 {
                 // 100 Continue and other informational responses pass through; 101 only for upgrade requests.
                 guard head.status != .switchingProtocols else { return }
-                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: exchange.requestHead.version, status: head.status, headers: head.headers))), promise: nil)
+                writeResponseHead(HTTPResponseHead(version: exchange.requestHead.version, status: head.status, headers: head.headers), answeringHEAD: false)
                 return
             }
             exchange.perTryDeadline = .distantFuture
@@ -583,14 +657,20 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             } else {
                 exchange.route.cluster.health.recordSuccess(exchange.target)
             }
+            // An HTTP/1.0 client gets a body without a length delimited by the close.
+            let closeDelimited =
+                responseOutput == .http1Bytes && exchange.requestHead.version.minor == 0 && exchange.requestHead.method != .HEAD
+                && head.status.mayHaveResponseBody && !head.headers.contains(name: "content-length")
+            if closeDelimited { exchange.closeAfterResponse = true }
             let headers = HeaderHygiene.responseHeaders(
-                from: head.headers, via: gateway.via, requestID: exchange.requestID, isUpgrade: false, close: !exchange.keepAlive || draining
+                from: head.headers, via: gateway.via, requestID: exchange.requestID, isUpgrade: false,
+                close: !exchange.keepAlive || draining || closeDelimited
             )
             exchange.responseHeadSent = true
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: exchange.requestHead.version, status: head.status, headers: headers))), promise: nil)
+            writeResponseHead(HTTPResponseHead(version: exchange.requestHead.version, status: head.status, headers: headers), answeringHEAD: exchange.requestHead.method == .HEAD)
         case .body(let buffer):
             guard exchange.responseHeadSent, exchange.requestHead.method != .HEAD else { return }
-            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            writeResponseBody(buffer)
         case .end(let trailers):
             guard exchange.responseHeadSent else { return }
             if exchange.switchingProtocols {
@@ -615,7 +695,10 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         let (downstreamSide, upstreamSide) = TunnelHandler.pair()
         let downstream = context.channel
         let upstream = connection.channel
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+        let ended = context.eventLoop.makePromise(of: Void.self)
+        writeResponseEnd(nil, promise: ended)
+        flushResponse()
+        ended.futureResult.whenComplete { _ in
             do {
                 // Removals of these handlers complete synchronously, in call order. First both tunnel ends go in and
                 // every HTTP encoder and handler comes out of both pipelines; only then the decoders go, handing
@@ -627,7 +710,6 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
                 _ = up.removeHandler(connection.handler)
                 _ = up.removeHandler(try up.handler(type: HTTPRequestEncoder.self))
                 _ = down.removeHandler(try down.handler(type: RequestStartDetector.self))
-                _ = down.removeHandler(try down.handler(type: HTTPResponseEncoder.self))
                 _ = down.removeHandler(self)
                 // Decoder removal runs a little later (ByteToMessageHandler defers it), and the bytes it hands over
                 // come without a read-complete event: flush the other side once each removal is done.
@@ -647,7 +729,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     func upstreamReadComplete() {
-        context?.flush()
+        if context != nil { flushResponse() }
     }
 
     func upstream(failed error: any Error) {
@@ -679,20 +761,18 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             loop.pool.release(connection, limits: exchange.route.cluster.poolLimits.limits)
             exchange.connection = nil
         }
-        let close = !exchange.keepAlive || !exchange.requestEnded || draining || exchange.isUpgrade
+        let close = !exchange.keepAlive || !exchange.requestEnded || draining || exchange.isUpgrade || exchange.closeAfterResponse
         let channel = context.channel
         lastActivity = .now()
-        // A response to HEAD has no body; without its request the response encoder cannot know that, and would end a
-        // chunked-framed head with a terminating chunk the client then reads as the next response. So no `.end`.
+        // (A response to HEAD ends without a terminating chunk: the serializer knows it answers HEAD.)
         if close {
-            let written: EventLoopFuture<Void> =
-                exchange.requestHead.method == .HEAD ? { context.flush(); return context.eventLoop.makeSucceededVoidFuture() }() : context.writeAndFlush(wrapOutboundOut(.end(trailers)))
-            written.whenComplete { _ in channel.close(promise: nil) }
-        } else if exchange.requestHead.method == .HEAD {
-            context.flush()
+            let written = context.eventLoop.makePromise(of: Void.self)
+            writeResponseEnd(trailers, promise: written)
+            written.futureResult.whenComplete { _ in channel.close(promise: nil) }
         } else {
-            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+            writeResponseEnd(trailers, promise: nil)
         }
+        flushResponse()
         if close {
             closing = true
         } else if let (status, message) = deferredError {
@@ -758,15 +838,20 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         for (name, value) in extra { headers.add(name: name, value: value) }
         if close { headers.add(name: "Connection", value: "close") }
         lastActivity = .now()
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         // A response to HEAD carries the Content-Length of the body it would have had, and no body: a client
         // would read one as the start of the next response.
-        if !answeringHEAD { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        writeResponseHead(HTTPResponseHead(version: .http1_1, status: status, headers: headers), answeringHEAD: answeringHEAD)
+        if !answeringHEAD { writeResponseBody(body) }
         answeringHEAD = false
         let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
-            if close { channel.close(promise: nil) }
+        if close {
+            let written = context.eventLoop.makePromise(of: Void.self)
+            writeResponseEnd(nil, promise: written)
+            written.futureResult.whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            writeResponseEnd(nil, promise: nil)
         }
+        flushResponse()
         if close {
             closing = true
         } else if exchange == nil, let (status, message) = deferredError {

@@ -172,7 +172,7 @@ public final class GatewayServer: Service, Sendable {
                             channel.configureHTTP2Pipeline(mode: .server, inboundStreamInitializer: { stream in
                                 stream.eventLoop.makeCompletedFuture {
                                     try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
-                                    try stream.pipeline.syncOperations.addHandler(DownstreamHandler(runtime: runtime, loops: loops, scheme: "https"))
+                                    try stream.pipeline.syncOperations.addHandler(DownstreamHandler(runtime: runtime, loops: loops, scheme: "https", responses: .parts))
                                 }
                             }).map { _ in }
                         },
@@ -190,11 +190,11 @@ public final class GatewayServer: Service, Sendable {
     /// The HTTP/1.1 downstream pipeline.
     static func configureHTTP1(_ channel: any Channel, runtime: GatewayRuntime, loops: LoopStates, scheme: String, limits: NIOHTTPDecoderLimitConfiguration) throws {
         let sync = channel.pipeline.syncOperations
-        let downstream = DownstreamHandler(runtime: runtime, loops: loops, scheme: scheme)
+        // No response encoder: the downstream handler serializes responses itself (one write per small response).
+        let downstream = DownstreamHandler(runtime: runtime, loops: loops, scheme: scheme, responses: .http1Bytes)
         try sync.addHandler(RequestStartDetector(downstream: downstream))
         // Bytes after an upgrade request (the first WebSocket frames) are kept for the tunnel.
         try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .drop, limitConfiguration: limits)))
-        try sync.addHandler(HTTPResponseEncoder())
         try sync.addHandler(downstream)
     }
 }
