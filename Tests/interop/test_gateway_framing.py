@@ -171,3 +171,44 @@ def test_a_malformed_pipelined_request_does_not_fail_the_one_in_flight(tmp_path)
         gateway.send_signal(signal.SIGTERM)
         assert gateway.wait(15) == 0
         listener.close()
+
+
+def test_http10_client_gets_a_chunked_upstream_response_delimited_by_close(tmp_path):
+    def chunked(conn, request_line):  # chunked, and the upstream keeps its connection open
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n")
+
+    def dechunk(body):
+        out = b""
+        while True:
+            size_line, body = body.split(b"\r\n", 1)
+            size = int(size_line, 16)
+            out, body = out + body[:size], body[size + 2:]
+            if size == 0:
+                return out, body
+
+    listener, seen = raw_upstream(chunked)
+    gateway, port = start_gateway(tmp_path, listener.getsockname()[1])
+    try:
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(b"GET /ok/old HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        data, closed = read_all(client, timeout=3)
+        head, _, body = data.partition(b"\r\n\r\n")
+        headers = [line.lower() for line in head.split(b"\r\n")[1:]]
+        assert head.startswith(b"HTTP/1.0 200"), data
+        assert not any(line.startswith(b"transfer-encoding:") for line in headers), data  # HTTP/1.0 has no chunking
+        assert b"connection: close" in headers, data
+        assert body == b"hello world", data
+        assert closed, f"the body can only end with the connection: {data!r}"
+
+        client = socket.create_connection(("127.0.0.1", port))
+        for path in [b"/ok/a", b"/ok/b"]:  # an HTTP/1.1 client keeps chunking and its connection
+            client.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            data, closed = read_all(client, timeout=1)
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower(), data
+            assert dechunk(body) == (b"hello world", b""), data
+            assert not closed, data
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(15) == 0
+        listener.close()

@@ -40,7 +40,10 @@ def upstream():
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_HEAD = do_GET
 
         def log_message(self, *args):
             pass
@@ -120,6 +123,25 @@ def test_http2_can_be_turned_off(tmp_path, certs, upstream):
     try:
         body, status = curl(port, certs, "--http2")
         assert status == "1.1 200", status  # ALPN offers only http/1.1
+    finally:
+        assert server.stop() == 0
+
+
+def test_head_over_http2_completes(tmp_path, certs, upstream):
+    """The HTTP/2 stream of a HEAD ends with the response headers (no body), so the client does not wait for more."""
+    server, port = start_gateway(tmp_path, certs, upstream)
+    try:
+        start = time.monotonic()
+        result = subprocess.run(
+            ["curl", "-s", "-I", "--http2", "--max-time", "5", "--cacert", f"{certs}/ca.pem",
+             "-w", "\n%{http_version} %{http_code} %{size_download}", f"https://localhost:{port}/hello"],
+            capture_output=True, text=True, timeout=20,
+        )
+        elapsed = time.monotonic() - start
+        head, _, summary = result.stdout.rpartition("\n")
+        assert result.returncode == 0, (result.returncode, result.stdout)  # 28 = timed out waiting for the stream's end
+        assert summary == "2 200 0", (summary, head)
+        assert elapsed < 3, elapsed
     finally:
         assert server.stop() == 0
 
