@@ -32,9 +32,10 @@ COPY Tests ./Tests
 
 # Static Swift runtime and Foundation: the binary needs nothing beyond glibc (and libstdc++,
 # which every Debian image has). The resource bundles (page templates) must sit next to the
-# executable, where Bundle.module looks for them on Linux.
-RUN swift build -c release --product gatehouse --static-swift-stdlib \
-    && bin="$(swift build -c release --product gatehouse --static-swift-stdlib --show-bin-path)" \
+# executable, where Bundle.module looks for them on Linux. Run-time exclusivity checks are off, as in
+# scripts/build-release.sh (which explains why).
+RUN swift build -c release --product gatehouse --static-swift-stdlib -Xswiftc -enforce-exclusivity=unchecked \
+    && bin="$(swift build -c release --product gatehouse --static-swift-stdlib -Xswiftc -enforce-exclusivity=unchecked --show-bin-path)" \
     && mkdir -p /staging \
     && cp "$bin/gatehouse" /staging/ \
     && find -L "$bin/" -maxdepth 1 -name '*.resources' -type d -exec cp -Ra {} /staging/ \; \

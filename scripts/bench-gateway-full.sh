@@ -5,7 +5,7 @@
 # alternating ROUNDS times. Both gateways get the same `Authorization: Bearer <opaque token>` header; the
 # plain one forwards it, the full one exchanges it once and forwards the JWT.
 #
-#   swift build -c release --product gatehouse      # once
+#   scripts/build-release.sh                        # once
 #   scripts/bench-gateway-full.sh
 #
 # Needs port 9000 free (the demo authorization server the config names). Env: GATEHOUSE_BIN (default
@@ -16,7 +16,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${GATEHOUSE_BIN:-$root/.build/release/gatehouse}
 ROUNDS=${ROUNDS:-2}
 bench=${PROXY_BENCH:-$root/../shared/bench/proxy-bench.sh}
-[ -x "$BIN" ] || { echo "error: no gatehouse binary at $BIN (swift build -c release --product gatehouse)" >&2; exit 1; }
+[ -x "$BIN" ] || { echo "error: no gatehouse binary at $BIN (scripts/build-release.sh)" >&2; exit 1; }
 [ -f "$bench" ] || { echo "error: no peer harness at $bench" >&2; exit 1; }
 
 work=$(mktemp -d -t bench-full.XXXXXX)

@@ -3,7 +3,7 @@
 # (RFC 9701) and token exchange (RFC 8693, an opaque token in, an ES256-signed JWT out), against
 # `gatehouse demo` with the durable SQLite store.
 #
-#   swift build -c release --product gatehouse      # once
+#   scripts/build-release.sh                        # once
 #   scripts/bench-token-services.sh
 #
 # For each service it runs `wrk -t1 -c$CONNS -d${DURATION}s --latency` with bench/form-post.lua and prints
@@ -16,7 +16,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${GATEHOUSE_BIN:-$root/.build/release/gatehouse}
 CONNS=${CONNS:-64}; DURATION=${DURATION:-10}; PORT=${PORT:-19010}
-[ -x "$BIN" ] || { echo "error: no gatehouse binary at $BIN (swift build -c release --product gatehouse)" >&2; exit 1; }
+[ -x "$BIN" ] || { echo "error: no gatehouse binary at $BIN (scripts/build-release.sh)" >&2; exit 1; }
 command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null
 pin_server=(); pin_wrk=(); pinning="no pinning"
 if [ -n "${PIN:-}" ] && command -v taskset >/dev/null; then pin_server=(taskset -c 0); pin_wrk=(taskset -c 1); pinning="server on CPU 0, wrk on CPU 1"; fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Token endpoint benchmark: client_credentials grants against `gatehouse demo`.
 #
-#   swift build -c release --product gatehouse      # once
+#   scripts/build-release.sh                        # once
 #   scripts/bench-token.sh
 #   CONNS=16 DURATION=20 scripts/bench-token.sh
 #
@@ -32,7 +32,7 @@ if [ ! -x "$BIN" ]; then
     cat >&2 <<EOF
 error: no gatehouse binary at $BIN
 Build the release binary first:
-    swift build -c release --product gatehouse
+    scripts/build-release.sh
 or point GATEHOUSE_BIN at one.
 EOF
     exit 1
