@@ -195,14 +195,68 @@ routes: [{{match: {{path_prefix: /}}, cluster: be}}]
                 break
         assert time.monotonic() - start < 3.5
 
-        # Drain: an open HTTP/2 connection does not hold the shutdown for the whole drain timeout.
+    finally:
+        if gateway.proc.poll() is None:
+            gateway.stop()
+
+
+def test_sigterm_sends_goaway_to_idle_http2_connections(tmp_path, certs, upstream):
+    """With the default (long) idle timeout, an open HTTP/2 connection gets GOAWAY on SIGTERM, is closed once the
+    client has seen it, and does not hold the shutdown for the drain timeout."""
+    import ssl
+    import struct
+
+    port = free_port()
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        f"""listeners:
+  - port: {port}
+    tls: {{certificate: {certs}/server.pem, private_key: {certs}/server.key}}
+limits: {{drain_timeout: 20s}}
+clusters: [{{name: be, targets: ['http://127.0.0.1:{upstream}']}}]
+routes: [{{match: {{path_prefix: /}}, cluster: be}}]
+"""
+    )
+    gateway = Gateway(config)
+    try:
+        context = ssl.create_default_context(cafile=f"{certs}/ca.pem")
+        context.set_alpn_protocols(["h2"])
         h2 = context.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+        assert h2.selected_alpn_protocol() == "h2"
         h2.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-        time.sleep(0.2)
+        time.sleep(0.3)
         start = time.monotonic()
         gateway.proc.send_signal(signal.SIGTERM)
+        # Read frames as a client would, acknowledging PINGs, until the server closes the connection.
+        buffered, goaways, closed = b"", 0, False
+        h2.settimeout(5)
+        while not closed:
+            try:
+                data = h2.recv(4096)
+            except (ConnectionResetError, ssl.SSLError):
+                data = b""
+            if not data:
+                closed = True
+                break
+            buffered += data
+            while len(buffered) >= 9:
+                length = int.from_bytes(buffered[:3], "big")
+                if len(buffered) < 9 + length:
+                    break
+                kind, flags = buffered[3], buffered[4]
+                payload = buffered[9 : 9 + length]
+                buffered = buffered[9 + length :]
+                if kind == 0x7:
+                    goaways += 1
+                    assert struct.unpack(">I", payload[4:8])[0] == 0, "GOAWAY with NO_ERROR"
+                elif kind == 0x6 and not flags & 0x1:
+                    h2.sendall(b"\x00\x00\x08\x06\x01\x00\x00\x00\x00" + payload)  # PING ACK
+                elif kind == 0x4 and not flags & 0x1:
+                    h2.sendall(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")  # SETTINGS ACK
+        assert goaways >= 1, "the server must announce the shutdown with GOAWAY"
+        assert closed
         assert gateway.proc.wait(8) == 0
-        assert time.monotonic() - start < 3
+        assert time.monotonic() - start < 4, "an idle HTTP/2 connection must not hold the drain"
     finally:
         if gateway.proc.poll() is None:
             gateway.stop()

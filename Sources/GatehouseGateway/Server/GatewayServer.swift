@@ -174,7 +174,17 @@ public final class GatewayServer: Service, Sendable {
                                     try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
                                     try stream.pipeline.syncOperations.addHandler(DownstreamHandler(runtime: runtime, loops: loops, scheme: "https", responses: .parts))
                                 }
-                            }).map { _ in }
+                            }).flatMapThrowing { _ in
+                                // Graceful shutdown (the drain's ChannelShouldQuiesceEvent): GOAWAY, a PING, a second
+                                // GOAWAY with the last stream once the client acknowledged, and the close when the
+                                // open streams are done (forced after the drain timeout).
+                                try channel.pipeline.syncOperations.addHandler(
+                                    NIOHTTP2ServerConnectionManagementHandler(
+                                        eventLoop: channel.eventLoop,
+                                        configuration: .init(maxIdleTime: nil, maxAge: nil, maxGraceTime: settings.drainTimeout, keepalive: nil)
+                                    )
+                                )
+                            }
                         },
                         http1ChannelConfigurator: { channel in
                             channel.eventLoop.makeCompletedFuture {
