@@ -173,6 +173,35 @@ import Testing
         try await local.close()
     }
 
+    /// The per-connection memo of a caller's authentication holds only while the directory's record does, only for
+    /// the same Authorization value, and never with form credentials.
+    @Test func rememberedCallerAuthenticationExpiresWithTheDirectory() async throws {
+        try await withAuthServer { _, clock, store in
+            let directory = ClientDirectory(store: store, clock: clock)
+            let authenticator = ClientAuthenticator(directory: directory)
+            let basic = "Basic " + Data("gatehouse-gateway:gatehouse-gateway-secret".utf8).base64EncodedString()
+            let wrong = "Basic " + Data("gatehouse-gateway:wrong".utf8).base64EncodedString()
+            var memo: ClientAuthenticator.Memo?
+            // Not loaded yet: only the store can say.
+            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(), memo: &memo) == nil)
+            _ = try await directory.client(id: "gatehouse-gateway")
+            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(), memo: &memo)?.id == "gatehouse-gateway")
+            #expect(memo != nil)
+            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(), memo: &memo)?.id == "gatehouse-gateway")
+            // Other credentials are checked, not remembered ones.
+            #expect(authenticator.authenticateFromMemory(authorization: wrong, form: FormParameters(), memo: &memo) == nil)
+            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(["client_secret": "x"]), memo: &memo) == nil)
+            // An invalidated directory (clients changed) voids the memo.
+            directory.invalidate()
+            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(), memo: &memo) == nil)
+            // So does the expiry of the directory's record.
+            _ = try await directory.client(id: "gatehouse-gateway")
+            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(), memo: &memo)?.id == "gatehouse-gateway")
+            clock.advance(5)
+            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(), memo: &memo) == nil)
+        }
+    }
+
     @Test func httpDatesAreIMFFixdates() {
         #expect(HTTPDate.format(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")  // RFC 9110 §5.6.7's example
         #expect(HTTPDate.format(0) == "Thu, 01 Jan 1970 00:00:00 GMT")

@@ -1,6 +1,7 @@
 import GatehouseStore
 import GatehouseTokens
 import NIOConcurrencyHelpers
+import Synchronization
 
 /// Client lookups for every request, served from memory and re-read from the store after `ttl` seconds, so a
 /// client removed with `gatehouse clients remove` (another process) stops working within that time.
@@ -14,6 +15,10 @@ final class ClientDirectory: Sendable {
     private let clock: any AuthClock
     private let ttl: Int
     private let cache = NIOLockedValueBox([String: Cached]())
+    /// Bumped by `invalidate()`: remembered authentications made before it no longer count.
+    private let generationCounter = Atomic<Int>(0)
+
+    var generation: Int { generationCounter.load(ordering: .acquiring) }
 
     init(store: any AuthStore, clock: any AuthClock, ttl: Int = 5) {
         self.store = store
@@ -35,13 +40,21 @@ final class ClientDirectory: Sendable {
     /// The client from memory when it was loaded within `ttl`: `.some(nil)` for an id known not to exist, nil when
     /// only the store can say (the event-loop fast path then hands the request to the async path).
     func cachedClient(id: String) -> ClientRecord?? {
+        cachedEntry(id: id).map { $0.client }
+    }
+
+    /// `cachedClient(id:)` with the time (clock seconds) until which the entry is used.
+    func cachedEntry(id: String) -> (client: ClientRecord?, validUntil: Int)? {
         let now = clock.now()
         guard let cached = cache.withLockedValue({ $0[id] }), now - cached.loadedAt < ttl else { return nil }
-        return .some(cached.client)
+        return (cached.client, cached.loadedAt + ttl)
     }
+
+    var now: Int { clock.now() }
 
     func invalidate() {
         cache.withLockedValue { $0.removeAll() }
+        generationCounter.add(1, ordering: .releasing)
     }
 }
 
@@ -61,10 +74,34 @@ struct ClientAuthenticator: Sendable {
     /// The same, from memory only: nil when the client is not cached or anything fails (the caller then takes the
     /// async path, which gives the error its proper answer).
     func authenticateFromMemory(authorization: String?, form: FormParameters) -> ClientRecord? {
+        var memo: Memo?
+        return authenticateFromMemory(authorization: authorization, form: form, memo: &memo)
+    }
+
+    /// The last successful HTTP Basic authentication on one connection. The same `Authorization` value with no
+    /// form credentials authenticates the same client until the directory's cached record of it expires or the
+    /// directory is invalidated: then the credentials are checked again.
+    struct Memo {
+        let authorization: String
+        let client: ClientRecord
+        let validUntil: Int
+        let generation: Int
+    }
+
+    /// `authenticateFromMemory(authorization:form:)` that remembers a success in `memo` (held per connection).
+    func authenticateFromMemory(authorization: String?, form: FormParameters, memo: inout Memo?) -> ClientRecord? {
+        if let memo, let authorization, memo.authorization == authorization, form["client_id"] == nil, form["client_secret"] == nil,
+            memo.generation == directory.generation, directory.now < memo.validUntil
+        {
+            return memo.client
+        }
+        let generation = directory.generation
         guard let (clientID, secret) = try? Self.credentials(authorization: authorization, form: form),
-            let cached = directory.cachedClient(id: clientID), let client = cached
+            let entry = directory.cachedEntry(id: clientID), let client = entry.client,
+            let verified = try? Self.verify(client, secret: secret)
         else { return nil }
-        return try? Self.verify(client, secret: secret)
+        if let authorization { memo = Memo(authorization: authorization, client: verified, validUntil: entry.validUntil, generation: generation) }
+        return verified
     }
 
     /// The client id and secret a request presents (HTTP Basic, or the form).

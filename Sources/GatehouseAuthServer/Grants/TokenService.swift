@@ -291,7 +291,13 @@ final class TokenService: Sendable {
     /// Introspection answered from memory (client, token record and user cached): nil when the store must be asked
     /// or the request is not a plain success, so that the async path answers it (errors included).
     func introspectFromMemory(form: FormParameters, authorization: String?) -> IntrospectionClaims? {
-        guard let claims = introspectCached(form: form, authorization: authorization) else { return nil }
+        var memo: ClientAuthenticator.Memo?
+        return introspectFromMemory(form: form, authorization: authorization, callerMemo: &memo)
+    }
+
+    /// The same, remembering the caller's authentication in `callerMemo` (one per connection).
+    func introspectFromMemory(form: FormParameters, authorization: String?, callerMemo: inout ClientAuthenticator.Memo?) -> IntrospectionClaims? {
+        guard let claims = introspectCached(form: form, authorization: authorization, callerMemo: &callerMemo) else { return nil }
         answeredFromMemory.withLockedValue { $0 += 1 }
         return claims
     }
@@ -299,8 +305,9 @@ final class TokenService: Sendable {
     /// Introspections answered by `introspectFromMemory` (tests, metrics).
     let answeredFromMemory = NIOLockedValueBox(0)
 
-    private func introspectCached(form: FormParameters, authorization: String?) -> IntrospectionClaims? {
-        guard let caller = authenticator.authenticateFromMemory(authorization: authorization, form: form), !caller.isPublic, caller.mayIntrospect,
+    private func introspectCached(form: FormParameters, authorization: String?, callerMemo: inout ClientAuthenticator.Memo?) -> IntrospectionClaims? {
+        guard let caller = authenticator.authenticateFromMemory(authorization: authorization, form: form, memo: &callerMemo), !caller.isPublic,
+            caller.mayIntrospect,
             let presented = form["token"], let found = introspector.activeTokenFromMemory(presented)
         else { return nil }
         guard let token = found else { return .inactive }

@@ -1,23 +1,24 @@
-import HTTPTypes
 #if canImport(Glibc)
 import Glibc
 #endif
 import Logging
 import NIOCore
-import NIOHTTPTypes
+import NIOHTTP1
+import NIOHTTPTypesHTTP1
 
 /// Answers `POST /introspect` (RFC 7662, JSON) on the event loop when everything it needs is in memory — the
 /// caller's client record, the token's record, its client and user — without the router, the async request
 /// task or a thread hop. Anything else (a miss, an error, `Accept: application/token-introspection+jwt`, another
 /// endpoint) goes on to the Hummingbird router exactly as it arrived, so both paths give the same answers.
 ///
-/// Sits after Hummingbird's HTTP/1 codec (it sees swift-http-types parts). Requests are answered in order: while a
-/// request handed to the router is unanswered, later ones are handed on too.
+/// Sits between NIO's HTTP/1 decoder and Hummingbird's codec (`IntrospectionFastPathInstaller` puts it there), so a
+/// request it answers is never converted to swift-http-types and its answer goes straight to NIO's encoder.
+/// Requests are answered in order: while a request handed to the router is unanswered, later ones are handed on too.
 final class IntrospectionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPRequestPart
-    typealias InboundOut = HTTPRequestPart
-    typealias OutboundIn = HTTPResponsePart
-    typealias OutboundOut = HTTPResponsePart
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
 
     /// Bodies larger than this go to the router (which applies its own limit).
     static let maxBody = 16 * 1024
@@ -27,7 +28,7 @@ final class IntrospectionFastPath: ChannelDuplexHandler, RemovableChannelHandler
         /// Passing a request's parts on to the router.
         case forwarding
         /// Reading an introspection request's body.
-        case collecting(HTTPRequest, ByteBuffer)
+        case collecting(HTTPRequestHead, ByteBuffer)
     }
 
     private let tokens: TokenService
@@ -38,6 +39,8 @@ final class IntrospectionFastPath: ChannelDuplexHandler, RemovableChannelHandler
     private var date = HTTPDate()
     private var readPending = false
     private var heldQuiesce = false
+    /// The last caller authenticated on this connection (a gateway sends the same credentials every time).
+    private var callerMemo: ClientAuthenticator.Memo?
 
     init(tokens: TokenService, logger: Logger) {
         self.tokens = tokens
@@ -48,7 +51,7 @@ final class IntrospectionFastPath: ChannelDuplexHandler, RemovableChannelHandler
         let part = unwrapInboundIn(data)
         switch (state, part) {
         case (.idle, .head(let head)):
-            if routed == 0, head.method == .post, head.path == "/introspect" {
+            if routed == 0, head.method == .POST, head.uri == "/introspect" {
                 state = .collecting(head, context.channel.allocator.buffer(capacity: 0))
             } else {
                 forward(context, part)
@@ -78,7 +81,7 @@ final class IntrospectionFastPath: ChannelDuplexHandler, RemovableChannelHandler
         }
     }
 
-    private func forward(_ context: ChannelHandlerContext, _ part: HTTPRequestPart) {
+    private func forward(_ context: ChannelHandlerContext, _ part: HTTPServerRequestPart) {
         switch part {
         case .head:
             routed += 1
@@ -130,28 +133,28 @@ final class IntrospectionFastPath: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     /// Writes the response when it can be made from memory.
-    private func answer(_ context: ChannelHandlerContext, _ head: HTTPRequest, _ body: ByteBuffer) -> Bool {
-        guard let contentType = head.headerFields[.contentType], contentType.lowercased().hasPrefix("application/x-www-form-urlencoded"),
-            !(head.headerFields[.accept]?.lowercased().contains("application/token-introspection+jwt") ?? false),
+    private func answer(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ body: ByteBuffer) -> Bool {
+        guard let contentType = head.headers.first(name: "content-type"), contentType.lowercased().hasPrefix("application/x-www-form-urlencoded"),
+            !head.headers[canonicalForm: "accept"].contains(where: { $0.lowercased().contains("application/token-introspection+jwt") }),
+            head.headers[canonicalForm: "authorization"].count <= 1,
             let form = try? FormParameters.parse(String(buffer: body)),
-            let claims = tokens.introspectFromMemory(form: form, authorization: head.headerFields[.authorization])
+            let claims = tokens.introspectFromMemory(form: form, authorization: head.headers.first(name: "authorization"), callerMemo: &callerMemo)
         else { return false }
-        let requestID = head.headerFields[.requestID].flatMap { RequestIDMiddleware.isAcceptable($0) ? $0 : nil } ?? RequestIDMiddleware.generate()
+        let requestID = head.headers.first(name: "x-request-id").flatMap { RequestIDMiddleware.isAcceptable($0) ? $0 : nil } ?? RequestIDMiddleware.generate()
         let json = claims.jsonBytes
-        var fields: HTTPFields = [
-            .contentType: "application/json; charset=utf-8", .cacheControl: "no-store", .init("Pragma")!: "no-cache", .requestID: requestID,
-            .contentLength: String(json.count),
-        ]
-        fields[.date] = date.now()
-        fields[.server] = "gatehouse"
-        let close = head.headerFields[.connection]?.lowercased() == "close"
-        if close { fields[.connection] = "close" }
-        context.write(wrapOutboundOut(.head(HTTPResponse(status: .ok, headerFields: fields))), promise: nil)
-        context.write(wrapOutboundOut(.body(context.channel.allocator.buffer(bytes: json))), promise: nil)
-        let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        let close = !head.isKeepAlive
+        var headers = HTTPHeaders([
+            ("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "no-store"), ("Pragma", "no-cache"),
+            ("X-Request-Id", requestID), ("Content-Length", String(json.count)), ("Date", date.now()), ("Server", "gatehouse"),
+        ])
+        if close { headers.add(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: json)))), promise: nil)
         if close {
             let channel = context.channel
-            written.whenComplete { _ in channel.close(promise: nil) }
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         }
         if logger.logLevel <= .info {
             logger.info("request", metadata: ["method": "POST", "path": "/introspect", "status": "200", "request_id": "\(requestID)", "path_taken": "memory"])
@@ -159,6 +162,34 @@ final class IntrospectionFastPath: ChannelDuplexHandler, RemovableChannelHandler
         return true
     }
 }
+
+/// The handler Hummingbird's `additionalChannelHandlers` places after its codec: it puts `IntrospectionFastPath` in
+/// front of the codec (where requests are still NIO's HTTP/1 parts) and then only passes everything on.
+final class IntrospectionFastPathInstaller: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    private let tokens: TokenService
+    private let logger: Logger
+
+    init(tokens: TokenService, logger: Logger) {
+        self.tokens = tokens
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let pipeline = context.pipeline.syncOperations
+        do {
+            let codec = try pipeline.handler(type: HTTP1ToHTTPServerCodec.self)
+            try pipeline.addHandler(IntrospectionFastPath(tokens: tokens, logger: logger), position: .before(codec))
+        } catch {
+            // Without the codec there is nothing to speed up: the router answers every request.
+            logger.debug("introspection fast path not installed", metadata: ["reason": "\(error)"])
+        }
+    }
+}
+
+@available(*, unavailable)
+extension IntrospectionFastPathInstaller: Sendable {}
 
 @available(*, unavailable)
 extension IntrospectionFastPath: Sendable {}

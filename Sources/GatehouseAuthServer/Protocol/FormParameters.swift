@@ -15,16 +15,20 @@ public struct FormParameters: Sendable, Equatable {
 
     /// Parses `a=b&c=d`. Empty values count as absent.
     public static func parse(_ text: some StringProtocol) throws(ParseError) -> FormParameters {
-        var values: [String: String] = [:]
         guard !text.isEmpty else { return FormParameters() }
-        for pair in text.split(separator: "&", omittingEmptySubsequences: true) {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let name = decode(parts[0]) else { throw .badEncoding }
-            guard let value = parts.count > 1 ? decode(parts[1]) : "" else { throw .badEncoding }
+        var values: [String: String] = [:]
+        var sawEmpty = false
+        let string = String(text)
+        // Split on bytes, not Characters: `&` and `=` are ASCII, and grapheme breaking is slow.
+        for pair in string.utf8.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: true) {
+            let equals = pair.firstIndex(of: UInt8(ascii: "="))
+            guard let name = decode(Substring(equals.map { pair[..<$0] } ?? pair)) else { throw .badEncoding }
+            guard let value = equals.map({ decode(Substring(pair[pair.index(after: $0)...])) }) ?? "" else { throw .badEncoding }
             guard values[name] == nil else { throw .duplicate(name) }
+            if value.isEmpty { sawEmpty = true }
             values[name] = value
         }
-        return FormParameters(values.filter { !$0.value.isEmpty })
+        return FormParameters(sawEmpty ? values.filter { !$0.value.isEmpty } : values)
     }
 
     public subscript(name: String) -> String? { values[name] }
