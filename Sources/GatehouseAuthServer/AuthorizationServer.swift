@@ -152,7 +152,7 @@ public final class AuthorizationServer: Sendable {
         let logger = self.logger
         return Application(
             router: makeRouter(),
-            server: .http1(configuration: .init(additionalChannelHandlers: [IntrospectionFastPathInstaller(tokens: tokens, logger: logger)])),
+            server: .http1(configuration: .init(additionalChannelHandlers: [TokenFastPathInstaller(tokens: tokens, logger: logger)])),
             configuration: .init(address: .hostname(host, port: port), serverName: "gatehouse", backlog: 4096),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
             logger: logger

@@ -173,6 +173,67 @@ import Testing
         try await local.close()
     }
 
+    @Test func tokenExchangeFromMemoryAnswersLikeTheRouter() async throws {
+        let local = try await LocalAuthorizationServer.make()
+        let group = local.serviceGroup()
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            var ready = false
+            for _ in 0..<200 where !ready {
+                ready = (try? await SimpleHTTPClient.send(host: "127.0.0.1", port: local.port, method: .GET, path: "/healthz", headers: [:], body: nil, timeout: .seconds(1), group: MultiThreadedEventLoopGroup.singleton)) != nil
+                if !ready { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            let token = try await local.issueToken(scope: "orders:read")
+            let gateway = "gatehouse-gateway:gatehouse-gateway-secret"
+            let exchange = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token&requested_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt&subject_token="
+            let memory = local.server.tokens.exchangedFromMemory
+            // The first exchange loads the caches through the router; later ones come from memory.
+            let first = try await post(local, "/token", credentials: gateway, body: exchange + token)
+            #expect(first.status == 200)
+            #expect(memory.withLockedValue { $0 } == 0)
+            let second = try await post(local, "/token", credentials: gateway, body: exchange + token)
+            #expect(second.status == 200)
+            #expect(memory.withLockedValue { $0 } == 1)
+            for name in ["content-type", "cache-control", "pragma"] {
+                #expect(second.headers.first(name: name) == first.headers.first(name: name), "header \(name)")
+            }
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(second.body.utf8)) as? [String: Any])
+            #expect(json["issued_token_type"] as? String == "urn:ietf:params:oauth:token-type:jwt")
+            #expect(json["token_type"] as? String == "Bearer")
+            let jwt = try #require(json["access_token"] as? String)
+            // Signed here, on the event loop, it verifies against the published keys like any other.
+            let verifier = try await JWTVerifier(jwksJSON: local.server.keys.jwks)
+            let policy = JWTVerificationPolicy(issuers: [local.configuration.issuer], audiences: [], clockSkew: 60)
+            let claims = try await verifier.verifyAccessToken(jwt, policy: policy, now: Int(Date().timeIntervalSince1970))
+            #expect(claims.scopes == ["orders:read"])
+            #expect(claims.client_id == "demo-service")
+            // A request the reuse cache has not seen (an explicit audience) is signed here too.
+            let audience = local.configuration.tokens.jwtAudience
+            let third = try await post(local, "/token", credentials: gateway, body: exchange + token + "&audience=" + FormParameters.encode(audience))
+            #expect(third.status == 200)
+            #expect(memory.withLockedValue { $0 } == 2)
+            let thirdJWT = try #require((try JSONSerialization.jsonObject(with: Data(third.body.utf8)) as? [String: Any])?["access_token"] as? String)
+            #expect(thirdJWT != jwt)
+            let thirdClaims = try await verifier.verifyAccessToken(thirdJWT, policy: policy, now: Int(Date().timeIntervalSince1970))
+            #expect(thirdClaims.aud == [audience])
+
+            // Errors stay the router's: a narrower scope than granted is fine, a wider one is invalid_scope.
+            let wider = try await post(local, "/token", credentials: gateway, body: exchange + token + "&scope=orders%3Awrite")
+            #expect(wider.status == 400)
+            #expect(wider.body.contains("invalid_scope"))
+            #expect(memory.withLockedValue { $0 } == 2)
+            // Revocation reaches the memory path at once.
+            let revoked = try await post(local, "/revoke", credentials: "demo-service:demo-service-secret", body: "token=\(token)")
+            #expect(revoked.status == 200)
+            let after = try await post(local, "/token", credentials: gateway, body: exchange + token)
+            #expect(after.status == 400)
+            #expect(after.body.contains("invalid_request"))
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        try await local.close()
+    }
+
     /// The per-connection memo of a caller's authentication holds only while the directory's record does, only for
     /// the same Authorization value, and never with form credentials.
     @Test func rememberedCallerAuthenticationExpiresWithTheDirectory() async throws {

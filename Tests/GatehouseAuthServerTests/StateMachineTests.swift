@@ -1,3 +1,4 @@
+import Foundation
 import GatehouseStore
 import GatehouseTokens
 import Testing
@@ -239,5 +240,28 @@ import Testing
         #expect(AuthorizationFlow.redirectURIMatches(registered: "http://127.0.0.1:8081/cb", requested: "http://127.0.0.1:51234/cb"))
         #expect(!AuthorizationFlow.redirectURIMatches(registered: "http://127.0.0.1:8081/cb", requested: "http://127.0.0.1:51234/other"))
         #expect(!AuthorizationFlow.redirectURIMatches(registered: "http://127.0.0.1:8081/cb", requested: "http://localhost:8081/cb"))
+    }
+}
+
+/// The access-token claims the server writes itself decode to the same claims as Foundation's encoding of them.
+@Suite struct CompactClaimsJSONTests {
+    func decoded(_ bytes: [UInt8]) throws -> AccessTokenClaims {
+        try JSONDecoder().decode(AccessTokenClaims.self, from: Data(bytes))
+    }
+
+    @Test func accessTokenClaimsRoundTrip() throws {
+        let full = AccessTokenClaims(
+            iss: "https://as.example", sub: "al\"ice\\\u{1}é", aud: ["https://api.example"], exp: 1_800_000_600, iat: 1_800_000_000,
+            nbf: 1_800_000_000, jti: "j1", client_id: "demo-web", scope: "orders:read orders:write", auth_time: 1_799_999_990
+        )
+        let minimal = AccessTokenClaims(
+            iss: "https://as.example", sub: "svc", aud: ["a", "b"], exp: 2, iat: 1, nbf: 1, jti: "j2", client_id: "svc", scope: nil, auth_time: nil
+        )
+        for claims in [full, minimal] {
+            #expect(try decoded(claims.compactJSON) == claims)
+            let viaFoundation = try JSONSerialization.jsonObject(with: JSONEncoder().encode(claims)) as? NSDictionary
+            let written = try JSONSerialization.jsonObject(with: Data(claims.compactJSON)) as? NSDictionary
+            #expect(written == viaFoundation)  // the same members and values, single audiences as a string
+        }
     }
 }

@@ -228,6 +228,29 @@ final class TokenService: Sendable {
 
     /// An opaque access token in, the RFC 9068 JWT that stands for it out (the gateway's phantom-token call).
     private func exchange(client: ClientRecord, form: FormParameters) async throws -> IssuedTokens {
+        let subjectToken = try exchangeSubject(client: client, form: form)
+        return try exchangeJWT(client: client, form: form, subject: try await introspector.activeToken(subjectToken))
+    }
+
+    /// The same from memory, on the event loop (`TokenFastPath`): nil whenever the caller, its grant, the subject
+    /// token or anything else is not known from memory or is wrong, so that the router gives the answer.
+    func exchangeFromMemory(form: FormParameters, authorization: String?, callerMemo: inout ClientAuthenticator.Memo?) -> IssuedTokens? {
+        guard form["grant_type"] == GrantType.tokenExchange.rawValue,
+            let client = authenticator.authenticateFromMemory(authorization: authorization, form: form, memo: &callerMemo),
+            client.grants.contains(GrantType.tokenExchange.rawValue),
+            let subjectToken = try? exchangeSubject(client: client, form: form),
+            let found = introspector.activeTokenFromMemory(subjectToken), let subject = found,
+            let issued = try? exchangeJWT(client: client, form: form, subject: subject)
+        else { return nil }
+        exchangedFromMemory.withLockedValue { $0 += 1 }
+        return issued
+    }
+
+    /// Exchanges answered by `exchangeFromMemory` (tests, metrics).
+    let exchangedFromMemory = NIOLockedValueBox(0)
+
+    /// Checks an exchange request's parameters; the subject token.
+    private func exchangeSubject(client: ClientRecord, form: FormParameters) throws(OAuthError) -> String {
         guard !client.isPublic else { throw OAuthError(.unauthorizedClient, "public clients cannot exchange tokens") }
         guard let subjectToken = form["subject_token"] else { throw OAuthError(.invalidRequest, "subject_token is required") }
         guard form["subject_token_type"] == Self.accessTokenType else {
@@ -237,7 +260,12 @@ final class TokenService: Sendable {
             throw OAuthError(.invalidRequest, "requested_token_type must be \(Self.jwtTokenType)")
         }
         guard form["actor_token"] == nil else { throw OAuthError(.invalidRequest, "actor tokens (delegation) are not supported") }
-        guard let subject = try await introspector.activeToken(subjectToken), subject.record.kind == .access else {
+        return subjectToken
+    }
+
+    /// The JWT for a looked-up subject token: reused within the reuse period, else signed now.
+    private func exchangeJWT(client: ClientRecord, form: FormParameters, subject found: IntrospectedToken?) throws -> IssuedTokens {
+        guard let subject = found, subject.record.kind == .access else {
             // RFC 8693 §2.2.2: an unacceptable subject token is invalid_request.
             throw OAuthError(.invalidRequest, "subject_token is invalid, expired or revoked")
         }
@@ -256,7 +284,7 @@ final class TokenService: Sendable {
             iss: configuration.issuer, sub: subject.subject, aud: form["audience"].map { [$0] } ?? audiences, exp: exp, iat: now, nbf: now,
             jti: SecureToken.generate(), client_id: subject.record.clientID, scope: scope.isEmpty ? nil : scope, auth_time: subject.record.authTime
         )
-        let jwt = try await keys.sign(claims, type: AccessTokenClaims.type)
+        let jwt = try keys.sign(claims, type: AccessTokenClaims.type)
         exchanges.put(cacheKey, .init(jwt: jwt, exp: exp, tokenHash: subject.record.tokenHash, mintedAt: now))
         return IssuedTokens(accessToken: jwt, expiresIn: max(0, exp - now), scope: scope, refreshToken: nil, issuedTokenType: Self.jwtTokenType)
     }

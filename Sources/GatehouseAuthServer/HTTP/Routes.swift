@@ -57,7 +57,7 @@ extension AuthorizationServer {
             let accept = request.headers[.accept]?.lowercased() ?? ""
             if accept.contains("application/token-introspection+jwt") {
                 let payload = IntrospectionResponseClaims(iss: configuration.issuer, aud: caller.id, iat: clock.now(), token_introspection: claims)
-                let jwt = try await keys.sign(payload, type: IntrospectionResponseClaims.type)
+                let jwt = try keys.sign(payload, type: IntrospectionResponseClaims.type)
                 return Response(
                     status: .ok,
                     headers: [.contentType: "application/token-introspection+jwt", .cacheControl: "no-store"],

@@ -6,15 +6,17 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypesHTTP1
 
-/// Answers `POST /introspect` (RFC 7662, JSON) on the event loop when everything it needs is in memory — the
-/// caller's client record, the token's record, its client and user — without the router, the async request
-/// task or a thread hop. Anything else (a miss, an error, `Accept: application/token-introspection+jwt`, another
-/// endpoint) goes on to the Hummingbird router exactly as it arrived, so both paths give the same answers.
+/// Answers the two calls a gateway makes for every new token on the event loop when everything they need is in
+/// memory — the caller's client record, the token's record, its client and user: `POST /introspect` (RFC 7662,
+/// JSON) and the token exchange at `POST /token` (RFC 8693; the JWT is reused or signed right here). No router, no
+/// async request task, no thread hop. Anything else (a miss, an error, `Accept: application/token-introspection+jwt`,
+/// another grant or endpoint) goes on to the Hummingbird router exactly as it arrived, so both paths give the same
+/// answers.
 ///
-/// Sits between NIO's HTTP/1 decoder and Hummingbird's codec (`IntrospectionFastPathInstaller` puts it there), so a
-/// request it answers is never converted to swift-http-types and its answer goes straight to NIO's encoder.
+/// Sits between NIO's HTTP/1 decoder and Hummingbird's codec (`TokenFastPathInstaller` puts it there), so a request
+/// it answers is never converted to swift-http-types and its answer goes straight to NIO's encoder.
 /// Requests are answered in order: while a request handed to the router is unanswered, later ones are handed on too.
-final class IntrospectionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
+final class TokenFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
@@ -23,12 +25,16 @@ final class IntrospectionFastPath: ChannelDuplexHandler, RemovableChannelHandler
     /// Bodies larger than this go to the router (which applies its own limit).
     static let maxBody = 16 * 1024
 
+    private enum Endpoint {
+        case introspection, token
+    }
+
     private enum State {
         case idle
         /// Passing a request's parts on to the router.
         case forwarding
-        /// Reading an introspection request's body.
-        case collecting(HTTPRequestHead, ByteBuffer)
+        /// Reading the body of a request this handler may answer.
+        case collecting(Endpoint, HTTPRequestHead, ByteBuffer)
     }
 
     private let tokens: TokenService
@@ -51,12 +57,13 @@ final class IntrospectionFastPath: ChannelDuplexHandler, RemovableChannelHandler
         let part = unwrapInboundIn(data)
         switch (state, part) {
         case (.idle, .head(let head)):
-            if routed == 0, head.method == .POST, head.uri == "/introspect" {
-                state = .collecting(head, context.channel.allocator.buffer(capacity: 0))
+            // (A client waiting for `100 Continue` sends no body until the router answers it: handed on.)
+            if routed == 0, head.method == .POST, let endpoint = Self.endpoint(head.uri), !head.headers.contains(name: "expect") {
+                state = .collecting(endpoint, head, context.channel.allocator.buffer(capacity: 0))
             } else {
                 forward(context, part)
             }
-        case (.collecting(let head, var body), .body(let chunk)):
+        case (.collecting(let endpoint, let head, var body), .body(let chunk)):
             guard body.readableBytes + chunk.readableBytes <= Self.maxBody else {
                 state = .idle
                 forward(context, .head(head))
@@ -67,10 +74,10 @@ final class IntrospectionFastPath: ChannelDuplexHandler, RemovableChannelHandler
             }
             state = .idle  // drop the buffer's second reference before writing to it
             body.writeImmutableBuffer(chunk)
-            state = .collecting(head, body)
-        case (.collecting(let head, let body), .end(let trailers)):
+            state = .collecting(endpoint, head, body)
+        case (.collecting(let endpoint, let head, let body), .end(let trailers)):
             state = .idle
-            if !answer(context, head, body) {
+            if !answer(context, endpoint, head, body) {
                 forward(context, .head(head))
                 if body.readableBytes > 0 { forward(context, .body(body)) }
                 forward(context, .end(trailers))
@@ -78,6 +85,14 @@ final class IntrospectionFastPath: ChannelDuplexHandler, RemovableChannelHandler
             releaseQuiesce(context)
         default:
             forward(context, part)
+        }
+    }
+
+    private static func endpoint(_ uri: String) -> Endpoint? {
+        switch uri {
+        case "/introspect": .introspection
+        case "/token": .token
+        default: nil
         }
     }
 
@@ -133,15 +148,27 @@ final class IntrospectionFastPath: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     /// Writes the response when it can be made from memory.
-    private func answer(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ body: ByteBuffer) -> Bool {
+    private func answer(_ context: ChannelHandlerContext, _ endpoint: Endpoint, _ head: HTTPRequestHead, _ body: ByteBuffer) -> Bool {
         guard let contentType = head.headers.first(name: "content-type"), contentType.lowercased().hasPrefix("application/x-www-form-urlencoded"),
-            !head.headers[canonicalForm: "accept"].contains(where: { $0.lowercased().contains("application/token-introspection+jwt") }),
             head.headers[canonicalForm: "authorization"].count <= 1,
-            let form = try? FormParameters.parse(String(buffer: body)),
-            let claims = tokens.introspectFromMemory(form: form, authorization: head.headers.first(name: "authorization"), callerMemo: &callerMemo)
+            let form = try? FormParameters.parse(String(buffer: body))
         else { return false }
+        let authorization = head.headers.first(name: "authorization")
+        let json: [UInt8]
+        let path: String
+        switch endpoint {
+        case .introspection:
+            guard !head.headers[canonicalForm: "accept"].contains(where: { $0.lowercased().contains("application/token-introspection+jwt") }),
+                let claims = tokens.introspectFromMemory(form: form, authorization: authorization, callerMemo: &callerMemo)
+            else { return false }
+            json = claims.jsonBytes
+            path = "/introspect"
+        case .token:
+            guard let issued = tokens.exchangeFromMemory(form: form, authorization: authorization, callerMemo: &callerMemo) else { return false }
+            json = Array(issued.json.utf8)
+            path = "/token"
+        }
         let requestID = head.headers.first(name: "x-request-id").flatMap { RequestIDMiddleware.isAcceptable($0) ? $0 : nil } ?? RequestIDMiddleware.generate()
-        let json = claims.jsonBytes
         let close = !head.isKeepAlive
         var headers = HTTPHeaders([
             ("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "no-store"), ("Pragma", "no-cache"),
@@ -157,15 +184,15 @@ final class IntrospectionFastPath: ChannelDuplexHandler, RemovableChannelHandler
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         }
         if logger.logLevel <= .info {
-            logger.info("request", metadata: ["method": "POST", "path": "/introspect", "status": "200", "request_id": "\(requestID)", "path_taken": "memory"])
+            logger.info("request", metadata: ["method": "POST", "path": "\(path)", "status": "200", "request_id": "\(requestID)", "path_taken": "memory"])
         }
         return true
     }
 }
 
-/// The handler Hummingbird's `additionalChannelHandlers` places after its codec: it puts `IntrospectionFastPath` in
+/// The handler Hummingbird's `additionalChannelHandlers` places after its codec: it puts `TokenFastPath` in
 /// front of the codec (where requests are still NIO's HTTP/1 parts) and then only passes everything on.
-final class IntrospectionFastPathInstaller: ChannelInboundHandler, RemovableChannelHandler {
+final class TokenFastPathInstaller: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
 
     private let tokens: TokenService
@@ -180,19 +207,19 @@ final class IntrospectionFastPathInstaller: ChannelInboundHandler, RemovableChan
         let pipeline = context.pipeline.syncOperations
         do {
             let codec = try pipeline.handler(type: HTTP1ToHTTPServerCodec.self)
-            try pipeline.addHandler(IntrospectionFastPath(tokens: tokens, logger: logger), position: .before(codec))
+            try pipeline.addHandler(TokenFastPath(tokens: tokens, logger: logger), position: .before(codec))
         } catch {
             // Without the codec there is nothing to speed up: the router answers every request.
-            logger.debug("introspection fast path not installed", metadata: ["reason": "\(error)"])
+            logger.debug("token fast path not installed", metadata: ["reason": "\(error)"])
         }
     }
 }
 
 @available(*, unavailable)
-extension IntrospectionFastPathInstaller: Sendable {}
+extension TokenFastPathInstaller: Sendable {}
 
 @available(*, unavailable)
-extension IntrospectionFastPath: Sendable {}
+extension TokenFastPath: Sendable {}
 
 /// The `Date` header value (RFC 9110 §5.6.7 IMF-fixdate), formatted once per second.
 struct HTTPDate {
