@@ -128,7 +128,8 @@ import Testing
         return try await SimpleHTTPClient.send(host: "127.0.0.1", port: local.port, method: .POST, path: path, headers: headers, body: body, timeout: .seconds(2), group: MultiThreadedEventLoopGroup.singleton)
     }
 
-    @Test func introspectionFromMemoryAnswersLikeTheRouter() async throws {
+    /// Runs a local server, waits until it answers, runs `body`, and stops the server.
+    func serving(_ body: @Sendable (LocalAuthorizationServer) async throws -> Void) async throws {
         let local = try await LocalAuthorizationServer.make()
         let group = local.serviceGroup()
         try await withThrowingTaskGroup(of: Void.self) { tasks in
@@ -138,6 +139,15 @@ import Testing
                 ready = (try? await SimpleHTTPClient.send(host: "127.0.0.1", port: local.port, method: .GET, path: "/healthz", headers: [:], body: nil, timeout: .seconds(1), group: MultiThreadedEventLoopGroup.singleton)) != nil
                 if !ready { try await Task.sleep(for: .milliseconds(20)) }
             }
+            try await body(local)
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        try await local.close()
+    }
+
+    @Test func introspectionFromMemoryAnswersLikeTheRouter() async throws {
+        try await serving { local in
             let token = try await local.issueToken(scope: "orders:read")
             let gateway = "gatehouse-gateway:gatehouse-gateway-secret"
             let memory = local.server.tokens.answeredFromMemory
@@ -167,22 +177,11 @@ import Testing
             #expect(revoked.status == 200)
             let after = try await post(local, "/introspect", credentials: gateway, body: "token=\(token)")
             #expect(after.body == "{\"active\":false}")
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
         }
-        try await local.close()
     }
 
     @Test func tokenExchangeFromMemoryAnswersLikeTheRouter() async throws {
-        let local = try await LocalAuthorizationServer.make()
-        let group = local.serviceGroup()
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            var ready = false
-            for _ in 0..<200 where !ready {
-                ready = (try? await SimpleHTTPClient.send(host: "127.0.0.1", port: local.port, method: .GET, path: "/healthz", headers: [:], body: nil, timeout: .seconds(1), group: MultiThreadedEventLoopGroup.singleton)) != nil
-                if !ready { try await Task.sleep(for: .milliseconds(20)) }
-            }
+        try await serving { local in
             let token = try await local.issueToken(scope: "orders:read")
             let gateway = "gatehouse-gateway:gatehouse-gateway-secret"
             let exchange = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token&requested_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt&subject_token="
@@ -228,10 +227,7 @@ import Testing
             let after = try await post(local, "/token", credentials: gateway, body: exchange + token)
             #expect(after.status == 400)
             #expect(after.body.contains("invalid_request"))
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
         }
-        try await local.close()
     }
 
     /// The per-connection memo of a caller's authentication holds only while the directory's record does, only for
