@@ -116,6 +116,7 @@ import Testing
     /// Resolves an answer of the validator (waiting for a miss).
     func outcome(_ answer: TokenValidator.Answer) async throws -> TokenValidator.Outcome {
         switch answer {
+        case .cached(let token, _): .valid(token)
         case .now(let outcome): outcome
         case .later(let future): try await future.get()
         }
@@ -434,10 +435,12 @@ import Testing
 
             // Now cached: answered at once, on the caller's loop.
             let loop = loops.next()
-            guard case .now(.valid) = try await loop.submit({ validator.validate(opaque, kind: .opaque, on: loop) }).get() else {
+            guard case .cached(_, let until) = try await loop.submit({ validator.validate(opaque, kind: .opaque, on: loop) }).get() else {
                 Issue.record("expected a synchronous hit")
                 return
             }
+            // The cache vouches for it at most `cache.max_ttl` from now (what a connection may remember it for).
+            #expect(until > validator.now() && until <= validator.now() + Double(settings.cache.maxTTLMilliseconds) / 1000)
 
             // The JWT itself verifies locally (no exchange); a tampered copy does not, and is remembered as bad.
             let exchangesBefore = validator.statistics.exchanges
@@ -461,7 +464,7 @@ import Testing
             #expect(validator.statistics.cache.negativeHits >= 1)
 
             // Per-route checks on the validated token.
-            guard case .now(.valid(let token)) = try await loop.submit({ validator.validate(opaque, kind: .opaque, on: loop) }).get() else {
+            guard case .cached(let token, _) = try await loop.submit({ validator.validate(opaque, kind: .opaque, on: loop) }).get() else {
                 Issue.record("expected a synchronous hit")
                 return
             }
@@ -486,7 +489,7 @@ import Testing
             try await tasks.waitForAll()
 
             // The authorization server is gone: the cached token still passes, a new one fails closed (not cached).
-            guard case .now(.valid) = try await loop.submit({ validator.validate(opaque, kind: .opaque, on: loop) }).get() else {
+            guard case .cached = try await loop.submit({ validator.validate(opaque, kind: .opaque, on: loop) }).get() else {
                 Issue.record("expected the cached token to pass")
                 return
             }

@@ -28,9 +28,11 @@ import Testing
         var cache = TokenCache<String>(configuration: .init(maxTTL: 30))
         fill(&cache, key(1), .active("jwt-1", expiresAt: 1010), now: 1000)  // exp sooner than the maximum
         fill(&cache, key(2), .active("jwt-2", expiresAt: 9999), now: 1000)  // the maximum is sooner
-        guard case .active("jwt-1") = cache.lookup(key(1), now: 1009.9) else { Issue.record("hit expected"); return }
+        guard case .active("jwt-1", let until) = cache.lookup(key(1), now: 1009.9) else { Issue.record("hit expected"); return }
+        #expect(until == 1010)
         guard case .fetch = cache.lookup(key(1), now: 1010) else { Issue.record("expired: fetch expected"); return }
-        guard case .active("jwt-2") = cache.lookup(key(2), now: 1029.9) else { Issue.record("hit expected"); return }
+        guard case .active("jwt-2", let until2) = cache.lookup(key(2), now: 1029.9) else { Issue.record("hit expected"); return }
+        #expect(until2 == 1030)
         guard case .fetch = cache.lookup(key(2), now: 1030) else { Issue.record("past maxTTL: fetch expected (revocation bound)"); return }
         #expect(cache.statistics.hits == 2)
         #expect(cache.statistics.expirations == 2)
@@ -64,7 +66,7 @@ import Testing
         #expect(cache.statistics.coalesced == 999)
         let resumed = cache.complete(key(3), result: .active("jwt", expiresAt: 100), now: 0)
         #expect(resumed == waiters)
-        guard case .active("jwt") = cache.lookup(key(3), now: 1) else { Issue.record("hit expected"); return }
+        guard case .active("jwt", _) = cache.lookup(key(3), now: 1) else { Issue.record("hit expected"); return }
     }
 
     @Test func failedFetchesCacheNothingAndReleaseWaiters() {

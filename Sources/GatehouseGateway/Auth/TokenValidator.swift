@@ -59,9 +59,15 @@ public final class TokenValidator: Sendable {
 
     /// A cached token is answered at once; anything else later, on the caller's event loop.
     public enum Answer: Sendable {
+        /// Valid from the cache, which vouches for it until `until` (the clock's seconds): a connection may remember
+        /// it that long.
+        case cached(ValidatedToken, until: Double)
         case now(Outcome)
         case later(EventLoopFuture<Outcome>)
     }
+
+    /// The validator's clock (Unix seconds unless a test injected another).
+    public func now() -> Double { clock() }
 
     /// Counters for the admin endpoint and tests.
     public struct Statistics: Sendable, Equatable {
@@ -194,8 +200,8 @@ public final class TokenValidator: Sendable {
         switch lookup {
         case nil:
             return .now(.unavailable("too many token checks are under way"))
-        case .active(let token):
-            return .now(.valid(token))
+        case .active(let token, let until):
+            return .cached(token, until: until)
         case .inactive:
             return .now(.invalid("the token is not active"))
         case .wait:

@@ -103,6 +103,19 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         self.gateway = runtime.snapshot
     }
 
+    /// The last token this connection presented on a token-checked route and the route's verdict, for as long as the
+    /// shared cache vouches for the token: a keep-alive client sending the same token again skips the hash, the
+    /// cache's lock and the route's checks. It holds the client's own `Authorization` value while the connection
+    /// lives (the shared cache holds no token, only SHA-256 digests).
+    private struct TokenMemo {
+        let authorization: String
+        let route: RouteAuthorization
+        let token: ValidatedToken
+        let until: Double
+    }
+
+    private var tokenMemo: TokenMemo?
+
     /// `Forwarded` element for the last Host seen on this connection (the peer never changes; the Host rarely does).
     private var forwardedCache: (host: String?, value: String)?
 
@@ -410,7 +423,11 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         // the validator and the exchange waits for it below (reads paused, so its body stays in the socket).
         var token: ValidatedToken?
         var pendingToken: EventLoopFuture<TokenValidator.Outcome>?
-        if let auth = route.auth {
+        if let auth = route.auth, let memo = tokenMemo, memo.route === auth, authorizationCount == 1, authorization == memo.authorization,
+            auth.validator.now() < memo.until
+        {
+            token = memo.token  // the same token as this connection's last request on this route, still vouched for
+        } else if let auth = route.auth {
             // A refused request whose body was not read cannot leave the connection usable.
             let close = !head.isKeepAlive || isUpgrade || hasBody
             let presented: String
@@ -428,6 +445,14 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             case .failure(let challenge): return writeAuthorizationFailure(.challenge(challenge), requestID: requestID, close: close)
             }
             switch auth.validator.validate(presented, kind: kind, on: context.eventLoop) {
+            case .cached(let validated, let until):
+                switch Self.authorize(.valid(validated), auth) {
+                case .success(let validated):
+                    token = validated
+                    if let authorization { tokenMemo = TokenMemo(authorization: authorization, route: auth, token: validated, until: until) }
+                case .failure(let failure):
+                    return writeAuthorizationFailure(failure, requestID: requestID, close: close)
+                }
             case .now(let outcome):
                 switch Self.authorize(outcome, auth) {
                 case .success(let validated): token = validated

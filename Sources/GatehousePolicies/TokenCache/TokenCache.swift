@@ -32,7 +32,8 @@ public struct TokenCache<Value: Sendable>: Sendable {
 
     /// What a lookup tells the caller to do.
     public enum Lookup: Sendable {
-        case active(Value)
+        /// Cached as active, and may be used until `until`.
+        case active(Value, until: Double)
         case inactive
         /// Nobody is fetching this key: fetch it, then call `complete` with this waiter id too.
         case fetch(waiter: Int)
@@ -98,7 +99,7 @@ public struct TokenCache<Value: Sendable>: Sendable {
                 switch entry.stored {
                 case .active(let value):
                     statistics.hits += 1
-                    return .active(value)
+                    return .active(value, until: entry.expiresAt)
                 case .inactive:
                     statistics.negativeHits += 1
                     return .inactive
