@@ -295,6 +295,19 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         if buffer.readableBytes > 0 || promise != nil { context.write(NIOAny(buffer), promise: promise) }
     }
 
+    /// Ends the response and flushes; with `close`, the connection closes once the end is written.
+    private func endResponse(_ trailers: HTTPHeaders?, close: Bool) {
+        if close {
+            let channel = context.channel
+            let written = context.eventLoop.makePromise(of: Void.self)
+            writeResponseEnd(trailers, promise: written)
+            written.futureResult.whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            writeResponseEnd(trailers, promise: nil)
+        }
+        flushResponse()
+    }
+
     /// Writes what is pending and flushes.
     private func flushResponse() {
         if let buffer = output {
@@ -787,17 +800,9 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             exchange.connection = nil
         }
         let close = !exchange.keepAlive || !exchange.requestEnded || draining || exchange.isUpgrade || exchange.closeAfterResponse
-        let channel = context.channel
         lastActivity = .now()
         // (A response to HEAD ends without a terminating chunk: the serializer knows it answers HEAD.)
-        if close {
-            let written = context.eventLoop.makePromise(of: Void.self)
-            writeResponseEnd(trailers, promise: written)
-            written.futureResult.whenComplete { _ in channel.close(promise: nil) }
-        } else {
-            writeResponseEnd(trailers, promise: nil)
-        }
-        flushResponse()
+        endResponse(trailers, close: close)
         if close {
             closing = true
         } else if let (status, message) = deferredError {
@@ -868,15 +873,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         writeResponseHead(HTTPResponseHead(version: .http1_1, status: status, headers: headers), answeringHEAD: answeringHEAD)
         if !answeringHEAD { writeResponseBody(body) }
         answeringHEAD = false
-        let channel = context.channel
-        if close {
-            let written = context.eventLoop.makePromise(of: Void.self)
-            writeResponseEnd(nil, promise: written)
-            written.futureResult.whenComplete { _ in channel.close(promise: nil) }
-        } else {
-            writeResponseEnd(nil, promise: nil)
-        }
-        flushResponse()
+        endResponse(nil, close: close)
         if close {
             closing = true
         } else if exchange == nil, let (status, message) = deferredError {
