@@ -71,13 +71,6 @@ struct ClientAuthenticator: Sendable {
         return try Self.verify(client, secret: secret)
     }
 
-    /// The same, from memory only: nil when the client is not cached or anything fails (the caller then takes the
-    /// async path, which gives the error its proper answer).
-    func authenticateFromMemory(authorization: String?, form: FormParameters) -> ClientRecord? {
-        var memo: Memo?
-        return authenticateFromMemory(authorization: authorization, form: form, memo: &memo)
-    }
-
     /// The last successful HTTP Basic authentication on one connection. The same `Authorization` value with no
     /// form credentials authenticates the same client until the directory's cached record of it expires or the
     /// directory is invalidated: then the credentials are checked again.
@@ -88,7 +81,9 @@ struct ClientAuthenticator: Sendable {
         let generation: Int
     }
 
-    /// `authenticateFromMemory(authorization:form:)` that remembers a success in `memo` (held per connection).
+    /// `authenticate(authorization:form:)` from memory only: nil when the client is not cached or anything fails (the
+    /// caller then takes the async path, which gives the error its proper answer). Remembers a success in `memo`
+    /// (held per connection).
     func authenticateFromMemory(authorization: String?, form: FormParameters, memo: inout Memo?) -> ClientRecord? {
         if let memo, let authorization, memo.authorization == authorization, form["client_id"] == nil, form["client_secret"] == nil,
             memo.generation == directory.generation, directory.now < memo.validUntil

@@ -315,15 +315,9 @@ final class TokenService: Sendable {
 
     // MARK: Introspection (RFC 7662, RFC 9701)
 
-    /// Authenticates a caller allowed to introspect and describes the token.
     /// Introspection answered from memory (client, token record and user cached): nil when the store must be asked
-    /// or the request is not a plain success, so that the async path answers it (errors included).
-    func introspectFromMemory(form: FormParameters, authorization: String?) -> IntrospectionClaims? {
-        var memo: ClientAuthenticator.Memo?
-        return introspectFromMemory(form: form, authorization: authorization, callerMemo: &memo)
-    }
-
-    /// The same, remembering the caller's authentication in `callerMemo` (one per connection).
+    /// or the request is not a plain success, so that the async path answers it (errors included). The caller's
+    /// authentication is remembered in `callerMemo` (one per connection).
     func introspectFromMemory(form: FormParameters, authorization: String?, callerMemo: inout ClientAuthenticator.Memo?) -> IntrospectionClaims? {
         guard let claims = introspectCached(form: form, authorization: authorization, callerMemo: &callerMemo) else { return nil }
         answeredFromMemory.withLockedValue { $0 += 1 }
@@ -343,6 +337,7 @@ final class TokenService: Sendable {
         return IntrospectionClaims(token, issuer: configuration.issuer, audiences: audiences)
     }
 
+    /// Authenticates a caller allowed to introspect and describes the token.
     func introspect(form: FormParameters, authorization: String?) async throws(OAuthError) -> (caller: ClientRecord, claims: IntrospectionClaims) {
         do {
             let caller = try await authenticator.authenticate(authorization: authorization, form: form)
