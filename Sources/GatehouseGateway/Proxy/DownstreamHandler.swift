@@ -628,7 +628,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         else { return false }
         exchange.target = next
         exchange.perTryDeadline = .distantFuture  // set again when the new connection is attached
-        exchange.buffered = exchange.requestEnded ? [.end(nil)] : []
+        exchange.buffered = []  // a retryable request has no body, so its end writes nothing either
         connect(exchange)
         return true
     }
@@ -695,17 +695,18 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             } else {
                 exchange.route.cluster.health.recordSuccess(exchange.target)
             }
-            // An HTTP/1.0 client gets a body without a length delimited by the close.
+            // An HTTP/1.0 client gets a body without a length delimited by the close (the serializer's rule).
+            let answeringHEAD = exchange.requestHead.method == .HEAD
             let closeDelimited =
-                responseOutput == .http1Bytes && exchange.requestHead.version.minor == 0 && exchange.requestHead.method != .HEAD
-                && head.status.mayHaveResponseBody && !head.headers.contains(name: "content-length")
+                responseOutput == .http1Bytes
+                && HTTP1ResponseSerializer.isCloseDelimited(status: head.status, version: exchange.requestHead.version, headers: head.headers, answeringHEAD: answeringHEAD)
             if closeDelimited { exchange.closeAfterResponse = true }
             let headers = HeaderHygiene.responseHeaders(
                 from: head.headers, via: gateway.via, requestID: exchange.requestID, isUpgrade: false,
                 close: !exchange.keepAlive || draining || closeDelimited
             )
             exchange.responseHeadSent = true
-            writeResponseHead(HTTPResponseHead(version: exchange.requestHead.version, status: head.status, headers: headers), answeringHEAD: exchange.requestHead.method == .HEAD)
+            writeResponseHead(HTTPResponseHead(version: exchange.requestHead.version, status: head.status, headers: headers), answeringHEAD: answeringHEAD)
         case .body(let buffer):
             guard exchange.responseHeadSent, exchange.requestHead.method != .HEAD else { return }
             writeResponseBody(buffer)

@@ -21,15 +21,9 @@ struct HTTP1ResponseSerializer {
     /// Appends the status line and headers.
     mutating func writeHead(_ head: HTTPResponseHead, answeringHEAD: Bool, into buffer: inout ByteBuffer) {
         let code = head.status.code
-        let mayHaveBody = !(100..<200).contains(code) && code != 204 && code != 304
-        var hasLength = false
-        if mayHaveBody {
-            for (name, _) in head.headers where Self.isContentLength(name) {
-                hasLength = true
-                break
-            }
-        }
-        let isHTTP11 = head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1)
+        let mayHaveBody = Self.mayHaveBody(head.status)
+        let hasLength = mayHaveBody && Self.hasContentLength(head.headers)
+        let isHTTP11 = Self.isHTTP11(head.version)
         let chunkedFraming = mayHaveBody && !hasLength && isHTTP11
         suppressesBody = answeringHEAD || !mayHaveBody
         chunked = chunkedFraming && !suppressesBody
@@ -91,6 +85,24 @@ struct HTTP1ResponseSerializer {
         }
         chunked = false
         suppressesBody = false
+    }
+
+    /// Whether a response with this status, to a request of this version, carrying these headers, can only be
+    /// delimited by closing the connection (the caller decides before the head is written, to say `Connection: close`).
+    static func isCloseDelimited(status: HTTPResponseStatus, version: HTTPVersion, headers: HTTPHeaders, answeringHEAD: Bool) -> Bool {
+        !isHTTP11(version) && !answeringHEAD && mayHaveBody(status) && !hasContentLength(headers)
+    }
+
+    static func mayHaveBody(_ status: HTTPResponseStatus) -> Bool {
+        !(100..<200).contains(status.code) && status.code != 204 && status.code != 304
+    }
+
+    static func isHTTP11(_ version: HTTPVersion) -> Bool {
+        version.major > 1 || (version.major == 1 && version.minor >= 1)
+    }
+
+    static func hasContentLength(_ headers: HTTPHeaders) -> Bool {
+        headers.contains { isContentLength($0.name) }
     }
 
     static func isContentLength(_ name: String) -> Bool {

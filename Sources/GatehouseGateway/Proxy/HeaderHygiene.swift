@@ -27,33 +27,6 @@ public enum HeaderHygiene {
         }
     }
 
-    /// Removes hop-by-hop headers in place. With `keepUpgrade`, `Connection: upgrade` and `Upgrade` survive (tunnels).
-    public static func stripHopByHop(_ headers: inout HTTPHeaders, keepUpgrade: Bool = false) {
-        var needsRemoval = false
-        for header in headers where isHopByHop(header.name) {
-            needsRemoval = true
-            break
-        }
-        guard needsRemoval else { return }
-        let named = connectionNamedHeaders(headers)
-        var kept: [(String, String)] = []
-        kept.reserveCapacity(headers.count + 2)
-        var upgrades: [String] = []
-        for (name, value) in headers {
-            if isHopByHop(name) {
-                if keepUpgrade && equalsIgnoringCase(name, "upgrade") { upgrades.append(value) }
-                continue
-            }
-            if isNamed(name, named) { continue }
-            kept.append((name, value))
-        }
-        if keepUpgrade {
-            kept.append(("Connection", "upgrade"))
-            for value in upgrades { kept.append(("Upgrade", value)) }
-        }
-        headers = HTTPHeaders(kept)
-    }
-
     /// Lower-cased header names listed in `Connection` that are not hop-by-hop anyway (usually none: the common
     /// values `keep-alive`, `close` and `upgrade` allocate nothing).
     static func connectionNamedHeaders(_ headers: HTTPHeaders) -> [String] {
@@ -79,11 +52,11 @@ public enum HeaderHygiene {
     }
 
     /// The headers the gateway manages, recognised in one pass.
-    fileprivate enum ManagedRequestHeader {
+    fileprivate enum ManagedHeader {
         case none, hopByHop, upgrade, host, xForwardedFor, xForwardedProto, xForwardedHost, forwarded, via, requestID
     }
 
-    fileprivate static func classifyRequestHeader(_ name: String) -> ManagedRequestHeader {
+    fileprivate static func classifyHeader(_ name: String) -> ManagedHeader {
         let utf8 = name.utf8
         switch (utf8.count, utf8.first.map { $0 | 0x20 } ?? 0) {
         case (4, UInt8(ascii: "h")): return equalsIgnoringCase(name, "host") ? .host : .none
@@ -114,7 +87,7 @@ public enum HeaderHygiene {
         }
 
         /// Handles the headers both directions treat alike; false for the others.
-        mutating func handledCommon(_ kind: ManagedRequestHeader, _ value: String) -> Bool {
+        mutating func handledCommon(_ kind: ManagedHeader, _ value: String) -> Bool {
             switch kind {
             case .hopByHop, .requestID: break
             case .upgrade: if isUpgrade { upgrades.append(value) }
@@ -154,7 +127,7 @@ public enum HeaderHygiene {
         var keptProto = false
         var keptHost = false
         for (name, value) in source {
-            let kind = classifyRequestHeader(name)
+            let kind = classifyHeader(name)
             if pass.handledCommon(kind, value) { continue }
             switch kind {
             case .host:
@@ -194,7 +167,7 @@ public enum HeaderHygiene {
     /// appended, `X-Request-Id` set, and `Connection: close` when the gateway closes after this response.
     public static func responseHeaders(from source: HTTPHeaders, via: String, requestID: String, isUpgrade: Bool, close: Bool = false) -> HTTPHeaders {
         var pass = OnePass(source, isUpgrade: isUpgrade, extra: 4)
-        for (name, value) in source where !pass.handledCommon(classifyRequestHeader(name), value) {
+        for (name, value) in source where !pass.handledCommon(classifyHeader(name), value) {
             pass.keep(name, value)
         }
         if isUpgrade {
