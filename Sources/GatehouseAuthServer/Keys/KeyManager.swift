@@ -122,6 +122,11 @@ extension AccessTokenClaims: CompactJSONPayload {
         writer.add("client_id", client_id)
         writer.add("scope", scope)
         writer.add("auth_time", auth_time)
+        if let act {
+            var actor: [UInt8] = []
+            JSONWriter.appendQuoted(act.sub, to: &actor)
+            writer.addRaw("act", "{\"sub\":" + String(decoding: actor, as: UTF8.self) + "}")
+        }
         return writer.finishBytes()
     }
 }

@@ -15,8 +15,21 @@ public struct AccessTokenClaims: JWTPayload, Equatable {
     public var scope: String?
     /// When the user authenticated, for tokens issued after a sign-in.
     public var auth_time: Int?
+    /// RFC 8693 §4.1 actor claim: set on the JWTs token exchange mints, naming the client that exchanged the token
+    /// (the gateway). Such a JWT stands for a client's token on its way to a backend; it is never a credential a
+    /// client may present at the gateway's front door (the gateway refuses every JWT that carries `act`).
+    public var act: Actor?
 
-    public init(iss: String, sub: String, aud: [String], exp: Int, iat: Int, nbf: Int, jti: String, client_id: String, scope: String?, auth_time: Int?) {
+    /// The acting party of a delegated token (RFC 8693 §4.1).
+    public struct Actor: Codable, Equatable, Sendable {
+        public var sub: String
+        public init(sub: String) { self.sub = sub }
+    }
+
+    public init(
+        iss: String, sub: String, aud: [String], exp: Int, iat: Int, nbf: Int, jti: String, client_id: String, scope: String?, auth_time: Int?,
+        act: Actor? = nil
+    ) {
         self.iss = iss
         self.sub = sub
         self.aud = aud
@@ -27,13 +40,14 @@ public struct AccessTokenClaims: JWTPayload, Equatable {
         self.client_id = client_id
         self.scope = scope
         self.auth_time = auth_time
+        self.act = act
     }
 
     /// The header `typ` of RFC 9068 access tokens.
     public static let type = "at+jwt"
 
     enum CodingKeys: String, CodingKey {
-        case iss, sub, aud, exp, iat, nbf, jti, client_id, scope, auth_time
+        case iss, sub, aud, exp, iat, nbf, jti, client_id, scope, auth_time, act
     }
 
     public init(from decoder: any Decoder) throws {
@@ -53,6 +67,7 @@ public struct AccessTokenClaims: JWTPayload, Equatable {
         client_id = try container.decode(String.self, forKey: .client_id)
         scope = try container.decodeIfPresent(String.self, forKey: .scope)
         auth_time = try container.decodeIfPresent(Int.self, forKey: .auth_time)
+        act = try container.decodeIfPresent(Actor.self, forKey: .act)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -67,6 +82,7 @@ public struct AccessTokenClaims: JWTPayload, Equatable {
         try container.encode(client_id, forKey: .client_id)
         try container.encodeIfPresent(scope, forKey: .scope)
         try container.encodeIfPresent(auth_time, forKey: .auth_time)
+        try container.encodeIfPresent(act, forKey: .act)
     }
 
     /// Time, issuer and audience are checked by `JWTVerifier` with its injected clock and policy.
