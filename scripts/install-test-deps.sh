@@ -34,7 +34,7 @@ else
   echo "install-test-deps: apt packages already installed"
 fi
 
-if "$PY" -c 'import authlib, jwt, requests, pytest, selenium' >/dev/null 2>&1; then
+if "$PY" -c 'import authlib, jwt, requests, pytest, selenium, h2' >/dev/null 2>&1; then
   echo "install-test-deps: python packages already importable by $PY"
 else
   echo "install-test-deps: pip install -r Tests/interop/requirements.txt for $PY"
@@ -44,5 +44,5 @@ else
     PIP_FLAGS+=(--break-system-packages)
   fi
   PIP_ROOT_USER_ACTION=ignore $SUDO "$PY" -m pip install "${PIP_FLAGS[@]}" -r "$ROOT/Tests/interop/requirements.txt"
-  "$PY" -c 'import authlib, jwt, requests, pytest, selenium'
+  "$PY" -c 'import authlib, jwt, requests, pytest, selenium, h2'
 fi

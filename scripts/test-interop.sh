@@ -14,7 +14,7 @@ if [ ! -x "$BIN" ]; then
   echo "       build it first with 'swift build', or point GATEHOUSE_BIN at it." >&2
   exit 2
 fi
-if ! "$PY" -c 'import authlib, jwt, requests, pytest, selenium' 2>/dev/null; then
+if ! "$PY" -c 'import authlib, jwt, requests, pytest, selenium, h2' 2>/dev/null; then
   echo "error: $PY lacks the test dependencies; run scripts/install-test-deps.sh" >&2
   exit 2
 fi

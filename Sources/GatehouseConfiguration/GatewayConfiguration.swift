@@ -238,6 +238,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
             public var perTryMilliseconds: Int = 15_000
             /// All tries and backoffs together. Default 30 s.
             public var totalMilliseconds: Int = 30_000
+            /// A protocol-upgrade tunnel (WebSocket) with no bytes either way for this long is closed (`tunnel_idle`).
+            /// Default 10 minutes: longer than the ping interval of common WebSocket clients (20-60 s).
+            public var tunnelIdleMilliseconds: Int = 600_000
 
             public init(perTryMilliseconds: Int = 15_000, totalMilliseconds: Int = 30_000) {
                 self.perTryMilliseconds = perTryMilliseconds
@@ -307,6 +310,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public var maxBodyBytes: Int = 10 << 20
         /// No token validation when nil (the default), the same as mode `none`.
         public var auth: Auth?
+        /// Protocols a client may upgrade to on this route (`Upgrade` tokens, lower-case). A request asking for any
+        /// other is forwarded without its `Upgrade`. Default `[websocket]`; `h2c` can never be listed.
+        public var upgrades: [String] = ["websocket"]
 
         public init(
             name: String,
@@ -460,6 +466,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var limits: Limits = .init()
     /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed. Default none.
     public var trustedProxies: [CIDR] = []
+    /// `request_hygiene:` (see `RequestHygiene`).
+    public var requestHygiene: RequestHygiene = .init()
     /// Where tokens are validated. Nil (the default) when the section is absent; then every route's mode must be `none`.
     public var authorizationServer: AuthorizationServer?
     /// Required, at least one.
@@ -571,6 +579,13 @@ public struct GatewayConfiguration: Sendable, Equatable {
             trustedProxies.append(cidr)
         }
 
+        var requestHygiene = RequestHygiene()
+        if root.node("request_hygiene") != nil {
+            var reader = try root.mapping("request_hygiene")
+            requestHygiene = try parseRequestHygiene(&reader)
+            try reader.finish()
+        }
+
         // Clusters.
         var clusters: [Cluster] = []
         for var reader in try root.list("clusters") ?? [] {
@@ -606,7 +621,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
         guard !routes.isEmpty else { throw root.error("routes", "list at least one route", code: .missingKey) }
 
         try root.finish()
-        return GatewayConfiguration(
+        var configuration = GatewayConfiguration(
             listeners: listeners,
             eventLoopThreads: eventLoopThreads,
             admin: admin,
@@ -616,6 +631,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
             clusters: clusters,
             routes: routes
         )
+        configuration.requestHygiene = requestHygiene
+        return configuration
     }
 
     private static func resolve(_ path: String, against directory: String) -> String {
@@ -905,6 +922,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
         var timeouts = try reader.mapping("timeouts")
         let perTry = try timeouts.milliseconds("per_try", minimum: 1)
         let total = try timeouts.milliseconds("total", minimum: 1)
+        if let value = try timeouts.milliseconds("tunnel_idle", minimum: 1) { route.timeouts.tunnelIdleMilliseconds = value }
         try timeouts.finish()
         if let total { route.timeouts.totalMilliseconds = total }
         if let perTry {
@@ -917,6 +935,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
         }
 
         if let value = try reader.int("max_body_bytes", range: 0...(1 << 40)) { route.maxBodyBytes = value }
+        if let upgrades = try parseUpgrades(&reader) { route.upgrades = upgrades }
 
         if reader.node("auth") != nil {
             var auth = try reader.mapping("auth")
@@ -938,7 +957,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
     }
 
     /// RFC 9110 `tchar`.
-    private static func isTokenByte(_ byte: UInt8) -> Bool {
+    static func isTokenByte(_ byte: UInt8) -> Bool {
         if isNameByte(byte) { return true }
         return "!#$%&'*+^`|~".utf8.contains(byte)
     }
@@ -951,7 +970,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
 
 extension YAMLMappingReader {
     /// An error about item `index` of the list under `key`, e.g. `trusted_proxies[1]`.
-    fileprivate func itemError(_ key: String, _ index: Int, _ reason: String, code: ConfigurationError.Code = .invalidValue) -> ConfigurationError {
+    func itemError(_ key: String, _ index: Int, _ reason: String, code: ConfigurationError.Code = .invalidValue) -> ConfigurationError {
         ConfigurationError(code: code, file: file, keyPath: "\(keyPath(key))[\(index)]", reason: reason)
     }
 

@@ -721,3 +721,51 @@ private func writeFile(_ path: String, _ text: String) -> Bool {
     defer { fclose(handle) }
     return fputs(text, handle) >= 0
 }
+
+@Suite struct RequestHygieneConfigurationTests {
+    let base = """
+        listeners: [{port: 8080}]
+        clusters: [{name: be, targets: ['http://127.0.0.1:9']}]
+
+        """
+
+    @Test func defaults() throws {
+        let configuration = try GatewayConfiguration.parse(yaml: base + "routes: [{match: {path_prefix: /}, cluster: be}]")
+        #expect(configuration.requestHygiene.stripFromUntrusted.contains("x-real-ip"))
+        #expect(configuration.requestHygiene.underscoreHeaders == .dropLookalikes)
+        #expect(configuration.requestHygiene.pathParameters == .normalize)
+        #expect(configuration.routes[0].upgrades == ["websocket"])
+        #expect(configuration.routes[0].timeouts.tunnelIdleMilliseconds == 600_000)
+    }
+
+    @Test func values() throws {
+        let configuration = try GatewayConfiguration.parse(yaml: base + """
+            request_hygiene: {strip_from_untrusted: [X-Tenant, x-tenant, X-Real-IP], underscore_headers: drop, path_parameters: reject}
+            routes: [{match: {path_prefix: /}, cluster: be, upgrades: [WebSocket, foo], timeouts: {tunnel_idle: 90s}}]
+            """)
+        #expect(configuration.requestHygiene.stripFromUntrusted == ["x-tenant", "x-real-ip"])
+        #expect(configuration.requestHygiene.underscoreHeaders == .drop)
+        #expect(configuration.requestHygiene.pathParameters == .reject)
+        #expect(configuration.routes[0].upgrades == ["websocket", "foo"])
+        #expect(configuration.routes[0].timeouts.tunnelIdleMilliseconds == 90_000)
+    }
+
+    @Test(arguments: [
+        ("request_hygiene: {underscore_headers: maybe}\nroutes: [{match: {path_prefix: /}, cluster: be}]", "request_hygiene.underscore_headers"),
+        ("request_hygiene: {path_parameters: strip}\nroutes: [{match: {path_prefix: /}, cluster: be}]", "request_hygiene.path_parameters"),
+        ("request_hygiene: {strip_from_untrusted: [Content-Length]}\nroutes: [{match: {path_prefix: /}, cluster: be}]", "request_hygiene.strip_from_untrusted[0]"),
+        ("request_hygiene: {strip_from_untrusted: ['bad name']}\nroutes: [{match: {path_prefix: /}, cluster: be}]", "request_hygiene.strip_from_untrusted[0]"),
+        ("routes: [{match: {path_prefix: /}, cluster: be, upgrades: [websocket, h2c]}]", "routes[0].upgrades[1]"),
+        ("routes: [{match: {path_prefix: /}, cluster: be, upgrades: [H2C]}]", "routes[0].upgrades[0]"),
+    ])
+    func invalidValuesAreNamed(yaml: String, keyPath: String) {
+        do {
+            _ = try GatewayConfiguration.parse(yaml: base + yaml)
+            Issue.record("accepted: \(yaml)")
+        } catch let error as ConfigurationError {
+            #expect(error.keyPath == keyPath, "\(error)")
+        } catch {
+            Issue.record("unexpected error \(error)")
+        }
+    }
+}

@@ -59,6 +59,18 @@ import Testing
         try expectRefused("POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", status: 400)
     }
 
+    /// The smuggling report of issue 10: a `Connection` naming a framing header (or Host) is refused before anything
+    /// is forwarded, whether or not a body follows.
+    @Test(arguments: ["content-length", "Content-Length", "keep-alive, transfer-encoding", "host"])
+    func connectionNamingAFramingHeader(nominated: String) throws {
+        try expectRefused("GET /api/x HTTP/1.1\r\nHost: a\r\nConnection: \(nominated)\r\nContent-Length: 33\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n", status: 400)
+        try expectRefused("POST /api/x HTTP/1.1\r\nHost: a\r\nConnection: \(nominated)\r\n\r\n", status: 400)
+    }
+
+    @Test func overlongRequestTargetIs414() throws {
+        try expectRefused("GET /api/\(String(repeating: "a", count: 9000)) HTTP/1.1\r\nHost: a\r\n\r\n", status: 414)
+    }
+
     @Test func obsoleteLineFolding() throws {
         try expectRefused("GET /api/x HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n two\r\n\r\n", status: 400)
     }

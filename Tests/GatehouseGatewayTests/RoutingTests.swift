@@ -62,7 +62,7 @@ import Testing
         ("/a%3F", "/a%3F", nil),
         ("/a%23", "/a%23", nil),
         ("/a%25", "/a%25", nil),
-        ("/%25%32%46", "/%252F", nil),
+        ("/%25%32%30", "/%2520", nil),  // an escaped "%" stays escaped; "/%25%32%46" (a double-encoded "/") is refused below
         ("/a%0a", "/a%0A", nil),
         ("/a%7f%ff", "/a%7F%FF", nil),
         // The query is kept byte-for-byte.
@@ -82,12 +82,14 @@ import Testing
         ("http://example.com/x?next=http://other/", "/x", "next=http://other/"),
     ] as [(String, String, String?)])
     func accepts(target: String, path: String, query: String?) {
-        #expect(Self.normalized(target) == NormalizedTarget(path: path, query: query))
+        let normalized = Self.normalized(target)
+        #expect(normalized?.path == path)
+        #expect(normalized?.query == query)
     }
 
     /// Normalizing a normalized path changes nothing.
     @Test(arguments: [
-        "/public/../admin", "/a/./b//c/", "/%7Euser", "/a%c3%a9", "/a/b/..", "//a///b", "/a%2e/b", "/%25%32%46",
+        "/public/../admin", "/a/./b//c/", "/%7Euser", "/a%c3%a9", "/a/b/..", "//a///b", "/a%2e/b", "/%25%32%30",
         "http://example.com:8080/a/../b?q", "/.hidden/.../x",
     ])
     func isIdempotent(target: String) throws {
@@ -149,9 +151,64 @@ import Testing
         ("/a?b#c", .fragment),
         ("/#", .fragment),
         ("http://example.com#x", .fragment),
+        // Double encodings of ".", "/", "\\" and "%", also when assembled from escaped unreserved characters.
+        ("/public/%252e%252e/api", .doubleEncoding),
+        ("/public/%252fapi", .doubleEncoding),
+        ("/public/%252F", .doubleEncoding),
+        ("/a%255c", .doubleEncoding),
+        ("/a%2525", .doubleEncoding),
+        ("/%25%32%46", .doubleEncoding),
+        ("/%25%32%65", .doubleEncoding),
+        // Overlong UTF-8 (`%C0%AE` is an overlong ".", `%E0%80%AE` a three-byte one, `%F0%80%80%AF` a four-byte "/").
+        ("/public/%C0%AE%C0%AE/api", .overlongUTF8),
+        ("/a%c0%af", .overlongUTF8),
+        ("/a%C1%9C", .overlongUTF8),
+        ("/a%E0%80%AE", .overlongUTF8),
+        ("/a%F0%80%80%AF", .overlongUTF8),
     ] as [(String, PathError.Code)])
     func refuses(target: String, code: PathError.Code) {
         #expect(Self.errorCode(target) == code)
+    }
+
+    // MARK: Path parameters (`;`)
+
+    @Test(arguments: [
+        ("/public/..;/api/orders", "/api/orders"),
+        ("/public/..;jsessionid=1/api", "/api"),
+        ("/public/.;x/api", "/public/api"),
+        ("/public/%2e%2e;/api", "/api"),
+        ("/a/b;v=1/c", "/a/b;v=1/c"),  // parameters of a regular segment pass as they are
+        ("/a/;x/c", "/a/;x/c"),
+        ("/a/..;", "/"),
+        ("/a/b/..;x", "/a/"),
+        ("/..;/..;/etc", "/etc"),
+    ])
+    func dotSegmentsWithParametersAreDotSegments(target: String, path: String) {
+        #expect(Self.normalized(target)?.path == path)
+    }
+
+    @Test func parametersCanBeRefused() {
+        for target in ["/a;b", "/public/..;/api", "/x/y;"] {
+            guard case .failure(let error) = PathNormalizer.normalize(target, parameters: .reject) else {
+                Issue.record("\(target) was accepted")
+                continue
+            }
+            #expect(error.code == .pathParameter)
+        }
+        #expect((try? PathNormalizer.normalize("/a/b?x=;", parameters: .reject).get())?.path == "/a/b")  // queries are not paths
+    }
+
+    @Test func validUTF8AndLatin1EscapesPass() {
+        #expect(Self.normalized("/caf%C3%A9")?.path == "/caf%C3%A9")
+        #expect(Self.normalized("/%E0%A4%95")?.path == "/%E0%A4%95")  // a real three-byte sequence after E0
+        #expect(Self.normalized("/%F0%9F%98%80")?.path == "/%F0%9F%98%80")
+        #expect(Self.normalized("/caf%E9")?.path == "/caf%E9")
+    }
+
+    @Test func absoluteFormKeepsItsAuthority() {
+        #expect(Self.normalized("http://api.example:8080/a/../b?q")?.authority == "api.example:8080")
+        #expect(Self.normalized("http://api.example")?.authority == "api.example")
+        #expect(Self.normalized("/a")?.authority == nil)
     }
 
     @Test func errorsCarryAFixedMessage() throws {

@@ -1,10 +1,24 @@
 """Message framing across the gateway: a chunked body is re-framed (never smuggled), a HEAD response never
 gains a body, and an upgrade request answered without 101 closes the connection."""
+import contextlib
 import signal
 import socket
 import threading
 
 from gatehouse_testlib import start_gateway_process
+
+
+def accept_forever(listener, serve):
+    """Runs `serve(conn)` on a thread for every connection `listener` accepts, until it is closed."""
+    def accept():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
 
 
 def raw_upstream(handler):
@@ -50,25 +64,18 @@ def raw_upstream(handler):
         except OSError:
             return
 
-    def accept():
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
+    accept_forever(listener, serve)
     return listener, seen
 
 
-def start_gateway(tmp_path, upstream_port):
+def start_gateway(tmp_path, upstream_port, extra="", routes=None):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     config = tmp_path / "gateway.yaml"
+    routes = routes or "routes: [{match: {path_prefix: /ok}, cluster: be}]\n"
     config.write_text(f"listeners: [{{port: {port}}}]\nclusters: [{{name: be, targets: ['http://127.0.0.1:{upstream_port}']}}]\n"
-                      "routes: [{match: {path_prefix: /ok}, cluster: be}]\n")
+                      + routes + extra)
     return start_gateway_process(config), port
 
 
@@ -212,3 +219,213 @@ def test_http10_client_gets_a_chunked_upstream_response_delimited_by_close(tmp_p
         gateway.send_signal(signal.SIGTERM)
         assert gateway.wait(15) == 0
         listener.close()
+
+
+# --- Issue 10: the framing the upstream receives is the gateway's own; every path into the encoder is read raw. ---
+
+@contextlib.contextmanager
+def proxied(tmp_path, upstream, extra="", routes=None):
+    """A gateway in front of `upstream` (a (listener, record) pair): yields (port, record); stops both after."""
+    listener, record = upstream
+    gateway, port = start_gateway(tmp_path, listener.getsockname()[1], extra=extra, routes=routes)
+    try:
+        yield port, record
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(15) == 0
+        listener.close()
+
+
+def request(port, raw, timeout=2):
+    """Sends raw bytes on a new connection; (response bytes, whether the gateway closed)."""
+    client = socket.create_connection(("127.0.0.1", port))
+    client.sendall(raw)
+    return read_all(client, timeout=timeout)
+
+
+def raw_bytes_upstream(answer=b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone"):
+    """An upstream that records every byte it receives per connection and answers each `\\r\\n\\r\\n` with `answer`."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    received = []  # one bytearray per connection
+
+    def serve(conn, buffer):
+        conn.settimeout(10)
+        answered = 0
+        try:
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                buffer += chunk
+                while buffer.count(b"\r\n\r\n") > answered:
+                    answered += 1
+                    conn.sendall(answer)
+        except OSError:
+            return
+
+    def recorded(conn):
+        buffer = bytearray()
+        received.append(buffer)
+        serve(conn, buffer)
+
+    accept_forever(listener, recorded)
+    return listener, received
+
+
+def test_connection_naming_content_length_is_refused_and_nothing_reaches_the_upstream(tmp_path):
+    """The smuggling report: `Connection: content-length` once dropped the length while the body still went out."""
+    with proxied(tmp_path, raw_bytes_upstream()) as (port, received):
+        smuggled = b"GET /admin HTTP/1.1\r\nHost: x\r\n\r\n"
+        for method, nominated in [(b"GET", b"content-length"), (b"POST", b"Content-Length"), (b"GET", b"keep-alive, Transfer-Encoding"), (b"GET", b"host")]:
+            data, closed = request(port, method + b" /ok/carrier HTTP/1.1\r\nHost: x\r\nConnection: " + nominated + b"\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled, timeout=3)
+            assert data.startswith(b"HTTP/1.1 400"), (nominated, data)
+            assert b"request_id" in data and closed, data
+        assert received == [] or all(len(b) == 0 for b in received), received  # the upstream saw no byte at all
+        # The premise: the same request without the nomination does reach the upstream, framed by its length.
+        data, _ = request(port, b"GET /ok/carrier HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled, timeout=2)
+        assert data.startswith(b"HTTP/1.1 200") and data.count(b"HTTP/1.1 ") == 1, data
+        raw = bytes(received[0])
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert b"\r\ncontent-length: %d" % len(smuggled) in head.lower(), raw
+        assert body == smuggled, raw  # body bytes, framed: the upstream answered one request
+
+
+def test_a_body_less_post_is_framed_with_a_zero_length_not_left_hanging(tmp_path):
+    with proxied(tmp_path, raw_bytes_upstream()) as (port, received):
+        data, _ = request(port, b"POST /ok/empty HTTP/1.1\r\nHost: x\r\n\r\n", timeout=3)
+        assert data.startswith(b"HTTP/1.1 200"), data  # answered, not a 504 after the per-try timeout
+        raw = bytes(received[0]).lower()
+        assert b"\r\ncontent-length: 0\r\n" in raw and b"transfer-encoding" not in raw, raw
+        assert raw.endswith(b"\r\n\r\n"), raw
+
+
+def test_connection_cannot_strip_the_forwarding_headers_the_gateway_sets(tmp_path):
+    with proxied(tmp_path, raw_bytes_upstream()) as (port, received):
+        data, _ = request(port, b"GET /ok/x HTTP/1.1\r\nHost: x\r\nConnection: X-Forwarded-For, Via, X-Request-Id, Forwarded\r\n\r\n", timeout=2)
+        assert data.startswith(b"HTTP/1.1 200"), data
+        raw = bytes(received[0]).lower()
+        for header in [b"x-forwarded-for: 127.0.0.1", b"via: 1.1 gatehouse", b"x-request-id: ", b"forwarded: for=127.0.0.1"]:
+            assert b"\r\n" + header in raw, (header, raw)
+        assert b"\r\nconnection:" not in raw, raw
+
+
+def test_untrusted_client_headers_and_underscore_lookalikes_never_reach_the_upstream(tmp_path):
+    with proxied(tmp_path, raw_bytes_upstream()) as (port, received):
+        spoofed = [b"X-Real-IP: 10.0.0.1", b"True-Client-IP: 10.0.0.2", b"X-Client-IP: 10.0.0.3", b"X-Original-URL: /admin",
+                   b"X-Rewrite-URL: /admin", b"X-Forwarded-Port: 443", b"X-Forwarded-Prefix: /admin", b"X-HTTP-Method-Override: DELETE",
+                   b"X_Forwarded_For: 10.9.9.9", b"X_Real_IP: 10.0.0.4", b"Proxy-Authorization: Basic Zm9vOmJhcg==", b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA"]
+        data, _ = request(port, b"GET /ok/x HTTP/1.1\r\nHost: x\r\n" + b"\r\n".join(spoofed) + b"\r\nX-Custom_Name: kept\r\nX-Keep: yes\r\n\r\n", timeout=2)
+        assert data.startswith(b"HTTP/1.1 200"), data
+        raw = bytes(received[0]).lower()
+        assert b"\r\nx-keep: yes\r\n" in raw and b"\r\nx-custom_name: kept\r\n" in raw, raw  # the premise: headers do pass
+        for header in spoofed:
+            assert b"\r\n" + header.split(b":")[0].lower() + b":" not in raw, (header, raw)
+
+
+def test_the_untrusted_header_list_is_configurable_and_trusted_proxies_keep_theirs(tmp_path):
+    with proxied(tmp_path, raw_bytes_upstream(), extra="request_hygiene: {strip_from_untrusted: [X-Tenant], underscore_headers: drop}\n") as (port, received):
+        data, _ = request(port, b"GET /ok/x HTTP/1.1\r\nHost: x\r\nX-Tenant: evil\r\nX-Real-IP: 10.0.0.1\r\nX_Anything: 1\r\n\r\n", timeout=2)
+        assert data.startswith(b"HTTP/1.1 200"), data
+        raw = bytes(received[0]).lower()
+        assert b"\r\nx-tenant:" not in raw and b"\r\nx_anything:" not in raw, raw
+        assert b"\r\nx-real-ip: 10.0.0.1\r\n" in raw, raw  # replaced the default list
+    with proxied(tmp_path, raw_bytes_upstream(), extra="trusted_proxies: [127.0.0.1/32]\n") as (port, received):
+        data, _ = request(port, b"GET /ok/x HTTP/1.1\r\nHost: x\r\nX-Real-IP: 203.0.113.9\r\nX_Forwarded_For: 10.9.9.9\r\n\r\n", timeout=2)
+        assert data.startswith(b"HTTP/1.1 200"), data
+        raw = bytes(received[0]).lower()
+        assert b"\r\nx-real-ip: 203.0.113.9\r\n" in raw, raw  # a trusted proxy's value passes
+        assert b"x_forwarded_for" not in raw, raw  # look-alikes never do
+
+
+def test_request_trailers_lose_the_fields_a_trailer_must_not_carry(tmp_path):
+    with proxied(tmp_path, raw_bytes_upstream()) as (port, received):
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(b"POST /ok/t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n"
+                       b"X-Checksum: abc\r\nAuthorization: Bearer stolen\r\nX-Forwarded-For: 10.1.1.1\r\nHost: evil\r\nX-Real-IP: 1.2.3.4\r\n\r\n")
+        data, _ = read_all(client, timeout=2)
+        assert data.startswith(b"HTTP/1.1 200"), data
+        raw = bytes(received[0])
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        assert b"transfer-encoding: chunked" in head.lower(), raw
+        assert rest.startswith(b"4\r\nbody\r\n0\r\n"), raw
+        trailers = rest[len(b"4\r\nbody\r\n0\r\n"):].lower()
+        assert trailers == b"x-checksum: abc\r\n\r\n", raw
+
+
+def test_h2c_upgrade_is_never_forwarded_and_websocket_is_per_route(tmp_path):
+    routes = "routes:\n  - {match: {path_prefix: /ok}, cluster: be}\n  - {match: {path_prefix: /plain}, cluster: be, upgrades: []}\n"
+    with proxied(tmp_path, raw_bytes_upstream(), routes=routes) as (port, received):
+        data, closed = request(port, b"GET /ok/x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", timeout=3)
+        assert data.startswith(b"HTTP/1.1 200") and closed, data
+        data, closed = request(port, b"GET /plain/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", timeout=3)
+        assert data.startswith(b"HTTP/1.1 200") and closed, data
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(b"GET /ok/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        read_all(client, timeout=3)
+        # The upstream connection may be reused between the three: split what arrived into request heads.
+        heads = [h for h in b"".join(bytes(r) for r in received).lower().split(b"\r\n\r\n") if h]
+        assert len(heads) == 3, heads
+        by_path = {h.split(b" ")[1]: h + b"\r\n" for h in heads}
+        h2c, plain, websocket = by_path[b"/ok/x"], by_path[b"/plain/ws"], by_path[b"/ok/ws"]
+        for raw in (h2c, plain):
+            assert b"\r\nupgrade:" not in raw and b"\r\nhttp2-settings:" not in raw and b"\r\nconnection:" not in raw, raw
+        assert b"\r\nupgrade: websocket\r\n" in websocket and b"\r\nconnection: upgrade\r\n" in websocket, websocket  # the premise
+
+
+def test_a_websocket_tunnel_closes_after_its_idle_timeout(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    upstream_closed = threading.Event()
+
+    def serve():
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        conn.settimeout(30)
+        try:
+            while conn.recv(65536):
+                pass
+        except OSError:
+            pass
+        upstream_closed.set()
+
+    threading.Thread(target=serve, daemon=True).start()
+    routes = "routes: [{match: {path_prefix: /ok}, cluster: be, timeouts: {tunnel_idle: 1s}}]\n"
+    with proxied(tmp_path, (listener, None), routes=routes) as (port, _):
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(b"GET /ok/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        client.settimeout(10)
+        head = client.recv(65536)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        started = __import__("time").monotonic()
+        assert client.recv(65536) == b"", "the idle tunnel must be closed by the gateway"
+        waited = __import__("time").monotonic() - started
+        assert 0.5 <= waited < 8, waited
+        assert upstream_closed.wait(10), "the upstream side of the tunnel must close too"
+
+
+def test_path_parameters_cannot_climb_out_of_a_public_prefix(tmp_path):
+    routes = "routes:\n  - {name: public, match: {path_prefix: /public}, cluster: be}\n  - {name: api, match: {path_prefix: /api}, cluster: be, upgrades: []}\n"
+    with proxied(tmp_path, raw_upstream(ok), routes=routes) as (port, seen):
+        data, _ = request(port, b"GET /public/..;/api/orders HTTP/1.1\r\nHost: x\r\n\r\n", timeout=2)
+        assert data.startswith(b"HTTP/1.1 200"), data
+        assert seen[-1][0] == "GET /api/orders HTTP/1.1", seen  # resolved as the backend would, before routing
+        for target in [b"/public/%252e%252e/api", b"/public/%252fapi", b"/public/%C0%AE%C0%AE/api", b"/public/%E0%80%AE/api"]:
+            data, closed = request(port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n", timeout=2)
+            assert data.startswith(b"HTTP/1.1 400") and closed, (target, data)
+        assert len(seen) == 1, seen
+
+
+def test_absolute_form_authority_wins_over_host(tmp_path):
+    routes = "routes:\n  - {match: {host: api.example, path_prefix: /ok}, cluster: be}\n"
+    with proxied(tmp_path, raw_bytes_upstream(), routes=routes) as (port, received):
+        data, _ = request(port, b"GET http://api.example/ok/x HTTP/1.1\r\nHost: other.example\r\n\r\n", timeout=2)
+        assert data.startswith(b"HTTP/1.1 200"), data  # routed on the target's authority
+        raw = bytes(received[0]).lower()
+        assert raw.startswith(b"get /ok/x http/1.1\r\n"), raw
+        assert b"\r\nhost: api.example\r\n" in raw and b"other.example" not in raw, raw
+        data, _ = request(port, b"GET http://other.example/ok/x HTTP/1.1\r\nHost: api.example\r\n\r\n", timeout=2)
+        assert data.startswith(b"HTTP/1.1 404"), data

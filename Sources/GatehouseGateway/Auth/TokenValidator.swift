@@ -225,7 +225,7 @@ public final class TokenValidator: Sendable {
         guard client.metadata != nil else { return (.unavailable("the authorization server has not been discovered yet"), .failed) }
         switch kind {
         case .jwt:
-            return await verify(token, notAfter: nil)
+            return await verify(token, notAfter: nil, presentedByClient: true)
         case .opaque where settings.exchange == .introspectionJWT:
             state.withLockedValue { $0.exchanges += 1 }
             switch await client.introspectAsJWT(token) {
@@ -249,7 +249,7 @@ public final class TokenValidator: Sendable {
             state.withLockedValue { $0.exchanges += 1 }
             switch await client.exchange(token) {
             case .jwt(let jwt, let expiresAt):
-                let (outcome, result) = await verify(jwt, notAfter: expiresAt)
+                let (outcome, result) = await verify(jwt, notAfter: expiresAt, presentedByClient: false)
                 if case .invalid(let why) = outcome {
                     // The authorization server's own JWT does not verify: nothing the client can fix, nothing to cache.
                     logger.error("a JWT from the token exchange did not verify", metadata: ["reason": "\(why)"])
@@ -265,10 +265,16 @@ public final class TokenValidator: Sendable {
         }
     }
 
-    private func verify(_ jwt: String, notAfter: Double?) async -> (Outcome, TokenCache<ValidatedToken>.FetchResult) {
+    /// Verifies a JWT. One a client presented must not carry the RFC 8693 actor claim: token exchange sets `act` on
+    /// the JWTs it mints for the gateway's backends, which a backend may echo; accepted at the front door, such a
+    /// JWT would outlive the revocation of the opaque token it stands for.
+    private func verify(_ jwt: String, notAfter: Double?, presentedByClient: Bool) async -> (Outcome, TokenCache<ValidatedToken>.FetchResult) {
         state.withLockedValue { $0.verifications += 1 }
         do {
             let claims = try await keys.verify(jwt)
+            if presentedByClient && claims.act != nil {
+                return (.invalid("the token was issued for the gateway's backends and is not accepted from clients"), .inactive)
+            }
             let validated = ValidatedToken(jwt: jwt, scopes: claims.scopes, audiences: claims.aud, issuer: claims.iss)
             return (.valid(validated), .active(validated, expiresAt: min(Double(claims.exp), notAfter ?? .infinity)))
         } catch let error as JOSEError {

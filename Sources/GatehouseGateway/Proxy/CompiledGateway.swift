@@ -18,10 +18,15 @@ public final class CompiledRoute: Sendable {
     /// Lower-case names of client headers never forwarded on this route: the client's `Authorization` on a
     /// token-checked route, and the gateway's own JWT header (a client must not be able to send its own).
     public let strippedRequestHeaders: [String]
+    /// Lower-case `Upgrade` protocols a client may ask for on this route (`websocket` by default; never `h2c`).
+    public let upgrades: [String]
+    /// A tunnel after `101 Switching Protocols` closes after this long without a byte either way.
+    public let tunnelIdleTimeout: TimeAmount
 
     public init(
         name: String, cluster: CompiledCluster, prefixReplacement: String?, perTryTimeout: TimeAmount, totalTimeout: TimeAmount,
-        maxBodyBytes: Int, auth: RouteAuthorization?, forwardHeader: String?
+        maxBodyBytes: Int, auth: RouteAuthorization?, forwardHeader: String?, upgrades: [String] = ["websocket"],
+        tunnelIdleTimeout: TimeAmount = .minutes(10)
     ) {
         self.name = name
         self.cluster = cluster
@@ -38,6 +43,28 @@ public final class CompiledRoute: Sendable {
             stripped.append(forwardHeader.lowercased())
         }
         self.strippedRequestHeaders = stripped
+        self.upgrades = upgrades
+        self.tunnelIdleTimeout = tunnelIdleTimeout
+    }
+
+    /// Whether every protocol an `Upgrade` value lists (`websocket`, `h2c, websocket`, `foo/2`) is allowed here.
+    func allowsUpgrade(_ value: String) -> Bool {
+        var any = false
+        for token in value.split(separator: ",") {
+            let name = token.trimmingSpaces.split(separator: "/", maxSplits: 1).first.map(String.init) ?? ""
+            guard upgrades.contains(where: { HeaderHygiene.equalsIgnoringCase(name, lowercased: $0) }) else { return false }
+            any = true
+        }
+        return any
+    }
+}
+
+extension Substring {
+    fileprivate var trimmingSpaces: Substring {
+        var slice = self
+        while let first = slice.first, first == " " || first == "\t" { slice = slice.dropFirst() }
+        while let last = slice.last, last == " " || last == "\t" { slice = slice.dropLast() }
+        return slice
     }
 }
 
@@ -171,10 +198,18 @@ public final class CompiledGateway: Sendable {
     /// own to a route without auth. Nil when the JWT goes in `Authorization`.
     public let forwardHeader: String?
 
+    /// Client headers dropped beyond the hop-by-hop set (`request_hygiene:`).
+    public let headerFilter: UntrustedHeaderFilter
+    /// `;` path parameters (`request_hygiene.path_parameters`).
+    public let pathParameters: PathNormalizer.ParameterHandling
+
     public init(
         routes: RouteTable<CompiledRoute>, clusters: [CompiledCluster], maxHeaderBytes: Int, maxHeaderCount: Int, headerReadTimeout: TimeAmount,
-        idleTimeout: TimeAmount, trustedProxies: [CIDRMatcher], via: String, tokenValidator: TokenValidator?, forwardHeader: String?
+        idleTimeout: TimeAmount, trustedProxies: [CIDRMatcher], via: String, tokenValidator: TokenValidator?, forwardHeader: String?,
+        headerFilter: UntrustedHeaderFilter = .standard, pathParameters: PathNormalizer.ParameterHandling = .normalize
     ) {
+        self.headerFilter = headerFilter
+        self.pathParameters = pathParameters
         self.routes = routes
         self.clusters = clusters
         self.maxHeaderBytes = maxHeaderBytes

@@ -24,7 +24,13 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         var target = TargetKey.unassigned
         let keepAlive: Bool
         let maxBodyBytes: Int
-        let retryable: Bool
+        /// GET, HEAD, OPTIONS, PUT, DELETE, TRACE.
+        let idempotent: Bool
+        var retryable: Bool
+        /// How the upstream request's body is delimited (see `UpstreamFraming`); `.undecided` holds the head back.
+        var framing: UpstreamFraming = .none
+        /// Whether the head went to the current upstream connection (each try writes it again).
+        var headWritten = false
         /// The response is delimited by closing the connection (an HTTP/1.0 client, a body without a length).
         var closeAfterResponse = false
         /// Whether the upstream request is chunked (else its end writes nothing).
@@ -44,13 +50,14 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         /// The whole exchange must be over by then.
         var totalDeadline: NIODeadline = .distantFuture
 
-        init(requestID: String, requestHead: HTTPRequestHead, upstreamHead: HTTPRequestHead, route: CompiledRoute, keepAlive: Bool, retryable: Bool) {
+        init(requestID: String, requestHead: HTTPRequestHead, upstreamHead: HTTPRequestHead, route: CompiledRoute, keepAlive: Bool, idempotent: Bool, retryable: Bool) {
             self.requestID = requestID
             self.requestHead = requestHead
             self.upstreamHead = upstreamHead
             self.route = route
             self.keepAlive = keepAlive
             self.maxBodyBytes = route.maxBodyBytes
+            self.idempotent = idempotent
             self.retryable = retryable
         }
     }
@@ -78,6 +85,13 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     /// A malformed pipelined request seen while an earlier one was in flight: answered (and the connection closed)
     /// once that earlier response is complete.
     private var deferredError: (status: HTTPResponseStatus, message: String)?
+    /// Why `HTTP2RequestHeadChecker` refused this stream's request head (answered with 400 when the head arrives).
+    private var http2HeadRefusal: String?
+
+    /// Called by `HTTP2RequestHeadChecker` just before it passes on a header block it refuses.
+    func refuseHTTP2Head(_ reason: String) {
+        http2HeadRefusal = reason
+    }
 
     /// How responses leave the handler.
     enum ResponseOutput {
@@ -234,13 +248,35 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
                 fail(exchange, status: .payloadTooLarge, message: "the request body exceeds \(exchange.maxBodyBytes) bytes", close: true)
                 return
             }
+            switch exchange.framing {
+            case .undecided:
+                guard decideFraming(.chunked, exchange) else { return }
+            case .none:
+                // Nothing was announced upstream, so nothing may follow (HTTP/1's parser delivers no body then;
+                // this guards every other path into the encoder).
+                fail(exchange, status: .badRequest, message: "the request carries a body its framing does not announce", close: true)
+                return
+            case .contentLength(let declared):
+                // More than announced would reach the upstream as the start of another request (HTTP/1's parser
+                // never delivers it; HTTP/2's codec is checked by NIO; this holds whatever delivers the parts).
+                if exchange.bodyBytes > declared {
+                    fail(exchange, status: .badRequest, message: "the request body is longer than its Content-Length", close: true)
+                    return
+                }
+            case .chunked:
+                break
+            }
             send(.body(.byteBuffer(buffer)), exchange)
         case .end(let trailers):
             guard let exchange, !closing else { return }
+            if exchange.framing == .undecided, !decideFraming(.none, exchange) { return }
             exchange.requestEnded = true
-            // A request without chunked framing ends with nothing on the wire: no write needed.
-            if trailers == nil && !exchange.upstreamChunked { return }
-            send(.end(trailers), exchange)
+            // A request without chunked framing ends with nothing on the wire (and cannot carry trailers).
+            guard exchange.upstreamChunked else { return }
+            let forwarded = trailers.flatMap {
+                HeaderHygiene.requestTrailers($0, peer: peer, removing: exchange.route.strippedRequestHeaders, filter: gateway.headerFilter)
+            }
+            send(.end(forwarded), exchange)
         }
     }
 
@@ -370,13 +406,16 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         answeringHEAD = head.method == .HEAD
         gateway = loop.currentGateway(runtime)
         // One pass over the head for everything the checks below need.
-        var headerBytes = head.uri.utf8.count + 16
+        var headerBytes = min(head.uri.utf8.count, PathNormalizer.maximumLength) + 16
         var host: String?
         var hostCount = 0
         var clientRequestID: String?
         var contentLengthValue: String?
+        var contentLengthConflict = false
         var chunked = false
-        var mentionsUpgrade = false
+        var upgradeValue: String?
+        var connectionNominates: String?
+        var connectionUpgrade = false
         var authorization: String?
         var authorizationCount = 0
         for (name, value) in head.headers {
@@ -387,12 +426,21 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
                 host = value
             case 12 where clientRequestID == nil && HeaderHygiene.equalsIgnoringCase(name, "x-request-id"):
                 clientRequestID = value
-            case 14 where contentLengthValue == nil && HeaderHygiene.equalsIgnoringCase(name, "content-length"):
+            case 14 where HeaderHygiene.equalsIgnoringCase(name, "content-length"):
+                if let first = contentLengthValue, first != value { contentLengthConflict = true }
                 contentLengthValue = value
             case 17 where HeaderHygiene.equalsIgnoringCase(name, "transfer-encoding"):
                 chunked = true
+            case 10 where HeaderHygiene.equalsIgnoringCase(name, "connection"):
+                if HeaderHygiene.equalsIgnoringCase(value, "keep-alive") || HeaderHygiene.equalsIgnoringCase(value, "close") { break }
+                if HeaderHygiene.equalsIgnoringCase(value, "upgrade") {
+                    connectionUpgrade = true
+                    break
+                }
+                if connectionNominates == nil { connectionNominates = HeaderHygiene.forbiddenConnectionNomination(value) }
+                connectionUpgrade = connectionUpgrade || HeaderHygiene.connectionTokens(value).contains { HeaderHygiene.equalsIgnoringCase($0, "upgrade") }
             case 7 where HeaderHygiene.equalsIgnoringCase(name, "upgrade"):
-                mentionsUpgrade = true
+                upgradeValue = upgradeValue.map { $0 + ", " + value } ?? value
             case 13 where HeaderHygiene.equalsIgnoringCase(name, "authorization"):
                 authorizationCount += 1
                 if authorization == nil { authorization = value }
@@ -401,6 +449,10 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             }
         }
         let requestID = clientRequestID.flatMap { Self.isAcceptableRequestID($0) ? $0 : nil } ?? Self.newRequestID()
+        // A target over the limit is 414 (RFC 9112 §3), before it counts against the header block's size.
+        if head.uri.utf8.count > PathNormalizer.maximumLength {
+            return writeError(status: .uriTooLong, message: "the request-target is longer than \(PathNormalizer.maximumLength) bytes", requestID: requestID, close: true)
+        }
         // Limits on the head (the decoder already capped both at its hard limits).
         if head.headers.count > gateway.maxHeaderCount {
             return writeError(status: .requestHeaderFieldsTooLarge, message: "more than \(gateway.maxHeaderCount) header fields", requestID: requestID, close: true)
@@ -411,22 +463,39 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         if (head.version.minor >= 1 && hostCount != 1) || hostCount > 1 || host?.utf8.contains(UInt8(ascii: ",")) == true {
             return writeError(status: .badRequest, message: "exactly one Host header is required", requestID: requestID, close: true)
         }
+        if let reason = http2HeadRefusal {
+            http2HeadRefusal = nil
+            return writeError(status: .badRequest, message: "malformed HTTP/2 request: \(reason)", requestID: requestID, close: true)
+        }
+        if let nominated = connectionNominates {
+            return writeError(status: .badRequest, message: "Connection must not name \(nominated)", requestID: requestID, close: true)
+        }
+        // One length, one decimal number (HTTP/1's parser already refused the rest; HTTP/2 fields are checked here).
+        let contentLength = contentLengthValue.flatMap { $0.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } ? Int($0) : nil }
+        if contentLengthConflict || (contentLengthValue != nil && contentLength == nil) {
+            return writeError(status: .badRequest, message: "Content-Length must be one decimal number", requestID: requestID, close: true)
+        }
         if head.method == .CONNECT {
             return writeError(status: .methodNotAllowed, message: "CONNECT is not supported", requestID: requestID, close: true)
         }
-        let isUpgrade = mentionsUpgrade && head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" })
-        if isUpgrade && head.version.major >= 2 {
+        // The client asked to switch protocols (HTTP/1's parser stops after such a request either way).
+        let requestsUpgrade = upgradeValue != nil && connectionUpgrade
+        if requestsUpgrade && head.version.major >= 2 {
             return writeError(status: .notImplemented, message: "protocol upgrades are not available over HTTP/2", requestID: requestID, close: true)
         }
         let normalized: NormalizedTarget
-        switch PathNormalizer.normalize(head.uri) {
+        switch PathNormalizer.normalize(head.uri, parameters: gateway.pathParameters) {
         case .success(let value): normalized = value
-        case .failure(let error): return writeError(status: .badRequest, message: "bad request target: \(error.message)", requestID: requestID, close: true)
+        case .failure(let error):
+            return writeError(status: error.code == .tooLong ? .uriTooLong : .badRequest, message: "bad request target: \(error.message)", requestID: requestID, close: true)
         }
-        guard let (route, prefix) = gateway.routes.match(host: host, path: normalized.path, method: head.method.rawValue) else {
-            return writeError(status: .notFound, message: "no route for this request", requestID: requestID, close: !head.isKeepAlive || isUpgrade)
+        // An absolute-form target's authority is the request's host (RFC 9112 §3.2.2): routed on, and sent upstream.
+        let effectiveHost = normalized.authority ?? host
+        guard let (route, prefix) = gateway.routes.match(host: effectiveHost, path: normalized.path, method: head.method.rawValue) else {
+            return writeError(status: .notFound, message: "no route for this request", requestID: requestID, close: !head.isKeepAlive || requestsUpgrade)
         }
-        let contentLength = contentLengthValue.flatMap(Int.init)
+        // Only the protocols the route allows are switched to; any other `Upgrade` (h2c above all) is not forwarded.
+        let isUpgrade = requestsUpgrade && route.allowsUpgrade(upgradeValue!)
         if let length = contentLength, length > route.maxBodyBytes {
             return writeError(status: .payloadTooLarge, message: "the request body exceeds \(route.maxBodyBytes) bytes", requestID: requestID, close: true)
         }
@@ -442,7 +511,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             token = memo.token  // the same token as this connection's last request on this route, still vouched for
         } else if let auth = route.auth {
             // A refused request whose body was not read cannot leave the connection usable.
-            let close = !head.isKeepAlive || isUpgrade || hasBody
+            let close = !head.isKeepAlive || requestsUpgrade || hasBody
             let presented: String
             switch BearerToken.extract(first: authorization, count: authorizationCount) {
             case .success(let value):
@@ -486,23 +555,25 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             if !upstreamPath.hasPrefix("/") { upstreamPath = "/" + upstreamPath }
         }
         let forwarded: String
-        if let cached = forwardedCache, cached.host == host {
+        if let cached = forwardedCache, cached.host == effectiveHost {
             forwarded = cached.value
         } else {
-            forwarded = HeaderHygiene.forwardedElement(peer: peer, host: host)
-            forwardedCache = (host, forwarded)
+            forwarded = HeaderHygiene.forwardedElement(peer: peer, host: effectiveHost)
+            forwardedCache = (effectiveHost, forwarded)
         }
         // The client's credentials stay here; the backend gets the gateway's JWT (and no client-made copy of it).
         var headers = HeaderHygiene.requestHeaders(
             from: head.headers, peer: peer, requestID: requestID, via: gateway.via, isUpgrade: isUpgrade, forwarded: forwarded,
-            removing: route.strippedRequestHeaders, adding: token.flatMap { token in route.auth.map { ($0.forwardHeader, $0.forwardValue(token)) } }
+            removing: route.strippedRequestHeaders, adding: token.flatMap { token in route.auth.map { ($0.forwardHeader, $0.forwardValue(token)) } },
+            filter: gateway.headerFilter, host: normalized.authority
         )
         if hasBody && head.method == .TRACE {
             return writeError(status: .badRequest, message: "TRACE requests cannot carry a body", requestID: requestID, close: true)
         }
-        // Transfer-Encoding is hop-by-hop and was stripped; a body that came chunked goes upstream chunked again.
-        // (Left unframed, a body-carrying GET would be read by the upstream as further requests: smuggling.)
-        if chunked { headers.add(name: "Transfer-Encoding", value: "chunked") }
+        // The framing header is the gateway's own, from what it forwards: a body is always framed, whatever the
+        // client's `Connection` named (a body-carrying GET left unframed would be read upstream as more requests).
+        let framing = UpstreamFraming.decide(version: head.version, contentLength: contentLength, chunked: chunked)
+        framing.apply(to: &headers, method: head.method)
         let upstreamHead = HTTPRequestHead(
             version: .http1_1, method: head.method,
             uri: normalized.query.map { upstreamPath + "?" + $0 } ?? upstreamPath, headers: headers
@@ -514,10 +585,14 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
         let exchange = Exchange(
             requestID: requestID, requestHead: head, upstreamHead: upstreamHead, route: route,
-            keepAlive: head.isKeepAlive, retryable: idempotent && !hasBody && !isUpgrade
+            keepAlive: head.isKeepAlive, idempotent: idempotent, retryable: idempotent && !hasBody && !isUpgrade
         )
         exchange.isUpgrade = isUpgrade
-        exchange.upstreamChunked = chunked
+        exchange.framing = framing
+        exchange.upstreamChunked = framing == .chunked
+        // An upgrade the route does not allow goes upstream as a plain request; the parser has stopped, so the
+        // connection closes after the response.
+        if requestsUpgrade && !isUpgrade { exchange.closeAfterResponse = true }
         self.exchange = exchange
         exchange.totalDeadline = now + route.totalTimeout
         if let pendingToken, let auth = route.auth {
@@ -628,6 +703,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         else { return false }
         exchange.target = next
         exchange.perTryDeadline = .distantFuture  // set again when the new connection is attached
+        exchange.headWritten = false
         exchange.buffered = []  // a retryable request has no body, so its end writes nothing either
         connect(exchange)
         return true
@@ -636,6 +712,34 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     private func attach(_ connection: UpstreamConnection, to exchange: Exchange) {
         exchange.connection = connection
         connection.handler.delegate = self
+        guard exchange.framing != .undecided else {
+            // The head waits for the first DATA frame or the end of the stream; keep reading to learn which.
+            if pendingRead {
+                pendingRead = false
+                context.read()
+            }
+            return
+        }
+        writeUpstreamHead(exchange, connection)
+    }
+
+    /// Settles an HTTP/2 request's framing at its first DATA frame (`.chunked`) or its end (`.none`), and sends the
+    /// head if a connection waits for it. False when the request was refused instead.
+    private func decideFraming(_ framing: UpstreamFraming, _ exchange: Exchange) -> Bool {
+        if framing == .chunked && exchange.requestHead.method == .TRACE {
+            fail(exchange, status: .badRequest, message: "TRACE requests cannot carry a body", close: true)
+            return false
+        }
+        exchange.framing = framing
+        framing.apply(to: &exchange.upstreamHead.headers, method: exchange.requestHead.method)
+        exchange.upstreamChunked = framing == .chunked
+        exchange.retryable = exchange.idempotent && framing == .none && !exchange.isUpgrade
+        if let connection = exchange.connection, !exchange.headWritten { writeUpstreamHead(exchange, connection) }
+        return true
+    }
+
+    private func writeUpstreamHead(_ exchange: Exchange, _ connection: UpstreamConnection) {
+        exchange.headWritten = true
         // The head first (every try sends it again), then whatever of the body arrived meanwhile.
         connection.channel.write(NIOAny(HTTPClientRequestPart.head(exchange.upstreamHead)), promise: nil)
         if !exchange.buffered.isEmpty {
@@ -651,7 +755,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     private func send(_ part: HTTPClientRequestPart, _ exchange: Exchange) {
-        if let connection = exchange.connection {
+        if let connection = exchange.connection, exchange.headWritten {
             connection.channel.write(NIOAny(part), promise: nil)
         } else {
             exchange.buffered.append(part)
@@ -744,6 +848,10 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
                 // the bytes they read past the HTTP messages (early frames) to a tunnel that can pass them on.
                 let down = downstream.pipeline.syncOperations
                 let up = upstream.pipeline.syncOperations
+                // A tunnel with no byte either way for the route's `tunnel_idle` closes (both ends: the tunnel
+                // handler closes its partner). The idle handler sits in front of the tunnel end, so it sees both the
+                // client's bytes and those written to it.
+                try down.addHandler(IdleStateHandler(allTimeout: exchange.route.tunnelIdleTimeout))
                 try down.addHandler(downstreamSide)
                 try up.addHandler(upstreamSide)
                 _ = up.removeHandler(connection.handler)
@@ -893,6 +1001,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         case 404: "not_found"
         case 405: "method_not_allowed"
         case 413: "payload_too_large"
+        case 414: "uri_too_long"
         case 431: "request_header_fields_too_large"
         case 501: "not_implemented"
         case 502: "bad_gateway"

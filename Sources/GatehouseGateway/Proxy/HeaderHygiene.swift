@@ -9,7 +9,10 @@ import NIOHTTP1
 /// Response: hop-by-hop headers go and `Via` is appended.
 public enum HeaderHygiene {
     /// Lower-cased names that never cross a proxy.
-    static let hopByHop: Set<String> = ["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "proxy-connection", "proxy-authenticate", "proxy-authorization"]
+    static let hopByHop: Set<String> = [
+        "connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "proxy-connection", "proxy-authenticate", "proxy-authorization",
+        "http2-settings",
+    ]
 
     /// What the gateway knows about the downstream connection.
     public struct Peer: Sendable {
@@ -45,6 +48,32 @@ public enum HeaderHygiene {
         return named
     }
 
+    /// The first token of a `Connection` value that names a header no hop may drop: the framing headers (the
+    /// gateway decides the upstream's framing from what it forwards; a client that nominates them is trying to make
+    /// two hops read one body differently) and `Host`. Nil when there is none.
+    ///
+    /// Such a request is refused with 400 rather than the nomination ignored: no client has a reason to send it, so
+    /// it is an attack signature, and refusing it also protects a chain in which another proxy in front of or behind
+    /// the gateway would honour it. Nominations of the headers the gateway sets itself (`X-Forwarded-*`, `Forwarded`,
+    /// `Via`, `X-Request-Id`, the token header) are ignored instead: the gateway writes its own values whatever the
+    /// client's `Connection` says, so the nomination cannot change what the upstream receives.
+    static func forbiddenConnectionNomination(_ value: String) -> String? {
+        if equalsIgnoringCase(value, "keep-alive") || equalsIgnoringCase(value, "close") || equalsIgnoringCase(value, "upgrade") { return nil }
+        return connectionTokens(value).first {
+            equalsIgnoringCase($0, "content-length") || equalsIgnoringCase($0, "transfer-encoding") || equalsIgnoringCase($0, "host")
+        }
+    }
+
+    /// The comma-separated tokens of a `Connection` value, without surrounding whitespace.
+    static func connectionTokens(_ value: String) -> [String] {
+        value.utf8.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: true).compactMap { token in
+            var slice = token[...]
+            while let first = slice.first, first == 0x20 || first == 0x09 { slice = slice.dropFirst() }
+            while let last = slice.last, last == 0x20 || last == 0x09 { slice = slice.dropLast() }
+            return slice.isEmpty ? nil : String(slice)
+        }
+    }
+
     fileprivate static func isNamed(_ name: String, _ named: [String]) -> Bool {
         guard !named.isEmpty else { return false }
         let lowered = name.lowercased()
@@ -53,7 +82,7 @@ public enum HeaderHygiene {
 
     /// The headers the gateway manages, recognised in one pass.
     fileprivate enum ManagedHeader {
-        case none, hopByHop, upgrade, host, xForwardedFor, xForwardedProto, xForwardedHost, forwarded, via, requestID
+        case none, hopByHop, upgrade, host, contentLength, xForwardedFor, xForwardedProto, xForwardedHost, forwarded, via, requestID
     }
 
     fileprivate static func classifyHeader(_ name: String) -> ManagedHeader {
@@ -66,6 +95,7 @@ public enum HeaderHygiene {
         case (17, UInt8(ascii: "x")): return equalsIgnoringCase(name, "x-forwarded-proto") ? .xForwardedProto : .none
         case (16, UInt8(ascii: "x")): return equalsIgnoringCase(name, "x-forwarded-host") ? .xForwardedHost : .none
         case (12, UInt8(ascii: "x")): return equalsIgnoringCase(name, "x-request-id") ? .requestID : .none
+        case (14, UInt8(ascii: "c")): return equalsIgnoringCase(name, "content-length") ? .contentLength : .none
         case (7, UInt8(ascii: "u")): return equalsIgnoringCase(name, "upgrade") ? .upgrade : .none
         default: return isHopByHop(name) ? .hopByHop : .none
         }
@@ -115,10 +145,15 @@ public enum HeaderHygiene {
 
     /// The upstream request's headers, built in one pass over the client's: hop-by-hop headers dropped, the
     /// forwarding headers, `Via` and `X-Request-Id` set (see the type's documentation), every header named in
-    /// `removing` (lower-case; the client's credentials on a token-checked route) dropped, and `adding` added.
+    /// `removing` (lower-case; the client's credentials on a token-checked route) dropped, the headers `filter`
+    /// drops from this peer dropped, and `adding` added.
+    ///
+    /// `Content-Length` is never copied: the framing header of the upstream request is the caller's decision, made
+    /// from what it actually forwards (`UpstreamFraming`), never the client's.
     public static func requestHeaders(
         from source: HTTPHeaders, peer: Peer, requestID: String, via: String, isUpgrade: Bool, forwarded precomputed: String? = nil,
-        removing: [String] = [], adding extra: (name: String, value: String)? = nil
+        removing: [String] = [], adding extra: (name: String, value: String)? = nil, filter: UntrustedHeaderFilter = .standard,
+        host hostOverride: String? = nil
     ) -> HTTPHeaders {
         var pass = OnePass(source, isUpgrade: isUpgrade, extra: 8)
         var originalHost: String?
@@ -130,25 +165,36 @@ public enum HeaderHygiene {
             let kind = classifyHeader(name)
             if pass.handledCommon(kind, value) { continue }
             switch kind {
+            case .contentLength:
+                continue
             case .host:
-                // Never dropped, even when `Connection` names it.
-                if originalHost == nil { originalHost = value }
-                pass.kept.append((name, value))
+                // Never dropped (a `Connection` naming it is refused earlier). An absolute-form target's authority
+                // replaces it (RFC 9112 §3.2.2).
+                if originalHost == nil {
+                    originalHost = hostOverride ?? value
+                    pass.kept.append((name, hostOverride ?? value))
+                }
                 continue
             case .xForwardedFor:
                 if peer.isTrustedProxy { priorFor = priorFor.map { $0 + ", " + value } ?? value }
                 continue
             case .xForwardedProto:
+                // A trusted proxy's value stands, whatever `Connection` names (the gateway never drops what it manages).
                 guard peer.isTrustedProxy else { continue }
                 keptProto = true
+                pass.kept.append((name, value))
+                continue
             case .xForwardedHost:
                 guard peer.isTrustedProxy else { continue }
                 keptHost = true
+                pass.kept.append((name, value))
+                continue
             case .forwarded:
                 if peer.isTrustedProxy { priorForwarded = priorForwarded.map { $0 + ", " + value } ?? value }
                 continue
             default:
                 if !removing.isEmpty && removing.contains(where: { equalsIgnoringCase(name, lowercased: $0) }) { continue }
+                if filter.drops(name, fromTrustedProxy: peer.isTrustedProxy) { continue }
             }
             pass.keep(name, value)
         }
@@ -167,7 +213,13 @@ public enum HeaderHygiene {
     /// appended, `X-Request-Id` set, and `Connection: close` when the gateway closes after this response.
     public static func responseHeaders(from source: HTTPHeaders, via: String, requestID: String, isUpgrade: Bool, close: Bool = false) -> HTTPHeaders {
         var pass = OnePass(source, isUpgrade: isUpgrade, extra: 4)
-        for (name, value) in source where !pass.handledCommon(classifyHeader(name), value) {
+        for (name, value) in source {
+            let kind = classifyHeader(name)
+            if pass.handledCommon(kind, value) { continue }
+            if kind == .contentLength {
+                pass.kept.append((name, value))  // the response's framing: never dropped by a `Connection` nomination
+                continue
+            }
             pass.keep(name, value)
         }
         if isUpgrade {
@@ -177,6 +229,28 @@ public enum HeaderHygiene {
         }
         pass.appendViaAndRequestID(via: via, requestID: requestID)
         return HTTPHeaders(pass.kept)
+    }
+
+    /// A client's request trailers as forwarded upstream: only fields a trailer may carry. Dropped: hop-by-hop
+    /// fields, framing (`Content-Length`, `Transfer-Encoding`), routing and the fields the gateway sets (`Host`,
+    /// `X-Forwarded-*`, `Forwarded`, `Via`, `X-Request-Id`), credentials (`Authorization`, `Cookie`, the route's
+    /// removed headers) and what `filter` drops from this peer (RFC 9110 §6.5.1: a recipient must not merge such
+    /// fields from a trailer into the header section, and a backend that does would trust what the gateway checked
+    /// in the header). Nil when nothing is left.
+    public static func requestTrailers(_ trailers: HTTPHeaders, peer: Peer, removing: [String], filter: UntrustedHeaderFilter) -> HTTPHeaders? {
+        var kept: [(String, String)] = []
+        for (name, value) in trailers {
+            switch classifyHeader(name) {
+            case .none:
+                if equalsIgnoringCase(name, "authorization") || equalsIgnoringCase(name, "cookie") || hasPrefixIgnoringCase(name, "x-forwarded-") { continue }
+                if removing.contains(where: { equalsIgnoringCase(name, lowercased: $0) }) { continue }
+                if filter.drops(name, fromTrustedProxy: false) { continue }
+                kept.append((name, value))
+            default:
+                continue
+            }
+        }
+        return kept.isEmpty ? nil : HTTPHeaders(kept)
     }
 
     /// ASCII case-insensitive check without allocating (runs for every header of every request).
@@ -189,6 +263,7 @@ public enum HeaderHygiene {
         case UInt8(ascii: "t"): return equalsIgnoringCase(name, "te") || equalsIgnoringCase(name, "trailer") || equalsIgnoringCase(name, "transfer-encoding")
         case UInt8(ascii: "u"): return equalsIgnoringCase(name, "upgrade")
         case UInt8(ascii: "p"): return hasPrefixIgnoringCase(name, "proxy-")
+        case UInt8(ascii: "h"): return equalsIgnoringCase(name, "http2-settings")
         default: return false
         }
     }

@@ -4,10 +4,13 @@ public struct NormalizedTarget: Sendable, Equatable {
     public var path: String
     /// Everything after the first `?`, byte-for-byte; `nil` when the target has no `?`, `""` when it ends with `?`.
     public var query: String?
+    /// The authority of an absolute-form target (`http://authority/path`); nil for origin-form.
+    public var authority: String?
 
-    public init(path: String, query: String? = nil) {
+    public init(path: String, query: String? = nil, authority: String? = nil) {
         self.path = path
         self.query = query
+        self.authority = authority
     }
 }
 
@@ -15,6 +18,13 @@ public struct NormalizedTarget: Sendable, Equatable {
 public struct PathError: Error, Equatable, Sendable {
     public enum Code: String, Sendable {
         case notOriginForm, encodedSlash, encodedBackslash, nul, controlCharacter, invalidPercentEncoding, fragment, tooLong
+        /// `%25` encoding a `.`, `/`, `\` or `%` (`%252e`, `%252f`): a backend that decodes twice would see a dot-segment
+        /// or a separator the gateway never saw.
+        case doubleEncoding
+        /// A percent-encoded overlong or impossible UTF-8 sequence (`%C0%AE` is an overlong `.`).
+        case overlongUTF8
+        /// A `;` in the path while `request_hygiene.path_parameters` is `reject`.
+        case pathParameter
     }
 
     public let code: Code
@@ -55,6 +65,12 @@ public struct PathError: Error, Equatable, Sendable {
 ///    `/b`. `..` above the root stays at the root (`/../a` → `/a`). A final `.` or `..` segment, like a final `/`,
 ///    leaves a trailing slash (`/a/b/..` → `/a/`, `/a/.` → `/a/`).
 ///
+/// 8. **Path parameters.** A segment whose part before its first `;` is `.` or `..` is a dot-segment, parameters
+///    and all (`/public/..;/api` → `/api`, as Tomcat, Jetty and Spring resolve it); with `.reject` any `;` is refused
+///    (`pathParameter`). `%25` followed by the encoding of `.`, `/`, `\` or `%` is refused (`doubleEncoding`), and so
+///    is an encoded overlong UTF-8 sequence (`%C0`, `%C1`, `%E0%80`-`%E0%9F`, `%F0%80`-`%F0%8F`; `overlongUTF8`). Other
+///    non-UTF-8 escapes (Latin-1 `%E9`, `%FF`) pass: legacy backends use them.
+///
 /// Examples: `/public/../admin` → `/admin`; `/public/%2e%2e/admin` → `/admin`; `/public/..%2Fadmin` →
 /// `encodedSlash`; `/a/./b//c/` → `/a/b/c/`; `/x?y=1/../z` → path `/x`, query `y=1/../z`;
 /// `http://example.com:8080/a/../b?q` → path `/b`, query `q`.
@@ -67,12 +83,17 @@ public enum PathNormalizer {
     /// The longest accepted request-target, in bytes.
     public static let maximumLength = 8192
 
-    public static func normalize(_ target: String) -> Result<NormalizedTarget, PathError> {
-        if let result = target.utf8.withContiguousStorageIfAvailable({ normalize(bytes: $0, original: target) }) {
+    /// What to do with `;` path parameters (see rule 8).
+    public enum ParameterHandling: Sendable {
+        case normalize, reject
+    }
+
+    public static func normalize(_ target: String, parameters: ParameterHandling = .normalize) -> Result<NormalizedTarget, PathError> {
+        if let result = target.utf8.withContiguousStorageIfAvailable({ normalize(bytes: $0, original: target, parameters: parameters) }) {
             return result
         }
         // Only a bridged, non-contiguous string gets here.
-        return Array(target.utf8).withUnsafeBufferPointer { normalize(bytes: $0, original: target) }
+        return Array(target.utf8).withUnsafeBufferPointer { normalize(bytes: $0, original: target, parameters: parameters) }
     }
 
     // MARK: - Implementation
@@ -88,6 +109,9 @@ public enum PathNormalizer {
         case .invalidPercentEncoding: message = "request path contains an invalid percent-encoding"
         case .fragment: message = "request-target contains a fragment (#)"
         case .tooLong: message = "request-target is longer than \(maximumLength) bytes"
+        case .doubleEncoding: message = "request path contains a double percent-encoding (%25 of '.', '/', '\\' or '%')"
+        case .overlongUTF8: message = "request path contains an overlong or invalid UTF-8 percent-encoding"
+        case .pathParameter: message = "request path contains a ';' path parameter"
         }
         return .failure(PathError(code: code, message: message))
     }
@@ -100,13 +124,14 @@ public enum PathNormalizer {
     private static let hash: UInt8 = 0x23  // #
     private static let at: UInt8 = 0x40  // @
     private static let colon: UInt8 = 0x3A  // :
+    private static let semicolon: UInt8 = 0x3B  // ;
 
     @inline(__always)
     private static func string(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> String {
         String(decoding: UnsafeBufferPointer(rebasing: bytes[range]), as: UTF8.self)
     }
 
-    private static func normalize(bytes: UnsafeBufferPointer<UInt8>, original: String) -> Result<NormalizedTarget, PathError> {
+    private static func normalize(bytes: UnsafeBufferPointer<UInt8>, original: String, parameters: ParameterHandling) -> Result<NormalizedTarget, PathError> {
         let count = bytes.count
         // 1. Length.
         if count > maximumLength { return failure(.tooLong) }
@@ -116,6 +141,7 @@ public enum PathNormalizer {
         guard count > 0 else { return failure(.notOriginForm) }
         let pathStart: Int
         let isOriginForm: Bool
+        var authority: String?
         if bytes[0] == slash {
             pathStart = 0
             isOriginForm = true
@@ -128,6 +154,7 @@ public enum PathNormalizer {
                 i += 1
             }
             if i == authorityStart { return failure(.notOriginForm) }
+            authority = string(bytes, authorityStart..<i)
             pathStart = i
             isOriginForm = false
         } else {
@@ -139,15 +166,15 @@ public enum PathNormalizer {
         let query: String? = pathEnd < count ? string(bytes, (pathEnd + 1)..<count) : nil
 
         if !needsWork {
-            if pathStart == pathEnd { return .success(NormalizedTarget(path: "/", query: query)) }  // http://host?q
+            if pathStart == pathEnd { return .success(NormalizedTarget(path: "/", query: query, authority: authority)) }  // http://host?q
             if isOriginForm && query == nil { return .success(NormalizedTarget(path: original, query: nil)) }
-            return .success(NormalizedTarget(path: string(bytes, pathStart..<pathEnd), query: query))
+            return .success(NormalizedTarget(path: string(bytes, pathStart..<pathEnd), query: query, authority: authority))
         }
 
         // 5-7. Decode, collapse and remove dot-segments in one pass.
         var error: PathError.Code?
         let path = String(unsafeUninitializedCapacity: pathEnd - pathStart) { output in
-            switch normalizePath(UnsafeBufferPointer(rebasing: bytes[pathStart..<pathEnd]), into: output) {
+            switch normalizePath(UnsafeBufferPointer(rebasing: bytes[pathStart..<pathEnd]), into: output, parameters: parameters) {
             case .written(let written): return written
             case .failed(let code):
                 error = code
@@ -155,7 +182,7 @@ public enum PathNormalizer {
             }
         }
         if let error { return failure(error) }
-        return .success(NormalizedTarget(path: path, query: query))
+        return .success(NormalizedTarget(path: path, query: query, authority: authority))
     }
 
     // MARK: Scanning, eight bytes at a time
@@ -208,7 +235,7 @@ public enum PathNormalizer {
         return nil
     }
 
-    /// Where the path ends (the first `?`, or the end), and whether the path holds `%`, `\`, `//` or `/.`.
+    /// Where the path ends (the first `?`, or the end), and whether the path holds `%`, `\`, `;`, `//` or `/.`.
     private static func scanPath(_ bytes: UnsafeBufferPointer<UInt8>, from start: Int) -> (end: Int, needsWork: Bool) {
         let count = bytes.count
         var needsWork = false
@@ -217,7 +244,7 @@ public enum PathNormalizer {
         while i + 8 <= count {
             let x = word(bytes, at: i)
             let slashes = lanes(x, equalTo: slash)
-            let special = lanes(x, equalTo: percent) | lanes(x, equalTo: backslash)
+            let special = lanes(x, equalTo: percent) | lanes(x, equalTo: backslash) | lanes(x, equalTo: semicolon)
                 | ((slashes << 8 | slashCarry) & (slashes | lanes(x, equalTo: dot)))
             let questions = lanes(x, equalTo: question)
             if questions != 0 {
@@ -233,7 +260,7 @@ public enum PathNormalizer {
         while i < count {
             let byte = bytes[i]
             if byte == question { return (i, needsWork) }
-            if byte == percent || byte == backslash || (previous == slash && (byte == slash || byte == dot)) {
+            if byte == percent || byte == backslash || byte == semicolon || (previous == slash && (byte == slash || byte == dot)) {
                 needsWork = true
             }
             previous = byte
@@ -277,6 +304,20 @@ public enum PathNormalizer {
         value < 10 ? 0x30 &+ value : 0x41 &+ (value &- 10)
     }
 
+    /// Whether the normalized path holds `%25` followed by the hex of `.`, `/`, `\\` or `%` (after unreserved
+    /// escapes were decoded, so `%25%32%65` counts too): decoded once more by a backend, it would be one of them.
+    private static func containsDoubleEncoding(_ path: UnsafeBufferPointer<UInt8>) -> Bool {
+        var i = 0
+        while i + 5 <= path.count {
+            if path[i] == percent && path[i + 1] == 0x32 && path[i + 2] == 0x35, let high = hexValue(path[i + 3]), let low = hexValue(path[i + 4]) {
+                let twice = high << 4 | low
+                if twice == dot || twice == slash || twice == backslash || twice == percent { return true }
+            }
+            i += 1
+        }
+        return false
+    }
+
     private enum PathOutcome {
         case written(Int)
         case failed(PathError.Code)
@@ -288,33 +329,46 @@ public enum PathNormalizer {
     /// `output` doubles as the segment stack: it always holds `/seg1/seg2/…/` followed by the segment being read.
     private static func normalizePath(
         _ path: UnsafeBufferPointer<UInt8>,
-        into output: UnsafeMutableBufferPointer<UInt8>
+        into output: UnsafeMutableBufferPointer<UInt8>,
+        parameters: ParameterHandling
     ) -> PathOutcome {
         let count = path.count
         output[0] = slash
         var written = 1
         var segmentStart = 1
+        /// Where the current segment's first `;` was written (its parameters start there), if it has one.
+        var parametersStart = -1
         var i = 1  // path[0] is "/"
 
         while true {
             let atEnd = i == count
             if atEnd || path[i] == slash {
-                // A segment ends at output[segmentStart..<written].
-                let length = written - segmentStart
-                if length == 1 && output[segmentStart] == dot {
+                // A segment ends at output[segmentStart..<written]; its name (what decides whether it is a
+                // dot-segment) ends at its first `;`.
+                let length = (parametersStart >= 0 ? parametersStart : written) - segmentStart
+                parametersStart = -1
+                if length == 1 && output[segmentStart] == dot && written - segmentStart > 1 {
+                    written = segmentStart  // ".;x" : a "." with parameters is still "."
+                } else if length == 2 && output[segmentStart] == dot && output[segmentStart + 1] == dot && written - segmentStart > 2 {
+                    written = segmentStart + 2  // "..;x" : handled as ".." below
+                }
+                let fullLength = written - segmentStart
+                if fullLength == 1 && output[segmentStart] == dot {
                     written = segmentStart  // "." : drop it
-                } else if length == 2 && output[segmentStart] == dot && output[segmentStart + 1] == dot {
+                } else if fullLength == 2 && output[segmentStart] == dot && output[segmentStart + 1] == dot {
                     written = segmentStart  // ".." : drop it and the segment before, if any
                     if written > 1 {
                         written -= 1  // the "/" closing the previous segment
                         while output[written - 1] != slash { written -= 1 }
                     }
-                } else if length > 0 && !atEnd {
+                } else if fullLength > 0 && !atEnd {
                     output[written] = slash  // a regular segment followed by "/"
                     written += 1
                 }
-                // length == 0: an empty segment ("//" or the final "/") adds nothing.
-                if atEnd { return .written(written) }
+                // fullLength == 0: an empty segment ("//" or the final "/") adds nothing.
+                if atEnd {
+                    return containsDoubleEncoding(UnsafeBufferPointer(rebasing: output[0..<written])) ? .failed(.doubleEncoding) : .written(written)
+                }
                 segmentStart = written
                 i += 1
                 continue
@@ -322,6 +376,10 @@ public enum PathNormalizer {
 
             let byte = path[i]
             if byte == backslash { return .failed(.encodedBackslash) }
+            if byte == semicolon {
+                if parameters == .reject { return .failed(.pathParameter) }
+                if parametersStart < 0 { parametersStart = written }
+            }
             if byte != percent {
                 output[written] = byte
                 written += 1
@@ -334,6 +392,18 @@ public enum PathNormalizer {
             let decoded = high << 4 | low
             switch decoded {
             case 0x00: return .failed(.nul)
+            case 0xC0, 0xC1:
+                return .failed(.overlongUTF8)  // never valid in UTF-8: C0 and C1 start overlong encodings of ASCII
+            case 0xE0, 0xF0:
+                // E0 80-9F and F0 80-8F are overlong three- and four-byte forms.
+                if i + 5 < count, path[i + 3] == percent, let h = hexValue(path[i + 4]), let l = hexValue(path[i + 5]) {
+                    let next = h << 4 | l
+                    if next < (decoded == 0xE0 ? 0xA0 : 0x90) { return .failed(.overlongUTF8) }
+                }
+                output[written] = percent
+                output[written + 1] = upperHexDigit(high)
+                output[written + 2] = upperHexDigit(low)
+                written += 3
             case slash: return .failed(.encodedSlash)
             case backslash: return .failed(.encodedBackslash)
             default:

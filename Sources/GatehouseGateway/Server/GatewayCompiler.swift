@@ -85,7 +85,8 @@ public final class GatewayCompiler: Sendable {
                 perTryTimeout: .milliseconds(Int64(route.timeouts.perTryMilliseconds)),
                 totalTimeout: .milliseconds(Int64(route.timeouts.totalMilliseconds)),
                 maxBodyBytes: route.maxBodyBytes, auth: auth,
-                forwardHeader: HeaderHygiene.equalsIgnoringCase(forwardHeader, "authorization") ? nil : forwardHeader
+                forwardHeader: HeaderHygiene.equalsIgnoringCase(forwardHeader, "authorization") ? nil : forwardHeader,
+                upgrades: route.upgrades, tunnelIdleTimeout: .milliseconds(Int64(route.timeouts.tunnelIdleMilliseconds))
             )
             let match = RouteMatch(
                 host: route.match.host, pathPrefix: route.match.pathPrefix, exactPath: route.match.path,
@@ -103,7 +104,9 @@ public final class GatewayCompiler: Sendable {
             trustedProxies: configuration.trustedProxies.map { CIDRMatcher(network: $0.address, prefixLength: $0.prefixLength) },
             via: via,
             tokenValidator: tokenValidator,
-            forwardHeader: forwardHeader.lowercased() == "authorization" ? nil : forwardHeader
+            forwardHeader: forwardHeader.lowercased() == "authorization" ? nil : forwardHeader,
+            headerFilter: UntrustedHeaderFilter(configuration.requestHygiene, forwardHeaders: [forwardHeader]),
+            pathParameters: configuration.requestHygiene.pathParameters == .reject ? .reject : .normalize
         )
     }
 

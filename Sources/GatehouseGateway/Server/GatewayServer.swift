@@ -171,13 +171,16 @@ public final class GatewayServer: Service, Sendable {
                         h2ChannelConfigurator: { channel in
                             channel.configureHTTP2Pipeline(mode: .server, inboundStreamInitializer: { stream in
                                 stream.eventLoop.makeCompletedFuture {
+                                    let downstream = DownstreamHandler(runtime: runtime, loops: loops, scheme: "https", responses: .parts)
+                                    try stream.pipeline.syncOperations.addHandler(HTTP2RequestHeadChecker(downstream: downstream))
                                     try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
-                                    try stream.pipeline.syncOperations.addHandler(DownstreamHandler(runtime: runtime, loops: loops, scheme: "https", responses: .parts))
+                                    try stream.pipeline.syncOperations.addHandler(downstream)
                                 }
                             }).flatMapThrowing { _ in
                                 // Graceful shutdown (the drain's ChannelShouldQuiesceEvent): GOAWAY, a PING, a second
                                 // GOAWAY with the last stream once the client acknowledged, and the close when the
                                 // open streams are done (forced after the drain timeout).
+                                try channel.pipeline.syncOperations.addHandler(HTTP2StreamEventFilter())
                                 try channel.pipeline.syncOperations.addHandler(
                                     NIOHTTP2ServerConnectionManagementHandler(
                                         eventLoop: channel.eventLoop,

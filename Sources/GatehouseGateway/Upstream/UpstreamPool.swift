@@ -84,7 +84,13 @@ final class UpstreamPool {
                     // Outbound header validation is off: request headers were validated by the inbound parser or
                     // written by the gateway itself, and re-checking them cost 6% of the proxy's CPU.
                     // Informational responses are forwarded so that `100 Continue` reaches the client.
-                    try channel.pipeline.syncOperations.addHandler(HTTPRequestEncoder())
+                    // The encoder adds no framing header of its own: the gateway decides the upstream request's
+                    // framing from what it forwards (`UpstreamFraming`), and the encoder chunk-frames exactly when
+                    // that head says `Transfer-Encoding: chunked`. (Left to NIO, a POST without a length gained
+                    // chunked framing whose end the gateway never wrote, and a GET's body went out unframed.)
+                    var encoder = HTTPRequestEncoder.Configuration()
+                    encoder.automaticallySetFramingHeaders = false
+                    try channel.pipeline.syncOperations.addHandler(HTTPRequestEncoder(configuration: encoder))
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .forward))
                     )
