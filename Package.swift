@@ -14,6 +14,9 @@ let package = Package(
         .library(name: "GatehouseStore", targets: ["GatehouseStore"]),
         .library(name: "GatehouseConfiguration", targets: ["GatehouseConfiguration"]),
         .library(name: "GatehouseServiceAuth", targets: ["GatehouseServiceAuth"]),
+        // The token types `GatehouseServiceAuth`'s API returns and takes (`AccessTokenClaims`, `ScopeRequirement`,
+        // `BearerToken`): a product, so that its users can import what they are handed.
+        .library(name: "GatehouseTokens", targets: ["GatehouseTokens"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
@@ -55,8 +58,9 @@ let package = Package(
             dependencies: [.product(name: "Yams", package: "Yams")],
             swiftSettings: swiftSettings
         ),
-        // Token primitives shared by both servers and by backends: opaque split tokens, hashing, PKCE, and JOSE
-        // (signing keys, RFC 7638 thumbprints, RFC 9068 claims, a JWKS verifier with an algorithm allow-list).
+        // Token primitives shared by both servers and by backends: opaque split tokens, hashing, PKCE, JOSE
+        // (signing keys, RFC 7638 thumbprints, RFC 9068 claims, a JWKS verifier with an algorithm allow-list), and
+        // the RFC 6750 bearer primitives (`BearerToken`, `BearerChallenge`, `ScopeRequirement`).
         .target(
             name: "GatehouseTokens",
             dependencies: [
@@ -113,24 +117,24 @@ let package = Package(
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Hummingbird", package: "hummingbird"),
             ],
             // The data path's classes are confined to their event loop, so dynamic exclusivity checks only cost
             // (about 3% of a proxied request's CPU in release builds); debug builds and tests keep them.
             swiftSettings: swiftSettings + [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
-        // Per-route policies as pure state machines with an injected clock (token cache; rate limits and
-        // breakers follow), plus thin adapters to the data path.
+        // Per-route policy state machines with an injected clock (the token cache; rate limits and breakers
+        // follow). No I/O, no NIO.
         .target(
             name: "GatehousePolicies",
             swiftSettings: swiftSettings
         ),
         // For services behind the gateway: verifies the gateway-issued JWT of a request against the authorization
-        // server's JWKS (fetched over HTTP, cached, unknown-kid refetch rule), plus the small HTTP/1.1 client it uses.
+        // server's JWKS (fetched over HTTP, cached, unknown-kid refetch rule), plus the small HTTP/1.1 client it uses
+        // (which the gateway borrows too, until it has a client target of its own).
         .target(
             name: "GatehouseServiceAuth",
             dependencies: [
-                "GatehouseTokens", "GatehousePolicies",
+                "GatehouseTokens",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -142,10 +146,13 @@ let package = Package(
         // The echo service `gatehouse demo` runs behind the gateway.
         .target(
             name: "GatehouseDemoBackend",
-            dependencies: ["GatehouseObservability", "GatehouseServiceAuth", "GatehousePolicies", "GatehouseTokens", .product(name: "Hummingbird", package: "hummingbird")],
+            dependencies: [
+                "GatehouseObservability", "GatehouseServiceAuth", "GatehouseTokens", .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
-        // Logging bootstrap (JSON lines, secrets redacted).
+        // Logging bootstrap (JSON lines, secrets redacted) and request ids, shared by both servers.
         .target(
             name: "GatehouseObservability",
             dependencies: [.product(name: "Logging", package: "swift-log")],
@@ -154,7 +161,7 @@ let package = Package(
         .testTarget(
             name: "GatehouseTokensTests",
             dependencies: [
-                "GatehouseTokens", "GatehouseServiceAuth", "GatehousePolicies", .product(name: "JWTKit", package: "jwt-kit"), .product(name: "Crypto", package: "swift-crypto"),
+                "GatehouseTokens", "GatehouseServiceAuth", .product(name: "JWTKit", package: "jwt-kit"), .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings

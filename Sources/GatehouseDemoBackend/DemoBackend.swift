@@ -1,5 +1,4 @@
 import GatehouseObservability
-import GatehousePolicies
 import GatehouseServiceAuth
 import GatehouseTokens
 import Hummingbird

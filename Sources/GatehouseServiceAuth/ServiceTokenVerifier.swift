@@ -1,5 +1,4 @@
 import Foundation
-import GatehousePolicies
 import GatehouseTokens
 import NIOCore
 import NIOHTTP1

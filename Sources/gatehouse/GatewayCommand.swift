@@ -41,7 +41,7 @@ enum GatewayRunner {
             GatewayReloadService(configFile: configFile, runtime: server.runtime, compiler: compiler, logger: logger),
         ]
         if let admin = configuration.admin {
-            services.append(AdminServer.application(host: admin.host, port: admin.port, gateway: server, logger: logger))
+            services.append(AdminServer(host: admin.host, port: admin.port, gateway: server, logger: logger))
         }
         return (server, services)
     }

@@ -1,5 +1,4 @@
 import Foundation
-import GatehousePolicies
 import GatehouseServiceAuth
 import GatehouseTokens
 import JWTKit

@@ -1,8 +1,8 @@
+import GatehouseObservability
 import GatehouseTokens
 import HTTPTypes
 import Hummingbird
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 
 /// Gives every request an id (the caller's `X-Request-Id` when well-formed, else a new one), returns it on
@@ -15,7 +15,7 @@ struct RequestIDMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: AuthRequestContext, next: (Request, AuthRequestContext) async throws -> Response) async throws -> Response {
         let start = ContinuousClock.now
         var context = context
-        let id = request.headers[.requestID].flatMap { Self.isAcceptable($0) ? $0 : nil } ?? Self.generate()
+        let id = Self.resolve(request.headers[.requestID])
         context.requestID = id
         var response: Response
         do {
@@ -42,25 +42,9 @@ struct RequestIDMiddleware: RouterMiddleware {
         return response
     }
 
-    static func isAcceptable(_ id: String) -> Bool {
-        (1...128).contains(id.utf8.count)
-            && id.utf8.allSatisfy { byte in
-                (48...57).contains(byte) || (65...90).contains(byte) || (97...122).contains(byte) || byte == 45 || byte == 46 || byte == 95
-            }
+    /// The request id of a request: the caller's when acceptable, else a new one (the same rules and format as the
+    /// gateway's, `GatehouseObservability.RequestID`; an atomic counter, no lock).
+    static func resolve(_ presented: String?) -> String {
+        RequestID.resolve(presented) { RequestID.shared.next() }
     }
-
-    /// A process-random 64-bit prefix and a counter: unique, unguessable enough for correlation, and no
-    /// syscall per request (request ids are not credentials).
-    static func generate() -> String {
-        let sequence = counter.withLockedValue { value -> UInt64 in
-            value &+= 1
-            return value
-        }
-        var bytes = prefix
-        for index in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: sequence >> (56 - 8 * index))) }
-        return Base64URL.encode(bytes)
-    }
-
-    private static let prefix: [UInt8] = Array(Base64URL.decode(SecureToken.generate())!.prefix(8))
-    private static let counter = NIOLockedValueBox<UInt64>(0)
 }

@@ -168,7 +168,7 @@ final class TokenFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             json = Array(issued.json.utf8)
             path = "/token"
         }
-        let requestID = head.headers.first(name: "x-request-id").flatMap { RequestIDMiddleware.isAcceptable($0) ? $0 : nil } ?? RequestIDMiddleware.generate()
+        let requestID = RequestIDMiddleware.resolve(head.headers.first(name: "x-request-id"))
         let close = !head.isKeepAlive
         var headers = HTTPHeaders([
             ("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "no-store"), ("Pragma", "no-cache"),

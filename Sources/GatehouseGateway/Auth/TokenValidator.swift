@@ -18,13 +18,19 @@ public final class ValidatedToken: Sendable, Equatable {
     public let scopes: Set<String>
     public let audiences: [String]
     public let issuer: String
+    /// The client the token was issued to (`client_id`), for rate-limit keys and the access log.
+    public let clientID: String?
+    /// The user, or the client for client_credentials tokens (`sub`).
+    public let subject: String?
 
-    public init(jwt: String, scopes: Set<String>, audiences: [String], issuer: String) {
+    public init(jwt: String, scopes: Set<String>, audiences: [String], issuer: String, clientID: String? = nil, subject: String? = nil) {
         self.jwt = jwt
         self.bearer = "Bearer " + jwt
         self.scopes = scopes
         self.audiences = audiences
         self.issuer = issuer
+        self.clientID = clientID
+        self.subject = subject
     }
 
     public static func == (lhs: ValidatedToken, rhs: ValidatedToken) -> Bool {
@@ -233,7 +239,7 @@ public final class TokenValidator: Sendable {
                 state.withLockedValue { $0.verifications += 1 }
                 do {
                     let claims = try await keys.verifyIntrospectionResponse(jwt, requester: settings.clientID)
-                    let validated = ValidatedToken(jwt: jwt, scopes: claims.scopes, audiences: claims.aud, issuer: claims.iss)
+                    let validated = ValidatedToken(jwt: jwt, scopes: claims.scopes, audiences: claims.aud, issuer: claims.iss, clientID: claims.client_id, subject: claims.sub)
                     return (.valid(validated), .active(validated, expiresAt: Double(claims.exp)))
                 } catch let error as JOSEError where error.code == .expired {
                     return (.invalid("the token is not active"), .inactive)  // inactive, or active but past its exp
@@ -275,7 +281,7 @@ public final class TokenValidator: Sendable {
             if presentedByClient && claims.act != nil {
                 return (.invalid("the token was issued for the gateway's backends and is not accepted from clients"), .inactive)
             }
-            let validated = ValidatedToken(jwt: jwt, scopes: claims.scopes, audiences: claims.aud, issuer: claims.iss)
+            let validated = ValidatedToken(jwt: jwt, scopes: claims.scopes, audiences: claims.aud, issuer: claims.iss, clientID: claims.client_id, subject: claims.sub)
             return (.valid(validated), .active(validated, expiresAt: min(Double(claims.exp), notAfter ?? .infinity)))
         } catch let error as JOSEError {
             if error.code == .keySetUnavailable { return (.unavailable("the authorization server's keys cannot be loaded"), .failed) }

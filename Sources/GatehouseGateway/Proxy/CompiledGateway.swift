@@ -22,6 +22,8 @@ public final class CompiledRoute: Sendable {
     public let upgrades: [String]
     /// A tunnel after `101 Switching Protocols` closes after this long without a byte either way.
     public let tunnelIdleTimeout: TimeAmount
+    /// The route's policies, in the order they run (today: the token check when the route has `auth`).
+    let policies: PolicyChain
 
     public init(
         name: String, cluster: CompiledCluster, prefixReplacement: String?, perTryTimeout: TimeAmount, totalTimeout: TimeAmount,
@@ -45,6 +47,7 @@ public final class CompiledRoute: Sendable {
         self.strippedRequestHeaders = stripped
         self.upgrades = upgrades
         self.tunnelIdleTimeout = tunnelIdleTimeout
+        self.policies = PolicyChain(policies: auth.map { [.bearer($0)] } ?? [])
     }
 
     /// Whether every protocol an `Upgrade` value lists (`websocket`, `h2c, websocket`, `foo/2`) is allowed here.

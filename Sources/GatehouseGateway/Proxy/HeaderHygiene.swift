@@ -150,9 +150,9 @@ public enum HeaderHygiene {
     ///
     /// `Content-Length` is never copied: the framing header of the upstream request is the caller's decision, made
     /// from what it actually forwards (`UpstreamFraming`), never the client's.
-    public static func requestHeaders(
+    static func requestHeaders(
         from source: HTTPHeaders, peer: Peer, requestID: String, via: String, isUpgrade: Bool, forwarded precomputed: String? = nil,
-        removing: [String] = [], adding extra: (name: String, value: String)? = nil, filter: UntrustedHeaderFilter = .standard,
+        removing: [String] = [], adding additions: HeaderAdditions = .init(), filter: UntrustedHeaderFilter = .standard,
         host hostOverride: String? = nil
     ) -> HTTPHeaders {
         var pass = OnePass(source, isUpgrade: isUpgrade, extra: 8)
@@ -205,13 +205,15 @@ public enum HeaderHygiene {
         let forwarded = precomputed ?? forwardedElement(peer: peer, host: originalHost)
         pass.kept.append(("Forwarded", priorForwarded.map { $0 + ", " + forwarded } ?? forwarded))
         pass.appendViaAndRequestID(via: via, requestID: requestID)
-        if let extra { pass.kept.append((extra.name, extra.value)) }
+        additions.forEach { pass.kept.append(($0, $1)) }
         return HTTPHeaders(pass.kept)
     }
 
     /// The downstream response's headers, built in one pass over the upstream's: hop-by-hop headers dropped, `Via`
     /// appended, `X-Request-Id` set, and `Connection: close` when the gateway closes after this response.
-    public static func responseHeaders(from source: HTTPHeaders, via: String, requestID: String, isUpgrade: Bool, close: Bool = false) -> HTTPHeaders {
+    static func responseHeaders(
+        from source: HTTPHeaders, via: String, requestID: String, isUpgrade: Bool, close: Bool = false, adding additions: HeaderAdditions = .init()
+    ) -> HTTPHeaders {
         var pass = OnePass(source, isUpgrade: isUpgrade, extra: 4)
         for (name, value) in source {
             let kind = classifyHeader(name)
@@ -228,6 +230,7 @@ public enum HeaderHygiene {
             pass.kept.append(("Connection", "close"))
         }
         pass.appendViaAndRequestID(via: via, requestID: requestID)
+        additions.forEach { pass.kept.append(($0, $1)) }
         return HTTPHeaders(pass.kept)
     }
 

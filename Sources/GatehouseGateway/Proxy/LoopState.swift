@@ -1,3 +1,4 @@
+import GatehouseObservability
 import NIOCore
 
 /// Per-event-loop state of the data path: the upstream pool and the load balancers' counters. Confined to its
@@ -23,8 +24,18 @@ final class LoopState {
     private(set) var gateway: CompiledGateway?
     private var runtime: GatewayRuntime?
 
-    init(eventLoop: any EventLoop) {
+    /// The data path's clock (see `GatewayClock`).
+    let clock: GatewayClock
+    /// Request ids for this loop's requests: a prefix of the loop's own, no lock.
+    var requestIDs = RequestIDGenerator()
+    /// Tallies of finished exchanges (the `counters` observer).
+    var outcomes = OutcomeCounters()
+    /// Told of every finished exchange, in order.
+    var observers: [ExchangeObserver] = [.counters]
+
+    init(eventLoop: any EventLoop, clock: GatewayClock = .system) {
         self.eventLoop = eventLoop
+        self.clock = clock
         self.pool = UpstreamPool(eventLoop: eventLoop)
     }
 
@@ -51,7 +62,7 @@ final class LoopState {
     }
 
     private func tick() {
-        let now = NIODeadline.now()
+        let now = clock.now()
         if let runtime { gateway = runtime.snapshot }
         for handler in handlers.values { handler.tick(now: now) }
         pool.expireIdle(now: now)
@@ -104,18 +115,30 @@ final class LoopStates: @unchecked Sendable {
     }
 
     private let states: [ObjectIdentifier: Entry]
+    /// The clock every loop's data path reads.
+    let clock: GatewayClock
 
-    init(group: any EventLoopGroup) {
+    init(group: any EventLoopGroup, clock: GatewayClock = .system) {
         var states: [ObjectIdentifier: Entry] = [:]
         for loop in group.makeIterator() {
-            states[ObjectIdentifier(loop)] = Entry(loop: loop, state: LoopState(eventLoop: loop))
+            states[ObjectIdentifier(loop)] = Entry(loop: loop, state: LoopState(eventLoop: loop, clock: clock))
         }
         self.states = states
+        self.clock = clock
     }
 
     func state(for loop: any EventLoop) -> LoopState {
         loop.assertInEventLoop()
         return states[ObjectIdentifier(loop)]!.state
+    }
+
+    /// `body`'s value from every loop, each computed on its own loop.
+    func collect<Value: Sendable>(on eventLoop: any EventLoop, _ body: @escaping @Sendable (LoopState) -> Value) -> EventLoopFuture<[Value]> {
+        let futures = states.values.map { entry in
+            let loop = entry.loop
+            return loop.submit { body(self.state(for: loop)) }
+        }
+        return EventLoopFuture.whenAllSucceed(futures, on: eventLoop)
     }
 
     /// Runs `body` on every loop with its state.

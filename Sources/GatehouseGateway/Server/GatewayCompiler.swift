@@ -1,5 +1,6 @@
 import GatehouseConfiguration
 import GatehousePolicies
+import GatehouseTokens
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore

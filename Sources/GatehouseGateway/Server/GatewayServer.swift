@@ -63,6 +63,8 @@ public final class GatewayServer: Service, Sendable {
     let onListening: @Sendable ([Int]) -> Void
     private let connections = NIOLockedValueBox([ObjectIdentifier: any Channel]())
     private let ready = NIOLockedValueBox(false)
+    /// The running server's per-loop states (nil before `run` and after it ends).
+    private let loopStates = NIOLockedValueBox<LoopStates?>(nil)
 
     public init(settings: Settings, gateway: CompiledGateway, logger: Logger, onListening: @escaping @Sendable ([Int]) -> Void = { _ in }) {
         self.settings = settings
@@ -74,12 +76,22 @@ public final class GatewayServer: Service, Sendable {
     /// True once every listener is bound and, when tokens are checked, the authorization server has been discovered.
     public var isReady: Bool { ready.withLockedValue { $0 } && (runtime.snapshot.tokenValidator?.isReady ?? true) }
 
+    /// Finished exchanges, summed over the event loops' own counters (each read on its loop).
+    func exchangeCounters(on eventLoop: any EventLoop) -> EventLoopFuture<OutcomeCounters> {
+        guard let loops = loopStates.withLockedValue({ $0 }) else { return eventLoop.makeSucceededFuture(OutcomeCounters()) }
+        return loops.collect(on: eventLoop) { $0.outcomes }.map { all in
+            all.reduce(into: OutcomeCounters()) { $0.add($1) }
+        }
+    }
+
     /// Open downstream connections.
     public var connectionCount: Int { connections.withLockedValue { $0.count } }
 
     public func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: settings.eventLoopThreads)
         let loops = LoopStates(group: group)
+        loopStates.withLockedValue { $0 = loops }
+        defer { loopStates.withLockedValue { $0 = nil } }
         var serverChannels: [any Channel] = []
         do {
             for listener in settings.listeners {

@@ -80,22 +80,7 @@ final class UpstreamPool {
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .channelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 64 * 1024))
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    // Outbound header validation is off: request headers were validated by the inbound parser or
-                    // written by the gateway itself, and re-checking them cost 6% of the proxy's CPU.
-                    // Informational responses are forwarded so that `100 Continue` reaches the client.
-                    // The encoder adds no framing header of its own: the gateway decides the upstream request's
-                    // framing from what it forwards (`UpstreamFraming`), and the encoder chunk-frames exactly when
-                    // that head says `Transfer-Encoding: chunked`. (Left to NIO, a POST without a length gained
-                    // chunked framing whose end the gateway never wrote, and a GET's body went out unframed.)
-                    var encoder = HTTPRequestEncoder.Configuration()
-                    encoder.automaticallySetFramingHeaders = false
-                    try channel.pipeline.syncOperations.addHandler(HTTPRequestEncoder(configuration: encoder))
-                    try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .forward))
-                    )
-                    try channel.pipeline.syncOperations.addHandler(handler)
-                }
+                channel.eventLoop.makeCompletedFuture { try Self.configurePipeline(channel, handler: handler) }
             }
         // The callbacks run on this pool's loop (the connect was started on it), so they may touch the pool.
         return bootstrap.connect(host: target.host, port: target.port).assumeIsolated().flatMapError { error in
@@ -116,6 +101,24 @@ final class UpstreamPool {
             }
             return connection
         }.nonisolated()
+    }
+
+    /// An upstream connection's pipeline: request encoder, response decoder, `handler`.
+    ///
+    /// Outbound header validation is off: request headers were validated by the inbound parser or written by the
+    /// gateway itself, and re-checking them cost 6% of the proxy's CPU. Informational responses are forwarded so
+    /// that `100 Continue` reaches the client. The encoder adds no framing header of its own: the gateway decides
+    /// the upstream request's framing from what it forwards (`UpstreamFraming`), and the encoder chunk-frames
+    /// exactly when that head says `Transfer-Encoding: chunked`. (Left to NIO, a POST without a length gained
+    /// chunked framing whose end the gateway never wrote, and a GET's body went out unframed.)
+    static func configurePipeline(_ channel: any Channel, handler: UpstreamHandler) throws {
+        var encoder = HTTPRequestEncoder.Configuration()
+        encoder.automaticallySetFramingHeaders = false
+        try channel.pipeline.syncOperations.addHandler(HTTPRequestEncoder(configuration: encoder))
+        try channel.pipeline.syncOperations.addHandler(
+            ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .forward))
+        )
+        try channel.pipeline.syncOperations.addHandler(handler)
     }
 
     /// A slot freed up: connect on behalf of the first waiter.
@@ -141,6 +144,20 @@ final class UpstreamPool {
             }
             idle[target] = kept
         }
+    }
+
+    /// Takes a connection made elsewhere as an idle one of this pool (tests drive the data path over
+    /// `EmbeddedChannel` connections this way).
+    func adoptIdle(_ connection: UpstreamConnection) {
+        eventLoop.assertInEventLoop()
+        open[connection.target, default: 0] += 1
+        let target = connection.target
+        let identity = ObjectIdentifier(connection)
+        connection.handler.onClose = { [unowned(unsafe) self] in
+            self.open[target, default: 1] -= 1
+            if let index = self.idle[target]?.firstIndex(where: { ObjectIdentifier($0) == identity }) { self.idle[target]?.remove(at: index) }
+        }
+        idle[target, default: []].append(connection)
     }
 
     /// Closes every idle connection (shutdown).

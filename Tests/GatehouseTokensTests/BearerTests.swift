@@ -1,6 +1,6 @@
 import Testing
 
-@testable import GatehousePolicies
+@testable import GatehouseTokens
 
 @Suite struct BearerTests {
     @Test(arguments: [

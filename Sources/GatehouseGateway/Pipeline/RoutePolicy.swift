@@ -1,0 +1,187 @@
+import GatehousePolicies
+import GatehouseTokens
+import NIOCore
+import NIOHTTP1
+
+/// Which policy decided (outcomes, logs, metrics labels).
+enum PolicyKind: String, Equatable, Sendable {
+    case bearer
+}
+
+/// A route's policies, a closed set compiled per route at load and reload, run in order after routing. A `switch`
+/// over an enum rather than `any Policy`: no existential box, no witness-table call, nothing allocated per request;
+/// each arm inlines. (Envoy's decoder filters, whose Continue / sendLocalReply / StopIteration +
+/// continueDecoding are `proceed` / `reject` / `suspend` here.)
+enum RoutePolicy {
+    /// RFC 6750 bearer tokens, checked as the route's `auth:` says.
+    case bearer(RouteAuthorization)
+
+    var kind: PolicyKind {
+        switch self {
+        case .bearer: .bearer
+        }
+    }
+}
+
+/// A policy's answer for one request.
+enum PolicyVerdict {
+    /// Go on to the next policy (then forward).
+    case proceed
+    /// Answer with this instead of forwarding.
+    case reject(GatewayReply)
+    /// Wait for the future, then resume with what it says; reads from the client stay paused meanwhile.
+    case suspend(EventLoopFuture<PolicyResumption>)
+}
+
+/// What a suspended policy resumes with.
+enum PolicyResumption {
+    /// Go on; `identity`, when set, is the request's validated token.
+    case proceed(identity: ValidatedToken?)
+    case reject(GatewayReply)
+}
+
+/// Per-connection state policies keep between requests (confined to the connection's loop).
+struct ConnectionPolicyState {
+    /// The last token this connection presented on a token-checked route and the route's verdict, for as long as
+    /// the shared cache vouches for the token: a keep-alive client sending the same token again skips the hash, the
+    /// cache's lock and the route's checks. It holds the client's own `Authorization` value while the connection
+    /// lives (the shared cache holds no token, only SHA-256 digests).
+    struct TokenMemo {
+        let authorization: String
+        let route: RouteAuthorization
+        let token: ValidatedToken
+        let until: Double
+    }
+
+    var tokenMemo: TokenMemo?
+}
+
+extension RoutePolicy {
+    /// Runs the policy for `context`. Synchronous answers change `context` in place; a suspension hands back a
+    /// future whose resumption the caller applies.
+    func evaluate(_ context: inout RequestContext, connection: inout ConnectionPolicyState, on eventLoop: any EventLoop) -> PolicyVerdict {
+        switch self {
+        case .bearer(let auth):
+            return Self.bearer(auth, &context, &connection, eventLoop)
+        }
+    }
+
+    /// The token check (behaviour as before the pipeline: the Python suites are its oracle).
+    private static func bearer(
+        _ auth: RouteAuthorization, _ context: inout RequestContext, _ connection: inout ConnectionPolicyState, _ eventLoop: any EventLoop
+    ) -> PolicyVerdict {
+        let scan = context.scan
+        if let memo = connection.tokenMemo, memo.route === auth, scan.authorizationCount == 1, scan.authorization == memo.authorization,
+            auth.validator.now() < memo.until
+        {
+            accept(memo.token, auth, &context)  // the same token as this connection's last request on this route, still vouched for
+            return .proceed
+        }
+        // A refused request whose body was not read cannot leave the connection usable.
+        let close = !context.head.isKeepAlive || scan.requestsUpgrade || context.admitted.hasBody
+        let presented: String
+        switch BearerToken.extract(first: scan.authorization, count: scan.authorizationCount) {
+        case .success(let value):
+            presented = value
+        case .failure(.missing):
+            return .reject(reply(.challenge(auth.challenge(nil)), close: close))
+        case .failure(.malformed(let why)):
+            return .reject(reply(.challenge(auth.challenge(.invalidRequest, why)), close: true))
+        }
+        let kind: TokenValidator.Kind
+        switch auth.kind(of: presented) {
+        case .success(let value): kind = value
+        case .failure(let challenge): return .reject(reply(.challenge(challenge), close: close))
+        }
+        switch auth.validator.validate(presented, kind: kind, on: eventLoop) {
+        case .cached(let validated, let until):
+            switch authorize(.valid(validated), auth) {
+            case .success(let validated):
+                accept(validated, auth, &context)
+                if let authorization = scan.authorization {
+                    connection.tokenMemo = .init(authorization: authorization, route: auth, token: validated, until: until)
+                }
+                return .proceed
+            case .failure(let failure):
+                return .reject(reply(failure, close: close))
+            }
+        case .now(let outcome):
+            switch authorize(outcome, auth) {
+            case .success(let validated):
+                accept(validated, auth, &context)
+                return .proceed
+            case .failure(let failure):
+                return .reject(reply(failure, close: close))
+            }
+        case .later(let future):
+            // The body (if any) stays in the socket meanwhile, so a refusal then closes only when it was unread.
+            let keepAlive = context.head.isKeepAlive && !scan.requestsUpgrade
+            return .suspend(
+                future.map { outcome in
+                    switch authorize(outcome, auth) {
+                    case .success(let validated): return .proceed(identity: validated)
+                    case .failure(let failure): return .reject(reply(failure, close: !keepAlive))
+                    }
+                }
+            )
+        }
+    }
+
+    /// A token the route accepts: the request's identity, and the JWT the upstream receives.
+    static func accept(_ token: ValidatedToken, _ auth: RouteAuthorization, _ context: inout RequestContext) {
+        context.identity = token
+        context.upstreamAdditions.append(auth.forwardHeader, auth.forwardValue(token))
+    }
+
+    enum AuthorizationFailure: Error {
+        /// 401, 400 or 403 with `WWW-Authenticate`.
+        case challenge(BearerChallenge)
+        /// 503 with `Retry-After`: the token could not be checked (fail closed).
+        case unavailable
+    }
+
+    /// Seconds a client is asked to wait when its token cannot be checked.
+    static let retryAfterSeconds = "2"
+
+    static func authorize(_ outcome: TokenValidator.Outcome, _ auth: RouteAuthorization) -> Result<ValidatedToken, AuthorizationFailure> {
+        switch outcome {
+        case .valid(let token):
+            if let challenge = auth.check(token) { return .failure(.challenge(challenge)) }
+            return .success(token)
+        case .invalid(let why):
+            return .failure(.challenge(auth.challenge(.invalidToken, why)))
+        case .unavailable:
+            return .failure(.unavailable)
+        }
+    }
+
+    /// RFC 6750 §3: the challenge in `WWW-Authenticate`, the same error in the JSON body with the request id.
+    static func reply(_ failure: AuthorizationFailure, close: Bool) -> GatewayReply {
+        switch failure {
+        case .challenge(let challenge):
+            return GatewayReply(
+                HTTPResponseStatus(statusCode: challenge.status), challenge.description ?? "a bearer token is required",
+                error: challenge.error?.rawValue ?? "unauthorized", closes: close, cause: .rejected(by: .bearer),
+                headers: [("WWW-Authenticate", challenge.headerValue)]
+            )
+        case .unavailable:
+            return unavailable("the token cannot be checked now (the authorization server is unreachable); retry later", close: close)
+        }
+    }
+
+    /// 503 `temporarily_unavailable` with `Retry-After`: the token could not be checked (fail closed).
+    static func unavailable(_ message: String, close: Bool) -> GatewayReply {
+        GatewayReply(
+            .serviceUnavailable, message, error: "temporarily_unavailable", closes: close, cause: .rejected(by: .bearer),
+            headers: [("Retry-After", retryAfterSeconds)]
+        )
+    }
+}
+
+/// A route's policies in order, compiled with the route.
+struct PolicyChain: Sendable {
+    let policies: [RoutePolicy]
+
+    static let empty = PolicyChain(policies: [])
+}
+

@@ -1,0 +1,84 @@
+import GatehouseObservability
+import NIOCore
+import NIOHTTP1
+
+/// A request's way in: admission, the route's policies, and the upstream head the gateway builds.
+extension DownstreamHandler {
+    func startExchange(_ head: HTTPRequestHead) {
+        headerDeadline = .distantFuture
+        answeringHEAD = head.method == .HEAD
+        gateway = loop.currentGateway(runtime)
+        let receivedAt = clock.now()
+        let scan = RequestHeadScan(head, maximumTargetLength: PathNormalizer.maximumLength)
+        let requestID = RequestID.resolve(scan.clientRequestID) { loop.requestIDs.next() }
+        let refusal = http2HeadRefusal
+        http2HeadRefusal = nil
+        let admitted: AdmittedRequest
+        switch RequestAdmission.admit(head, scan, gateway: gateway, http2Refusal: refusal) {
+        case .success(let value): admitted = value
+        case .failure(let reply): return refuse(reply, requestID: requestID, method: head.method, receivedAt: receivedAt)
+        }
+        let context = RequestContext(requestID: requestID, head: head, scan: scan, admitted: admitted, receivedAt: receivedAt)
+        let exchange = Exchange(context: context)
+        self.exchange = exchange
+        runPolicies(exchange, from: 0)
+    }
+
+    /// Runs the route's policies from `index`; forwards when all proceed.
+    func runPolicies(_ exchange: Exchange, from index: Int) {
+        let policies = exchange.route.policies.policies
+        var position = index
+        while position < policies.count {
+            let policy = policies[position]
+            switch policy.evaluate(&exchange.context, connection: &policyState, on: context.eventLoop) {
+            case .proceed:
+                position += 1
+            case .reject(let reply):
+                return fail(exchange, reply)
+            case .suspend(let future):
+                // Reads stay paused (no upstream connection yet), so a body waits in the socket.
+                exchange.suspended = true
+                let resumeAt = position + 1
+                future.whenComplete { result in
+                    guard self.exchange === exchange else { return }  // the client left, or a timeout answered
+                    exchange.suspended = false
+                    switch result {
+                    case .success(.proceed(let identity)):
+                        if let identity, case .bearer(let auth) = policy { RoutePolicy.accept(identity, auth, &exchange.context) }
+                        self.runPolicies(exchange, from: resumeAt)
+                    case .success(.reject(let reply)):
+                        self.fail(exchange, reply)
+                    case .failure:
+                        self.fail(exchange, RoutePolicy.unavailable("the request could not be checked; retry later", close: true))
+                    }
+                }
+                return
+            }
+        }
+        forward(exchange)
+    }
+
+    /// Builds the upstream head from the admission's decisions and the policies' additions, and sends it on its way.
+    func forward(_ exchange: Exchange) {
+        let admitted = exchange.context.admitted
+        let host = admitted.host
+        let forwarded: String
+        if let cached = forwardedCache, cached.host == host {
+            forwarded = cached.value
+        } else {
+            forwarded = HeaderHygiene.forwardedElement(peer: peer, host: host)
+            forwardedCache = (host, forwarded)
+        }
+        // The client's credentials stay here; the backend gets the gateway's JWT (and no client-made copy of it).
+        var headers = HeaderHygiene.requestHeaders(
+            from: exchange.requestHead.headers, peer: peer, requestID: exchange.requestID, via: gateway.via, isUpgrade: admitted.isUpgrade,
+            forwarded: forwarded, removing: exchange.route.strippedRequestHeaders, adding: exchange.context.upstreamAdditions,
+            filter: gateway.headerFilter, host: admitted.target.authority
+        )
+        // The framing header is the gateway's own, from what it forwards: a body is always framed, whatever the
+        // client's `Connection` named (a body-carrying GET left unframed would be read upstream as more requests).
+        exchange.framing.apply(to: &headers, method: exchange.requestHead.method)
+        exchange.upstreamHead = HTTPRequestHead(version: .http1_1, method: exchange.requestHead.method, uri: admitted.upstreamTarget, headers: headers)
+        dispatch(exchange)
+    }
+}

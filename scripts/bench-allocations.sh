@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Heap allocations per proxied request, counted in the gateway process (LD_PRELOAD counter,
+# scripts/bench/alloc_counter.c) over a measured wrk run after a warm-up: the plain proxy
+# (config/bench/gateway.yaml) and the route with a cached opaque token (config/bench/gateway-full.yaml,
+# the demo authorization server on :9000 exchanging the token once). The count covers both sides of an
+# exchange (the downstream request and response, the upstream request and response).
+#
+#   scripts/build-release.sh                # once
+#   scripts/bench-allocations.sh
+#
+# Env: GATEHOUSE_BIN (default .build/release/gatehouse), REQUESTS_SECONDS (wrk duration, 5), CONNS (16).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN=${GATEHOUSE_BIN:-$root/.build/release/gatehouse}
+SECONDS_RUN=${REQUESTS_SECONDS:-5}
+CONNS=${CONNS:-16}
+[ -x "$BIN" ] || { echo "error: no gatehouse binary at $BIN (scripts/build-release.sh)" >&2; exit 1; }
+command -v wrk >/dev/null || { echo "error: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+command -v nginx >/dev/null || { echo "error: nginx is not installed (apt-get install nginx), it serves as the backend" >&2; exit 1; }
+
+work=$(mktemp -d -t bench-alloc.XXXXXX)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "error: nothing on port $1" >&2; exit 1; }
+
+gcc -O2 -shared -fPIC -o "$work/alloc_counter.so" "$root/scripts/bench/alloc_counter.c" -ldl
+
+mkdir -p "$work/nginx"
+cat > "$work/backend.conf" <<CONF
+daemon off; master_process off; worker_processes 1; pid $work/backend.pid; error_log $work/backend.err;
+events { worker_connections 1024; }
+http { access_log off; client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx; uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+  server { listen 127.0.0.1:18080; location / { default_type text/plain; return 200 "hello from the backend"; } } }
+CONF
+nginx -c "$work/backend.conf" -e "$work/backend.err" >/dev/null 2>&1 & pids+=($!)
+wait_port 18080
+
+(cd "$root" && exec "$BIN" demo --auth-only --data-dir "$work/data" --auth-port 9000 --log-level warning) >"$work/auth.log" 2>&1 & pids+=($!)
+for _ in $(seq 1 100); do curl -sf http://127.0.0.1:9000/healthz >/dev/null && break; sleep 0.1; done
+token=$(curl -sf -u demo-service:demo-service-secret -d grant_type=client_credentials -d scope=orders:read http://127.0.0.1:9000/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+[ -n "$token" ] || { echo "error: no token from the authorization server on :9000" >&2; exit 1; }
+
+count() {  # PID -> allocations so far
+    rm -f "$work/count"
+    kill -USR2 "$1"
+    for _ in $(seq 1 50); do [ -s "$work/count" ] && break; sleep 0.05; done
+    awk '{print $2}' "$work/count"
+}
+
+measure() {  # CONFIG LABEL
+    ALLOC_COUNTER_FILE="$work/count" LD_PRELOAD="$work/alloc_counter.so" "$BIN" gateway --config "$root/config/bench/$1.yaml" --log-level warning >"$work/gw.log" 2>&1 &
+    local pid=$!
+    wait_port 18084
+    wrk -t1 -c"$CONNS" -d2s -H "Authorization: Bearer $token" http://127.0.0.1:18084/ >/dev/null  # warm-up: pools, caches
+    local before after requests
+    before=$(count "$pid")
+    requests=$(wrk -t1 -c"$CONNS" -d"${SECONDS_RUN}s" -H "Authorization: Bearer $token" http://127.0.0.1:18084/ | awk '/requests in/ {print $1}')
+    after=$(count "$pid")
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    awk -v label="$2" -v a="$before" -v b="$after" -v n="$requests" 'BEGIN { printf "%-28s %10d requests %12d allocations  %6.2f allocations/request\n", label, n, b - a, (b - a) / n }'
+}
+
+measure gateway "plain route"
+measure gateway-full "cached opaque token route"
