@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the repository, in order, stopping at the first failure:
 #   1. scripts/install-test-deps.sh   apt + pip test dependencies (idempotent; quiet when all is there)
+#   2. check-package-imports.py       every imported module declared in Package.swift, none declared unused
 #   2. swift build                    debug build; produces .build/debug/gatehouse
 #   3. swift test                     Swift Testing suites (Tests/Gatehouse*Tests)
 #   4. docker-compose config -q       offline validation of docker-compose.yml (no engine needed)
@@ -47,6 +48,7 @@ compose_config() {
 }
 
 step "install test deps" bash scripts/install-test-deps.sh
+step "package imports" python3 scripts/check-package-imports.py
 step "swift build" swift build
 step "swift test" swift test
 step "docker-compose config" compose_config

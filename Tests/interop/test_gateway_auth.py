@@ -67,6 +67,10 @@ EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 GATEWAY_CLIENT = "gatehouse-gateway"
+# Exchanges tokens in tests: its JWTs carry act.sub = test-exchanger, so the gateway takes them from clients (it
+# refuses only JWTs minted for its own backends, act.sub = GATEWAY_CLIENT).
+EXCHANGER_CLIENT = "test-exchanger"
+JWT_CLIENT = "test-jwt-client"  # access_token_format: jwt (RFC 9068 JWTs straight from the token endpoint)
 PARTNER_CLIENT = "demo-partner"  # client_credentials, its tokens' JWTs carry aud = PARTNER_AUDIENCE
 AUDIENCE = "http://127.0.0.1:8080"  # the AS's tokens.jwt_audience
 PARTNER_AUDIENCE = "https://partner.example"
@@ -102,6 +106,16 @@ def _extra_clients(creds: Credentials) -> str:
     grants: [client_credentials]
     scopes: [orders:read]
     audience: [{PARTNER_AUDIENCE}]
+  - id: {EXCHANGER_CLIENT}
+    type: confidential
+    secret: {creds.gateway_secret}-exchanger
+    grants: ['{EXCHANGE_GRANT}']
+  - id: {JWT_CLIENT}
+    type: confidential
+    secret: {creds.service_secret}-jwt
+    grants: [client_credentials]
+    scopes: [orders:read, orders:write]
+    access_token_format: jwt
 """
 
 
@@ -125,7 +139,7 @@ class AuthServer:
         return body
 
     def client_credentials(self, scope: str = "orders:read", client: str = "demo-service") -> dict:
-        secret = self.creds.service_secret + ("-partner" if client == PARTNER_CLIENT else "")
+        secret = self.creds.service_secret + {PARTNER_CLIENT: "-partner", JWT_CLIENT: "-jwt"}.get(client, "")
         return self._token((client, secret), {"grant_type": "client_credentials", "scope": scope})
 
     def cc_token(self, scope: str = "orders:read", client: str = "demo-service") -> str:
@@ -188,16 +202,18 @@ class AuthServer:
     def _pw(self, username: str) -> str:
         return {"alice": self.creds.alice_password, "bob": self.creds.bob_password}[username]
 
-    def exchange_response(self, subject_token: str, **extra) -> requests.Response:
+    def exchange_response(self, subject_token: str, *, as_gateway: bool = False, **extra) -> requests.Response:
         data = {
             "grant_type": EXCHANGE_GRANT, "subject_token": subject_token, "subject_token_type": ACCESS_TOKEN_TYPE,
             "requested_token_type": JWT_TOKEN_TYPE, **extra,
         }
-        return requests.post(self.server.token_url, data=data, auth=(GATEWAY_CLIENT, self.creds.gateway_secret), timeout=10)
+        auth = (GATEWAY_CLIENT, self.creds.gateway_secret) if as_gateway else (EXCHANGER_CLIENT, self.creds.gateway_secret + "-exchanger")
+        return requests.post(self.server.token_url, data=data, auth=auth, timeout=10)
 
-    def exchange(self, subject_token: str, **extra) -> str:
-        """The JWT for an opaque access token, from the AS itself (as gatehouse-gateway)."""
-        r = self.exchange_response(subject_token, **extra)
+    def exchange(self, subject_token: str, *, as_gateway: bool = False, **extra) -> str:
+        """The JWT for an opaque access token, from the AS itself: exchanged by test-exchanger (a delegated JWT the
+        gateway takes from clients), or with `as_gateway` by the gateway's own client (a backend JWT it refuses)."""
+        r = self.exchange_response(subject_token, as_gateway=as_gateway, **extra)
         assert r.status_code == 200, f"token exchange -> {r.status_code}: {r.text[:500]}"
         token = r.json()["access_token"]
         assert token.count(".") == 2, token[:80]
@@ -709,6 +725,40 @@ def _hs256_with_public_key(env: AuthServer, kid: str, payload: dict) -> str:
     secret = json.dumps(next(k for k in keys if k["kid"] == kid), separators=(",", ":")).encode()
     signing_input = f"{_b64url(json.dumps({'alg': 'HS256', 'kid': kid, 'typ': 'at+jwt'}).encode())}.{_b64url(json.dumps(payload).encode())}"
     return signing_input + "." + _b64url(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())
+
+
+def test_backend_jwt_is_refused_at_the_front_door(main_as, main_gw, backend):
+    """The JWT the gateway forwards to a backend (exchanged as the gateway's client: act.sub = gatehouse-gateway) is
+    not a client credential: presented at the gateway it is 401 invalid_token on jwt and any routes, and it lives no
+    longer than the authorization server's exchange_jwt_lifetime (default 120 s). A JWT exchanged by another party
+    for the same token passes (the premise: the refusal is about whose backend JWT it is)."""
+    opaque = main_as.cc_token()
+    backend_jwt = assert_forwarded_jwt(send(main_gw, backend, "/read/backend-jwt", opaque), opaque, client_id="demo-service")
+    claims = unverified(backend_jwt)[1]
+    assert claims.get("act") == {"sub": GATEWAY_CLIENT}, claims
+    assert claims["exp"] - claims["iat"] <= 120, claims
+    for path in ["/jwt-read/echoed", "/read/echoed"]:
+        assert_bearer_error(send(main_gw, backend, path, backend_jwt), 401, "invalid_token", token=backend_jwt)
+    own = main_as.exchange(opaque, as_gateway=True)  # what the gateway itself gets for it, asked directly
+    assert_bearer_error(send(main_gw, backend, "/jwt-read/own", own), 401, "invalid_token", token=own)
+    delegated = main_as.exchange(opaque)
+    assert unverified(delegated)[1].get("act") == {"sub": EXCHANGER_CLIENT}
+    ok = send(main_gw, backend, "/jwt-read/delegated", delegated)
+    assert ok.status == 200, ok.describe()
+
+
+def test_a_jwt_format_client_gets_jwts_the_gateway_accepts(main_as, main_gw, backend):
+    """A client registered with access_token_format: jwt gets an RFC 9068 JWT from the token endpoint (typ at+jwt, no
+    act), which the gateway verifies locally on jwt and any routes and forwards as it came."""
+    body = main_as.client_credentials("orders:read", client=JWT_CLIENT)
+    token = body["access_token"]
+    assert token.count(".") == 2, token[:40]
+    header, claims = unverified(token)
+    assert header.get("typ") == "at+jwt" and "act" not in claims and claims.get("client_id") == JWT_CLIENT, (header, claims)
+    for path in ["/jwt-read/direct", "/read/direct"]:
+        ok = send(main_gw, backend, path, token)
+        assert ok.status == 200 and ok.only_upstream().header_values("Authorization") == [f"Bearer {token}"], ok.describe()
+    assert_bearer_error(send(main_gw, backend, "/opaque/direct", token), 401, "invalid_token", token=token)
 
 
 def test_public_routes_pass_client_authorization_unchanged(main_as, main_gw, backend):

@@ -271,14 +271,16 @@ public final class TokenValidator: Sendable {
         }
     }
 
-    /// Verifies a JWT. One a client presented must not carry the RFC 8693 actor claim: token exchange sets `act` on
-    /// the JWTs it mints for the gateway's backends, which a backend may echo; accepted at the front door, such a
-    /// JWT would outlive the revocation of the opaque token it stands for.
+    /// Verifies a JWT. One a client presented must not have been minted for this gateway's backends: token exchange
+    /// names the exchanging client in the RFC 8693 actor claim (`act.sub`), so a JWT whose actor is this gateway's
+    /// own `client_id` is the phantom token of some client's opaque token, on its way to a backend — which may echo
+    /// it. Accepted at the front door, it would outlive the revocation of the opaque token it stands for (the cache
+    /// bound promised). Delegated tokens other parties obtained (another actor) are ordinary JWTs here.
     private func verify(_ jwt: String, notAfter: Double?, presentedByClient: Bool) async -> (Outcome, TokenCache<ValidatedToken>.FetchResult) {
         state.withLockedValue { $0.verifications += 1 }
         do {
             let claims = try await keys.verify(jwt)
-            if presentedByClient && claims.act != nil {
+            if presentedByClient && claims.act?.sub == settings.clientID {
                 return (.invalid("the token was issued for the gateway's backends and is not accepted from clients"), .inactive)
             }
             let validated = ValidatedToken(jwt: jwt, scopes: claims.scopes, audiences: claims.aud, issuer: claims.iss, clientID: claims.client_id, subject: claims.sub)

@@ -13,9 +13,35 @@ extension DownstreamHandler {
         connect(exchange)
     }
 
-    func connect(_ exchange: Exchange) {
+    // MARK: Attempt hooks
+    //
+    // Every try of an exchange starts in `attemptStarted` and its result is reported once to `attemptEnded`: the
+    // one place that feeds passive outlier detection (and the circuit breaker and per-attempt metrics next).
+
+    /// How one try ended, as the attempt observers see it.
+    enum AttemptResult {
+        /// A response head arrived with this status.
+        case response(status: UInt)
+        case connectFailed
+        case reset
+    }
+
+    func attemptStarted(_ exchange: Exchange) {
         exchange.attempts += 1
         loop.started(exchange.target)
+    }
+
+    func attemptEnded(_ exchange: Exchange, _ result: AttemptResult, now: NIODeadline) {
+        switch result {
+        case .response(let status) where status < 500:
+            exchange.route.cluster.health.recordSuccess(exchange.target)
+        case .response, .connectFailed, .reset:
+            exchange.route.cluster.health.recordFailure(exchange.target, now: now)
+        }
+    }
+
+    func connect(_ exchange: Exchange) {
+        attemptStarted(exchange)
         if let connection = loop.pool.acquireIdle(exchange.target) {
             attach(connection, to: exchange)
             return
@@ -40,7 +66,7 @@ extension DownstreamHandler {
                 self.attach(connection, to: exchange)
             case .failure(let error):
                 self.loop.finished(exchange.target)
-                exchange.route.cluster.health.recordFailure(exchange.target, now: self.clock.now())
+                self.attemptEnded(exchange, .connectFailed, now: self.clock.now())
                 if self.retry(exchange) { return }
                 let reply: GatewayReply =
                     (error as? UpstreamError) == .poolExhausted
@@ -87,7 +113,8 @@ extension DownstreamHandler {
             return false
         }
         exchange.framing = framing
-        framing.apply(to: &exchange.upstreamHead.headers, method: exchange.requestHead.method)
+        // Before `forward` there is no head yet; it applies the settled framing when it builds one.
+        if exchange.upstreamHead != nil { framing.apply(to: &exchange.upstreamHead!.headers, method: exchange.requestHead.method) }
         exchange.upstreamChunked = framing == .chunked
         exchange.retryable = exchange.context.admitted.idempotent && framing == .none && !exchange.isUpgrade
         if let connection = exchange.connection, !exchange.headWritten { writeUpstreamHead(exchange, connection) }
@@ -95,9 +122,10 @@ extension DownstreamHandler {
     }
 
     func writeUpstreamHead(_ exchange: Exchange, _ connection: UpstreamConnection) {
+        guard let upstreamHead = exchange.upstreamHead else { return }  // never: a connection is leased after `forward`
         exchange.headWritten = true
         // The head first (every try sends it again), then whatever of the body arrived meanwhile.
-        connection.channel.write(NIOAny(HTTPClientRequestPart.head(exchange.upstreamHead)), promise: nil)
+        connection.channel.write(NIOAny(HTTPClientRequestPart.head(upstreamHead)), promise: nil)
         if !exchange.buffered.isEmpty {
             for part in exchange.buffered { connection.channel.write(NIOAny(part), promise: nil) }
             exchange.buffered.removeAll()
@@ -156,11 +184,7 @@ extension DownstreamHandler {
             exchange.perTryDeadline = .distantFuture
             exchange.upstreamHeadAt = now
             if !head.isKeepAlive { exchange.connection?.isReusable = false }
-            if head.status.code >= 500 {
-                exchange.route.cluster.health.recordFailure(exchange.target, now: now)
-            } else {
-                exchange.route.cluster.health.recordSuccess(exchange.target)
-            }
+            attemptEnded(exchange, .response(status: head.status.code), now: now)
             // An HTTP/1.0 client gets a body without a length delimited by the close (the serializer's rule).
             let answeringHEAD = exchange.requestHead.method == .HEAD
             let closeDelimited =
@@ -203,7 +227,7 @@ extension DownstreamHandler {
             context.close(promise: nil)
             return
         }
-        exchange.route.cluster.health.recordFailure(exchange.target, now: clock.now())
+        attemptEnded(exchange, .reset, now: clock.now())
         if exchange.requestEnded, retry(exchange) { return }
         fail(exchange, GatewayReply(.badGateway, "the upstream closed or reset the connection", closes: !exchange.requestEnded, cause: .upstreamReset), upstream: .alreadyReleased)
     }

@@ -21,7 +21,9 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     /// One request/response exchange: its context (what policies and observers see) and the upstream leg's state.
     final class Exchange {
         var context: RequestContext
-        var upstreamHead: HTTPRequestHead
+        /// Built by `forward` once the policies have proceeded (nil before: a placeholder head would cost an
+        /// allocation per request, `HTTPRequestHead` keeping its fields in a class).
+        var upstreamHead: HTTPRequestHead?
         /// Chosen by `dispatch` (after the policies, so an unauthenticated client learns nothing of the upstreams).
         var target = TargetKey.unassigned
         let maxBodyBytes: Int
@@ -54,7 +56,6 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         init(context: RequestContext) {
             let admitted = context.admitted
             self.context = context
-            self.upstreamHead = HTTPRequestHead(version: .http1_1, method: context.head.method, uri: "/")
             self.maxBodyBytes = admitted.route.maxBodyBytes
             self.retryable = admitted.idempotent && !admitted.hasBody && !admitted.isUpgrade
             self.framing = admitted.framing
