@@ -1046,10 +1046,7 @@ extension GatewayConfiguration {
         /// dual-stack socket reports IPv4 peers) is compared as the IPv4 address it stands for.
         public func contains(_ address: [UInt8]) -> Bool {
             var candidate = address[...]
-            if self.address.count == 4, candidate.count == 16, candidate.prefix(10).allSatisfy({ $0 == 0 }),
-               candidate[10] == 0xFF, candidate[11] == 0xFF {
-                candidate = candidate.suffix(4)
-            }
+            if self.address.count == 4, let mapped = Self.mappedIPv4(address) { candidate = mapped }
             guard candidate.count == self.address.count else { return false }
             let start = candidate.startIndex
             let wholeBytes = prefixLength / 8
@@ -1060,6 +1057,13 @@ extension GatewayConfiguration {
                 return candidate[start + wholeBytes] & mask == self.address[wholeBytes]
             }
             return true
+        }
+
+        /// The IPv4 address (4 bytes) an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, RFC 4291 §2.5.5.2) stands for;
+        /// nil for any other address.
+        public static func mappedIPv4(_ address: [UInt8]) -> ArraySlice<UInt8>? {
+            guard address.count == 16, address[10] == 0xFF, address[11] == 0xFF, address.prefix(10).allSatisfy({ $0 == 0 }) else { return nil }
+            return address.suffix(4)
         }
 
         /// `10.0.0.0/8`, `2001:db8::/32` (RFC 5952 form).

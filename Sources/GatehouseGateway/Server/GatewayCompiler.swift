@@ -101,7 +101,7 @@ public final class GatewayCompiler: Sendable {
             maxHeaderCount: configuration.limits.maxHeaderCount,
             headerReadTimeout: .milliseconds(Int64(configuration.limits.headerReadTimeoutMilliseconds)),
             idleTimeout: .milliseconds(Int64(configuration.limits.idleTimeoutMilliseconds)),
-            trustedProxies: configuration.trustedProxies.map { CIDRMatcher(network: $0.address, prefixLength: $0.prefixLength) },
+            trustedProxies: configuration.trustedProxies,
             via: via,
             tokenValidator: tokenValidator,
             forwardHeader: forwardHeader.lowercased() == "authorization" ? nil : forwardHeader,
