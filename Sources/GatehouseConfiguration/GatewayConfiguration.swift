@@ -440,7 +440,10 @@ public struct GatewayConfiguration: Sendable, Equatable {
 
         /// Where the metadata is read (RFC 8414 §3.1): `<issuer>/.well-known/oauth-authorization-server` for an issuer
         /// without a path; for one with a path the well-known segment goes between the host and the path.
-        public var metadataURL: String {
+        public var metadataURL: String { Self.metadataURL(issuer: issuer) }
+
+        /// `metadataURL` for any issuer: discovery reads it from here.
+        public static func metadataURL(issuer: String) -> String {
             let wellKnown = "/.well-known/oauth-authorization-server"
             guard let schemeEnd = issuer.range(of: "://") else { return issuer + wellKnown }
             let afterScheme = issuer[schemeEnd.upperBound...]
