@@ -113,11 +113,15 @@ public struct GatewayConfiguration: Sendable, Equatable {
             public var maxIdle: Int = 128
             /// An idle connection is closed after this long. Default 60 s.
             public var idleTimeoutMilliseconds: Int = 60_000
+            /// Requests that wait for a connection to one target, per event loop, once `max_connections` are open;
+            /// the next one is refused with 503. Default 4096; 0...1048576 (0: refuse at once).
+            public var maxPending: Int = 4096
 
-            public init(maxConnections: Int = 1024, maxIdle: Int = 128, idleTimeoutMilliseconds: Int = 60_000) {
+            public init(maxConnections: Int = 1024, maxIdle: Int = 128, idleTimeoutMilliseconds: Int = 60_000, maxPending: Int = 4096) {
                 self.maxConnections = maxConnections
                 self.maxIdle = maxIdle
                 self.idleTimeoutMilliseconds = idleTimeoutMilliseconds
+                self.maxPending = maxPending
             }
         }
 
@@ -679,6 +683,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
         if let value = try pool.int("max_connections", range: 1...65536) { cluster.pool.maxConnections = value }
         if let value = try pool.int("max_idle", range: 0...65536) { cluster.pool.maxIdle = value }
         if let value = try pool.milliseconds("idle_timeout", minimum: 1) { cluster.pool.idleTimeoutMilliseconds = value }
+        if let value = try pool.int("max_pending", range: 0...1_048_576) { cluster.pool.maxPending = value }
         try pool.finish()
         if cluster.pool.maxIdle > cluster.pool.maxConnections {
             throw pool.error("max_idle", "must not exceed max_connections (\(cluster.pool.maxConnections))")

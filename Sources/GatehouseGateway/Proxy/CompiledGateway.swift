@@ -101,8 +101,11 @@ extension UpstreamPool {
         var maxIdle: Int
         var idleTimeout: TimeAmount
         var connectTimeout: TimeAmount
+        var maxPending: Int = 4096
 
-        var limits: Limits { Limits(maxConnections: maxConnections, maxIdle: maxIdle, idleTimeout: idleTimeout, connectTimeout: connectTimeout) }
+        var limits: Limits {
+            Limits(maxConnections: maxConnections, maxIdle: maxIdle, idleTimeout: idleTimeout, connectTimeout: connectTimeout, maxPending: maxPending)
+        }
     }
 }
 

@@ -51,7 +51,7 @@ public final class GatewayCompiler: Sendable {
                 poolLimits: .init(
                     maxConnections: cluster.pool.maxConnections, maxIdle: cluster.pool.maxIdle,
                     idleTimeout: .milliseconds(Int64(cluster.pool.idleTimeoutMilliseconds)),
-                    connectTimeout: .milliseconds(Int64(cluster.connectTimeoutMilliseconds))
+                    connectTimeout: .milliseconds(Int64(cluster.connectTimeoutMilliseconds)), maxPending: cluster.pool.maxPending
                 ),
                 retryAttempts: cluster.retries.attempts,
                 health: health,
