@@ -1156,7 +1156,11 @@ def test_concurrent_requests_share_one_exchange(main_as, backend, tmp_path):
         burst = [r for r in backend.snapshot() if r.path.startswith("/read/burst/")]
         assert len(burst) == n and len({r.header("Authorization") for r in burst}) == 1, "every request forwarded with the same JWT"
         remember(burst[0].header("Authorization")[7:])
-        time.sleep(0.5)  # the AS's access-log lines are drained asynchronously
+        # The AS's access-log lines reach us through a pipe drained by a thread: a marker request, sent after the
+        # burst and so logged after any POST /token it caused, shows that the log has caught up.
+        marker = "log-drain-" + secrets.token_hex(8)
+        requests.get(main_as.server.url("/healthz"), headers={"X-Request-Id": marker}, timeout=10)
+        pause_until(lambda: marker in main_as.server.logs, 10, what="the AS's access-log line for the marker request")
         assert _count_token_posts(main_as.server.logs) - as_posts_before == 1, "the AS should have seen exactly one POST /token"
     finally:
         for s in sockets:

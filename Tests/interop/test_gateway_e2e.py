@@ -1095,7 +1095,11 @@ def test_expect_100_continue(start_gateway, upstreams):
 def test_abandoned_pool_waiters_do_not_take_the_gateway_down(start_gateway, upstreams):
     """max_connections 1 and a held request: 3,000 more clients queue for the one connection and hang up. When
     the connection comes back it passes through all their stale places in the queue; the gateway must survive
-    that and serve the next request."""
+    that and serve the next request.
+
+    The queue holds one request fewer than there are clients (`max_pending`), so the 503 one client gets is the
+    sign that every other request has been read and is waiting; and the upstream never seeing a queued request
+    shows that every waiter was abandoned before the connection came back."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -1111,7 +1115,7 @@ def test_abandoned_pool_waiters_do_not_take_the_gateway_down(start_gateway, upst
 
     up = upstreams("held", held)
     config = gateway_config(
-        [{"name": "one", "targets": [up.url], "pool": {"max_connections": 1, "max_idle": 1}}],
+        [{"name": "one", "targets": [up.url], "pool": {"max_connections": 1, "max_idle": 1, "max_pending": waiters - 1}}],
         [{"match": {"path_prefix": "/"}, "cluster": "one"}],
         event_loop_threads=1,
     )
@@ -1124,10 +1128,23 @@ def test_abandoned_pool_waiters_do_not_take_the_gateway_down(start_gateway, upst
         s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
         s.sendall(f"GET /queued/{index} HTTP/1.1\r\nHost: gw\r\n\r\n".encode())
         clients.append(s)
-    time.sleep(1.0)  # every queued request has been read and is waiting for the connection
+    # Premise: every queued request has been read and is waiting for the connection. The queue is full only then,
+    # and the one request read last is refused with 503.
+    poller = select.poll()
+    for s in clients:
+        poller.register(s, select.POLLIN)
+    answered_fds = [fd for fd, _ in poller.poll(30_000)]
+    assert len(answered_fds) == 1, f"{len(answered_fds)} queued clients were answered before the connection came back"
+    refused = next(s for s in clients if s.fileno() == answered_fds[0])
+    assert read_response(refused.makefile("rb")).status == 503
     for s in clients:
         s.close()
-    time.sleep(0.5)
+    # Something the gateway answers itself, on a connection opened after every hang-up: by its answer the single
+    # event loop has seen the hang-ups (checked below: no queued request reaches the upstream).
+    probe = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    probe.sendall(b"CONNECT gw:443 HTTP/1.1\r\nHost: gw:443\r\n\r\n")
+    assert 400 <= read_response(probe.makefile("rb")).status < 500
+    probe.close()
     release.set()
     f = first.makefile("rb")
     answered = read_response(f)
@@ -1135,5 +1152,6 @@ def test_abandoned_pool_waiters_do_not_take_the_gateway_down(start_gateway, upst
     first.close()
     r = http_session().get(gw.url("/after"), timeout=10)
     assert r.status_code == 200 and r.content == b"ok:/after"
+    assert up.count(lambda s: s.path.startswith("/queued/")) == 0, "a waiter was served, not abandoned: the test did not exercise the stale queue"
     assert gw.proc.poll() is None, f"the gateway exited\n{gw.stderr[-2000:]}"
     gw.stop()
