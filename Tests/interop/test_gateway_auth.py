@@ -1380,25 +1380,28 @@ def test_demo_reload_keeps_its_port_and_issuer_overrides(tmp_path):
         issuer = f"http://127.0.0.1:{ports['auth']}"
         gateway = f"http://127.0.0.1:{ports['gateway']}"
 
-        def fresh_token_through_gateway() -> requests.Response:
-            tr = HTTP.post(issuer + "/token", data={"grant_type": "client_credentials", "scope": "orders:read"}, auth=("demo-service", "demo-service-secret"), timeout=10)
+        def fresh_token_through_gateway(client: requests.Session) -> requests.Response:
+            tr = client.post(issuer + "/token", data={"grant_type": "client_credentials", "scope": "orders:read"}, auth=("demo-service", "demo-service-secret"), timeout=10)
             assert tr.status_code == 200, tr.text
             opaque = tr.json()["access_token"]
             remember(opaque)
-            return HTTP.get(gateway + "/api/orders", headers={"Authorization": f"Bearer {opaque}"}, timeout=10)
+            return client.get(gateway + "/api/orders", headers={"Authorization": f"Bearer {opaque}"}, timeout=10)
 
-        r = fresh_token_through_gateway()
+        r = fresh_token_through_gateway(HTTP)
         assert r.status_code == 200 and r.json()["verified_token"]["iss"] == issuer, (r.status_code, r.text[:300])
 
         demo.proc.send_signal(signal.SIGHUP)
         pause_until(lambda: demo.events.count("reloaded") + demo.events.count("reload_failed") >= 1, 15, what="the demo gateway's reload")
         assert demo.events.count("reloaded") == 1, demo.events
 
-        r = HTTP.get(gateway + "/public/hello", timeout=10)
+        # New connections: a kept-alive one would go on with the configuration it started with.
+        after = session()
+        r = after.get(gateway + "/public/hello", timeout=10)
         assert r.status_code == 200, f"the demo backend on port {ports['backend']} is no longer routed to: {r.status_code} {r.text[:300]}"
-        r = fresh_token_through_gateway()
+        r = fresh_token_through_gateway(after)
         assert r.status_code == 200, f"a new token is no longer checked with the issuer {issuer}: {r.status_code} {r.text[:300]}"
         assert r.json()["verified_token"]["iss"] == issuer, r.text[:300]
+        after.close()
     finally:
         code = demo.stop()
     assert code == 0, f"demo exited with {code}\n{demo.logs[-3000:]}"
