@@ -169,8 +169,9 @@ let package = Package(
         .testTarget(
             name: "GatehouseGatewayTests",
             dependencies: [
-                "GatehouseGateway", "GatehouseConfiguration", "GatehouseDemoBackend",
+                "GatehouseGateway", "GatehouseConfiguration", "GatehouseDemoBackend", "GatehouseServiceAuth",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),

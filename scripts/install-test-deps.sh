@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the interop/browser tests (Tests/interop) and the load/compose checks need.
 # Idempotent: apt-get runs only when a package is missing, pip only when an import fails.
-#   apt:  chromium chromium-driver python3-selenium docker-compose wrk sqlite3 (+ python3-pip)
+#   apt:  chromium chromium-driver python3-selenium docker-compose wrk sqlite3 (+ python3-pip), and openssl, curl
+#         and ca-certificates (test_gateway_tls.py makes its certificates with certs/generate.sh and drives curl)
 #   pip:  Tests/interop/requirements.txt for the interpreter that runs the interop tests
 #         ($INTEROP_PYTHON, default /usr/bin/python3 — the system Python, because
 #          python3-selenium is a Debian package for it).
@@ -9,7 +10,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${INTEROP_PYTHON:-/usr/bin/python3}"
-APT_PACKAGES=(chromium chromium-driver python3-selenium docker-compose wrk sqlite3 python3-pip)
+APT_PACKAGES=(chromium chromium-driver python3-selenium docker-compose wrk sqlite3 python3-pip openssl curl ca-certificates)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -34,7 +35,10 @@ else
   echo "install-test-deps: apt packages already installed"
 fi
 
-if "$PY" -c 'import authlib, jwt, requests, pytest, selenium, h2' >/dev/null 2>&1; then
+# PyJWT without its `cryptography` backend imports fine but cannot verify ES256/RS256/EdDSA (test_jwt_interop.py
+# then fails with "algorithm not supported"): Debian's python3-jwt does not pull python3-cryptography in.
+PY_CHECK='import authlib, jwt, jwt.algorithms, requests, pytest, selenium, h2; assert jwt.algorithms.has_crypto, "PyJWT lacks its cryptography backend"'
+if "$PY" -c "$PY_CHECK" >/dev/null 2>&1; then
   echo "install-test-deps: python packages already importable by $PY"
 else
   echo "install-test-deps: pip install -r Tests/interop/requirements.txt for $PY"
@@ -44,5 +48,5 @@ else
     PIP_FLAGS+=(--break-system-packages)
   fi
   PIP_ROOT_USER_ACTION=ignore $SUDO "$PY" -m pip install "${PIP_FLAGS[@]}" -r "$ROOT/Tests/interop/requirements.txt"
-  "$PY" -c 'import authlib, jwt, requests, pytest, selenium, h2'
+  "$PY" -c "$PY_CHECK"
 fi

@@ -113,11 +113,15 @@ public struct GatewayConfiguration: Sendable, Equatable {
             public var maxIdle: Int = 128
             /// An idle connection is closed after this long. Default 60 s.
             public var idleTimeoutMilliseconds: Int = 60_000
+            /// Requests that wait for a connection to one target, per event loop, once `max_connections` are open;
+            /// the next one is refused with 503. Default 4096; 0...1048576 (0: refuse at once).
+            public var maxPending: Int = 4096
 
-            public init(maxConnections: Int = 1024, maxIdle: Int = 128, idleTimeoutMilliseconds: Int = 60_000) {
+            public init(maxConnections: Int = 1024, maxIdle: Int = 128, idleTimeoutMilliseconds: Int = 60_000, maxPending: Int = 4096) {
                 self.maxConnections = maxConnections
                 self.maxIdle = maxIdle
                 self.idleTimeoutMilliseconds = idleTimeoutMilliseconds
+                self.maxPending = maxPending
             }
         }
 
@@ -440,7 +444,10 @@ public struct GatewayConfiguration: Sendable, Equatable {
 
         /// Where the metadata is read (RFC 8414 §3.1): `<issuer>/.well-known/oauth-authorization-server` for an issuer
         /// without a path; for one with a path the well-known segment goes between the host and the path.
-        public var metadataURL: String {
+        public var metadataURL: String { Self.metadataURL(issuer: issuer) }
+
+        /// `metadataURL` for any issuer: discovery reads it from here.
+        public static func metadataURL(issuer: String) -> String {
             let wellKnown = "/.well-known/oauth-authorization-server"
             guard let schemeEnd = issuer.range(of: "://") else { return issuer + wellKnown }
             let afterScheme = issuer[schemeEnd.upperBound...]
@@ -676,6 +683,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
         if let value = try pool.int("max_connections", range: 1...65536) { cluster.pool.maxConnections = value }
         if let value = try pool.int("max_idle", range: 0...65536) { cluster.pool.maxIdle = value }
         if let value = try pool.milliseconds("idle_timeout", minimum: 1) { cluster.pool.idleTimeoutMilliseconds = value }
+        if let value = try pool.int("max_pending", range: 0...1_048_576) { cluster.pool.maxPending = value }
         try pool.finish()
         if cluster.pool.maxIdle > cluster.pool.maxConnections {
             throw pool.error("max_idle", "must not exceed max_connections (\(cluster.pool.maxConnections))")
@@ -1046,10 +1054,7 @@ extension GatewayConfiguration {
         /// dual-stack socket reports IPv4 peers) is compared as the IPv4 address it stands for.
         public func contains(_ address: [UInt8]) -> Bool {
             var candidate = address[...]
-            if self.address.count == 4, candidate.count == 16, candidate.prefix(10).allSatisfy({ $0 == 0 }),
-               candidate[10] == 0xFF, candidate[11] == 0xFF {
-                candidate = candidate.suffix(4)
-            }
+            if self.address.count == 4, let mapped = Self.mappedIPv4(address) { candidate = mapped }
             guard candidate.count == self.address.count else { return false }
             let start = candidate.startIndex
             let wholeBytes = prefixLength / 8
@@ -1060,6 +1065,13 @@ extension GatewayConfiguration {
                 return candidate[start + wholeBytes] & mask == self.address[wholeBytes]
             }
             return true
+        }
+
+        /// The IPv4 address (4 bytes) an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, RFC 4291 §2.5.5.2) stands for;
+        /// nil for any other address.
+        public static func mappedIPv4(_ address: [UInt8]) -> ArraySlice<UInt8>? {
+            guard address.count == 16, address[10] == 0xFF, address[11] == 0xFF, address.prefix(10).allSatisfy({ $0 == 0 }) else { return nil }
+            return address.suffix(4)
         }
 
         /// `10.0.0.0/8`, `2001:db8::/32` (RFC 5952 form).

@@ -99,7 +99,9 @@ public enum SimpleHTTPClient {
         typealias InboundIn = HTTPClientResponsePart
         let promise: EventLoopPromise<SimpleHTTPResponse>
         var head: HTTPResponseHead?
-        var body = ""
+        /// The body's bytes, decoded once at the end: a UTF-8 sequence may be split across reads, and decoding each
+        /// read on its own turned both halves into replacement characters.
+        var body: ByteBuffer?
 
         init(promise: EventLoopPromise<SimpleHTTPResponse>) {
             self.promise = promise
@@ -109,15 +111,17 @@ public enum SimpleHTTPClient {
             switch unwrapInboundIn(data) {
             case .head(let head):
                 self.head = head
-            case .body(let buffer):
-                guard body.utf8.count + buffer.readableBytes <= 1 << 20 else {
+            case .body(var buffer):
+                guard (body?.readableBytes ?? 0) + buffer.readableBytes <= 1 << 20 else {
                     promise.fail(Failure(description: "response over 1 MiB"))
                     context.close(promise: nil)
                     return
                 }
-                body += String(buffer: buffer)
+                if body == nil { body = buffer } else { body!.writeBuffer(&buffer) }
             case .end:
-                if let head { promise.succeed(SimpleHTTPResponse(status: Int(head.status.code), headers: head.headers, body: body)) }
+                if let head {
+                    promise.succeed(SimpleHTTPResponse(status: Int(head.status.code), headers: head.headers, body: body.map { String(buffer: $0) } ?? ""))
+                }
             }
         }
 

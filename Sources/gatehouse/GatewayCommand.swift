@@ -27,7 +27,11 @@ struct GatewayCommand: AsyncParsableCommand {
 
 /// Starting the gateway, shared by `gateway` and `demo`.
 enum GatewayRunner {
-    static func services(configuration: GatewayConfiguration, configFile: String, logger: Logger) -> (GatewayServer, [any Service]) {
+    /// Changes a command makes to the configuration file's contents (`gatehouse demo`'s ports and issuer), applied
+    /// at start and again on every reload.
+    typealias Overrides = @Sendable (inout GatewayConfiguration) -> Void
+
+    static func services(configuration: GatewayConfiguration, configFile: String, logger: Logger, overrides: @escaping Overrides = { _ in }) -> (GatewayServer, [any Service]) {
         let compiler = GatewayCompiler(logger: logger)
         let server = GatewayServer(
             settings: GatewayCompiler.settings(configuration, defaultThreads: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))),
@@ -38,7 +42,7 @@ enum GatewayRunner {
         }
         var services: [any Service] = [
             server, HealthCheckService(runtime: server.runtime, logger: logger),
-            GatewayReloadService(configFile: configFile, runtime: server.runtime, compiler: compiler, logger: logger),
+            GatewayReloadService(configFile: configFile, overrides: overrides, runtime: server.runtime, compiler: compiler, logger: logger),
         ]
         if let admin = configuration.admin {
             services.append(AdminServer(host: admin.host, port: admin.port, gateway: server, logger: logger))
@@ -60,6 +64,7 @@ enum GatewayRunner {
 /// Listener addresses and thread counts are fixed at start (a change to them is logged and ignored).
 struct GatewayReloadService: Service {
     let configFile: String
+    let overrides: GatewayRunner.Overrides
     let runtime: GatewayRuntime
     let compiler: GatewayCompiler
     let logger: Logger
@@ -69,7 +74,8 @@ struct GatewayReloadService: Service {
         await cancelWhenGracefulShutdown {
             for await _ in signals {
                 do {
-                    let configuration = try GatewayConfiguration.load(file: configFile, environment: Environment.variables())
+                    var configuration = try GatewayConfiguration.load(file: configFile, environment: Environment.variables())
+                    overrides(&configuration)
                     runtime.replace(compiler.compile(configuration))
                     logger.notice("configuration reloaded", metadata: ["file": "\(configFile)", "routes": "\(configuration.routes.count)"])
                     print("{\"event\":\"reloaded\",\"service\":\"gateway\"}")

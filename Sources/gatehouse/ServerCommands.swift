@@ -84,15 +84,11 @@ struct DemoCommand: AsyncParsableCommand {
             flushStandardOutput()
         }
         if !authOnly {
+            let overrides = Self.gatewayOverrides(gatewayPort: gatewayPort, adminPort: adminPort, backendPort: backendPort, issuer: configuration.issuer)
             var gateway = try GatewayConfiguration.load(file: configDir + "/gateway.yaml", environment: Environment.variables())
-            for index in gateway.listeners.indices { gateway.listeners[index].port = gatewayPort }
-            gateway.admin?.port = adminPort
-            // The gateway talks to this demo's authorization server, wherever --auth-port put it.
-            gateway.replaceAuthorizationServerIssuer(with: configuration.issuer)
-            for index in gateway.clusters.indices where gateway.clusters[index].name == "demo-backend" {
-                gateway.clusters[index].targets = [.init(host: "127.0.0.1", port: backendPort)]
-            }
-            services += GatewayRunner.services(configuration: gateway, configFile: configDir + "/gateway.yaml", logger: logger).1
+            overrides(&gateway)
+            // A SIGHUP reload applies the same overrides to the file it reads again.
+            services += GatewayRunner.services(configuration: gateway, configFile: configDir + "/gateway.yaml", logger: logger, overrides: overrides).1
             let port = backendPort
             // The backend trusts only JWTs the authorization server signed for the gateway's audience: it verifies
             // them itself against the published keys (GatehouseServiceAuth), without a call per request.
@@ -106,6 +102,19 @@ struct DemoCommand: AsyncParsableCommand {
             })
         }
         try await AuthRunner.runGroup(services, logger: logger, store: store)
+    }
+
+    /// What the demo changes in `gateway.yaml`: its ports, and the issuer and backend port this run chose.
+    static func gatewayOverrides(gatewayPort: Int, adminPort: Int, backendPort: Int, issuer: String) -> GatewayRunner.Overrides {
+        { gateway in
+            for index in gateway.listeners.indices { gateway.listeners[index].port = gatewayPort }
+            gateway.admin?.port = adminPort
+            // The gateway talks to this demo's authorization server, wherever --auth-port put it.
+            gateway.replaceAuthorizationServerIssuer(with: issuer)
+            for index in gateway.clusters.indices where gateway.clusters[index].name == "demo-backend" {
+                gateway.clusters[index].targets = [.init(host: "127.0.0.1", port: backendPort)]
+            }
+        }
     }
 
     static func banner(issuer: String, dataDirectory: String, ports: (gateway: Int, backend: Int, admin: Int)?) -> String {

@@ -69,6 +69,27 @@ import Testing
         }
     }
 
+    /// Runs `body` while `group` runs, then shuts the group down and waits for it, however `body` ends: normally, by a
+    /// throw, or by an early `return` after `Issue.record`. (With the shutdown written as the body's last lines, an
+    /// early return left the server running and the test hung instead of failing.) `body` may call `stop` itself to
+    /// check what happens once the server is gone.
+    static func running(_ group: ServiceGroup, _ body: (_ stop: () async throws -> Void) async throws -> Void) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            func stop() async throws {
+                await group.triggerGracefulShutdown()
+                try await tasks.waitForAll()
+            }
+            do {
+                try await body(stop)
+            } catch {
+                try? await stop()
+                throw error
+            }
+            try await stop()
+        }
+    }
+
     @Test func discoversExchangesAndFailsClosed() async throws {
         let local = try await LocalAuthorizationServer.make()
         let (port, configuration, logger) = (local.port, local.configuration, local.logger)
@@ -79,8 +100,7 @@ import Testing
         let discovery = Task { try await client.discover(initial: .milliseconds(20), maximum: .milliseconds(100), logger: logger) }
         try await Task.sleep(for: .milliseconds(150))
         let group = local.serviceGroup()
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
+        try await Self.running(group) { _ in
             let metadata = try await discovery.value
             #expect(metadata.issuer == "http://127.0.0.1:\(port)")
             #expect(metadata.tokenEndpoint == "http://127.0.0.1:\(port)/token")
@@ -102,8 +122,6 @@ import Testing
             #expect(await client.exchange("not-a-token") == .inactive)
             #expect(await client.exchange(TokenLocator.make(id: 4242).token) == .inactive)
 
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
         }
         // The server is gone: fail closed.
         guard case .unavailable = await client.exchange(TokenLocator.make(id: 1).token) else {
@@ -133,16 +151,13 @@ import Testing
     func serving(_ body: @Sendable (LocalAuthorizationServer) async throws -> Void) async throws {
         let local = try await LocalAuthorizationServer.make()
         let group = local.serviceGroup()
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
+        try await Self.running(group) { _ in
             var ready = false
             for _ in 0..<200 where !ready {
                 ready = (try? await SimpleHTTPClient.send(host: "127.0.0.1", port: local.port, method: .GET, path: "/healthz", headers: [:], body: nil, timeout: .seconds(1), group: MultiThreadedEventLoopGroup.singleton)) != nil
                 if !ready { try await Task.sleep(for: .milliseconds(20)) }
             }
             try await body(local)
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
         }
         try await local.close()
     }
@@ -309,8 +324,7 @@ import Testing
         let group = ServiceGroup(
             configuration: .init(services: [.init(service: local.server.application(host: "127.0.0.1", port: local.port)), .init(service: gateway)], logger: local.logger)
         )
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
+        try await Self.running(group) { _ in
             while !gateway.isReady { try await Task.sleep(for: .milliseconds(20)) }
 
             let trusted = AuthorizationServerClient(issuer: issuer, clientID: "gatehouse-gateway", clientSecret: "gatehouse-gateway-secret", trust: .caFile(ca))
@@ -330,8 +344,6 @@ import Testing
             await #expect(throws: (any Error).self) {
                 _ = try await SimpleHTTPClient.get(url: "https://127.0.0.1:\(gatewayPort)/.well-known/oauth-authorization-server", timeout: .seconds(2), group: MultiThreadedEventLoopGroup.singleton, trust: .caFile(ca))
             }
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
         }
         try await local.close()
     }
@@ -365,8 +377,7 @@ import Testing
         validator.start()
         defer { validator.stop() }
         let group = local.serviceGroup()
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
+        try await Self.running(group) { _ in
             while !validator.isReady { try await Task.sleep(for: .milliseconds(20)) }
             let loop = MultiThreadedEventLoopGroup.singleton.next()
             let opaque = try await local.issueToken(scope: "orders:read")
@@ -393,8 +404,6 @@ import Testing
                 return
             }
             #expect(rejection.code == .invalidToken)
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
         }
         try await local.close()
     }
@@ -410,8 +419,7 @@ import Testing
         defer { validator.stop() }
         let group = local.serviceGroup()
         let loops = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
+        try await Self.running(group) { stop in
             while !validator.isReady { try await Task.sleep(for: .milliseconds(20)) }
             let opaque = try await local.issueToken(scope: "orders:read")
 
@@ -485,8 +493,7 @@ import Testing
             #expect(route(mode: .any).kind(of: opaque) == .success(.opaque))
 
             let uncached = try await local.issueToken(scope: "orders:read")
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
+            try await stop()
 
             // The authorization server is gone: the cached token still passes, a new one fails closed (not cached).
             guard case .cached = try await loop.submit({ validator.validate(opaque, kind: .opaque, on: loop) }).get() else {

@@ -113,7 +113,7 @@ private func address(_ text: String) -> [UInt8] {
                 targets: [http://127.0.0.1:18080, 'http://[::1]:18081/', http://Backend.Internal:80]
                 load_balancing: least_request
                 connect_timeout: 500ms
-                pool: {max_connections: 64, max_idle: 8, idle_timeout: 30s}
+                pool: {max_connections: 64, max_idle: 8, idle_timeout: 30s, max_pending: 100}
                 health_check: {path: /healthz, interval: 10s, timeout: 2s, healthy_threshold: 1, unhealthy_threshold: 5}
                 outlier_detection: {consecutive_failures: 0, ejection_time: 1m}
                 retries: {attempts: 0, budget_percent: 10, backoff_base: 10ms, backoff_max: 1s}
@@ -155,7 +155,7 @@ private func address(_ text: String) -> [UInt8] {
                 targets: [.init(host: "127.0.0.1", port: 18080), .init(host: "::1", port: 18081), .init(host: "backend.internal", port: 80)],
                 loadBalancing: .leastRequest,
                 connectTimeoutMilliseconds: 500,
-                pool: .init(maxConnections: 64, maxIdle: 8, idleTimeoutMilliseconds: 30_000),
+                pool: .init(maxConnections: 64, maxIdle: 8, idleTimeoutMilliseconds: 30_000, maxPending: 100),
                 healthCheck: .init(path: "/healthz", intervalMilliseconds: 10_000, timeoutMilliseconds: 2000, healthyThreshold: 1, unhealthyThreshold: 5),
                 outlierDetection: .init(consecutiveFailures: 0, ejectionTimeMilliseconds: 60_000),
                 retries: .init(attempts: 0, budgetPercent: 10, backoffBaseMilliseconds: 10, backoffMaxMilliseconds: 1000)
@@ -569,6 +569,8 @@ private func address(_ text: String) -> [UInt8] {
         (gateway(clusters: "[{name: backend, targets: ['http://a:1'], connect_timeout: 0}]"), "clusters[0].connect_timeout"),
         (gateway(clusters: "[{name: backend, targets: ['http://a:1'], pool: {max_connections: 4, max_idle: 5}}]"), "clusters[0].pool.max_idle"),
         (gateway(clusters: "[{name: backend, targets: ['http://a:1'], pool: {max_conns: 4}}]"), "clusters[0].pool.max_conns"),
+        (gateway(clusters: "[{name: backend, targets: ['http://a:1'], pool: {max_pending: -1}}]"), "clusters[0].pool.max_pending"),
+        (gateway(clusters: "[{name: backend, targets: ['http://a:1'], pool: {max_pending: 1048577}}]"), "clusters[0].pool.max_pending"),
         (gateway(clusters: "[{name: backend, targets: ['http://a:1'], health_check: {interval: 5s}}]"), "clusters[0].health_check.path"),
         (gateway(clusters: "[{name: backend, targets: ['http://a:1'], health_check: {path: healthz}}]"), "clusters[0].health_check.path"),
         (gateway(clusters: "[{name: backend, targets: ['http://a:1'], health_check: {path: /h, interval: 1s, timeout: 2s}}]"), "clusters[0].health_check.timeout"),

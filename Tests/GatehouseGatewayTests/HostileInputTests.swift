@@ -215,8 +215,8 @@ import Testing
         #expect(headers["x-request-id"] == ["r9"])
     }
 
-    @Test func cidrMatching() {
-        let v4 = CIDRMatcher(network: [10, 0, 0, 0], prefixLength: 8)
+    @Test func cidrMatching() throws {
+        let v4 = try #require(GatewayConfiguration.CIDR(address: [10, 0, 0, 0], prefixLength: 8))
         #expect(v4.contains([10, 1, 2, 3]))
         #expect(!v4.contains([11, 0, 0, 1]))
         #expect(!v4.contains(Array(repeating: 0, count: 16)))

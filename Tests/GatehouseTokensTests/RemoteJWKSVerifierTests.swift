@@ -130,17 +130,27 @@ final class ManualSeconds: Sendable {
         let endpoint = FakeJWKSEndpoint()
         endpoint.publish(key)
         let failing = NIOLockedValueBox(false)
+        let failedFetches = NIOLockedValueBox(0)
         let verifier = RemoteJWKSVerifier(
             verification: .init(issuers: [], audiences: []), clock: { clock.now() },
             fetcher: {
-                if failing.withLockedValue({ $0 }) { throw JOSEError(.malformed, "down") }
+                if failing.withLockedValue({ $0 }) {
+                    failedFetches.withLockedValue { $0 += 1 }
+                    throw JOSEError(.malformed, "down")
+                }
                 return try await endpoint.fetch()
             }
         )
         _ = try await verifier.verify(try await sign(key, now: Int(clock.now())))
+        #expect(endpoint.fetches.withLockedValue { $0 } == 1)
         failing.withLockedValue { $0 = true }
         clock.advance(400)  // the cached set expired; the refresh fails
-        _ = try await verifier.verify(try await sign(key, now: Int(clock.now())))
+        let claims = try await verifier.verify(try await sign(key, now: Int(clock.now())))
+        // The refresh was tried (and failed), and the token was checked against the key set cached before it.
+        #expect(failedFetches.withLockedValue { $0 } >= 1)
+        #expect(endpoint.fetches.withLockedValue { $0 } == 1)
+        #expect(claims.sub == "u")
+        #expect(claims.iat == Int(clock.now()))
     }
 
     @Test func aNewKidThatCannotBeFetchedIsNotCalledInvalid() async throws {

@@ -63,7 +63,15 @@ def auth_env(gatehouse_bin, callback_server, tmp_path_factory):
     server = GatehouseServer(gatehouse_bin, config_path, data_dir).start()
     env = AuthEnv(server, callback_server, creds, config_path, data_dir)
     yield env
+    # The log check runs here, after the module's last test whatever the order or selection (`-k`, random order),
+    # with the server stopped (graceful, asserted) so that all of its output has been drained.
     server.stop(check=True)
+    assert server.stdout, "captured stdout is empty: log capture is broken"
+    assert env.sensitive, (
+        "no test of this module recorded a token, code or password (auth_env.remember): "
+        "the check that none of them reached the logs would prove nothing"
+    )
+    env.assert_no_secrets_in_logs()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -678,6 +679,17 @@ def assert_oauth_error(resp: requests.Response, status, error):
     return body
 
 
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.01, what: str = "condition") -> None:
+    """Polls `predicate` until it holds; fails, naming `what`, after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
 def start_gateway_process(config: Path) -> subprocess.Popen:
     """`gatehouse gateway --config FILE`, returned once it printed its listening line. stderr is discarded and
     stdout stays open for later JSON events (reload notices), so callers that need them read `proc.stdout`."""
@@ -792,6 +804,68 @@ class EchoBackend:
     def close(self):
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+class RawUpstream:
+    """A raw TCP upstream: accepts connections and hands each to `behaviour(conn)` in its own thread."""
+
+    def __init__(self, behaviour: Callable[[socket.socket], None]):
+        self.behaviour = behaviour
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self._closed = False
+        self.thread = threading.Thread(target=self._accept_loop, name="raw-upstream", daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept_loop(self):
+        while not self._closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket):
+        try:
+            self.behaviour(conn)
+        except OSError:
+            pass
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def read_head(self, conn: socket.socket) -> bytes:
+        conn.settimeout(10)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        with self.lock:
+            self.requests.append(data)
+        return data
+
+    def close(self):
+        self._closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
 
 
 class GatewayProcess(_SupervisedProcess):

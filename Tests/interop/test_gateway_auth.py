@@ -1206,7 +1206,11 @@ def test_concurrent_requests_share_one_exchange(main_as, backend, tmp_path):
         burst = [r for r in backend.snapshot() if r.path.startswith("/read/burst/")]
         assert len(burst) == n and len({r.header("Authorization") for r in burst}) == 1, "every request forwarded with the same JWT"
         remember(burst[0].header("Authorization")[7:])
-        time.sleep(0.5)  # the AS's access-log lines are drained asynchronously
+        # The AS's access-log lines reach us through a pipe drained by a thread: a marker request, sent after the
+        # burst and so logged after any POST /token it caused, shows that the log has caught up.
+        marker = "log-drain-" + secrets.token_hex(8)
+        requests.get(main_as.server.url("/healthz"), headers={"X-Request-Id": marker}, timeout=10)
+        pause_until(lambda: marker in main_as.server.logs, 10, what="the AS's access-log line for the marker request")
         assert _count_token_posts(main_as.server.logs) - as_posts_before == 1, "the AS should have seen exactly one POST /token"
     finally:
         for s in sockets:
@@ -1253,6 +1257,7 @@ class DemoProcess:
             "--config-dir", str(REPO_ROOT / "config" / "demo"),
         ]
         self.listening: dict[str, dict] = {}
+        self.events: list[str] = []  # every JSON event on stdout, in order ("listening", "reloaded", ...)
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(data_dir.parent))
         self._out = _Drain(self.proc.stdout, "demo-stdout", self._on_line)
@@ -1264,6 +1269,7 @@ class DemoProcess:
         line = line.strip()
         if line.startswith("{"):
             obj = json.loads(line)
+            self.events.append(obj.get("event"))
             if obj.get("event") == "listening":
                 with self._cond:
                     self.listening[obj.get("service")] = obj
@@ -1307,22 +1313,32 @@ def _b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _start_demo(tmp_path: Path) -> DemoProcess:
+    """`gatehouse demo` with config/demo on free ports, once its three services listen and the gateway is ready."""
+    ports = {"auth": free_port(), "gateway": free_port(), "backend": free_port(), "admin": free_port()}
+    assert len(set(ports.values())) == 4, ports
+    demo = DemoProcess(tmp_path / "demo-data", ports)
+    OTHER_LOGS.append(lambda: demo.logs)
+    try:
+        demo.wait_listening({"auth", "gateway", "demo-backend"})
+        pause_until(lambda: _status(f"http://127.0.0.1:{ports['admin']}/readyz") == 200, timeout=15, what="demo gateway /readyz")
+    except BaseException:
+        demo.stop()
+        raise
+    return demo
+
+
 def test_demo_backend_verifies_gateway_jwts(tmp_path):
     """`gatehouse demo` with config/demo: /public/ needs no token; /api/orders through the gateway forwards a JWT the
     backend verifies itself (verified_token). Straight to the backend: no token 401; the gateway's JWT 200; a
     tampered payload 401; a JWT signed with the AS's own key but a wrong aud 401 (the same re-signing with the right
     aud is 200, so the 401 is the audience check); a JWT signed by a foreign key under the AS's kid 401; alg none 401."""
-    data_dir = tmp_path / "demo-data"
-    ports = {"auth": free_port(), "gateway": free_port(), "backend": free_port(), "admin": free_port()}
-    assert len(set(ports.values())) == 4, ports
-    demo = DemoProcess(data_dir, ports)
-    OTHER_LOGS.append(lambda: demo.logs)
+    demo = _start_demo(tmp_path)
+    ports = demo.ports
     try:
-        demo.wait_listening({"auth", "gateway", "demo-backend"})
         issuer = f"http://127.0.0.1:{ports['auth']}"
         gateway = f"http://127.0.0.1:{ports['gateway']}"
         direct = f"http://127.0.0.1:{ports['backend']}"
-        pause_until(lambda: _status(f"http://127.0.0.1:{ports['admin']}/readyz") == 200, timeout=15, what="demo gateway /readyz")
 
         r = HTTP.get(gateway + "/public/hello", timeout=10)
         assert r.status_code == 200, r.text
@@ -1397,6 +1413,45 @@ def test_demo_backend_verifies_gateway_jwts(tmp_path):
         assert r.status_code == 401 and 'error="invalid_token"' in r.headers.get("WWW-Authenticate", ""), (r.status_code, r.headers)
         r = HTTP.get(gateway + "/api/orders", headers={"Authorization": f"Bearer {tampered}"}, timeout=10)
         assert r.status_code == 401, (r.status_code, r.text)
+    finally:
+        code = demo.stop()
+    assert code == 0, f"demo exited with {code}\n{demo.logs[-3000:]}"
+
+
+def test_demo_reload_keeps_its_port_and_issuer_overrides(tmp_path):
+    """`gatehouse demo` on non-default ports: a SIGHUP re-reads config/demo/gateway.yaml, which names the default
+    backend port (8081) and issuer (port 9000). The reload must apply the demo's overrides again: afterwards the
+    gateway still reaches the backend on --backend-port, and a new token is exchanged with the authorization server
+    on --auth-port and names its issuer."""
+    demo = _start_demo(tmp_path)
+    ports = demo.ports
+    assert not set(ports.values()) & {8080, 8081, 9000, 9901}, ports  # the file's own ports would hide the bug
+    try:
+        issuer = f"http://127.0.0.1:{ports['auth']}"
+        gateway = f"http://127.0.0.1:{ports['gateway']}"
+
+        def fresh_token_through_gateway(client: requests.Session) -> requests.Response:
+            tr = client.post(issuer + "/token", data={"grant_type": "client_credentials", "scope": "orders:read"}, auth=("demo-service", "demo-service-secret"), timeout=10)
+            assert tr.status_code == 200, tr.text
+            opaque = tr.json()["access_token"]
+            remember(opaque)
+            return client.get(gateway + "/api/orders", headers={"Authorization": f"Bearer {opaque}"}, timeout=10)
+
+        r = fresh_token_through_gateway(HTTP)
+        assert r.status_code == 200 and r.json()["verified_token"]["iss"] == issuer, (r.status_code, r.text[:300])
+
+        demo.proc.send_signal(signal.SIGHUP)
+        pause_until(lambda: demo.events.count("reloaded") + demo.events.count("reload_failed") >= 1, 15, what="the demo gateway's reload")
+        assert demo.events.count("reloaded") == 1, demo.events
+
+        # New connections: a kept-alive one would go on with the configuration it started with.
+        after = session()
+        r = after.get(gateway + "/public/hello", timeout=10)
+        assert r.status_code == 200, f"the demo backend on port {ports['backend']} is no longer routed to: {r.status_code} {r.text[:300]}"
+        r = fresh_token_through_gateway(after)
+        assert r.status_code == 200, f"a new token is no longer checked with the issuer {issuer}: {r.status_code} {r.text[:300]}"
+        assert r.json()["verified_token"]["iss"] == issuer, r.text[:300]
+        after.close()
     finally:
         code = demo.stop()
     assert code == 0, f"demo exited with {code}\n{demo.logs[-3000:]}"

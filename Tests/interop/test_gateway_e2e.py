@@ -31,7 +31,7 @@ from typing import Callable, Optional
 import pytest
 import requests
 
-from gatehouse_testlib import REPO_ROOT, GatewayProcess
+from gatehouse_testlib import REPO_ROOT, GatewayProcess, RawUpstream, wait_until
 
 MiB = 1 << 20
 
@@ -39,16 +39,6 @@ MiB = 1 << 20
 # --------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.01, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def http_session() -> requests.Session:
@@ -385,68 +375,6 @@ class Upstream:
         self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-class RawUpstream:
-    """A raw TCP upstream: accepts connections and hands each to `behaviour(conn)` in its own thread."""
-
-    def __init__(self, behaviour: Callable[[socket.socket], None]):
-        self.behaviour = behaviour
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.lock = threading.Lock()
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self._closed = False
-        self.thread = threading.Thread(target=self._accept_loop, name="raw-upstream", daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _accept_loop(self):
-        while not self._closed:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket):
-        try:
-            self.behaviour(conn)
-        except OSError:
-            pass
-        finally:
-            try:
-                conn.close()
-            except OSError:
-                pass
-
-    def read_head(self, conn: socket.socket) -> bytes:
-        conn.settimeout(10)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        with self.lock:
-            self.requests.append(data)
-        return data
-
-    def close(self):
-        self._closed = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
 
 
 # --------------------------------------------------------------------------
@@ -1167,7 +1095,11 @@ def test_expect_100_continue(start_gateway, upstreams):
 def test_abandoned_pool_waiters_do_not_take_the_gateway_down(start_gateway, upstreams):
     """max_connections 1 and a held request: 3,000 more clients queue for the one connection and hang up. When
     the connection comes back it passes through all their stale places in the queue; the gateway must survive
-    that and serve the next request."""
+    that and serve the next request.
+
+    The queue holds one request fewer than there are clients (`max_pending`), so the 503 one client gets is the
+    sign that every other request has been read and is waiting; and the upstream never seeing a queued request
+    shows that every waiter was abandoned before the connection came back."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -1183,7 +1115,7 @@ def test_abandoned_pool_waiters_do_not_take_the_gateway_down(start_gateway, upst
 
     up = upstreams("held", held)
     config = gateway_config(
-        [{"name": "one", "targets": [up.url], "pool": {"max_connections": 1, "max_idle": 1}}],
+        [{"name": "one", "targets": [up.url], "pool": {"max_connections": 1, "max_idle": 1, "max_pending": waiters - 1}}],
         [{"match": {"path_prefix": "/"}, "cluster": "one"}],
         event_loop_threads=1,
     )
@@ -1196,10 +1128,23 @@ def test_abandoned_pool_waiters_do_not_take_the_gateway_down(start_gateway, upst
         s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
         s.sendall(f"GET /queued/{index} HTTP/1.1\r\nHost: gw\r\n\r\n".encode())
         clients.append(s)
-    time.sleep(1.0)  # every queued request has been read and is waiting for the connection
+    # Premise: every queued request has been read and is waiting for the connection. The queue is full only then,
+    # and the one request read last is refused with 503.
+    poller = select.poll()
+    for s in clients:
+        poller.register(s, select.POLLIN)
+    answered_fds = [fd for fd, _ in poller.poll(30_000)]
+    assert len(answered_fds) == 1, f"{len(answered_fds)} queued clients were answered before the connection came back"
+    refused = next(s for s in clients if s.fileno() == answered_fds[0])
+    assert read_response(refused.makefile("rb")).status == 503
     for s in clients:
         s.close()
-    time.sleep(0.5)
+    # Something the gateway answers itself, on a connection opened after every hang-up: by its answer the single
+    # event loop has seen the hang-ups (checked below: no queued request reaches the upstream).
+    probe = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    probe.sendall(b"CONNECT gw:443 HTTP/1.1\r\nHost: gw:443\r\n\r\n")
+    assert 400 <= read_response(probe.makefile("rb")).status < 500
+    probe.close()
     release.set()
     f = first.makefile("rb")
     answered = read_response(f)
@@ -1207,5 +1152,6 @@ def test_abandoned_pool_waiters_do_not_take_the_gateway_down(start_gateway, upst
     first.close()
     r = http_session().get(gw.url("/after"), timeout=10)
     assert r.status_code == 200 and r.content == b"ok:/after"
+    assert up.count(lambda s: s.path.startswith("/queued/")) == 0, "a waiter was served, not abandoned: the test did not exercise the stale queue"
     assert gw.proc.poll() is None, f"the gateway exited\n{gw.stderr[-2000:]}"
     gw.stop()

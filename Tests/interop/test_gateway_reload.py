@@ -6,9 +6,8 @@ import json
 import signal
 import socket
 import threading
-import time
 
-from gatehouse_testlib import start_gateway_process
+from gatehouse_testlib import start_gateway_process, wait_until
 
 
 class Upstream(http.server.BaseHTTPRequestHandler):
@@ -68,15 +67,21 @@ def test_reload_under_load_drops_nothing(tmp_path):
         for thread in threads:
             thread.start()
         for round in range(10):
-            time.sleep(0.15)
+            # Requests flow on the running configuration before each swap.
+            served = successes[0]
+            wait_until(lambda: successes[0] >= served + 12, 10, what="requests served between reloads")
             # Alternate between two valid configurations that both route /a; the second adds /b.
             write("{match: {path_prefix: /a}, cluster: be}" + (", {match: {path_prefix: /b}, cluster: be}" if round % 2 == 0 else ""))
             gateway.send_signal(signal.SIGHUP)
-        time.sleep(0.3)
+            # Signals are not queued: two SIGHUPs before the first reload ran would make one reload. Each one is
+            # waited for, so that the count below counts reloads, not the machine's speed.
+            wait_until(lambda: events.count("reloaded") == round + 1, 10, what=f"reload {round + 1}")
         # A broken file is refused; /a keeps working.
         config.write_text("routes: [{match: {path_prefx: /a}, cluster: be}]\n")
         gateway.send_signal(signal.SIGHUP)
-        time.sleep(0.3)
+        wait_until(lambda: events.count("reload_failed") == 1, 10, what="the broken file's refusal")
+        served = successes[0]
+        wait_until(lambda: successes[0] > served, 10, what="requests served after the refused reload")
         stop.set()
         for thread in threads:
             thread.join(10)

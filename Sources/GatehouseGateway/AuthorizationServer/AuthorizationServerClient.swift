@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseConfiguration
 import GatehouseServiceAuth
 import Logging
 import NIOConcurrencyHelpers
@@ -70,7 +71,8 @@ public final class AuthorizationServerClient: Sendable {
     }
 
     func fetchMetadata() async throws -> Metadata {
-        let response = try await get(issuer + "/.well-known/oauth-authorization-server")
+        // RFC 8414 §3.1: for an issuer with a path the well-known segment goes before the path, not after it.
+        let response = try await get(GatewayConfiguration.AuthorizationServer.metadataURL(issuer: issuer))
         guard response.status == 200, let object = try JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any],
             let issuer = object["issuer"] as? String, let token = object["token_endpoint"] as? String, let jwks = object["jwks_uri"] as? String
         else {

@@ -1,3 +1,4 @@
+import GatehouseConfiguration
 import NIOConcurrencyHelpers
 import NIOCore
 import Synchronization
@@ -103,8 +104,11 @@ extension UpstreamPool {
         var maxIdle: Int
         var idleTimeout: TimeAmount
         var connectTimeout: TimeAmount
+        var maxPending: Int = 4096
 
-        var limits: Limits { Limits(maxConnections: maxConnections, maxIdle: maxIdle, idleTimeout: idleTimeout, connectTimeout: connectTimeout) }
+        var limits: Limits {
+            Limits(maxConnections: maxConnections, maxIdle: maxIdle, idleTimeout: idleTimeout, connectTimeout: connectTimeout, maxPending: maxPending)
+        }
     }
 }
 
@@ -193,7 +197,9 @@ public final class CompiledGateway: Sendable {
     public let maxHeaderCount: Int
     public let headerReadTimeout: TimeAmount
     public let idleTimeout: TimeAmount
-    public let trustedProxies: [CIDRMatcher]
+    /// Peers whose forwarding headers are kept and appended to. The configuration's own `CIDR` type: one
+    /// containment check for validation and the data path (a copy here once ignored IPv4-mapped peers).
+    public let trustedProxies: [GatewayConfiguration.CIDR]
     public let via: String
     /// Checks tokens for the routes that need them (nil without an `authorization_server` section).
     public let tokenValidator: TokenValidator?
@@ -208,7 +214,7 @@ public final class CompiledGateway: Sendable {
 
     public init(
         routes: RouteTable<CompiledRoute>, clusters: [CompiledCluster], maxHeaderBytes: Int, maxHeaderCount: Int, headerReadTimeout: TimeAmount,
-        idleTimeout: TimeAmount, trustedProxies: [CIDRMatcher], via: String, tokenValidator: TokenValidator?, forwardHeader: String?,
+        idleTimeout: TimeAmount, trustedProxies: [GatewayConfiguration.CIDR], via: String, tokenValidator: TokenValidator?, forwardHeader: String?,
         headerFilter: UntrustedHeaderFilter = .standard, pathParameters: PathNormalizer.ParameterHandling = .normalize
     ) {
         self.headerFilter = headerFilter
@@ -228,29 +234,6 @@ public final class CompiledGateway: Sendable {
     public func isTrusted(_ address: [UInt8]?) -> Bool {
         guard let address, !trustedProxies.isEmpty else { return false }
         return trustedProxies.contains { $0.contains(address) }
-    }
-}
-
-/// A CIDR block as the data path checks it.
-public struct CIDRMatcher: Sendable {
-    public var network: [UInt8]
-    public var prefixLength: Int
-
-    public init(network: [UInt8], prefixLength: Int) {
-        self.network = network
-        self.prefixLength = prefixLength
-    }
-
-    public func contains(_ address: [UInt8]) -> Bool {
-        guard address.count == network.count else { return false }
-        var remaining = prefixLength
-        for index in 0..<address.count where remaining > 0 {
-            let bits = min(8, remaining)
-            let mask: UInt8 = bits == 8 ? 0xFF : ~(0xFF >> UInt8(bits))
-            if address[index] & mask != network[index] & mask { return false }
-            remaining -= bits
-        }
-        return true
     }
 }
 

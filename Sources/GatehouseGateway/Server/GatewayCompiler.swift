@@ -52,7 +52,7 @@ public final class GatewayCompiler: Sendable {
                 poolLimits: .init(
                     maxConnections: cluster.pool.maxConnections, maxIdle: cluster.pool.maxIdle,
                     idleTimeout: .milliseconds(Int64(cluster.pool.idleTimeoutMilliseconds)),
-                    connectTimeout: .milliseconds(Int64(cluster.connectTimeoutMilliseconds))
+                    connectTimeout: .milliseconds(Int64(cluster.connectTimeoutMilliseconds)), maxPending: cluster.pool.maxPending
                 ),
                 retryAttempts: cluster.retries.attempts,
                 health: health,
@@ -102,7 +102,7 @@ public final class GatewayCompiler: Sendable {
             maxHeaderCount: configuration.limits.maxHeaderCount,
             headerReadTimeout: .milliseconds(Int64(configuration.limits.headerReadTimeoutMilliseconds)),
             idleTimeout: .milliseconds(Int64(configuration.limits.idleTimeoutMilliseconds)),
-            trustedProxies: configuration.trustedProxies.map { CIDRMatcher(network: $0.address, prefixLength: $0.prefixLength) },
+            trustedProxies: configuration.trustedProxies,
             via: via,
             tokenValidator: tokenValidator,
             forwardHeader: forwardHeader.lowercased() == "authorization" ? nil : forwardHeader,

@@ -47,42 +47,71 @@ public struct HealthStreak: Sendable, Equatable {
 }
 
 /// Runs the health checks of every cluster that configures them, until graceful shutdown.
+///
+/// Each cluster is checked in its own child task: a cluster whose targets take their whole timeout to fail delays
+/// only its own next round, never another cluster's (the checks once ran cluster after cluster, so one slow
+/// cluster postponed every other one by up to its timeout). A cluster is not checked again while its previous
+/// round is still running.
 public final class HealthCheckService: Service, Sendable {
+    /// Asks one target whether it is healthy (the real one sends `GET path`; tests inject their own).
+    public typealias Probe = @Sendable (_ target: TargetKey, _ settings: HealthCheckSettings) async -> Bool
+
+    /// A streak belongs to a target as one cluster checks it: two clusters may share a target and check different
+    /// paths, and one streak per target let each cluster's results reset the other's count.
+    struct StreakKey: Hashable {
+        var cluster: String
+        var target: TargetKey
+    }
+
     let runtime: GatewayRuntime
     let logger: Logger
-    let group: any EventLoopGroup
-    private let streaks = NIOLockedValueBox([TargetKey: HealthStreak]())
+    let prober: Probe
+    private let streaks = NIOLockedValueBox([StreakKey: HealthStreak]())
+    /// Clusters whose round is running.
+    private let inFlight = NIOLockedValueBox(Set<String>())
 
-    public init(runtime: GatewayRuntime, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+    public init(runtime: GatewayRuntime, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, probe: Probe? = nil) {
         self.runtime = runtime
         self.logger = logger
-        self.group = group
+        self.prober = probe ?? { target, settings in await Self.probe(target, path: settings.path, timeout: settings.timeout, group: group) }
     }
 
     public func run() async throws {
         await cancelWhenGracefulShutdown {
-            var nextCheck: [String: ContinuousClock.Instant] = [:]
-            while !Task.isCancelled {
-                let now = ContinuousClock.now
-                for cluster in self.runtime.snapshot.clusters {
-                    guard let settings = cluster.healthCheck else { continue }
-                    if let due = nextCheck[cluster.name], due > now { continue }
-                    nextCheck[cluster.name] = now + .nanoseconds(settings.interval.nanoseconds)
-                    await withTaskGroup(of: Void.self) { group in
-                        for target in cluster.targets {
-                            group.addTask { await self.check(target, cluster: cluster, settings: settings) }
+            await withDiscardingTaskGroup { rounds in
+                var nextCheck: [String: ContinuousClock.Instant] = [:]
+                while !Task.isCancelled {
+                    let now = ContinuousClock.now
+                    for cluster in self.runtime.snapshot.clusters {
+                        guard let settings = cluster.healthCheck else { continue }
+                        if let due = nextCheck[cluster.name], due > now { continue }
+                        guard self.inFlight.withLockedValue({ $0.insert(cluster.name).inserted }) else { continue }
+                        nextCheck[cluster.name] = now + .nanoseconds(settings.interval.nanoseconds)
+                        rounds.addTask {
+                            await self.checkTargets(of: cluster, settings: settings)
+                            self.inFlight.withLockedValue { _ = $0.remove(cluster.name) }
                         }
                     }
+                    try? await Task.sleep(for: .milliseconds(100))
                 }
-                try? await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
+    /// One round: every target of `cluster` at once.
+    func checkTargets(of cluster: CompiledCluster, settings: HealthCheckSettings) async {
+        await withDiscardingTaskGroup { checks in
+            for target in cluster.targets {
+                checks.addTask { await self.check(target, cluster: cluster, settings: settings) }
             }
         }
     }
 
     func check(_ target: TargetKey, cluster: CompiledCluster, settings: HealthCheckSettings) async {
-        let healthy = await Self.probe(target, path: settings.path, timeout: settings.timeout, group: group)
+        let healthy = await prober(target, settings)
         let isDown = cluster.health.isDown(target)
-        let change = streaks.withLockedValue { streaks in streaks[target, default: HealthStreak()].record(healthy: healthy, isDown: isDown, settings: settings) }
+        let key = StreakKey(cluster: cluster.name, target: target)
+        let change = streaks.withLockedValue { streaks in streaks[key, default: HealthStreak()].record(healthy: healthy, isDown: isDown, settings: settings) }
         if let change {
             cluster.health.setDown(target, !change)
             logger.notice(change ? "upstream target healthy again" : "upstream target unhealthy", metadata: ["cluster": "\(cluster.name)", "target": "\(target)"])

@@ -140,4 +140,8 @@ enum UpstreamError: Error, Equatable {
     case connectFailed(String)
     case poolExhausted
     case timeout
+    /// Connects to the target failed just now: none is tried before its backoff passes (`ConnectBackoff`).
+    case connectBackoff
+    /// The request stopped waiting for a connection (`UpstreamPool.cancelWaiting`).
+    case waiterCancelled
 }

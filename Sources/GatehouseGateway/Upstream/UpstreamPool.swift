@@ -12,17 +12,28 @@ final class UpstreamPool {
         var maxIdle: Int
         var idleTimeout: TimeAmount
         var connectTimeout: TimeAmount
-        /// Requests waiting for a connection at most.
+        /// Requests waiting for a connection at most (`pool.max_pending`).
         var maxPending: Int = 4096
+    }
+
+    /// A request waiting for a connection, and whose it is (so that it can stop waiting).
+    private struct Waiter {
+        var promise: EventLoopPromise<UpstreamConnection>
+        var owner: ObjectIdentifier?
     }
 
     let eventLoop: any EventLoop
     private var idle: [TargetKey: [UpstreamConnection]] = [:]
     private var open: [TargetKey: Int] = [:]
-    private var waiting: [TargetKey: CircularBuffer<EventLoopPromise<UpstreamConnection>>] = [:]
+    private var waiting: [TargetKey: CircularBuffer<Waiter>] = [:]
+    /// Targets whose last connect failed (an entry only while one did: the common case costs one empty lookup).
+    private var backoff: [TargetKey: ConnectBackoff] = [:]
+    private let now: () -> NIODeadline
 
-    init(eventLoop: any EventLoop) {
+    /// - Parameter now: the clock the connect backoff reads (tests inject their own).
+    init(eventLoop: any EventLoop, now: @escaping () -> NIODeadline = NIODeadline.now) {
         self.eventLoop = eventLoop
+        self.now = now
     }
 
     /// A connection to `target`: an idle one if there is one, a new one if the limit allows, else the next
@@ -36,19 +47,42 @@ final class UpstreamPool {
         return nil
     }
 
-    func acquire(_ target: TargetKey, limits: Limits) -> EventLoopFuture<UpstreamConnection> {
+    /// - Parameter owner: who waits, if the request has to wait: `cancelWaiting(owner, target:)` takes it out of
+    ///   the queue when it no longer wants the connection.
+    func acquire(_ target: TargetKey, limits: Limits, for owner: ObjectIdentifier? = nil) -> EventLoopFuture<UpstreamConnection> {
         eventLoop.assertInEventLoop()
         if let connection = acquireIdle(target) { return eventLoop.makeSucceededFuture(connection) }
         if open[target, default: 0] < limits.maxConnections {
+            if let backoff = backoff[target], backoff.retryAt > now() {
+                return eventLoop.makeFailedFuture(UpstreamError.connectBackoff)
+            }
             return connect(target, limits: limits)
         }
         guard waiting[target, default: []].count < limits.maxPending else {
             return eventLoop.makeFailedFuture(UpstreamError.poolExhausted)
         }
         let promise = eventLoop.makePromise(of: UpstreamConnection.self)
-        waiting[target, default: []].append(promise)
+        waiting[target, default: []].append(Waiter(promise: promise, owner: owner))
         return promise.futureResult
     }
+
+    /// Takes `owner`'s request out of `target`'s queue, freeing its place for another, and fails its future with
+    /// `UpstreamError.waiterCancelled`. Without this, a request whose client left kept its place (counted against
+    /// `max_pending`) until a connection came for it and was handed straight back.
+    ///
+    /// The future fails on the next loop tick, not inside this call: the caller is usually ending the exchange the
+    /// waiter belongs to, and must not be called back half-way through.
+    /// - Returns: whether `owner` was waiting.
+    @discardableResult
+    func cancelWaiting(_ owner: ObjectIdentifier, target: TargetKey) -> Bool {
+        eventLoop.assertInEventLoop()
+        guard let index = waiting[target]?.firstIndex(where: { $0.owner == owner }), let waiter = waiting[target]?.remove(at: index) else { return false }
+        eventLoop.execute { waiter.promise.fail(UpstreamError.waiterCancelled) }
+        return true
+    }
+
+    /// Requests waiting for a connection to `target`.
+    func waitingCount(_ target: TargetKey) -> Int { waiting[target]?.count ?? 0 }
 
     /// Returns a connection after an exchange. Reusable ones go to a waiter or back to the idle list.
     func release(_ connection: UpstreamConnection, limits: Limits) {
@@ -61,7 +95,7 @@ final class UpstreamPool {
         }
         if var queue = waiting[connection.target], let next = queue.popFirst() {
             waiting[connection.target] = queue
-            next.succeed(connection)
+            next.promise.succeed(connection)
             return
         }
         guard idle[connection.target, default: []].count < limits.maxIdle else {
@@ -85,9 +119,16 @@ final class UpstreamPool {
         // The callbacks run on this pool's loop (the connect was started on it), so they may touch the pool.
         return bootstrap.connect(host: target.host, port: target.port).assumeIsolated().flatMapError { error in
             self.open[target, default: 1] -= 1
-            self.serveWaiter(target, limits: limits)
+            self.backoff[target, default: ConnectBackoff()].recordFailure(now: self.now())
+            if self.open[target, default: 0] == 0 {
+                // Nothing else is open or connecting to this target, and no connect starts before the backoff
+                // passes: the queue would wait for nobody. (Before the backoff, each failure connected again for
+                // the next waiter at once: a dead target took one refused or timed-out connect per queued request.)
+                self.failWaiters(target, with: UpstreamError.connectFailed("\(error)"))
+            }
             return self.eventLoop.makeFailedFuture(UpstreamError.connectFailed("\(error)"))
         }.map { channel in
+            if self.backoff[target] != nil { self.backoff[target] = nil }  // success resets the backoff
             let connection = UpstreamConnection(channel: channel, target: target, handler: handler)
             // No weak references here (they would put the pool and the connection on the slow reference-counting
             // path for every request): the pool lives as long as its loop, and the connection is found by identity.
@@ -125,7 +166,12 @@ final class UpstreamPool {
     private func serveWaiter(_ target: TargetKey, limits: Limits) {
         guard var queue = waiting[target], let next = queue.popFirst() else { return }
         waiting[target] = queue
-        acquire(target, limits: limits).cascade(to: next)
+        acquire(target, limits: limits, for: next.owner).cascade(to: next.promise)
+    }
+
+    private func failWaiters(_ target: TargetKey, with error: any Error) {
+        guard let queue = waiting.removeValue(forKey: target) else { return }
+        for waiter in queue { waiter.promise.fail(error) }
     }
 
     /// Open connections to `target` (idle, leased or connecting).
@@ -164,5 +210,34 @@ final class UpstreamPool {
     func closeIdle() {
         for (_, connections) in idle { for connection in connections { connection.channel.close(promise: nil) } }
         idle.removeAll()
+    }
+}
+
+/// Connect backoff for one target: after the n-th failed connect in a row, no connect to it starts for
+/// `min(initial × 2ⁿ⁻¹, maximum)` (50 ms, 100 ms, … 2 s by default); a successful connect forgets the failures.
+///
+/// Why: without it, every request to a dead target (and each queued one, as the failure handed its slot on) made a
+/// fresh connect, a refused one costing a socket and a syscall round trip, a black-holed one a whole
+/// `connect_timeout` per request. During the backoff a request that needs a new connection fails at once
+/// (`UpstreamError.connectBackoff`), which the proxy treats like a refused connect: another target on retry, else
+/// 502. Idle connections are still used. 2 s bounds how long a target that came back goes unused.
+struct ConnectBackoff: Equatable {
+    static let initial = TimeAmount.milliseconds(50)
+    static let maximum = TimeAmount.seconds(2)
+
+    /// Failed connects in a row.
+    private(set) var failures = 0
+    /// No connect starts before this.
+    private(set) var retryAt = NIODeadline.uptimeNanoseconds(0)
+
+    /// The delay after `failures` failed connects in a row (1 or more).
+    static func delay(afterFailures failures: Int) -> TimeAmount {
+        let doublings = min(failures - 1, 20)  // 50 ms × 2²⁰ is far past the maximum: no overflow
+        return min(.nanoseconds(initial.nanoseconds << doublings), maximum)
+    }
+
+    mutating func recordFailure(now: NIODeadline) {
+        failures += 1
+        retryAt = now + Self.delay(afterFailures: failures)
     }
 }
