@@ -144,6 +144,17 @@ func withHashingPool(_ body: (NIOThreadPool) async throws -> Void) async throws 
         }
     }
 
+    /// By default hashing runs on a process-wide pool of its own, one per size, never on the pool SQLite uses.
+    @Test func theDefaultHashingPoolIsNotTheSharedOne() {
+        let one = PasswordHasher(cost: 4, threads: 1)
+        let again = PasswordHasher(cost: 4, threads: 1)
+        let two = PasswordHasher(cost: 4, threads: 2)
+        #expect(one.pool !== NIOThreadPool.singleton)
+        #expect(two.pool !== NIOThreadPool.singleton)
+        #expect(one.pool === again.pool)
+        #expect(one.pool !== two.pool)
+    }
+
     /// The decoy verified for unknown usernames costs what a user's hash costs (before: always cost 10).
     @Test(arguments: [6, 11])
     func decoyHashHasTheConfiguredCost(cost: Int) async throws {

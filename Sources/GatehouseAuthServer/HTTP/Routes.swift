@@ -89,7 +89,7 @@ extension AuthorizationServer {
     }
 
     /// Reads a form body, with RFC 6749's rules: form content type, no repeated parameters.
-    func readForm(_ request: Request, _ context: AuthRequestContext) async -> Result<FormParameters, OAuthError> {
+    private func readForm(_ request: Request, _ context: AuthRequestContext) async -> Result<FormParameters, OAuthError> {
         guard let contentType = request.headers[.contentType], contentType.lowercased().hasPrefix("application/x-www-form-urlencoded") else {
             return .failure(OAuthError(.invalidRequest, "the body must be application/x-www-form-urlencoded"))
         }
@@ -127,15 +127,14 @@ extension AuthorizationServer {
     /// The 413 page for a form over the size limit.
     func tooLargePage(_ context: AuthRequestContext) -> Response {
         Responses.html(
-            pages.error(heading: "Request too large", message: "The form sent is larger than \(context.maxUploadSize / 1024) KiB."), status: .contentTooLarge,
-            formAction: []
+            pages.error(heading: "Request too large", message: "The form sent is larger than \(context.maxUploadSize / 1024) KiB."), status: .contentTooLarge
         )
     }
 
     func render(_ outcome: AuthorizationOutcome, cookies: [String] = []) -> Response {
         switch outcome {
         case .redirect(let location): Responses.seeOther(location, cookies: cookies)
-        case .errorPage(let heading, let message): Responses.html(pages.error(heading: heading, message: message), status: .badRequest, cookies: cookies, formAction: [])
+        case .errorPage(let heading, let message): Responses.html(pages.error(heading: heading, message: message), status: .badRequest, cookies: cookies)
         }
     }
 
@@ -161,7 +160,7 @@ extension AuthorizationServer {
         return render(outcome, cookies: cookies)
     }
 
-    static let expiredMessage = "This sign-in request has expired or was opened in another browser. Return to the application and start again."
+    private static let expiredMessage = "This sign-in request has expired or was opened in another browser. Return to the application and start again."
 
     private func loginPage(_ request: Request, _ context: AuthRequestContext) -> Response {
         let now = clock.now()

@@ -43,7 +43,8 @@ final class PasswordHasher: Sendable {
     let threads: Int
     let maxQueued: Int
     private let algorithm: any PasswordAlgorithm
-    private let pool: NIOThreadPool
+    /// Never `NIOThreadPool.singleton`, where SQLite runs.
+    let pool: NIOThreadPool
     private let state = NIOLockedValueBox(State())
 
     private struct State {
