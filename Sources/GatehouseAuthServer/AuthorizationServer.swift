@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
 
 /// The OAuth 2.0 authorization server: owns the grant logic, the sign-in state and the HTTP routes.
@@ -24,17 +25,28 @@ public final class AuthorizationServer: Sendable {
     /// Signing keys (JWT access tokens, JWT introspection responses) and the JWKS.
     public let keys: KeyManager
 
-    /// Name of the browser session cookie.
+    /// Name of the browser session cookie on a loopback http issuer.
     public static let sessionCookie = "gatehouse_session"
+    /// Name of the browser session cookie on an https issuer (`__Host-`: Secure, `Path=/`, no `Domain`).
+    public static let hostSessionCookie = "__Host-gatehouse_session"
 
-    public init(configuration: AuthServerConfiguration, store: any AuthStore, keys: KeyManager, clock: any AuthClock = SystemAuthClock(), logger: Logger) throws {
+    /// - Parameters:
+    ///   - passwordAlgorithm: how passwords are hashed (bcrypt; tests inject one that counts or blocks).
+    ///   - passwordHashingPool: a pool of `login.hashing_threads` threads to hash on instead of the process-wide one.
+    public init(
+        configuration: AuthServerConfiguration, store: any AuthStore, keys: KeyManager, clock: any AuthClock = SystemAuthClock(), logger: Logger,
+        passwordAlgorithm: any PasswordAlgorithm = BcryptAlgorithm(), passwordHashingPool: NIOThreadPool? = nil
+    ) throws {
         self.keys = keys
         self.configuration = configuration
         self.store = store
         self.clock = clock
         self.logger = logger
         self.directory = ClientDirectory(store: store, clock: clock)
-        self.passwords = PasswordHasher(cost: configuration.login.bcryptCost)
+        self.passwords = PasswordHasher(
+            cost: configuration.login.bcryptCost, threads: configuration.login.hashingThreads, maxQueued: configuration.login.hashingQueue,
+            algorithm: passwordAlgorithm, pool: passwordHashingPool
+        )
         let throttle = NIOLockedValueBox(
             LoginThrottle(
                 policy: .init(
@@ -44,9 +56,11 @@ public final class AuthorizationServer: Sendable {
             )
         )
         self.tokens = TokenService(configuration: configuration, store: store, clock: clock, directory: directory, passwords: passwords, throttle: throttle, keys: keys, logger: logger)
-        self.pending = PendingAuthorizations()
+        self.pending = PendingAuthorizations(maxAnonymous: configuration.login.maxAnonymousSessions)
         self.flow = AuthorizationFlow(configuration: configuration, store: store, clock: clock, directory: directory, pending: pending, logger: logger)
-        self.sessions = SessionStore(lifetime: configuration.login.sessionLifetime)
+        self.sessions = SessionStore(
+            lifetime: configuration.login.sessionLifetime, maxSignedIn: configuration.login.maxSessions, maxAnonymous: configuration.login.maxAnonymousSessions
+        )
         self.pages = try Pages()
         self.metadataJSON = NIOLockedValueBox(Self.metadata(configuration: configuration, scopes: [], algorithms: keys.signingAlgorithms))
     }
@@ -74,6 +88,8 @@ public final class AuthorizationServer: Sendable {
         }
         directory.invalidate()
         try await refreshMetadata()
+        // Made now so that the first unknown username does not pay for it (and so take longer than a known one).
+        _ = try await passwords.decoyHash()
     }
 
     /// The stored form of a configured client.
@@ -150,9 +166,15 @@ public final class AuthorizationServer: Sendable {
     public func application(host: String, port: Int, onListening: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
         let tokens = self.tokens
         let logger = self.logger
+        let headerReadTimeout = TimeAmount.seconds(Int64(configuration.listen.headerReadTimeout))
+        let idleTimeout = TimeAmount.seconds(Int64(configuration.listen.idleTimeout))
         return Application(
             router: makeRouter(),
-            server: .http1(configuration: .init(additionalChannelHandlers: [TokenFastPathInstaller(tokens: tokens, logger: logger)])),
+            server: .http1(
+                configuration: .init(
+                    additionalChannelHandlers: [AuthPipelineInstaller(tokens: tokens, headerReadTimeout: headerReadTimeout, idleTimeout: idleTimeout, logger: logger)]
+                )
+            ),
             configuration: .init(address: .hostname(host, port: port), serverName: "gatehouse", backlog: 4096),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
             logger: logger

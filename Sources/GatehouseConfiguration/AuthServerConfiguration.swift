@@ -17,6 +17,15 @@ public enum ClientType: String, Sendable, Hashable {
     case `public`
 }
 
+/// What kind of application a client is (the `application_type` of OpenID Connect Dynamic Client Registration).
+public enum ApplicationType: String, Sendable, Hashable {
+    /// Runs on the user's device and receives redirects on a loopback port it picks at run time (RFC 8252 §7.3):
+    /// a loopback redirect URI then matches at any port.
+    case native
+    /// A browser or server application: redirect URIs match exactly, port included.
+    case web
+}
+
 /// A client secret as configured: plaintext (hashed before it is stored) or already hashed.
 public enum ClientSecret: Sendable, Equatable {
     case plaintext(String)
@@ -37,8 +46,17 @@ public struct ClientRegistration: Sendable, Equatable {
     public var audiences: [String]
     /// Whether the client may call the introspection endpoint (resource servers, the gateway).
     public var mayIntrospect: Bool
+    /// `native` lets a loopback redirect URI match at any port (RFC 8252 §7.3). Default `.web`: exact match.
+    public var applicationType: ApplicationType
+    /// The operator's own application. A public client's remembered consent is used only when it is first-party:
+    /// anyone can present a public client's id, so for any other public client the user is asked every time.
+    /// Default false.
+    public var firstParty: Bool
 
-    public init(id: String, name: String? = nil, type: ClientType, secret: ClientSecret?, grants: Set<GrantType>, scopes: [String], redirectURIs: [String], audiences: [String] = [], mayIntrospect: Bool = false) {
+    public init(
+        id: String, name: String? = nil, type: ClientType, secret: ClientSecret?, grants: Set<GrantType>, scopes: [String], redirectURIs: [String], audiences: [String] = [],
+        mayIntrospect: Bool = false, applicationType: ApplicationType = .web, firstParty: Bool = false
+    ) {
         self.id = id
         self.name = name ?? id
         self.type = type
@@ -48,6 +66,8 @@ public struct ClientRegistration: Sendable, Equatable {
         self.redirectURIs = redirectURIs
         self.audiences = audiences
         self.mayIntrospect = mayIntrospect
+        self.applicationType = applicationType
+        self.firstParty = firstParty
     }
 }
 
@@ -76,9 +96,17 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         public var host: String = "127.0.0.1"
         /// Default `9000`.
         public var port: Int = 9000
-        public init(host: String = "127.0.0.1", port: Int = 9000) {
+        /// Seconds from a request's first byte within which its head must be complete; the connection is closed
+        /// otherwise (slowloris). Default 10 s, at most 30 s.
+        public var headerReadTimeout: Int = 10
+        /// Seconds a connection with no request in progress (or whose request body stopped arriving) stays open
+        /// without a byte. Default 60 s.
+        public var idleTimeout: Int = 60
+        public init(host: String = "127.0.0.1", port: Int = 9000, headerReadTimeout: Int = 10, idleTimeout: Int = 60) {
             self.host = host
             self.port = port
+            self.headerReadTimeout = headerReadTimeout
+            self.idleTimeout = idleTimeout
         }
     }
 
@@ -166,6 +194,18 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         public var bcryptCost: Int = 10
         /// Sign-in sessions last this long. Default 8 hours.
         public var sessionLifetime: Int = 8 * 3600
+        /// Threads that hash passwords, in a pool of their own (never the one SQLite runs on). bcrypt at cost 10
+        /// holds a thread for tens of milliseconds, so one thread checks roughly 15–20 passwords a second. Default 1.
+        public var hashingThreads: Int = 1
+        /// Password checks that may wait for a hashing thread; past it a sign-in is refused at once with 503 and
+        /// `Retry-After` instead of queueing longer. Default 32 (about 2 s of waiting at cost 10 on one thread).
+        public var hashingQueue: Int = 32
+        /// Signed-in browser sessions kept at most; past it the oldest is dropped. Default 200,000.
+        public var maxSessions: Int = 200_000
+        /// Anonymous browser sessions (one per browser that opened `/authorize` and has not signed in) kept at most,
+        /// apart from the signed-in ones: past it the oldest anonymous one is dropped, never a signed-in one. They
+        /// live 15 min (the pending request they carry lives 10). Default 50,000.
+        public var maxAnonymousSessions: Int = 50_000
         public init() {}
     }
 
@@ -179,6 +219,10 @@ public struct AuthServerConfiguration: Sendable, Equatable {
     public var pkce: PKCEPolicy
     public var login: Login
     public var signing: Signing = .init()
+    /// Peers whose `X-Forwarded-For` is believed: behind a reverse proxy every sign-in comes from the proxy's
+    /// address, so the per-address login throttle would put every user under one key. The client's address is
+    /// the last hop of `X-Forwarded-For` that is not itself trusted. Default none (the socket's peer is the client).
+    public var trustedProxies: [CIDR] = []
     public var clients: [ClientRegistration]
     public var users: [UserRegistration]
 
@@ -234,6 +278,14 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         var listen = try root.mapping("listen")
         if let host = try listen.string("host") { configuration.listen.host = host }
         if let port = try listen.int("port", range: 0...65535) { configuration.listen.port = port }
+        if let value = try listen.duration("header_read_timeout", minimum: 1) {
+            guard value <= 30 else { throw listen.error("header_read_timeout", "must be at most 30s: a longer one lets slow clients hold connections") }
+            configuration.listen.headerReadTimeout = value
+        }
+        if let value = try listen.duration("idle_timeout", minimum: 1) {
+            guard value <= 3600 else { throw listen.error("idle_timeout", "must be at most 1h") }
+            configuration.listen.idleTimeout = value
+        }
         try listen.finish()
 
         configuration.dataDirectory = try root.string("data_dir")
@@ -300,7 +352,21 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         if let value = try login.duration("failure_window", minimum: 1) { configuration.login.failureWindow = value }
         if let value = try login.int("bcrypt_cost", range: 4...31) { configuration.login.bcryptCost = value }
         if let value = try login.duration("session_lifetime", minimum: 60) { configuration.login.sessionLifetime = value }
+        if let value = try login.int("hashing_threads", range: 1...64) { configuration.login.hashingThreads = value }
+        if let value = try login.int("hashing_queue", range: 0...10_000) { configuration.login.hashingQueue = value }
+        if let value = try login.int("max_sessions", range: 1...10_000_000) { configuration.login.maxSessions = value }
+        if let value = try login.int("max_anonymous_sessions", range: 1...10_000_000) { configuration.login.maxAnonymousSessions = value }
         try login.finish()
+
+        for (index, text) in (try root.stringList("trusted_proxies") ?? []).enumerated() {
+            guard let cidr = CIDR.parse(text) else {
+                throw ConfigurationError(
+                    code: .invalidValue, file: file, keyPath: "trusted_proxies[\(index)]",
+                    reason: "'\(text)' is not a CIDR block: expected an IPv4 or IPv6 address with an optional /prefix length, host bits zero (e.g. 10.0.0.0/8, ::1/128)"
+                )
+            }
+            configuration.trustedProxies.append(cidr)
+        }
 
         var clientIDs = Set<String>()
         for var client in try root.list("clients") ?? [] {
@@ -400,7 +466,15 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         if type == .public && (mayIntrospect || grants.contains(.tokenExchange)) {
             throw client.error(mayIntrospect ? "introspect" : "grants", "a public client cannot introspect or exchange tokens")
         }
-        return ClientRegistration(id: id, name: name, type: type, secret: secret, grants: grants, scopes: scopes, redirectURIs: redirectURIs, audiences: audiences, mayIntrospect: mayIntrospect)
+        let applicationTypeText = try client.string("application_type") ?? ApplicationType.web.rawValue
+        guard let applicationType = ApplicationType(rawValue: applicationTypeText) else {
+            throw client.error("application_type", "expected native or web, got '\(applicationTypeText)'")
+        }
+        let firstParty = try client.bool("first_party") ?? false
+        return ClientRegistration(
+            id: id, name: name, type: type, secret: secret, grants: grants, scopes: scopes, redirectURIs: redirectURIs, audiences: audiences, mayIntrospect: mayIntrospect,
+            applicationType: applicationType, firstParty: firstParty
+        )
     }
 }
 

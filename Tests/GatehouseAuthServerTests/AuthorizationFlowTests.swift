@@ -148,9 +148,64 @@ import Testing
                 #expect(reply.location == nil, "\(url)")
                 #expect(reply.headers[.contentType]?.hasPrefix("text/html") == true)
             }
-            // A loopback redirect may use another port.
-            let loopback = try await client.send(.get, authorizeURL(redirect: "http://127.0.0.1:53682/spa/callback"))
+            // A native app's loopback redirect may use another port (RFC 8252 §7.3).
+            let loopback = try await client.send(.get, authorizeURL(client: "demo-cli", redirect: "http://127.0.0.1:53682/cli/callback"))
             #expect(loopback.location?.hasPrefix("/login?request=") == true)
+        }
+    }
+
+    /// A browser client's loopback redirect URI matches only at its registered port: an error page, no redirect
+    /// (before, any port was accepted for every client).
+    @Test func aWebClientsLoopbackRedirectAtAnotherPortIsRefused() async throws {
+        try await withAuthServer { client, _, _ in
+            for url in [
+                authorizeURL(redirect: "http://127.0.0.1:53682/spa/callback"),
+                authorizeURL(client: "demo-web", redirect: "http://127.0.0.1:53682/callback"),
+            ] {
+                let reply = try await client.send(.get, url)
+                #expect(reply.status == .badRequest, "\(url)")
+                #expect(reply.location == nil, "\(url)")
+                #expect(reply.headers[.contentType]?.hasPrefix("text/html") == true)
+                #expect(reply.text.contains("Invalid redirect URI"))
+            }
+            let registered = try await client.send(.get, authorizeURL(redirect: Self.spaRedirect))
+            #expect(registered.location?.hasPrefix("/login?request=") == true)
+        }
+    }
+
+    /// A native client's code comes back at the port it asked for, and redeems with that redirect URI.
+    @Test func aNativeClientsLoopbackRedirectAtAnotherPortIsAccepted() async throws {
+        try await withAuthServer { client, _, _ in
+            let redirect = "http://127.0.0.1:53682/cli/callback"
+            let (location, _) = try await signIn(client, url: authorizeURL(client: "demo-cli", redirect: redirect))
+            #expect(location.hasPrefix(redirect + "?"), "\(location)")
+            let code = try #require(parameters(of: location)["code"])
+            let tokens = try await client.token([("grant_type", "authorization_code"), ("code", code), ("redirect_uri", redirect), ("client_id", "demo-cli"), ("code_verifier", verifier)])
+            #expect(tokens.status == .ok, "\(tokens.text)")
+        }
+    }
+
+    /// Anyone can present a public client's id, so a remembered consent does not let a public client's request
+    /// through silently: the consent page again (before: straight to the client with a code).
+    @Test func aPublicClientWithRememberedConsentIsAskedAgain() async throws {
+        try await withAuthServer { client, _, _ in
+            let (first, session) = try await signIn(client, url: authorizeURL())
+            #expect(parameters(of: first)["code"] != nil)
+            let again = try await client.send(.get, authorizeURL(state: "st-2"), cookie: session)
+            #expect(again.location?.hasPrefix("/consent?request=") == true, "\(again.location ?? again.text)")
+            // Implicit as well: no token in a fragment without asking.
+            let implicit = try await client.send(.get, authorizeURL(responseType: "token", challenge: nil), cookie: session)
+            #expect(implicit.location?.hasPrefix("/consent?request=") == true, "\(implicit.location ?? implicit.text)")
+        }
+    }
+
+    @Test func aFirstPartyPublicClientUsesRememberedConsent() async throws {
+        try await withAuthServer(configure: { configuration in
+            for index in configuration.clients.indices where configuration.clients[index].id == "demo-spa" { configuration.clients[index].firstParty = true }
+        }) { client, _, _ in
+            let (_, session) = try await signIn(client, url: authorizeURL())
+            let again = try await client.send(.get, authorizeURL(state: "st-2"), cookie: session)
+            #expect(again.location?.hasPrefix(Self.spaRedirect + "?code=") == true, "\(again.location ?? again.text)")
         }
     }
 

@@ -233,13 +233,16 @@ import Testing
         #expect(writer.finish() == #"{"k":"q\"\\\n\u0001\u003c","n":3,"b":true,"l":["x","y"]}"#)
     }
 
-    @Test func redirectURIMatching() {
-        #expect(AuthorizationFlow.redirectURIMatches(registered: "https://app.example/cb", requested: "https://app.example/cb"))
-        #expect(!AuthorizationFlow.redirectURIMatches(registered: "https://app.example/cb", requested: "https://app.example/cb/"))
-        #expect(!AuthorizationFlow.redirectURIMatches(registered: "https://app.example/cb", requested: "https://app.example:8443/cb"))
-        #expect(AuthorizationFlow.redirectURIMatches(registered: "http://127.0.0.1:8081/cb", requested: "http://127.0.0.1:51234/cb"))
-        #expect(!AuthorizationFlow.redirectURIMatches(registered: "http://127.0.0.1:8081/cb", requested: "http://127.0.0.1:51234/other"))
-        #expect(!AuthorizationFlow.redirectURIMatches(registered: "http://127.0.0.1:8081/cb", requested: "http://localhost:8081/cb"))
+    @Test(arguments: [true, false])
+    func redirectURIMatching(native: Bool) {
+        #expect(AuthorizationFlow.redirectURIMatches(registered: "https://app.example/cb", requested: "https://app.example/cb", variableLoopbackPort: native))
+        #expect(!AuthorizationFlow.redirectURIMatches(registered: "https://app.example/cb", requested: "https://app.example/cb/", variableLoopbackPort: native))
+        #expect(!AuthorizationFlow.redirectURIMatches(registered: "https://app.example/cb", requested: "https://app.example:8443/cb", variableLoopbackPort: native))
+        // Another loopback port: native apps only (RFC 8252 §7.3).
+        #expect(AuthorizationFlow.redirectURIMatches(registered: "http://127.0.0.1:8081/cb", requested: "http://127.0.0.1:51234/cb", variableLoopbackPort: native) == native)
+        #expect(AuthorizationFlow.redirectURIMatches(registered: "http://127.0.0.1:8081/cb", requested: "http://127.0.0.1:8081/cb", variableLoopbackPort: native))
+        #expect(!AuthorizationFlow.redirectURIMatches(registered: "http://127.0.0.1:8081/cb", requested: "http://127.0.0.1:51234/other", variableLoopbackPort: native))
+        #expect(!AuthorizationFlow.redirectURIMatches(registered: "http://127.0.0.1:8081/cb", requested: "http://localhost:8081/cb", variableLoopbackPort: native))
     }
 }
 

@@ -9,6 +9,7 @@ import HummingbirdTesting
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 
 /// A clock the test moves by hand.
 final class ManualClock: AuthClock {
@@ -28,6 +29,7 @@ func testConfiguration() throws -> AuthServerConfiguration {
           - {id: demo-web, name: Demo web, secret: demo-web-secret, grants: [authorization_code, refresh_token, password], scopes: [orders:read, orders:write], redirect_uris: ['http://127.0.0.1:8081/callback']}
           - {id: demo-spa, type: public, grants: [authorization_code, refresh_token, implicit], scopes: [orders:read, orders:write], redirect_uris: ['http://127.0.0.1:8081/spa/callback']}
           - {id: no-pkce, secret: no-pkce-secret, grants: [authorization_code], scopes: [orders:read], redirect_uris: ['https://app.example/cb']}
+          - {id: demo-cli, type: public, application_type: native, grants: [authorization_code], scopes: [orders:read], redirect_uris: ['http://127.0.0.1:8765/cli/callback']}
           - {id: gatehouse-gateway, secret: gatehouse-gateway-secret, grants: ['urn:ietf:params:oauth:grant-type:token-exchange'], introspect: true}
         users:
           - {username: alice, password: alice-password}
@@ -40,6 +42,9 @@ func testConfiguration() throws -> AuthServerConfiguration {
 /// Runs a real authorization server on a loopback port with a fresh SQLite store, and a live HTTP client.
 func withAuthServer(
     configure: (inout AuthServerConfiguration) -> Void = { _ in },
+    passwordAlgorithm: any PasswordAlgorithm = BcryptAlgorithm(),
+    passwordHashingPool: NIOThreadPool? = nil,
+    inspect: (AuthorizationServer) -> Void = { _ in },
     _ body: @Sendable (any TestClientProtocol, ManualClock, SQLiteAuthStore) async throws -> Void
 ) async throws {
     var template = Array("/tmp/gatehouse-auth-XXXXXX".utf8CString)
@@ -53,8 +58,11 @@ func withAuthServer(
     let clock = ManualClock()
     let keys = KeyManager.forServer(configuration, dataDirectory: directory, clock: clock, logger: logger)
     try await keys.reload()
-    let server = try AuthorizationServer(configuration: configuration, store: store, keys: keys, clock: clock, logger: logger)
+    let server = try AuthorizationServer(
+        configuration: configuration, store: store, keys: keys, clock: clock, logger: logger, passwordAlgorithm: passwordAlgorithm, passwordHashingPool: passwordHashingPool
+    )
     try await server.registerConfiguredClientsAndUsers()
+    inspect(server)
     let app = server.application(host: "127.0.0.1", port: 0)
     do {
         try await app.test(.live) { client in try await body(client, clock, store) }
@@ -94,27 +102,67 @@ struct Reply: Sendable {
     }
 }
 
+/// The headers and body of a test request: a form body, the session cookie.
+private func requestParts(headers: HTTPFields, form: [(String, String)]?, cookie: String?) -> (HTTPFields, ByteBuffer?) {
+    var headers = headers
+    var body: ByteBuffer?
+    if let form {
+        headers[.contentType] = "application/x-www-form-urlencoded"
+        body = ByteBuffer(string: FormParameters.encode(form.map { ($0.0, Optional($0.1)) }))
+    }
+    if let cookie { headers[.cookie] = "\(AuthorizationServer.sessionCookie)=\(cookie)" }
+    return (headers, body)
+}
+
+private func basicAuthorization(_ basic: (String, String)?) -> HTTPFields {
+    guard let (id, secret) = basic else { return [:] }
+    return [.authorization: "Basic " + Data("\(id):\(secret)".utf8).base64EncodedString()]
+}
+
 extension TestClientProtocol {
     func send(_ method: HTTPRequest.Method, _ uri: String, headers: HTTPFields = [:], form: [(String, String)]? = nil, cookie: String? = nil) async throws -> Reply {
-        var headers = headers
-        var body: ByteBuffer?
-        if let form {
-            headers[.contentType] = "application/x-www-form-urlencoded"
-            body = ByteBuffer(string: FormParameters.encode(form.map { ($0.0, Optional($0.1)) }))
-        }
-        if let cookie { headers[.cookie] = "\(AuthorizationServer.sessionCookie)=\(cookie)" }
+        let (headers, body) = requestParts(headers: headers, form: form, cookie: cookie)
         return try await execute(uri: uri, method: method, headers: headers, body: body) { response in
             Reply(status: response.status, headers: response.headers, text: String(buffer: response.body))
         }
     }
 
     func token(_ form: [(String, String)], basic: (String, String)? = nil) async throws -> Reply {
-        var headers: HTTPFields = [:]
-        if let (id, secret) = basic {
-            headers[.authorization] = "Basic " + Data("\(id):\(secret)".utf8).base64EncodedString()
-        }
-        return try await send(.post, "/token", headers: headers, form: form)
+        try await send(.post, "/token", headers: basicAuthorization(basic), form: form)
     }
+
+    /// A client that opens a connection for each request. The live test client has one connection, on which the
+    /// server answers one request at a time, so requests sent concurrently through it never overlap at the server.
+    var perRequestConnections: FreshConnectionClient { FreshConnectionClient(port: port ?? 0) }
+}
+
+/// Sends each request on a new connection (see `perRequestConnections`).
+struct FreshConnectionClient: Sendable {
+    let port: Int
+
+    func send(_ method: HTTPRequest.Method, _ uri: String, headers: HTTPFields = [:], form: [(String, String)]? = nil, cookie: String? = nil) async throws -> Reply {
+        let (headers, body) = requestParts(headers: headers, form: form, cookie: cookie)
+        let request = TestClient.Request(uri, method: method, authority: "localhost", headers: headers, body: body)
+        return try await TestClient.withClient(host: "localhost", port: port) { client in
+            let response = try await client.execute(request)
+            return Reply(status: response.status, headers: response.headers, text: String(buffer: response.body ?? ByteBuffer()))
+        }
+    }
+
+    func token(_ form: [(String, String)], basic: (String, String)? = nil) async throws -> Reply {
+        try await send(.post, "/token", headers: basicAuthorization(basic), form: form)
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds or `timeout` passes; returns whether it held. For conditions that
+/// another task or connection makes true: the test waits for the condition, never for a fixed time.
+func eventually(timeout: Duration = .seconds(10), _ condition: @Sendable () async throws -> Bool) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return try await condition()
 }
 
 /// Query or fragment parameters of a redirect URL.

@@ -103,33 +103,6 @@ final class TokenService: Sendable {
         )
     }
 
-    /// Checks a password under the login throttle (per username and per address). Shared with the login page.
-    func verifyPassword(username: String, password: String, remoteAddress: String) async throws -> UserRecord {
-        let userKey = "user:" + username.lowercased()
-        let addressKey = "ip:" + remoteAddress
-        let now = clock.now()
-        let wait = throttle.withLockedValue { throttle in
-            max(throttle.retryAfter(userKey, now: now) ?? 0, throttle.retryAfter(addressKey, now: now) ?? 0)
-        }
-        guard wait == 0 else {
-            throw OAuthError(.invalidGrant, "too many failed sign-in attempts; try again in \(wait) s", retryAfter: wait)
-        }
-        let user = try await store.user(username: username)
-        let matches = try await passwords.verify(password, hash: user?.passwordHash ?? PasswordHasher.decoyHash)
-        guard let user, matches else {
-            let failedAt = clock.now()
-            throttle.withLockedValue { throttle in
-                throttle.recordFailure(userKey, now: failedAt)
-                throttle.recordFailure(addressKey, now: failedAt)
-            }
-            logger.notice("sign-in failed", metadata: ["remote": "\(remoteAddress)"])
-            throw OAuthError(.invalidGrant, "the username or password is wrong")
-        }
-        // Only the user's count resets: one good account must not wipe an address's record of guessing others.
-        throttle.withLockedValue { $0.recordSuccess(userKey) }
-        return user
-    }
-
     private func authorizationCode(client: ClientRecord, form: FormParameters) async throws -> IssuedTokens {
         guard let code = form["code"] else { throw OAuthError(.invalidRequest, "code is required") }
         let now = clock.now()

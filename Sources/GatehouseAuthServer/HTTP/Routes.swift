@@ -6,6 +6,7 @@ import NIOCore
 extension AuthorizationServer {
     func makeRouter() -> Router<AuthRequestContext> {
         let router = Router(context: AuthRequestContext.self)
+        router.add(middleware: ClientAddressMiddleware(trustedProxies: configuration.trustedProxies))
         router.add(middleware: RequestIDMiddleware(logger: logger))
 
         router.get("/.well-known/oauth-authorization-server") { _, _ in self.metadataResponse() }
@@ -22,6 +23,8 @@ extension AuthorizationServer {
         router.post("/login") { request, context in try await self.loginSubmit(request, context) }
         router.get("/consent") { request, context in self.consentPage(request, context) }
         router.post("/consent") { request, context in try await self.consentSubmit(request, context) }
+        router.get("/logout") { request, context in self.logoutPage(request, context) }
+        router.post("/logout") { request, context in try await self.logoutSubmit(request, context) }
         return router
     }
 
@@ -94,7 +97,7 @@ extension AuthorizationServer {
         do {
             body = try await request.body.collect(upTo: context.maxUploadSize)
         } catch {
-            return .failure(OAuthError(.invalidRequest, "the request body is too large"))
+            return .failure(OAuthError(.invalidRequest, "the request body is larger than \(context.maxUploadSize / 1024) KiB", status: .contentTooLarge))
         }
         do {
             return .success(try FormParameters.parse(String(buffer: body)))
@@ -107,17 +110,28 @@ extension AuthorizationServer {
 
     // MARK: Authorization endpoint and pages
 
-    private var secureCookies: Bool { !configuration.isLoopbackHTTPIssuer }
-
-    private func cookie(_ value: String) -> String {
-        "\(Self.sessionCookie)=\(value); Path=/; Max-Age=\(configuration.login.sessionLifetime); HttpOnly; SameSite=Lax" + (secureCookies ? "; Secure" : "")
+    /// A page's form body: parsed, missing or malformed (the page's own error), or over the size limit (413).
+    enum PageForm {
+        case form(FormParameters)
+        case invalid
+        case tooLarge
     }
 
-    private func sessionID(_ request: Request) -> String? {
-        request.cookies[Self.sessionCookie]?.value
+    func readPageForm(_ request: Request, _ context: AuthRequestContext) async -> PageForm {
+        switch await readForm(request, context) {
+        case .success(let form): .form(form)
+        case .failure(let error): error.status == .contentTooLarge ? .tooLarge : .invalid
+        }
     }
 
-    private func render(_ outcome: AuthorizationOutcome, cookies: [String] = []) -> Response {
+    /// The 413 page for a form over the size limit.
+    func tooLargePage(_ context: AuthRequestContext) -> Response {
+        Responses.html(
+            pages.error(heading: "Request too large", message: "The form sent is larger than \(context.maxUploadSize / 1024) KiB."), status: .contentTooLarge
+        )
+    }
+
+    func render(_ outcome: AuthorizationOutcome, cookies: [String] = []) -> Response {
         switch outcome {
         case .redirect(let location): Responses.seeOther(location, cookies: cookies)
         case .errorPage(let heading, let message): Responses.html(pages.error(heading: heading, message: message), status: .badRequest, cookies: cookies)
@@ -128,13 +142,15 @@ extension AuthorizationServer {
         let now = clock.now()
         var cookies: [String] = []
         var id = sessionID(request)
-        if sessions.session(id: id, now: now) == nil {
+        var current = sessions.session(id: id, now: now)
+        if current == nil {
             let created = sessions.create(now: now)
             id = created.id
-            cookies.append(cookie(created.id))
+            current = created.session
+            cookies.append(cookie(created.id, maxAge: sessions.anonymousLifetime))
         }
         guard let sessionID = id else { return render(.errorPage(heading: "Error", message: "no session")) }
-        let (outcome, requestID) = try await flow.start(query: request.uri.query, sessionID: sessionID)
+        let (outcome, requestID) = try await flow.start(query: request.uri.query, sessionID: sessionID, signedIn: current?.userID != nil)
         // Already signed in: skip the sign-in page.
         if let requestID, let session = sessions.session(id: sessionID, now: now), session.userID != nil,
             let pendingRequest = pending.get(requestID, sessionID: sessionID, now: now)
@@ -154,12 +170,14 @@ extension AuthorizationServer {
         else {
             return render(.errorPage(heading: "Sign-in expired", message: Self.expiredMessage))
         }
-        return Responses.html(pages.login(clientName: pendingRequest.clientName, csrfToken: session.csrfToken, requestID: requestID))
+        return Responses.html(pages.login(clientName: pendingRequest.clientName, csrfToken: session.csrfToken, requestID: requestID), formAction: formAction(pendingRequest))
     }
 
     private func loginSubmit(_ request: Request, _ context: AuthRequestContext) async throws -> Response {
         let now = clock.now()
-        guard case .success(let form) = await readForm(request, context),
+        let read = await readPageForm(request, context)
+        if case .tooLarge = read { return tooLargePage(context) }
+        guard case .form(let form) = read,
             let id = sessionID(request), let session = sessions.session(id: id, now: now),
             let csrf = form["csrf_token"], SecureToken.constantTimeEquals(csrf, session.csrfToken),
             let requestID = form["request"], let pendingRequest = pending.get(requestID, sessionID: id, now: now)
@@ -178,9 +196,21 @@ extension AuthorizationServer {
             let outcome = try await flow.afterSignIn(requestID: requestID, request: pendingRequest, session: signedIn)
             return render(outcome, cookies: [cookie(newID)])
         } catch let error as OAuthError {
-            let message = error.retryAfter.map { "Too many failed attempts. Try again in \($0) seconds." } ?? "The username or password is wrong."
+            let message: String
+            let status: HTTPResponse.Status
+            switch (error.code, error.retryAfter) {
+            case (.temporarilyUnavailable, let wait):
+                message = "Too many sign-ins are in progress. Try again in \(wait ?? 1) seconds."
+                status = .serviceUnavailable
+            case (_, let wait?):
+                message = "Too many failed attempts. Try again in \(wait) seconds."
+                status = .tooManyRequests
+            case (_, nil):
+                message = "The username or password is wrong."
+                status = .ok
+            }
             let page = pages.login(clientName: pendingRequest.clientName, csrfToken: session.csrfToken, requestID: requestID, username: username, error: message)
-            return Responses.html(page, status: error.retryAfter == nil ? .ok : .tooManyRequests)
+            return Responses.html(page, status: status, extra: error.retryAfter.map { [.retryAfter: String($0)] } ?? [:], formAction: formAction(pendingRequest))
         }
     }
 
@@ -193,12 +223,17 @@ extension AuthorizationServer {
             return render(.errorPage(heading: "Sign-in expired", message: Self.expiredMessage))
         }
         guard let username = session.username else { return Responses.seeOther("/login?request=\(requestID)") }
-        return Responses.html(pages.consent(clientName: pendingRequest.clientName, username: username, scopes: pendingRequest.scopes, csrfToken: session.csrfToken, requestID: requestID))
+        return Responses.html(
+            pages.consent(clientName: pendingRequest.clientName, username: username, scopes: pendingRequest.scopes, csrfToken: session.csrfToken, requestID: requestID),
+            formAction: formAction(pendingRequest)
+        )
     }
 
     private func consentSubmit(_ request: Request, _ context: AuthRequestContext) async throws -> Response {
         let now = clock.now()
-        guard case .success(let form) = await readForm(request, context),
+        let read = await readPageForm(request, context)
+        if case .tooLarge = read { return tooLargePage(context) }
+        guard case .form(let form) = read,
             let id = sessionID(request), let session = sessions.session(id: id, now: now),
             let csrf = form["csrf_token"], SecureToken.constantTimeEquals(csrf, session.csrfToken),
             let requestID = form["request"], let pendingRequest = pending.get(requestID, sessionID: id, now: now)

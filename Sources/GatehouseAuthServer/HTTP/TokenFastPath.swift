@@ -13,7 +13,7 @@ import NIOHTTPTypesHTTP1
 /// another grant or endpoint) goes on to the Hummingbird router exactly as it arrived, so both paths give the same
 /// answers.
 ///
-/// Sits between NIO's HTTP/1 decoder and Hummingbird's codec (`TokenFastPathInstaller` puts it there), so a request
+/// Sits between NIO's HTTP/1 decoder and Hummingbird's codec (`AuthPipelineInstaller` puts it there), so a request
 /// it answers is never converted to swift-http-types and its answer goes straight to NIO's encoder.
 /// Requests are answered in order: while a request handed to the router is unanswered, later ones are handed on too.
 final class TokenFastPath: ChannelDuplexHandler, RemovableChannelHandler {
@@ -189,34 +189,6 @@ final class TokenFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         return true
     }
 }
-
-/// The handler Hummingbird's `additionalChannelHandlers` places after its codec: it puts `TokenFastPath` in
-/// front of the codec (where requests are still NIO's HTTP/1 parts) and then only passes everything on.
-final class TokenFastPathInstaller: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = NIOAny
-
-    private let tokens: TokenService
-    private let logger: Logger
-
-    init(tokens: TokenService, logger: Logger) {
-        self.tokens = tokens
-        self.logger = logger
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        let pipeline = context.pipeline.syncOperations
-        do {
-            let codec = try pipeline.handler(type: HTTP1ToHTTPServerCodec.self)
-            try pipeline.addHandler(TokenFastPath(tokens: tokens, logger: logger), position: .before(codec))
-        } catch {
-            // Without the codec there is nothing to speed up: the router answers every request.
-            logger.debug("token fast path not installed", metadata: ["reason": "\(error)"])
-        }
-    }
-}
-
-@available(*, unavailable)
-extension TokenFastPathInstaller: Sendable {}
 
 @available(*, unavailable)
 extension TokenFastPath: Sendable {}

@@ -19,10 +19,25 @@ struct AuthorizationFlow: Sendable {
     let directory: ClientDirectory
     let pending: PendingAuthorizations
     let logger: Logger
+    /// The configuration file's clients by id, for what only the file says of a client (`application_type`,
+    /// `first_party`); a client added with the CLI is a web client that is not first-party.
+    let registrations: [String: ClientRegistration]
+
+    init(configuration: AuthServerConfiguration, store: any AuthStore, clock: any AuthClock, directory: ClientDirectory, pending: PendingAuthorizations, logger: Logger) {
+        self.configuration = configuration
+        self.store = store
+        self.clock = clock
+        self.directory = directory
+        self.pending = pending
+        self.logger = logger
+        self.registrations = Dictionary(configuration.clients.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+    }
 
     /// Validates an authorization request. Until the client and redirect URI are known good, errors are pages;
     /// after that they go back to the client with `error`, `state` and `iss`.
-    func start(query: String?, sessionID: String) async throws -> (outcome: AuthorizationOutcome, requestID: String?) {
+    /// - Parameter signedIn: whether the session is signed in (its pending request is then bounded with the
+    ///   signed-in ones, out of reach of anonymous floods).
+    func start(query: String?, sessionID: String, signedIn: Bool = false) async throws -> (outcome: AuthorizationOutcome, requestID: String?) {
         let parameters: FormParameters
         do {
             parameters = try FormParameters.parse(query ?? "")
@@ -37,9 +52,11 @@ struct AuthorizationFlow: Sendable {
         guard let client = try await directory.client(id: clientID) else {
             return (.errorPage(heading: "Unknown application", message: "No application is registered as '\(clientID)'."), nil)
         }
+        let registration = registrations[client.id]
+        let isNative = registration?.applicationType == .native
         let redirectURI: String
         if let requested = parameters["redirect_uri"] {
-            guard client.redirectURIs.contains(where: { Self.redirectURIMatches(registered: $0, requested: requested) }) else {
+            guard client.redirectURIs.contains(where: { Self.redirectURIMatches(registered: $0, requested: requested, variableLoopbackPort: isNative) }) else {
                 return (.errorPage(heading: "Invalid redirect URI", message: "The redirect URI is not registered for this application."), nil)
             }
             redirectURI = requested
@@ -98,15 +115,18 @@ struct AuthorizationFlow: Sendable {
         let request = PendingAuthorization(
             clientID: client.id, clientName: client.name, responseType: responseType, redirectURI: redirectURI,
             redirectURIWasGiven: parameters["redirect_uri"] != nil, scopes: scopes, state: state, codeChallenge: challenge,
-            sessionHash: SecureToken.hash(sessionID), expiresAt: now + pending.lifetime
+            sessionHash: SecureToken.hash(sessionID), expiresAt: now + pending.lifetime,
+            asksConsentEveryTime: client.isPublic && registration?.firstParty != true
         )
-        let requestID = pending.add(request, now: now)
+        let requestID = pending.add(request, signedIn: signedIn, now: now)
         return (.redirect("/login?request=\(requestID)"), requestID)
     }
 
-    /// After sign-in: straight to the client when the user consented to these scopes before, else the consent page.
+    /// After sign-in: straight to the client when the user consented to these scopes before (and the client may use
+    /// a remembered consent), else the consent page.
     func afterSignIn(requestID: String, request: PendingAuthorization, session: BrowserSession) async throws -> AuthorizationOutcome {
         guard let userID = session.userID else { return .redirect("/login?request=\(requestID)") }
+        guard !request.asksConsentEveryTime else { return .redirect("/consent?request=\(requestID)") }
         let consented = try await store.consentedScopes(userID: userID, clientID: request.clientID)
         if Set(request.scopes).isSubset(of: consented) {
             return try await complete(requestID: requestID, request: request, session: session)
@@ -174,10 +194,12 @@ struct AuthorizationFlow: Sendable {
         return uri + (uri.contains("?") ? "&" : "?") + encoded
     }
 
-    /// Exact string match, except that a loopback http redirect URI may use any port (RFC 8252 §7.3).
-    static func redirectURIMatches(registered: String, requested: String) -> Bool {
+    /// Exact string match, except that for a native app (`variableLoopbackPort`) a loopback http redirect URI may
+    /// use any port (RFC 8252 §7.3). A browser client gets no such leeway: anyone who can open a URL in the
+    /// user's browser could otherwise send its codes or tokens to whatever listens on another loopback port.
+    static func redirectURIMatches(registered: String, requested: String, variableLoopbackPort: Bool) -> Bool {
         if registered == requested { return true }
-        guard let registeredURL = ParsedURL(registered), let requestedURL = ParsedURL(requested),
+        guard variableLoopbackPort, let registeredURL = ParsedURL(registered), let requestedURL = ParsedURL(requested),
             registeredURL.scheme == "http", requestedURL.scheme == "http", registeredURL.isLoopback,
             requestedURL.fragment == nil
         else { return false }

@@ -26,6 +26,12 @@ public struct LoginThrottle: Sendable {
     struct Entry: Equatable {
         var failures: Int
         var lastFailure: Int
+        /// Attempts counted by `reserve` whose outcome is not known yet (their password is being hashed).
+        var pending: Int = 0
+        var lastReserved: Int = 0
+
+        /// The time delays count from: the last failure, or the last reservation while one is pending.
+        var reference: Int { pending > 0 ? max(lastFailure, lastReserved) : lastFailure }
     }
 
     public let policy: Policy
@@ -37,16 +43,56 @@ public struct LoginThrottle: Sendable {
 
     /// Seconds to wait before `key` may try again, or nil when it may try now.
     public func retryAfter(_ key: String, now: Int) -> Int? {
-        guard let entry = entries[key], now - entry.lastFailure < policy.failureWindow else { return nil }
-        let excess = entry.failures - policy.maxFailuresBeforeDelay
+        guard let entry = entries[key] else { return nil }
+        let failures = now - entry.lastFailure < policy.failureWindow ? entry.failures : 0
+        let excess = failures + entry.pending - policy.maxFailuresBeforeDelay
         guard excess >= 0 else { return nil }
         let delay = excess >= 30 ? policy.maxDelay : min(policy.maxDelay, policy.baseDelay << excess)
-        let remaining = entry.lastFailure + delay - now
+        let remaining = entry.reference + delay - now
         return remaining > 0 ? remaining : nil
     }
 
+    /// Counts an attempt for every key before its password is evaluated, so that N concurrent guesses cannot all
+    /// pass a check made before any of them had failed: each is counted as a failure until `settle` says
+    /// otherwise. Returns the wait, counting nothing, when any key must wait.
+    public mutating func reserve(_ keys: [String], now: Int) -> Int? {
+        if let wait = keys.compactMap({ retryAfter($0, now: now) }).max() { return wait }
+        for key in keys {
+            var entry: Entry
+            if let existing = entries[key] {
+                entry = existing
+                if now - entry.lastFailure >= policy.failureWindow { entry.failures = 0 }
+            } else {
+                if entries.count >= policy.maxTrackedKeys { evictOldest(now: now) }
+                entry = Entry(failures: 0, lastFailure: now)
+            }
+            entry.pending += 1
+            entry.lastReserved = now
+            entries[key] = entry
+        }
+        return nil
+    }
+
+    /// The outcome of an attempt `reserve` counted: a failure stays counted; otherwise (a success, or an attempt
+    /// that was never evaluated because the hashing queue was full) the reservation is taken back.
+    public mutating func settle(_ key: String, failed: Bool, now: Int) {
+        guard var entry = entries[key] else {
+            // Cleared meanwhile (a success for the same username): a failure still counts.
+            if failed { recordFailure(key, now: now) }
+            return
+        }
+        entry.pending = max(0, entry.pending - 1)
+        if failed {
+            if now - entry.lastFailure >= policy.failureWindow { entry.failures = 0 }
+            entry.failures += 1
+            entry.lastFailure = now
+        }
+        entries[key] = entry.failures == 0 && entry.pending == 0 ? nil : entry
+    }
+
     public mutating func recordFailure(_ key: String, now: Int) {
-        if var entry = entries[key], now - entry.lastFailure < policy.failureWindow {
+        if var entry = entries[key] {
+            if now - entry.lastFailure >= policy.failureWindow { entry.failures = 0 }
             entry.failures += 1
             entry.lastFailure = now
             entries[key] = entry
@@ -67,8 +113,8 @@ public struct LoginThrottle: Sendable {
     }
 
     private mutating func evictOldest(now: Int) {
-        entries = entries.filter { now - $0.value.lastFailure < policy.failureWindow }
-        if entries.count >= policy.maxTrackedKeys, let oldest = entries.min(by: { $0.value.lastFailure < $1.value.lastFailure }) {
+        entries = entries.filter { $0.value.pending > 0 || now - $0.value.reference < policy.failureWindow }
+        if entries.count >= policy.maxTrackedKeys, let oldest = entries.min(by: { $0.value.reference < $1.value.reference }) {
             entries[oldest.key] = nil
         }
     }

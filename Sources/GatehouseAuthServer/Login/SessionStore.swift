@@ -11,40 +11,46 @@ struct BrowserSession: Sendable, Equatable {
 }
 
 /// Browser sessions, in memory: a restart signs everyone out (tokens already issued stay valid).
+///
+/// Anonymous sessions (one per browser that opened `/authorize`, made for nothing more than a request) and
+/// signed-in ones (each paid for with a password check) are kept apart, each bounded on its own: a flood of
+/// anonymous requests drops the oldest anonymous sessions and never a signed-in one. Each tier is a
+/// `BoundedExpiringMap`, so an insertion at the cap costs O(1) under the lock, not a scan.
 final class SessionStore: Sendable {
-    private let sessions = NIOLockedValueBox([String: BrowserSession]())
-    private let lifetime: Int
-    private let maxSessions: Int
+    private struct Tiers: Sendable {
+        var anonymous: BoundedExpiringMap<BrowserSession>
+        var signedIn: BoundedExpiringMap<BrowserSession>
+    }
 
-    init(lifetime: Int, maxSessions: Int = 200_000) {
+    private let tiers: NIOLockedValueBox<Tiers>
+    private let lifetime: Int
+    /// Anonymous sessions live only as long as a sign-in may take: the pending request they carry lives 10 min.
+    let anonymousLifetime: Int
+
+    /// - Parameters:
+    ///   - lifetime: seconds a signed-in session lasts.
+    ///   - maxSignedIn: signed-in sessions kept at most; past it the oldest is dropped.
+    ///   - maxAnonymous: anonymous sessions kept at most; past it the oldest is dropped.
+    init(lifetime: Int, maxSignedIn: Int = 200_000, maxAnonymous: Int = 50_000, anonymousLifetime: Int = 900) {
         self.lifetime = lifetime
-        self.maxSessions = maxSessions
+        self.anonymousLifetime = min(anonymousLifetime, lifetime)
+        self.tiers = NIOLockedValueBox(Tiers(anonymous: .init(capacity: maxAnonymous), signedIn: .init(capacity: maxSignedIn)))
     }
 
     /// Starts an anonymous session; returns the cookie value and the session.
     func create(now: Int) -> (id: String, session: BrowserSession) {
         let id = SecureToken.generate()
-        let session = BrowserSession(csrfToken: SecureToken.generate(), expiresAt: now + lifetime)
-        sessions.withLockedValue { sessions in
-            if sessions.count >= maxSessions { sessions = sessions.filter { $0.value.expiresAt > now } }
-            if sessions.count >= maxSessions, let victim = sessions.min(by: { $0.value.expiresAt < $1.value.expiresAt })?.key {
-                sessions[victim] = nil
-            }
-            sessions[SecureToken.hash(id)] = session
-        }
+        let session = BrowserSession(csrfToken: SecureToken.generate(), expiresAt: now + anonymousLifetime)
+        let key = SecureToken.hash(id)
+        tiers.withLockedValue { $0.anonymous.insert(key, session, expiresAt: session.expiresAt) }
         return (id, session)
     }
 
     func session(id: String?, now: Int) -> BrowserSession? {
         guard let id, !id.isEmpty else { return nil }
         let key = SecureToken.hash(id)
-        return sessions.withLockedValue { sessions in
-            guard let session = sessions[key] else { return nil }
-            guard session.expiresAt > now else {
-                sessions[key] = nil
-                return nil
-            }
-            return session
+        return tiers.withLockedValue { tiers in
+            tiers.signedIn.value(key, now: now) ?? tiers.anonymous.value(key, now: now)
         }
     }
 
@@ -52,15 +58,37 @@ final class SessionStore: Sendable {
     func signIn(replacing oldID: String, userID: String, username: String, now: Int) -> String {
         let id = SecureToken.generate()
         let session = BrowserSession(csrfToken: SecureToken.generate(), userID: userID, username: username, authTime: now, expiresAt: now + lifetime)
-        sessions.withLockedValue { sessions in
-            sessions[SecureToken.hash(oldID)] = nil
-            sessions[SecureToken.hash(id)] = session
+        let oldKey = SecureToken.hash(oldID)
+        let key = SecureToken.hash(id)
+        tiers.withLockedValue { tiers in
+            tiers.anonymous.remove(oldKey)
+            tiers.signedIn.remove(oldKey)
+            tiers.signedIn.insert(key, session, expiresAt: session.expiresAt)
         }
         return id
     }
 
+    /// Ends a session, anonymous or signed in; false when there was none.
+    @discardableResult
+    func signOut(id: String) -> Bool {
+        let key = SecureToken.hash(id)
+        return tiers.withLockedValue { tiers in
+            let signedIn = tiers.signedIn.remove(key) != nil
+            let anonymous = tiers.anonymous.remove(key) != nil
+            return signedIn || anonymous
+        }
+    }
+
+    /// Sessions held: anonymous and signed in.
+    var counts: (anonymous: Int, signedIn: Int) {
+        tiers.withLockedValue { ($0.anonymous.count, $0.signedIn.count) }
+    }
+
     func purge(now: Int) {
-        sessions.withLockedValue { sessions in sessions = sessions.filter { $0.value.expiresAt > now } }
+        tiers.withLockedValue { tiers in
+            tiers.anonymous.purge(now: now)
+            tiers.signedIn.purge(now: now)
+        }
     }
 }
 
@@ -81,21 +109,34 @@ struct PendingAuthorization: Sendable, Equatable {
     var codeChallenge: String?
     var sessionHash: String
     var expiresAt: Int
+    /// A public client that is not first-party: a remembered consent is not enough, the user is asked again.
+    var asksConsentEveryTime: Bool = false
 }
 
-/// Pending authorization requests by random id (10 minutes to complete sign-in and consent).
+/// Pending authorization requests by random id (10 minutes to complete sign-in and consent). Like sessions, the
+/// requests of anonymous browsers and those of signed-in ones are bounded apart, so a flood of anonymous
+/// `/authorize` requests cannot drop a signed-in user's request on its way to consent.
 final class PendingAuthorizations: Sendable {
-    private let requests = NIOLockedValueBox([String: PendingAuthorization]())
+    private struct Tiers: Sendable {
+        var anonymous: BoundedExpiringMap<PendingAuthorization>
+        var signedIn: BoundedExpiringMap<PendingAuthorization>
+    }
+
+    private let requests: NIOLockedValueBox<Tiers>
     let lifetime = 600
 
-    func add(_ request: PendingAuthorization, now: Int) -> String {
+    init(maxAnonymous: Int = 50_000, maxSignedIn: Int = 100_000) {
+        self.requests = NIOLockedValueBox(Tiers(anonymous: .init(capacity: maxAnonymous), signedIn: .init(capacity: maxSignedIn)))
+    }
+
+    func add(_ request: PendingAuthorization, signedIn: Bool, now: Int) -> String {
         let id = SecureToken.generate()
-        requests.withLockedValue { requests in
-            if requests.count > 100_000 { requests = requests.filter { $0.value.expiresAt > now } }
-            if requests.count > 100_000, let victim = requests.min(by: { $0.value.expiresAt < $1.value.expiresAt })?.key {
-                requests[victim] = nil
+        requests.withLockedValue { tiers in
+            if signedIn {
+                tiers.signedIn.insert(id, request, expiresAt: request.expiresAt)
+            } else {
+                tiers.anonymous.insert(id, request, expiresAt: request.expiresAt)
             }
-            requests[id] = request
         }
         return id
     }
@@ -104,21 +145,38 @@ final class PendingAuthorizations: Sendable {
     func get(_ id: String?, sessionID: String?, now: Int) -> PendingAuthorization? {
         guard let id, let sessionID else { return nil }
         let sessionHash = SecureToken.hash(sessionID)
-        return requests.withLockedValue { requests in
-            guard let request = requests[id], request.expiresAt > now, SecureToken.constantTimeEquals(request.sessionHash, sessionHash) else { return nil }
+        return requests.withLockedValue { tiers in
+            guard let request = tiers.signedIn.value(id, now: now) ?? tiers.anonymous.value(id, now: now),
+                SecureToken.constantTimeEquals(request.sessionHash, sessionHash)
+            else { return nil }
             return request
         }
     }
 
+    /// Binds the request to the session its browser signed in with (and so to the signed-in tier).
     func rebind(_ id: String, toSession sessionID: String) {
-        requests.withLockedValue { requests in requests[id]?.sessionHash = SecureToken.hash(sessionID) }
+        let sessionHash = SecureToken.hash(sessionID)
+        requests.withLockedValue { tiers in
+            if var request = tiers.anonymous.remove(id) {
+                request.sessionHash = sessionHash
+                tiers.signedIn.insert(id, request, expiresAt: request.expiresAt)
+            } else {
+                tiers.signedIn.update(id) { $0.sessionHash = sessionHash }
+            }
+        }
     }
 
     func remove(_ id: String) {
-        _ = requests.withLockedValue { $0.removeValue(forKey: id) }
+        requests.withLockedValue { tiers in
+            tiers.anonymous.remove(id)
+            tiers.signedIn.remove(id)
+        }
     }
 
     func purge(now: Int) {
-        requests.withLockedValue { requests in requests = requests.filter { $0.value.expiresAt > now } }
+        requests.withLockedValue { tiers in
+            tiers.anonymous.purge(now: now)
+            tiers.signedIn.purge(now: now)
+        }
     }
 }

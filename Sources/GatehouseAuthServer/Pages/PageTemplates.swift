@@ -49,6 +49,20 @@ enum PageTemplates {
         </form>
         """ + layoutEnd
 
+    static let logout = layoutStart + """
+        <h1>Sign out?</h1>
+        {{#username}}<p class="sub">You are signed in as <strong>{{username}}</strong>.</p>{{/username}}
+        <form id="logout-form" method="post" action="/logout">
+        <input type="hidden" name="csrf_token" value="{{csrfToken}}">
+        <button type="submit" id="logout-submit">Sign out</button>
+        </form>
+        """ + layoutEnd
+
+    static let signedOut = layoutStart + """
+        <h1 id="signed-out">Signed out</h1>
+        <p class="sub">You are signed out of Gatehouse. Tokens already issued to applications stay valid until they expire or are revoked.</p>
+        """ + layoutEnd
+
     static let error = layoutStart + """
         <h1>{{heading}}</h1>
         <div class="error" id="error-message">{{message}}</div>

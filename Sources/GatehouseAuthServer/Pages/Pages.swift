@@ -9,6 +9,8 @@ struct Pages: Sendable {
         try library.register(PageTemplates.login, named: "login")
         try library.register(PageTemplates.consent, named: "consent")
         try library.register(PageTemplates.error, named: "error")
+        try library.register(PageTemplates.logout, named: "logout")
+        try library.register(PageTemplates.signedOut, named: "signedOut")
         self.library = library
     }
 
@@ -21,6 +23,16 @@ struct Pages: Sendable {
     func consent(clientName: String, username: String, scopes: [String], csrfToken: String, requestID: String) -> String {
         let values: [String: Any] = ["title": "Allow access", "clientName": clientName, "username": username, "scopes": scopes, "csrfToken": csrfToken, "requestID": requestID]
         return library.render(values, withTemplate: "consent") ?? ""
+    }
+
+    func logout(username: String?, csrfToken: String) -> String {
+        var values: [String: Any] = ["title": "Sign out", "csrfToken": csrfToken]
+        if let username { values["username"] = username }
+        return library.render(values, withTemplate: "logout") ?? ""
+    }
+
+    func signedOut() -> String {
+        library.render(["title": "Signed out"], withTemplate: "signedOut") ?? ""
     }
 
     func error(heading: String, message: String) -> String {

@@ -23,16 +23,21 @@ public struct OAuthError: Error, Equatable, Sendable {
     public let description: String
     /// Seconds the caller should wait (throttling); sent as `Retry-After`.
     public let retryAfter: Int?
+    /// A status other than the code's own, where HTTP has a more precise one (413 for a body over the limit).
+    private let statusOverride: HTTPResponse.Status?
 
-    public init(_ code: Code, _ description: String, retryAfter: Int? = nil) {
+    public init(_ code: Code, _ description: String, retryAfter: Int? = nil, status: HTTPResponse.Status? = nil) {
         self.code = code
         self.description = description
         self.retryAfter = retryAfter
+        self.statusOverride = status
     }
 
-    /// HTTP status for the token endpoint: 401 for client authentication, 500/503 for server faults, else 400.
+    /// HTTP status for the token endpoint: 401 for client authentication, 500/503 for server faults, else 400
+    /// (unless the error was made with another).
     public var status: HTTPResponse.Status {
-        switch code {
+        if let statusOverride { return statusOverride }
+        return switch code {
         case .invalidClient: .unauthorized
         case .serverError: .internalServerError
         case .temporarilyUnavailable: .serviceUnavailable
