@@ -35,12 +35,6 @@ def dual_stack_available() -> bool:
 
 
 @pytest.mark.skipif(not dual_stack_available(), reason="this machine cannot bind a dual-stack IPv6 socket")
-@pytest.mark.xfail(
-    strict=True,
-    reason="the peer is still written as ::ffff:127.0.0.1 until DownstreamHandler.handlerAdded takes its address from "
-    "PeerAddress.peerAddressText / PeerAddress.addressBytes (the one-line change in commit cd5849a's message); "
-    "strict: remove this marker when that line lands",
-)
 def test_ipv4_client_on_dual_stack_listener_is_a_trusted_proxy(tmp_path):
     def answer(conn: socket.socket):
         upstream.read_head(conn)

@@ -129,6 +129,8 @@ extension DownstreamHandler {
     /// `upstream` says, and the observers hear of it. Every exchange passes here exactly once.
     func finish(_ exchange: Exchange, cause: EndCause, upstream: UpstreamRelease) {
         if self.exchange === exchange { self.exchange = nil }
+        // Still queued for a connection: give the place up now (the acquire's callback then only undoes the count).
+        if exchange.acquiring { loop.pool.cancelWaiting(ObjectIdentifier(exchange), target: exchange.target) }
         if let connection = exchange.connection {
             switch upstream {
             case .pool:

@@ -50,7 +50,9 @@ extension DownstreamHandler {
         // Captures self strongly: a weak capture would give the handler a side table and slow every later
         // retain of it; the future completes within the connect timeout anyway.
         let pool = loop.pool
-        loop.pool.acquire(exchange.target, limits: limits).whenComplete { result in
+        exchange.acquiring = true
+        loop.pool.acquire(exchange.target, limits: limits, for: ObjectIdentifier(exchange)).whenComplete { result in
+            exchange.acquiring = false
             guard self.exchange === exchange else {
                 // The exchange ended while the connection was being acquired: undo its in-flight count too.
                 self.loop.finished(exchange.target)

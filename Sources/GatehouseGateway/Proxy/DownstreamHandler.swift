@@ -39,6 +39,8 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         var switchingProtocols = false
         /// A policy suspended the exchange (the token check waits for the authorization server).
         var suspended = false
+        /// Waiting in the pool's queue for a connection (cancelled if the exchange ends first).
+        var acquiring = false
         var attempts = 0
         var bodyBytes = 0
         var requestEnded = false
@@ -145,9 +147,10 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         self.context = context
         self.loop = loops.state(for: context.eventLoop)
         loop.register(self)
+        // A dual-stack listener's IPv4 peers (`::ffff:a.b.c.d`) are named and matched as the IPv4 address.
         let address = context.channel.remoteAddress
-        let text = address?.ipAddress ?? "unknown"
-        peer = .init(address: text, isTrustedProxy: gateway.isTrusted(address.flatMap(Self.addressBytes)), scheme: scheme)
+        let text = address.map(PeerAddress.peerAddressText) ?? "unknown"
+        peer = .init(address: text, isTrustedProxy: gateway.isTrusted(address.flatMap(PeerAddress.addressBytes)), scheme: scheme)
         if context.channel.isActive { armHeaderTimeout() }
     }
 
