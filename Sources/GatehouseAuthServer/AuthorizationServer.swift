@@ -87,7 +87,8 @@ public final class AuthorizationServer: Sendable {
         return ClientRecord(
             id: client.id, name: client.name, type: client.type.rawValue, secretHash: secretHash,
             grants: GrantType.allCases.filter { client.grants.contains($0) }.map(\.rawValue), scopes: client.scopes,
-            redirectURIs: client.redirectURIs, fromConfiguration: true, audiences: client.audiences, mayIntrospect: client.mayIntrospect
+            redirectURIs: client.redirectURIs, fromConfiguration: true, audiences: client.audiences, mayIntrospect: client.mayIntrospect,
+            defaultScopes: client.defaultScopes, accessTokenFormat: client.accessTokenFormat.rawValue
         )
     }
 

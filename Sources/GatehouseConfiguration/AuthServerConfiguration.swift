@@ -17,6 +17,14 @@ public enum ClientType: String, Sendable, Hashable {
     case `public`
 }
 
+/// The access tokens the token endpoint issues to a client (Hydra's per-client access-token strategy).
+public enum AccessTokenFormat: String, Sendable, Hashable {
+    /// Random, recorded tokens that resource servers introspect (or the gateway exchanges). The default.
+    case opaque
+    /// RFC 9068 JWT access tokens (`typ: at+jwt`) signed with the server's keys, verifiable with the JWKS.
+    case jwt
+}
+
 /// A client secret as configured: plaintext (hashed before it is stored) or already hashed.
 public enum ClientSecret: Sendable, Equatable {
     case plaintext(String)
@@ -37,8 +45,13 @@ public struct ClientRegistration: Sendable, Equatable {
     public var audiences: [String]
     /// Whether the client may call the introspection endpoint (resource servers, the gateway).
     public var mayIntrospect: Bool
+    /// The scope a request without `scope` gets (a subset of `scopes`). Default empty: such a request is refused
+    /// with `invalid_scope`, so that no client gets every scope it may have by leaving the parameter out.
+    public var defaultScopes: [String]
+    /// The access tokens the token endpoint issues to this client. Default `.opaque`.
+    public var accessTokenFormat: AccessTokenFormat
 
-    public init(id: String, name: String? = nil, type: ClientType, secret: ClientSecret?, grants: Set<GrantType>, scopes: [String], redirectURIs: [String], audiences: [String] = [], mayIntrospect: Bool = false) {
+    public init(id: String, name: String? = nil, type: ClientType, secret: ClientSecret?, grants: Set<GrantType>, scopes: [String], redirectURIs: [String], audiences: [String] = [], mayIntrospect: Bool = false, defaultScopes: [String] = [], accessTokenFormat: AccessTokenFormat = .opaque) {
         self.id = id
         self.name = name ?? id
         self.type = type
@@ -48,6 +61,8 @@ public struct ClientRegistration: Sendable, Equatable {
         self.redirectURIs = redirectURIs
         self.audiences = audiences
         self.mayIntrospect = mayIntrospect
+        self.defaultScopes = defaultScopes
+        self.accessTokenFormat = accessTokenFormat
     }
 }
 
@@ -383,6 +398,11 @@ public struct AuthServerConfiguration: Sendable, Equatable {
             throw ConfigurationError(code: .invalidValue, file: client.file, keyPath: "\(client.keyPath("scopes"))[\(index)]", reason: "'\(scope)' is not a valid scope token (RFC 6749 §3.3)")
         }
 
+        let defaultScopes = try client.stringList("default_scopes") ?? []
+        for (index, scope) in defaultScopes.enumerated() where !scopes.contains(scope) {
+            throw ConfigurationError(code: .invalidValue, file: client.file, keyPath: "\(client.keyPath("default_scopes"))[\(index)]", reason: "'\(scope)' is not one of the client's scopes")
+        }
+
         let redirectURIs = try client.stringList("redirect_uris") ?? []
         for (index, uri) in redirectURIs.enumerated() {
             guard let url = ParsedURL(uri), url.fragment == nil else {
@@ -400,7 +420,14 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         if type == .public && (mayIntrospect || grants.contains(.tokenExchange)) {
             throw client.error(mayIntrospect ? "introspect" : "grants", "a public client cannot introspect or exchange tokens")
         }
-        return ClientRegistration(id: id, name: name, type: type, secret: secret, grants: grants, scopes: scopes, redirectURIs: redirectURIs, audiences: audiences, mayIntrospect: mayIntrospect)
+        let formatText = try client.string("access_token_format") ?? "opaque"
+        guard let accessTokenFormat = AccessTokenFormat(rawValue: formatText) else {
+            throw client.error("access_token_format", "expected jwt or opaque, got '\(formatText)'")
+        }
+        return ClientRegistration(
+            id: id, name: name, type: type, secret: secret, grants: grants, scopes: scopes, redirectURIs: redirectURIs, audiences: audiences,
+            mayIntrospect: mayIntrospect, defaultScopes: defaultScopes, accessTokenFormat: accessTokenFormat
+        )
     }
 }
 

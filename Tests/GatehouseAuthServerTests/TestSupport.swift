@@ -9,6 +9,7 @@ import HummingbirdTesting
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import Testing
 
 /// A clock the test moves by hand.
 final class ManualClock: AuthClock {
@@ -24,10 +25,10 @@ func testConfiguration() throws -> AuthServerConfiguration {
         tokens: {refresh_token_reuse_grace: 2s}
         login: {bcrypt_cost: 4}
         clients:
-          - {id: demo-service, secret: demo-service-secret, grants: [client_credentials], scopes: [orders:read, orders:write]}
-          - {id: demo-web, name: Demo web, secret: demo-web-secret, grants: [authorization_code, refresh_token, password], scopes: [orders:read, orders:write], redirect_uris: ['http://127.0.0.1:8081/callback']}
-          - {id: demo-spa, type: public, grants: [authorization_code, refresh_token, implicit], scopes: [orders:read, orders:write], redirect_uris: ['http://127.0.0.1:8081/spa/callback']}
-          - {id: no-pkce, secret: no-pkce-secret, grants: [authorization_code], scopes: [orders:read], redirect_uris: ['https://app.example/cb']}
+          - {id: demo-service, secret: demo-service-secret, grants: [client_credentials], scopes: [orders:read, orders:write], default_scopes: [orders:read, orders:write]}
+          - {id: demo-web, name: Demo web, secret: demo-web-secret, grants: [authorization_code, refresh_token, password], scopes: [orders:read, orders:write], default_scopes: [orders:read, orders:write], redirect_uris: ['http://127.0.0.1:8081/callback']}
+          - {id: demo-spa, type: public, grants: [authorization_code, refresh_token, implicit], scopes: [orders:read, orders:write], default_scopes: [orders:read, orders:write], redirect_uris: ['http://127.0.0.1:8081/spa/callback']}
+          - {id: no-pkce, secret: no-pkce-secret, grants: [authorization_code], scopes: [orders:read], default_scopes: [orders:read], redirect_uris: ['https://app.example/cb']}
           - {id: gatehouse-gateway, secret: gatehouse-gateway-secret, grants: ['urn:ietf:params:oauth:grant-type:token-exchange'], introspect: true}
         users:
           - {username: alice, password: alice-password}
@@ -40,6 +41,7 @@ func testConfiguration() throws -> AuthServerConfiguration {
 /// Runs a real authorization server on a loopback port with a fresh SQLite store, and a live HTTP client.
 func withAuthServer(
     configure: (inout AuthServerConfiguration) -> Void = { _ in },
+    wrapStore: (SQLiteAuthStore) -> any AuthStore = { $0 },
     _ body: @Sendable (any TestClientProtocol, ManualClock, SQLiteAuthStore) async throws -> Void
 ) async throws {
     var template = Array("/tmp/gatehouse-auth-XXXXXX".utf8CString)
@@ -53,7 +55,7 @@ func withAuthServer(
     let clock = ManualClock()
     let keys = KeyManager.forServer(configuration, dataDirectory: directory, clock: clock, logger: logger)
     try await keys.reload()
-    let server = try AuthorizationServer(configuration: configuration, store: store, keys: keys, clock: clock, logger: logger)
+    let server = try AuthorizationServer(configuration: configuration, store: wrapStore(store), keys: keys, clock: clock, logger: logger)
     try await server.registerConfiguredClientsAndUsers()
     let app = server.application(host: "127.0.0.1", port: 0)
     do {
@@ -127,3 +129,19 @@ func parameters(of url: String, fragment: Bool = false) -> [String: String] {
 
 let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
 let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+
+/// A token request on a connection of its own: the live test client has one connection, which answers requests
+/// in turn, so requests meant to run at the same time each need their own. The client's read timeout (15 s)
+/// bounds a request that never gets an answer.
+func tokenOnItsOwnConnection(port: Int?, _ form: [(String, String)], basic: (String, String)) async throws -> Reply {
+    let port = try #require(port)
+    return try await TestClient.withClient(host: "localhost", port: port) { connection in
+        let headers: HTTPFields = [
+            .authorization: "Basic " + Data("\(basic.0):\(basic.1)".utf8).base64EncodedString(),
+            .contentType: "application/x-www-form-urlencoded",
+        ]
+        let body = ByteBuffer(string: FormParameters.encode(form.map { ($0.0, Optional($0.1)) }))
+        let response = try await connection.execute(.init("/token", method: .post, headers: headers, body: body))
+        return Reply(status: response.head.status, headers: response.head.headerFields, text: response.body.map { String(buffer: $0) } ?? "")
+    }
+}

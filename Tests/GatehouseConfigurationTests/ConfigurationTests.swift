@@ -169,6 +169,51 @@ import Testing
         #expect(ScopeSyntax.parse("a a") == ["a"])
     }
 
+    /// Loopback is parsed as an address: names that merely start with `127.` are not loopback.
+    @Test(arguments: [
+        ("http://127.0.0.1:8081/cb", true), ("http://127.1.2.3/", true), ("http://[::1]:9000/", true), ("http://[0:0:0:0:0:0:0:1]/", true),
+        ("http://localhost:9000/", true), ("http://LOCALHOST/", true), ("http://[::ffff:127.0.0.1]/", true),
+        ("http://127.attacker.example/", false), ("http://127.0.0.1.nip.io/", false), ("http://127.0.0.1.attacker.example:9000/", false),
+        ("http://128.0.0.1/", false), ("http://127.0.0.256/", false), ("http://0127.0.0.1/", false), ("http://127.1/", false),
+        ("http://[::2]/", false), ("http://[::1/", false), ("http://localhost.attacker.example/", false),
+    ])
+    func loopbackIsAnAddressNotAPrefix(url: String, loopback: Bool) {
+        #expect((ParsedURL(url)?.isLoopback ?? false) == loopback, "\(url)")
+    }
+
+    @Test func plainHTTPOnALookAlikeLoopbackNameIsRefused() {
+        for (yaml, keyPath) in [
+            ("issuer: http://127.attacker.example", "issuer"),
+            ("issuer: http://127.0.0.1.nip.io:9000", "issuer"),
+            ("issuer: https://a.example\nclients: [{id: w, secret: s, grants: [authorization_code], redirect_uris: ['http://127.attacker.example/cb']}]", "clients[0].redirect_uris[0]"),
+        ] {
+            let error = #expect(throws: ConfigurationError.self) { try AuthServerConfiguration.parse(yaml: yaml) }
+            #expect(error?.keyPath == keyPath)
+        }
+        #expect(throws: Never.self) { try AuthServerConfiguration.parse(yaml: "issuer: http://127.1.2.3:9000") }
+        #expect(throws: Never.self) { try AuthServerConfiguration.parse(yaml: "issuer: http://[::1]:9000") }
+    }
+
+    @Test func defaultScopesAndAccessTokenFormat() throws {
+        let configuration = try AuthServerConfiguration.parse(yaml: """
+            issuer: https://a.example
+            clients:
+              - {id: a, secret: s, grants: [client_credentials], scopes: [x, y], default_scopes: [x], access_token_format: jwt}
+              - {id: b, secret: s, grants: [client_credentials], scopes: [x]}
+            """)
+        #expect(configuration.clients[0].defaultScopes == ["x"])
+        #expect(configuration.clients[0].accessTokenFormat == .jwt)
+        #expect(configuration.clients[1].defaultScopes == [])
+        #expect(configuration.clients[1].accessTokenFormat == .opaque)
+        for (yaml, keyPath) in [
+            ("issuer: https://a.example\nclients: [{id: a, secret: s, grants: [client_credentials], scopes: [x], default_scopes: [z]}]", "clients[0].default_scopes[0]"),
+            ("issuer: https://a.example\nclients: [{id: a, secret: s, grants: [client_credentials], scopes: [x], access_token_format: paseto}]", "clients[0].access_token_format"),
+        ] {
+            let error = #expect(throws: ConfigurationError.self) { try AuthServerConfiguration.parse(yaml: yaml) }
+            #expect(error?.keyPath == keyPath)
+        }
+    }
+
     @Test func urlParsing() {
         #expect(ParsedURL("http://127.0.0.1:8081/cb?x=1")?.isLoopback == true)
         #expect(ParsedURL("http://[::1]:80/")?.isLoopback == true)

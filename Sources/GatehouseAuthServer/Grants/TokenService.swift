@@ -85,7 +85,7 @@ final class TokenService: Sendable {
 
     private func clientCredentials(client: ClientRecord, form: FormParameters) async throws -> IssuedTokens {
         guard !client.isPublic else { throw OAuthError(.unauthorizedClient, "public clients cannot use client_credentials") }
-        let scope = try Scopes.resolve(requested: form["scope"], allowed: client.scopes).joined(separator: " ")
+        let scope = try Scopes.resolve(requested: form["scope"], client: client).joined(separator: " ")
         return try await issue(client: client, userID: nil, scope: scope, grant: .clientCredentials, familyID: nil, familyExpiresAt: nil, authTime: nil)
     }
 
@@ -94,7 +94,7 @@ final class TokenService: Sendable {
         guard let username = form["username"], let password = form["password"] else {
             throw OAuthError(.invalidRequest, "username and password are required")
         }
-        let scope = try Scopes.resolve(requested: form["scope"], allowed: client.scopes).joined(separator: " ")
+        let scope = try Scopes.resolve(requested: form["scope"], client: client).joined(separator: " ")
         let user = try await verifyPassword(username: username, password: password, remoteAddress: remoteAddress)
         let now = clock.now()
         return try await issue(
@@ -133,22 +133,46 @@ final class TokenService: Sendable {
     private func authorizationCode(client: ClientRecord, form: FormParameters) async throws -> IssuedTokens {
         guard let code = form["code"] else { throw OAuthError(.invalidRequest, "code is required") }
         let now = clock.now()
-        let found = try await store.redeemCode(hash: SecureToken.hash(code), at: now)
+        let hash = SecureToken.hash(code)
         let request = AuthorizationCodeRedemption.Request(clientID: client.id, redirectURI: form["redirect_uri"], codeVerifier: form["code_verifier"])
-        switch AuthorizationCodeRedemption.decide(found, request: request, now: now) {
+        // The binding is checked on the code as stored, before anything marks it used (a failed attempt burns nothing).
+        switch AuthorizationCodeRedemption.decide(try await store.code(hash: hash), request: request, now: now) {
         case .refuse(let error):
             throw error
         case .refuseAndRevoke(let familyID, let error):
-            try await store.revokeFamily(familyID)
-            cache.markFamilyRevoked(familyID)
-            logger.warning("authorization code replayed; token family revoked", metadata: ["client_id": "\(client.id)"])
+            try await codeReplayed(hash: hash, familyID: familyID, client: client, now: now)
             throw error
-        case .issue(let record):
-            return try await issue(
+        case .redeem(let record):
+            switch try await store.redeemCode(hash: hash, at: now) {
+            case .redeemed:
+                break
+            case .alreadyUsed:
+                // A concurrent redemption with the same binding marked it first: this one is the replay.
+                try await codeReplayed(hash: hash, familyID: record.familyID, client: client, now: now)
+                throw AuthorizationCodeRedemption.replayError
+            case .notFound:
+                throw OAuthError(.invalidGrant, "the authorization code is invalid")
+            }
+            let issued = try await issue(
                 client: client, userID: record.userID, scope: record.scope, grant: .authorizationCode, familyID: record.familyID,
                 familyExpiresAt: now + configuration.tokens.refreshTokenAbsoluteLifetime, authTime: record.authTime
             )
+            // A replay that ran while these tokens were being stored revoked the family before they existed: revoke
+            // again now that they do. (A replay recorded after this read revokes them itself.) One indexed read
+            // per code redemption.
+            if try await store.codeWasReplayed(hash: hash) {
+                try await store.revokeFamily(record.familyID)
+                cache.markFamilyRevoked(record.familyID)
+            }
+            return issued
         }
+    }
+
+    /// Records a replay of a code and revokes what it issued (the store first, then this process's cache).
+    private func codeReplayed(hash: String, familyID: String, client: ClientRecord, now: Int) async throws {
+        try await store.recordCodeReplay(hash: hash, familyID: familyID, at: now)
+        cache.markFamilyRevoked(familyID)
+        logger.warning("authorization code replayed; token family revoked", metadata: ["client_id": "\(client.id)"])
     }
 
     private func refresh(client: ClientRecord, form: FormParameters) async throws -> IssuedTokens {
@@ -178,10 +202,20 @@ final class TokenService: Sendable {
             cache.markFamilyRevoked(familyID)
             logger.warning("rotated refresh token reused; token family revoked", metadata: ["client_id": "\(client.id)"])
             throw error
-        case .rotate(let scope), .reissueWithinGrace(let scope):
+        case .rotate(let requested):
+            let scope = try Scopes.stillRegistered(requested, registered: client.scopes)
             return try await issue(
                 client: client, userID: token.userID, scope: scope, grant: .refreshToken, familyID: token.familyID,
                 familyExpiresAt: token.familyExpiresAt, authTime: token.authTime
+            )
+        case .reissueWithinGrace(let requested):
+            let scope = try Scopes.stillRegistered(requested, registered: client.scopes)
+            // The successor's plaintext is not kept (only its hash), so it cannot be sent again; a second refresh
+            // token would fork the family. An access token alone keeps one line: a client that lost the first
+            // response keeps its old refresh token, which stops working when the grace ends.
+            return try await issue(
+                client: client, userID: token.userID, scope: scope, grant: .refreshToken, familyID: token.familyID,
+                familyExpiresAt: token.familyExpiresAt, authTime: token.authTime, withRefreshToken: false
             )
         }
     }
@@ -190,9 +224,9 @@ final class TokenService: Sendable {
 
     /// Creates an access token (and a refresh token when the client may refresh and the grant involves a user),
     /// stores their hashes durably, and only then returns them.
-    func issue(client: ClientRecord, userID: String?, scope: String, grant: GrantType, familyID: String?, familyExpiresAt: Int?, authTime: Int?) async throws -> IssuedTokens {
+    func issue(client: ClientRecord, userID: String?, scope: String, grant: GrantType, familyID: String?, familyExpiresAt: Int?, authTime: Int?, withRefreshToken: Bool = true) async throws -> IssuedTokens {
         let now = clock.now()
-        let withRefresh = grant != .clientCredentials && userID != nil && familyID != nil && client.grants.contains(GrantType.refreshToken.rawValue)
+        let withRefresh = withRefreshToken && grant != .clientCredentials && userID != nil && familyID != nil && client.grants.contains(GrantType.refreshToken.rawValue)
         let ids = store.allocateTokenIDs(withRefresh ? 2 : 1)
         let (accessToken, accessLocator) = TokenLocator.make(id: ids[0])
         let lifetime = configuration.tokens.accessTokenLifetime
@@ -269,7 +303,8 @@ final class TokenService: Sendable {
             // RFC 8693 §2.2.2: an unacceptable subject token is invalid_request.
             throw OAuthError(.invalidRequest, "subject_token is invalid, expired or revoked")
         }
-        let scope = try Scopes.narrow(requested: form["scope"], granted: subject.record.scope)
+        // The subject's client's current registration bounds the scope (a reduction takes effect here too).
+        let scope = try Scopes.narrow(requested: form["scope"], granted: try Scopes.stillRegistered(subject.record.scope, registered: subject.client.scopes))
         let audiences = subject.client.audiences.isEmpty ? [configuration.tokens.jwtAudience] : subject.client.audiences
         if let audience = form["audience"], !audiences.contains(audience) {
             throw OAuthError(.invalidTarget, "audience '\(audience)' is not allowed for this token")
