@@ -56,6 +56,7 @@ public final class AuthorizationServer: Sendable {
     /// Registers the configuration's clients and users in the store (replacing earlier copies of them) and
     /// removes configuration clients that are gone from the file. Passwords are bcrypt-hashed off the event loop.
     public func registerConfiguredClientsAndUsers() async throws {
+        for warning in configuration.startupWarnings { logger.warning("\(warning)") }
         for client in configuration.clients {
             try await store.upsertClient(Self.clientRecord(client))
         }

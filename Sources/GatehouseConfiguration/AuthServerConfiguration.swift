@@ -1,3 +1,4 @@
+import Foundation
 import Yams
 
 /// The OAuth 2.0 grants a client may be registered for.
@@ -30,6 +31,30 @@ public enum ClientSecret: Sendable, Equatable {
     case plaintext(String)
     /// Lower-case hex SHA-256 of the secret.
     case sha256Hex(String)
+
+    /// Plaintext secrets below this estimate are refused outside loopback issuers and warned about on them.
+    public static let minimumBits = 128
+
+    /// Estimated bits of a plaintext secret: length × log2(alphabet), the alphabet being hex when every character
+    /// is a hex digit, else the union of the classes present (lower 26, upper 26, digits 10, other printable 33).
+    /// An upper bound: it catches short and word-like secrets (`demo-service-secret` ≈ 112), not every patterned
+    /// one; `openssl rand -hex 16` (128) and `-base64 32` (≈ 260) pass. Nil for a hashed secret (unknown).
+    public var estimatedBits: Int? {
+        guard case .plaintext(let text) = self else { return nil }
+        let bytes = Array(text.utf8)
+        let isHex = bytes.allSatisfy { (48...57).contains($0) || (97...102).contains($0) || (65...70).contains($0) }
+        var alphabet = 0
+        if isHex {
+            alphabet = 16
+        } else {
+            if bytes.contains(where: { (97...122).contains($0) }) { alphabet += 26 }
+            if bytes.contains(where: { (65...90).contains($0) }) { alphabet += 26 }
+            if bytes.contains(where: { (48...57).contains($0) }) { alphabet += 10 }
+            if bytes.contains(where: { !(97...122).contains($0) && !(65...90).contains($0) && !(48...57).contains($0) }) { alphabet += 33 }
+        }
+        guard alphabet > 1 else { return 0 }
+        return Int(Double(bytes.count) * log2(Double(alphabet)))
+    }
 }
 
 /// A client registered from the configuration file.
@@ -219,6 +244,24 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         self.users = users
     }
 
+    /// Warnings to log at start-up (no secret in them): plaintext client secrets below `ClientSecret.minimumBits`
+    /// (accepted only on a loopback issuer), and clients that enable the implicit or password grant.
+    public var startupWarnings: [String] {
+        var warnings: [String] = []
+        for client in clients {
+            if let bits = client.secret?.estimatedBits, bits < ClientSecret.minimumBits {
+                warnings.append("client '\(client.id)': its secret has about \(bits) bits of entropy (< \(ClientSecret.minimumBits)); use a random one (openssl rand -base64 32)")
+            }
+            if client.grants.contains(.implicit) {
+                warnings.append("client '\(client.id)' enables the implicit grant, which RFC 9700 §2.1.2 says should not be used (tokens in the URL fragment, no sender constraint); prefer authorization_code with PKCE")
+            }
+            if client.grants.contains(.password) {
+                warnings.append("client '\(client.id)' enables the resource owner password credentials grant, which RFC 9700 §2.4 says must not be used (the client sees the password, no MFA); prefer authorization_code with PKCE")
+            }
+        }
+        return warnings
+    }
+
     /// Whether the issuer is plain http on a loopback address (development): cookies may then drop `Secure`.
     public var isLoopbackHTTPIssuer: Bool {
         guard let url = ParsedURL(issuer), url.scheme == "http" else { return false }
@@ -318,12 +361,18 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         try login.finish()
 
         var clientIDs = Set<String>()
+        var weakInlineSecrets: [(index: Int, bits: Int)] = []
         for var client in try root.list("clients") ?? [] {
+            // An inline secret is a scalar in the file itself (not {env} or {file}): checked for strength below.
+            let inlineSecret: Bool = if case .scalar = client.node("secret") { true } else { false }
             let registration = try parseClient(&client, environment: environment, baseDirectory: baseDirectory)
             guard clientIDs.insert(registration.id).inserted else {
                 throw client.error("id", "client '\(registration.id)' is registered twice")
             }
             try client.finish()
+            if inlineSecret, let bits = registration.secret?.estimatedBits, bits < ClientSecret.minimumBits {
+                weakInlineSecrets.append((configuration.clients.count, bits))
+            }
             configuration.clients.append(registration)
         }
 
@@ -345,6 +394,13 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         }
 
         try root.finish()
+        // Weak inline secrets are refused unless the issuer is loopback (development), where they only warn.
+        if !issuerURL.isLoopback, let weak = weakInlineSecrets.first {
+            throw ConfigurationError(
+                code: .invalidValue, file: file, keyPath: "clients[\(weak.index)].secret",
+                reason: "an inline secret of about \(weak.bits) bits of entropy; at least \(ClientSecret.minimumBits) are needed outside a loopback issuer (e.g. openssl rand -base64 32, or {env: NAME})"
+            )
+        }
         return configuration
     }
 

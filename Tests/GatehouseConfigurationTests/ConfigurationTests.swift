@@ -196,7 +196,7 @@ import Testing
 
     @Test func defaultScopesAndAccessTokenFormat() throws {
         let configuration = try AuthServerConfiguration.parse(yaml: """
-            issuer: https://a.example
+            issuer: http://127.0.0.1:9000
             clients:
               - {id: a, secret: s, grants: [client_credentials], scopes: [x, y], default_scopes: [x], access_token_format: jwt}
               - {id: b, secret: s, grants: [client_credentials], scopes: [x]}
@@ -212,6 +212,41 @@ import Testing
             let error = #expect(throws: ConfigurationError.self) { try AuthServerConfiguration.parse(yaml: yaml) }
             #expect(error?.keyPath == keyPath)
         }
+    }
+
+    /// Inline secrets below 128 bits: refused outside a loopback issuer (the error names the key), a warning on one.
+    @Test func weakInlineSecretsAreRefusedOutsideLoopbackAndWarnedAbout() throws {
+        let strong = "Vq3XbH0mY9dXk2L7pQwZrT5uJc8NfA1sGe4Ro6Wi_yE"
+        let weak = "issuer: https://auth.example\nclients: [{id: s, secret: {env: OK}, grants: [client_credentials]}, {id: w, secret: demo-service-secret, grants: [client_credentials]}]"
+        let error = #expect(throws: ConfigurationError.self) { try AuthServerConfiguration.parse(yaml: weak, environment: ["OK": strong]) }
+        #expect(error?.keyPath == "clients[1].secret")
+        #expect(error?.description.contains("demo-service-secret") == false)  // never the secret itself
+        _ = try AuthServerConfiguration.parse(yaml: "issuer: https://auth.example\nclients: [{id: s, secret: '\(strong)', grants: [client_credentials]}]")
+        _ = try AuthServerConfiguration.parse(yaml: "issuer: https://auth.example\nclients: [{id: s, secret: 0123456789abcdef0123456789abcdef, grants: [client_credentials]}]")
+
+        let loopback = try AuthServerConfiguration.parse(yaml: weak.replacingOccurrences("https://auth.example", "http://127.0.0.1:9000"), environment: ["OK": strong])
+        let warnings = loopback.startupWarnings
+        #expect(warnings.count == 1)
+        #expect(warnings.first?.contains("client 'w'") == true)
+        #expect(warnings.first?.contains("demo-service-secret") == false)
+        #expect(ClientSecret.plaintext("demo-service-secret").estimatedBits ?? 999 < 128)
+        #expect(ClientSecret.plaintext(strong).estimatedBits ?? 0 >= 128)
+        #expect(ClientSecret.sha256Hex(String(repeating: "a", count: 64)).estimatedBits == nil)
+    }
+
+    /// Implicit and password grants stay opt-in, and each client enabling one is named at start-up (RFC 9700).
+    @Test func discouragedGrantsAreWarnedAboutAtStartUp() throws {
+        let configuration = try AuthServerConfiguration.parse(yaml: """
+            issuer: http://127.0.0.1:9000
+            clients:
+              - {id: spa, type: public, grants: [authorization_code, implicit], redirect_uris: ['http://127.0.0.1/cb']}
+              - {id: web, secret: {env: S}, grants: [password, refresh_token]}
+              - {id: svc, secret: {env: S}, grants: [client_credentials]}
+            """, environment: ["S": "Vq3XbH0mY9dXk2L7pQwZrT5uJc8NfA1sGe4Ro6Wi_yE"])
+        let warnings = configuration.startupWarnings
+        #expect(warnings.count == 2)
+        #expect(warnings.contains { $0.contains("'spa'") && $0.contains("RFC 9700 §2.1.2") })
+        #expect(warnings.contains { $0.contains("'web'") && $0.contains("RFC 9700 §2.4") })
     }
 
     @Test func urlParsing() {

@@ -44,7 +44,7 @@ final class TokenService: Sendable {
         self.configuration = configuration
         self.store = store
         self.clock = clock
-        self.authenticator = ClientAuthenticator(directory: directory)
+        self.authenticator = ClientAuthenticator(directory: directory, throttle: ClientAuthenticationThrottle(clock: clock))
         self.passwords = passwords
         self.throttle = throttle
         self.logger = logger
@@ -57,7 +57,7 @@ final class TokenService: Sendable {
     /// Handles one token request.
     func token(form: FormParameters, authorization: String?, remoteAddress: String) async throws(OAuthError) -> IssuedTokens {
         do {
-            let client = try await authenticator.authenticate(authorization: authorization, form: form)
+            let client = try await authenticator.authenticate(authorization: authorization, form: form, remoteAddress: remoteAddress)
             guard let grantType = form["grant_type"] else { throw OAuthError(.invalidRequest, "grant_type is required") }
             guard let grant = GrantType(rawValue: grantType), grant != .implicit else {
                 throw OAuthError(.unsupportedGrantType, "grant_type '\(grantType)' is not supported")
@@ -268,9 +268,9 @@ final class TokenService: Sendable {
 
     /// The same from memory, on the event loop (`TokenFastPath`): nil whenever the caller, its grant, the subject
     /// token or anything else is not known from memory or is wrong, so that the router gives the answer.
-    func exchangeFromMemory(form: FormParameters, authorization: String?, callerMemo: inout ClientAuthenticator.Memo?) -> IssuedTokens? {
+    func exchangeFromMemory(form: FormParameters, authorization: String?, remoteAddress: String, callerMemo: inout ClientAuthenticator.Memo?) -> IssuedTokens? {
         guard form["grant_type"] == GrantType.tokenExchange.rawValue,
-            let client = authenticator.authenticateFromMemory(authorization: authorization, form: form, memo: &callerMemo),
+            let client = authenticator.authenticateFromMemory(authorization: authorization, form: form, remoteAddress: remoteAddress, memo: &callerMemo),
             client.grants.contains(GrantType.tokenExchange.rawValue),
             let subjectToken = try? exchangeSubject(client: client, form: form),
             let found = introspector.activeTokenFromMemory(subjectToken), let subject = found,
@@ -328,9 +328,9 @@ final class TokenService: Sendable {
 
     /// Revokes a token the client owns: a refresh token with its whole family (and the access tokens issued from
     /// it), an access token alone. Unknown tokens, and other clients' tokens, change nothing and reveal nothing.
-    func revoke(form: FormParameters, authorization: String?) async throws(OAuthError) {
+    func revoke(form: FormParameters, authorization: String?, remoteAddress: String) async throws(OAuthError) {
         do {
-            let client = try await authenticator.authenticate(authorization: authorization, form: form)
+            let client = try await authenticator.authenticate(authorization: authorization, form: form, remoteAddress: remoteAddress)
             guard let presented = form["token"] else { throw OAuthError(.invalidRequest, "token is required") }
             guard let locator = TokenLocator(token: presented), let record = try await store.token(locator), record.clientID == client.id else { return }
             if record.kind == .refresh, let familyID = record.familyID {
@@ -353,8 +353,8 @@ final class TokenService: Sendable {
     /// Introspection answered from memory (client, token record and user cached): nil when the store must be asked
     /// or the request is not a plain success, so that the async path answers it (errors included). The caller's
     /// authentication is remembered in `callerMemo` (one per connection).
-    func introspectFromMemory(form: FormParameters, authorization: String?, callerMemo: inout ClientAuthenticator.Memo?) -> IntrospectionClaims? {
-        guard let claims = introspectCached(form: form, authorization: authorization, callerMemo: &callerMemo) else { return nil }
+    func introspectFromMemory(form: FormParameters, authorization: String?, remoteAddress: String, callerMemo: inout ClientAuthenticator.Memo?) -> IntrospectionClaims? {
+        guard let claims = introspectCached(form: form, authorization: authorization, remoteAddress: remoteAddress, callerMemo: &callerMemo) else { return nil }
         answeredFromMemory.withLockedValue { $0 += 1 }
         return claims
     }
@@ -362,8 +362,8 @@ final class TokenService: Sendable {
     /// Introspections answered by `introspectFromMemory` (tests, metrics).
     let answeredFromMemory = NIOLockedValueBox(0)
 
-    private func introspectCached(form: FormParameters, authorization: String?, callerMemo: inout ClientAuthenticator.Memo?) -> IntrospectionClaims? {
-        guard let caller = authenticator.authenticateFromMemory(authorization: authorization, form: form, memo: &callerMemo), !caller.isPublic,
+    private func introspectCached(form: FormParameters, authorization: String?, remoteAddress: String, callerMemo: inout ClientAuthenticator.Memo?) -> IntrospectionClaims? {
+        guard let caller = authenticator.authenticateFromMemory(authorization: authorization, form: form, remoteAddress: remoteAddress, memo: &callerMemo), !caller.isPublic,
             caller.mayIntrospect,
             let presented = form["token"], let found = introspector.activeTokenFromMemory(presented)
         else { return nil }
@@ -373,9 +373,9 @@ final class TokenService: Sendable {
     }
 
     /// Authenticates a caller allowed to introspect and describes the token.
-    func introspect(form: FormParameters, authorization: String?) async throws(OAuthError) -> (caller: ClientRecord, claims: IntrospectionClaims) {
+    func introspect(form: FormParameters, authorization: String?, remoteAddress: String) async throws(OAuthError) -> (caller: ClientRecord, claims: IntrospectionClaims) {
         do {
-            let caller = try await authenticator.authenticate(authorization: authorization, form: form)
+            let caller = try await authenticator.authenticate(authorization: authorization, form: form, remoteAddress: remoteAddress)
             guard !caller.isPublic, caller.mayIntrospect else {
                 throw OAuthError(.invalidClient, "this client is not allowed to introspect tokens")
             }
