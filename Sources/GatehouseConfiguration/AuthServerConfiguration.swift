@@ -165,6 +165,10 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         /// Token exchange returns the JWT it minted for the same subject token, caller and scope for this long
         /// (the subject token is still checked on every call). 0 signs every time. Default 30 s.
         public var exchangeReusePeriod: Int = 30
+        /// The JWT token exchange mints for the gateway's backends lives at most this long (and never longer than
+        /// the subject token or `jwtMaxLifetime`): revoking the opaque token takes effect at the backends within
+        /// this lifetime plus the gateway's cache bound. At least `exchangeReusePeriod`. Default 120 s.
+        public var exchangeJWTLifetime: Int = 120
         public init() {}
     }
 
@@ -321,11 +325,15 @@ public struct AuthServerConfiguration: Sendable, Equatable {
             guard value <= 300 else { throw tokens.error("exchange_reuse_period", "must be at most 5m") }
             configuration.tokens.exchangeReusePeriod = value
         }
+        if let value = try tokens.duration("exchange_jwt_lifetime", minimum: 1) { configuration.tokens.exchangeJWTLifetime = value }
         if let value = try tokens.duration("refresh_token_reuse_grace") {
             guard value <= 60 else { throw tokens.error("refresh_token_reuse_grace", "must be at most 60s: a longer grace weakens reuse detection") }
             configuration.tokens.refreshTokenReuseGrace = value
         }
         try tokens.finish()
+        if configuration.tokens.exchangeJWTLifetime < configuration.tokens.exchangeReusePeriod {
+            throw ConfigurationError(code: .invalidValue, file: file, keyPath: "tokens.exchange_jwt_lifetime", reason: "must be at least exchange_reuse_period, or a reused JWT could be handed out expired")
+        }
         if configuration.tokens.refreshTokenIdleLifetime > configuration.tokens.refreshTokenAbsoluteLifetime {
             throw ConfigurationError(code: .invalidValue, file: file, keyPath: "tokens.refresh_token_idle_lifetime", reason: "must not exceed refresh_token_absolute_lifetime")
         }

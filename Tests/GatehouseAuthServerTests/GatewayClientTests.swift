@@ -91,7 +91,9 @@ import Testing
                 Issue.record("expected a JWT")
                 return
             }
-            #expect(expiresAt > Date().timeIntervalSince1970 + 3000)
+            // The exchanged JWT lives tokens.exchange_jwt_lifetime (120 s by default), not the opaque token's hour.
+            #expect(expiresAt > Date().timeIntervalSince1970 + 100)
+            #expect(expiresAt <= Date().timeIntervalSince1970 + 121)
             let (jwks, maxAge) = try await client.fetchJWKS()
             #expect(maxAge == 300)
             let claims = try await JWTVerifier(jwksJSON: jwks).verifyAccessToken(jwt, policy: .init(issuers: [configuration.issuer], audiences: []), now: Int(Date().timeIntervalSince1970))

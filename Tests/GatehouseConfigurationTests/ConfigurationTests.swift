@@ -28,7 +28,12 @@ import Testing
 
     @Test func parsesTheDemoConfiguration() throws {
         let configuration = try AuthServerConfiguration.load(file: "config/demo/auth.yaml", environment: [:])
-        #expect(Set(configuration.clients.map(\.id)) == ["demo-service", "demo-web", "demo-spa", "gatehouse-gateway"])
+        #expect(Set(configuration.clients.map(\.id)) == ["demo-service", "demo-web", "demo-spa", "demo-jwt", "gatehouse-gateway"])
+        let jwtClient = configuration.clients.first { $0.id == "demo-jwt" }
+        #expect(jwtClient?.accessTokenFormat == .jwt)
+        #expect(jwtClient?.audiences == ["http://127.0.0.1:8080"])
+        #expect(jwtClient?.grants == [.clientCredentials])
+        #expect(configuration.tokens.exchangeJWTLifetime == 120)
         let gateway = configuration.clients.first { $0.id == "gatehouse-gateway" }
         #expect(gateway?.mayIntrospect == true)
         #expect(gateway?.grants == [.tokenExchange])
@@ -192,6 +197,19 @@ import Testing
         }
         #expect(throws: Never.self) { try AuthServerConfiguration.parse(yaml: "issuer: http://127.1.2.3:9000") }
         #expect(throws: Never.self) { try AuthServerConfiguration.parse(yaml: "issuer: http://[::1]:9000") }
+    }
+
+    @Test func exchangeJWTLifetime() throws {
+        #expect(try AuthServerConfiguration.parse(yaml: "issuer: https://a.example").tokens.exchangeJWTLifetime == 120)
+        #expect(try AuthServerConfiguration.parse(yaml: "issuer: https://a.example\ntokens: {exchange_jwt_lifetime: 45s}").tokens.exchangeJWTLifetime == 45)
+        for yaml in [
+            "issuer: https://a.example\ntokens: {exchange_jwt_lifetime: 20s}",  // below the default 30 s reuse period
+            "issuer: https://a.example\ntokens: {exchange_jwt_lifetime: 0}",
+            "issuer: https://a.example\ntokens: {exchange_jwt_lifetime: soon}",
+        ] {
+            let error = #expect(throws: ConfigurationError.self) { try AuthServerConfiguration.parse(yaml: yaml) }
+            #expect(error?.keyPath == "tokens.exchange_jwt_lifetime", "\(yaml)")
+        }
     }
 
     @Test func defaultScopesAndAccessTokenFormat() throws {

@@ -228,8 +228,22 @@ final class TokenService: Sendable {
         let now = clock.now()
         let withRefresh = withRefreshToken && grant != .clientCredentials && userID != nil && familyID != nil && client.grants.contains(GrantType.refreshToken.rawValue)
         let ids = store.allocateTokenIDs(withRefresh ? 2 : 1)
-        let (accessToken, accessLocator) = TokenLocator.make(id: ids[0])
-        let lifetime = configuration.tokens.accessTokenLifetime
+        let accessToken: String
+        let accessLocator: TokenLocator
+        let lifetime: Int
+        if client.issuesJWTAccessTokens {
+            // RFC 9068, no `act`: the client's own credential, which verifiers check locally until `exp`.
+            lifetime = min(configuration.tokens.accessTokenLifetime, configuration.tokens.jwtMaxLifetime)
+            let claims = AccessTokenClaims(
+                iss: configuration.issuer, sub: userID ?? client.id, aud: audiences(of: client), exp: now + lifetime, iat: now, nbf: now,
+                jti: JWTAccessToken.jti(rowID: ids[0]), client_id: client.id, scope: scope.isEmpty ? nil : scope, auth_time: authTime
+            )
+            accessToken = try keys.sign(claims, type: AccessTokenClaims.type)
+            accessLocator = TokenLocator(id: ids[0], hash: SecureToken.hash(accessToken))
+        } else {
+            lifetime = configuration.tokens.accessTokenLifetime
+            (accessToken, accessLocator) = TokenLocator.make(id: ids[0])
+        }
         var records = [
             TokenRecord(
                 id: accessLocator.id, tokenHash: accessLocator.hash, kind: .access, clientID: client.id, userID: userID, scope: scope,
@@ -253,6 +267,11 @@ final class TokenService: Sendable {
         try await store.insertTokens(records)
         cache.put(records.filter { $0.kind == .access }, now: now)
         return IssuedTokens(accessToken: accessToken, expiresIn: lifetime, scope: scope, refreshToken: refreshToken)
+    }
+
+    /// `aud` of JWTs for a client's tokens: its registered audiences, or the server's default.
+    func audiences(of client: ClientRecord) -> [String] {
+        client.audiences.isEmpty ? [configuration.tokens.jwtAudience] : client.audiences
     }
 
     // MARK: Token exchange (RFC 8693)
@@ -305,7 +324,7 @@ final class TokenService: Sendable {
         }
         // The subject's client's current registration bounds the scope (a reduction takes effect here too).
         let scope = try Scopes.narrow(requested: form["scope"], granted: try Scopes.stillRegistered(subject.record.scope, registered: subject.client.scopes))
-        let audiences = subject.client.audiences.isEmpty ? [configuration.tokens.jwtAudience] : subject.client.audiences
+        let audiences = self.audiences(of: subject.client)
         if let audience = form["audience"], !audiences.contains(audience) {
             throw OAuthError(.invalidTarget, "audience '\(audience)' is not allowed for this token")
         }
@@ -314,10 +333,14 @@ final class TokenService: Sendable {
         if let cached = exchanges.get(cacheKey, tokenHash: subject.record.tokenHash, now: now) {
             return IssuedTokens(accessToken: cached.jwt, expiresIn: max(0, cached.exp - now), scope: scope, refreshToken: nil, issuedTokenType: Self.jwtTokenType)
         }
-        let exp = min(subject.record.expiresAt, now + configuration.tokens.jwtMaxLifetime)
+        // Short-lived: revoking the opaque token reaches the backends within this lifetime (plus the gateway's
+        // cache bound), and never longer than the subject token or jwt_max_lifetime.
+        let exp = min(subject.record.expiresAt, now + min(configuration.tokens.exchangeJWTLifetime, configuration.tokens.jwtMaxLifetime))
+        // `act` (RFC 8693 §4.1) names the caller: a JWT minted for the backends, distinguishable from a client's own.
         let claims = AccessTokenClaims(
             iss: configuration.issuer, sub: subject.subject, aud: form["audience"].map { [$0] } ?? audiences, exp: exp, iat: now, nbf: now,
-            jti: SecureToken.generate(), client_id: subject.record.clientID, scope: scope.isEmpty ? nil : scope, auth_time: subject.record.authTime
+            jti: SecureToken.generate(), client_id: subject.record.clientID, scope: scope.isEmpty ? nil : scope, auth_time: subject.record.authTime,
+            act: .init(sub: client.id)
         )
         let jwt = try keys.sign(claims, type: AccessTokenClaims.type)
         exchanges.put(cacheKey, .init(jwt: jwt, exp: exp, tokenHash: subject.record.tokenHash, mintedAt: now))
@@ -332,7 +355,7 @@ final class TokenService: Sendable {
         do {
             let client = try await authenticator.authenticate(authorization: authorization, form: form, remoteAddress: remoteAddress)
             guard let presented = form["token"] else { throw OAuthError(.invalidRequest, "token is required") }
-            guard let locator = TokenLocator(token: presented), let record = try await store.token(locator), record.clientID == client.id else { return }
+            guard let locator = JWTAccessToken.locator(presented: presented), let record = try await store.token(locator), record.clientID == client.id else { return }
             if record.kind == .refresh, let familyID = record.familyID {
                 try await store.revokeFamily(familyID)
                 cache.markFamilyRevoked(familyID)
@@ -368,7 +391,7 @@ final class TokenService: Sendable {
             let presented = form["token"], let found = introspector.activeTokenFromMemory(presented)
         else { return nil }
         guard let token = found else { return .inactive }
-        let audiences = token.client.audiences.isEmpty ? [configuration.tokens.jwtAudience] : token.client.audiences
+        let audiences = self.audiences(of: token.client)
         return IntrospectionClaims(token, issuer: configuration.issuer, audiences: audiences)
     }
 
@@ -381,7 +404,7 @@ final class TokenService: Sendable {
             }
             guard let presented = form["token"] else { throw OAuthError(.invalidRequest, "token is required") }
             guard let token = try await introspector.activeToken(presented) else { return (caller, .inactive) }
-            let audiences = token.client.audiences.isEmpty ? [configuration.tokens.jwtAudience] : token.client.audiences
+            let audiences = self.audiences(of: token.client)
             return (caller, IntrospectionClaims(token, issuer: configuration.issuer, audiences: audiences))
         } catch let error as OAuthError {
             throw error
