@@ -70,6 +70,7 @@ public final class AuthorizationServer: Sendable {
     /// Registers the configuration's clients and users in the store (replacing earlier copies of them) and
     /// removes configuration clients that are gone from the file. Passwords are bcrypt-hashed off the event loop.
     public func registerConfiguredClientsAndUsers() async throws {
+        for warning in configuration.startupWarnings { logger.warning("\(warning)") }
         for client in configuration.clients {
             try await store.upsertClient(Self.clientRecord(client))
         }
@@ -103,7 +104,8 @@ public final class AuthorizationServer: Sendable {
         return ClientRecord(
             id: client.id, name: client.name, type: client.type.rawValue, secretHash: secretHash,
             grants: GrantType.allCases.filter { client.grants.contains($0) }.map(\.rawValue), scopes: client.scopes,
-            redirectURIs: client.redirectURIs, fromConfiguration: true, audiences: client.audiences, mayIntrospect: client.mayIntrospect
+            redirectURIs: client.redirectURIs, fromConfiguration: true, audiences: client.audiences, mayIntrospect: client.mayIntrospect,
+            defaultScopes: client.defaultScopes, accessTokenFormat: client.accessTokenFormat.rawValue
         )
     }
 

@@ -1,3 +1,4 @@
+import Foundation
 import Yams
 
 /// The OAuth 2.0 grants a client may be registered for.
@@ -26,11 +27,43 @@ public enum ApplicationType: String, Sendable, Hashable {
     case web
 }
 
+/// The access tokens the token endpoint issues to a client (Hydra's per-client access-token strategy).
+public enum AccessTokenFormat: String, Sendable, Hashable {
+    /// Random, recorded tokens that resource servers introspect (or the gateway exchanges). The default.
+    case opaque
+    /// RFC 9068 JWT access tokens (`typ: at+jwt`) signed with the server's keys, verifiable with the JWKS.
+    case jwt
+}
+
 /// A client secret as configured: plaintext (hashed before it is stored) or already hashed.
 public enum ClientSecret: Sendable, Equatable {
     case plaintext(String)
     /// Lower-case hex SHA-256 of the secret.
     case sha256Hex(String)
+
+    /// Plaintext secrets below this estimate are refused outside loopback issuers and warned about on them.
+    public static let minimumBits = 128
+
+    /// Estimated bits of a plaintext secret: length × log2(alphabet), the alphabet being hex when every character
+    /// is a hex digit, else the union of the classes present (lower 26, upper 26, digits 10, other printable 33).
+    /// An upper bound: it catches short and word-like secrets (`demo-service-secret` ≈ 112), not every patterned
+    /// one; `openssl rand -hex 16` (128) and `-base64 32` (≈ 260) pass. Nil for a hashed secret (unknown).
+    public var estimatedBits: Int? {
+        guard case .plaintext(let text) = self else { return nil }
+        let bytes = Array(text.utf8)
+        let isHex = bytes.allSatisfy { (48...57).contains($0) || (97...102).contains($0) || (65...70).contains($0) }
+        var alphabet = 0
+        if isHex {
+            alphabet = 16
+        } else {
+            if bytes.contains(where: { (97...122).contains($0) }) { alphabet += 26 }
+            if bytes.contains(where: { (65...90).contains($0) }) { alphabet += 26 }
+            if bytes.contains(where: { (48...57).contains($0) }) { alphabet += 10 }
+            if bytes.contains(where: { !(97...122).contains($0) && !(65...90).contains($0) && !(48...57).contains($0) }) { alphabet += 33 }
+        }
+        guard alphabet > 1 else { return 0 }
+        return Int(Double(bytes.count) * log2(Double(alphabet)))
+    }
 }
 
 /// A client registered from the configuration file.
@@ -53,9 +86,16 @@ public struct ClientRegistration: Sendable, Equatable {
     /// Default false.
     public var firstParty: Bool
 
+    /// The scope a request without `scope` gets (a subset of `scopes`). Default empty: such a request is refused
+    /// with `invalid_scope`, so that no client gets every scope it may have by leaving the parameter out.
+    public var defaultScopes: [String]
+    /// The access tokens the token endpoint issues to this client. Default `.opaque`.
+    public var accessTokenFormat: AccessTokenFormat
+
     public init(
         id: String, name: String? = nil, type: ClientType, secret: ClientSecret?, grants: Set<GrantType>, scopes: [String], redirectURIs: [String], audiences: [String] = [],
-        mayIntrospect: Bool = false, applicationType: ApplicationType = .web, firstParty: Bool = false
+        mayIntrospect: Bool = false, defaultScopes: [String] = [], accessTokenFormat: AccessTokenFormat = .opaque, applicationType: ApplicationType = .web,
+        firstParty: Bool = false
     ) {
         self.id = id
         self.name = name ?? id
@@ -68,6 +108,8 @@ public struct ClientRegistration: Sendable, Equatable {
         self.mayIntrospect = mayIntrospect
         self.applicationType = applicationType
         self.firstParty = firstParty
+        self.defaultScopes = defaultScopes
+        self.accessTokenFormat = accessTokenFormat
     }
 }
 
@@ -153,6 +195,10 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         /// Token exchange returns the JWT it minted for the same subject token, caller and scope for this long
         /// (the subject token is still checked on every call). 0 signs every time. Default 30 s.
         public var exchangeReusePeriod: Int = 30
+        /// The JWT token exchange mints for the gateway's backends lives at most this long (and never longer than
+        /// the subject token or `jwtMaxLifetime`): revoking the opaque token takes effect at the backends within
+        /// this lifetime plus the gateway's cache bound. At least `exchangeReusePeriod`. Default 120 s.
+        public var exchangeJWTLifetime: Int = 120
         public init() {}
     }
 
@@ -248,6 +294,24 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         self.users = users
     }
 
+    /// Warnings to log at start-up (no secret in them): plaintext client secrets below `ClientSecret.minimumBits`
+    /// (accepted only on a loopback issuer), and clients that enable the implicit or password grant.
+    public var startupWarnings: [String] {
+        var warnings: [String] = []
+        for client in clients {
+            if let bits = client.secret?.estimatedBits, bits < ClientSecret.minimumBits {
+                warnings.append("client '\(client.id)': its secret has about \(bits) bits of entropy (< \(ClientSecret.minimumBits)); use a random one (openssl rand -base64 32)")
+            }
+            if client.grants.contains(.implicit) {
+                warnings.append("client '\(client.id)' enables the implicit grant, which RFC 9700 §2.1.2 says should not be used (tokens in the URL fragment, no sender constraint); prefer authorization_code with PKCE")
+            }
+            if client.grants.contains(.password) {
+                warnings.append("client '\(client.id)' enables the resource owner password credentials grant, which RFC 9700 §2.4 says must not be used (the client sees the password, no MFA); prefer authorization_code with PKCE")
+            }
+        }
+        return warnings
+    }
+
     /// Whether the issuer is plain http on a loopback address (development): cookies may then drop `Secure`.
     public var isLoopbackHTTPIssuer: Bool {
         guard let url = ParsedURL(issuer), url.scheme == "http" else { return false }
@@ -315,11 +379,15 @@ public struct AuthServerConfiguration: Sendable, Equatable {
             guard value <= 300 else { throw tokens.error("exchange_reuse_period", "must be at most 5m") }
             configuration.tokens.exchangeReusePeriod = value
         }
+        if let value = try tokens.duration("exchange_jwt_lifetime", minimum: 1) { configuration.tokens.exchangeJWTLifetime = value }
         if let value = try tokens.duration("refresh_token_reuse_grace") {
             guard value <= 60 else { throw tokens.error("refresh_token_reuse_grace", "must be at most 60s: a longer grace weakens reuse detection") }
             configuration.tokens.refreshTokenReuseGrace = value
         }
         try tokens.finish()
+        if configuration.tokens.exchangeJWTLifetime < configuration.tokens.exchangeReusePeriod {
+            throw ConfigurationError(code: .invalidValue, file: file, keyPath: "tokens.exchange_jwt_lifetime", reason: "must be at least exchange_reuse_period, or a reused JWT could be handed out expired")
+        }
         if configuration.tokens.refreshTokenIdleLifetime > configuration.tokens.refreshTokenAbsoluteLifetime {
             throw ConfigurationError(code: .invalidValue, file: file, keyPath: "tokens.refresh_token_idle_lifetime", reason: "must not exceed refresh_token_absolute_lifetime")
         }
@@ -369,12 +437,18 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         }
 
         var clientIDs = Set<String>()
+        var weakInlineSecrets: [(index: Int, bits: Int)] = []
         for var client in try root.list("clients") ?? [] {
+            // An inline secret is a scalar in the file itself (not {env} or {file}): checked for strength below.
+            let inlineSecret: Bool = if case .scalar = client.node("secret") { true } else { false }
             let registration = try parseClient(&client, environment: environment, baseDirectory: baseDirectory)
             guard clientIDs.insert(registration.id).inserted else {
                 throw client.error("id", "client '\(registration.id)' is registered twice")
             }
             try client.finish()
+            if inlineSecret, let bits = registration.secret?.estimatedBits, bits < ClientSecret.minimumBits {
+                weakInlineSecrets.append((configuration.clients.count, bits))
+            }
             configuration.clients.append(registration)
         }
 
@@ -396,6 +470,13 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         }
 
         try root.finish()
+        // Weak inline secrets are refused unless the issuer is loopback (development), where they only warn.
+        if !issuerURL.isLoopback, let weak = weakInlineSecrets.first {
+            throw ConfigurationError(
+                code: .invalidValue, file: file, keyPath: "clients[\(weak.index)].secret",
+                reason: "an inline secret of about \(weak.bits) bits of entropy; at least \(ClientSecret.minimumBits) are needed outside a loopback issuer (e.g. openssl rand -base64 32, or {env: NAME})"
+            )
+        }
         return configuration
     }
 
@@ -449,6 +530,11 @@ public struct AuthServerConfiguration: Sendable, Equatable {
             throw ConfigurationError(code: .invalidValue, file: client.file, keyPath: "\(client.keyPath("scopes"))[\(index)]", reason: "'\(scope)' is not a valid scope token (RFC 6749 §3.3)")
         }
 
+        let defaultScopes = try client.stringList("default_scopes") ?? []
+        for (index, scope) in defaultScopes.enumerated() where !scopes.contains(scope) {
+            throw ConfigurationError(code: .invalidValue, file: client.file, keyPath: "\(client.keyPath("default_scopes"))[\(index)]", reason: "'\(scope)' is not one of the client's scopes")
+        }
+
         let redirectURIs = try client.stringList("redirect_uris") ?? []
         for (index, uri) in redirectURIs.enumerated() {
             guard let url = ParsedURL(uri), url.fragment == nil else {
@@ -471,9 +557,13 @@ public struct AuthServerConfiguration: Sendable, Equatable {
             throw client.error("application_type", "expected native or web, got '\(applicationTypeText)'")
         }
         let firstParty = try client.bool("first_party") ?? false
+        let formatText = try client.string("access_token_format") ?? "opaque"
+        guard let accessTokenFormat = AccessTokenFormat(rawValue: formatText) else {
+            throw client.error("access_token_format", "expected jwt or opaque, got '\(formatText)'")
+        }
         return ClientRegistration(
-            id: id, name: name, type: type, secret: secret, grants: grants, scopes: scopes, redirectURIs: redirectURIs, audiences: audiences, mayIntrospect: mayIntrospect,
-            applicationType: applicationType, firstParty: firstParty
+            id: id, name: name, type: type, secret: secret, grants: grants, scopes: scopes, redirectURIs: redirectURIs, audiences: audiences,
+            mayIntrospect: mayIntrospect, defaultScopes: defaultScopes, accessTokenFormat: accessTokenFormat, applicationType: applicationType, firstParty: firstParty
         )
     }
 }

@@ -59,7 +59,26 @@ public struct ParsedURL: Sendable, Equatable {
     }
 
     /// Whether the host is a loopback address or `localhost`.
-    public var isLoopback: Bool {
-        host == "localhost" || host == "[::1]" || host.hasPrefix("127.")
+    public var isLoopback: Bool { Self.isLoopbackHost(host) }
+
+    /// Whether a URL host is loopback: `localhost`, an IPv4 address in 127.0.0.0/8 (four dotted decimal parts,
+    /// no leading zeros), or the IPv6 loopback `::1` in brackets (any spelling, e.g. `[0:0:0:0:0:0:0:1]`). The
+    /// address is parsed, not matched by prefix: `127.attacker.example` and `127.0.0.1.nip.io` are names that
+    /// resolve wherever their owner says, so they are not loopback. The one test every caller uses (the issuer,
+    /// redirect URIs, the gateway's authorization-server URL, the CLI).
+    public static func isLoopbackHost(_ host: String) -> Bool {
+        let lowered = host.lowercased()
+        if lowered == "localhost" { return true }
+        if lowered.hasPrefix("[") {
+            guard lowered.hasSuffix("]"), let bytes = GatewayConfiguration.CIDR.parseAddress(String(lowered.dropFirst().dropLast())),
+                bytes.count == 16
+            else { return false }
+            return loopbackIPv6.contains(bytes) || loopbackIPv4.contains(bytes)  // ::ffff:127.x.y.z is IPv4 loopback
+        }
+        guard let bytes = GatewayConfiguration.CIDR.parseAddress(lowered), bytes.count == 4 else { return false }
+        return loopbackIPv4.contains(bytes)
     }
+
+    private static let loopbackIPv4 = GatewayConfiguration.CIDR(address: [127, 0, 0, 0], prefixLength: 8)!
+    private static let loopbackIPv6 = GatewayConfiguration.CIDR(address: Array(repeating: 0, count: 15) + [1], prefixLength: 128)!
 }

@@ -21,8 +21,17 @@ public protocol AuthStore: Sendable {
 
     // Authorization codes
     func insertCode(_ code: AuthorizationCodeRecord) async throws
+    /// The code with this hash, used or not, without changing it (the binding is checked before a use counts).
+    func code(hash: String) async throws -> AuthorizationCodeRecord?
     /// Atomically marks a code used; tells whether this call did it or it had been used before.
     func redeemCode(hash: String, at now: Int) async throws -> CodeRedemption
+    /// Records that a used code was presented again and revokes its token family. The record outlives the
+    /// revocation so that tokens the winning redemption stores afterwards can still be revoked
+    /// (`codeWasReplayed`): the rule "a replay revokes what the code issued" holds whatever the interleaving.
+    func recordCodeReplay(hash: String, familyID: String, at now: Int) async throws
+    /// Whether `recordCodeReplay` ran for this code. Read on the connection that writes, after the caller's own
+    /// writes, so that it sees every replay recorded before it.
+    func codeWasReplayed(hash: String) async throws -> Bool
 
     // Tokens
     /// Reserves ids for new tokens (increasing; never handed out twice by this store).

@@ -16,8 +16,12 @@ public struct ClientRecord: Sendable, Equatable {
     public var audiences: [String]
     /// May call the introspection endpoint.
     public var mayIntrospect: Bool
+    /// The scope a request without `scope` gets; empty: such a request is refused (`invalid_scope`).
+    public var defaultScopes: [String]
+    /// `opaque` (default) or `jwt`: the access tokens the token endpoint issues to this client.
+    public var accessTokenFormat: String
 
-    public init(id: String, name: String, type: String, secretHash: String?, grants: [String], scopes: [String], redirectURIs: [String], fromConfiguration: Bool, audiences: [String] = [], mayIntrospect: Bool = false) {
+    public init(id: String, name: String, type: String, secretHash: String?, grants: [String], scopes: [String], redirectURIs: [String], fromConfiguration: Bool, audiences: [String] = [], mayIntrospect: Bool = false, defaultScopes: [String] = [], accessTokenFormat: String = "opaque") {
         self.id = id
         self.name = name
         self.type = type
@@ -28,9 +32,13 @@ public struct ClientRecord: Sendable, Equatable {
         self.fromConfiguration = fromConfiguration
         self.audiences = audiences
         self.mayIntrospect = mayIntrospect
+        self.defaultScopes = defaultScopes
+        self.accessTokenFormat = accessTokenFormat
     }
 
     public var isPublic: Bool { type == "public" }
+    /// Whether the token endpoint issues this client RFC 9068 JWT access tokens.
+    public var issuesJWTAccessTokens: Bool { accessTokenFormat == "jwt" }
 }
 
 /// A user as stored: the password only as a bcrypt hash.

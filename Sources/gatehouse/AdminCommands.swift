@@ -58,6 +58,9 @@ struct ClientsCommand: AsyncParsableCommand {
         @Option(name: .customLong("grant"), help: "A grant (repeatable): authorization_code, implicit, password, client_credentials, refresh_token.")
         var grants: [String] = []
         @Option(name: .customLong("scope"), help: "An allowed scope (repeatable).") var scopes: [String] = []
+        @Option(name: .customLong("default-scope"), help: "A scope granted when a request names none (repeatable; one of the --scope values). Without any, a request without scope is refused.")
+        var defaultScopes: [String] = []
+        @Option(help: "Access tokens from the token endpoint: opaque or jwt (RFC 9068).") var accessTokenFormat: String = "opaque"
         @Option(name: .customLong("redirect-uri"), help: "A redirect URI (repeatable).") var redirectURIs: [String] = []
 
         func validate() throws {
@@ -72,6 +75,8 @@ struct ClientsCommand: AsyncParsableCommand {
                 }
             }
             for scope in scopes where !ScopeSyntax.isValidToken(scope) { throw ValidationError("'\(scope)' is not a valid scope") }
+            for scope in defaultScopes where !scopes.contains(scope) { throw ValidationError("--default-scope '\(scope)' is not one of the --scope values") }
+            guard AccessTokenFormat(rawValue: accessTokenFormat) != nil else { throw ValidationError("--access-token-format must be opaque or jwt") }
             for uri in redirectURIs {
                 guard let url = ParsedURL(uri), url.fragment == nil, url.scheme == "https" || url.isLoopback else {
                     throw ValidationError("'\(uri)' is not an https (or loopback http) URL without a fragment")
@@ -86,7 +91,8 @@ struct ClientsCommand: AsyncParsableCommand {
             let secret: String? = `public` ? nil : SecureToken.generate()
             let record = ClientRecord(
                 id: id, name: name ?? id, type: `public` ? "public" : "confidential", secretHash: secret.map(SecureToken.hash),
-                grants: grants, scopes: scopes, redirectURIs: redirectURIs, fromConfiguration: false
+                grants: grants, scopes: scopes, redirectURIs: redirectURIs, fromConfiguration: false, defaultScopes: defaultScopes,
+                accessTokenFormat: accessTokenFormat
             )
             try await withStore(store) { store in
                 guard try await store.client(id: id) == nil else { throw ValidationError("client '\(id)' already exists") }
@@ -107,7 +113,7 @@ struct ClientsCommand: AsyncParsableCommand {
         func run() async throws {
             let clients = try await withStore(store) { try await $0.listClients() }
             for client in clients {
-                print("\(client.id)\t\(client.type)\tgrants=\(client.grants.joined(separator: ","))\tscopes=\(client.scopes.joined(separator: ","))\tredirect_uris=\(client.redirectURIs.joined(separator: ","))\(client.fromConfiguration ? "\t(from configuration)" : "")")
+                print("\(client.id)\t\(client.type)\tgrants=\(client.grants.joined(separator: ","))\tscopes=\(client.scopes.joined(separator: ","))\tdefault_scopes=\(client.defaultScopes.joined(separator: ","))\tredirect_uris=\(client.redirectURIs.joined(separator: ","))\(client.fromConfiguration ? "\t(from configuration)" : "")")
             }
         }
     }

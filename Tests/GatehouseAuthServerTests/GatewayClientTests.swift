@@ -111,7 +111,9 @@ import Testing
                 Issue.record("expected a JWT")
                 return
             }
-            #expect(expiresAt > Date().timeIntervalSince1970 + 3000)
+            // The exchanged JWT lives tokens.exchange_jwt_lifetime (120 s by default), not the opaque token's hour.
+            #expect(expiresAt > Date().timeIntervalSince1970 + 100)
+            #expect(expiresAt <= Date().timeIntervalSince1970 + 121)
             let (jwks, maxAge) = try await client.fetchJWKS()
             #expect(maxAge == 300)
             let claims = try await JWTVerifier(jwksJSON: jwks).verifyAccessToken(jwt, policy: .init(issuers: [configuration.issuer], audiences: []), now: Int(Date().timeIntervalSince1970))
@@ -251,27 +253,27 @@ import Testing
     @Test func rememberedCallerAuthenticationExpiresWithTheDirectory() async throws {
         try await withAuthServer { _, clock, store in
             let directory = ClientDirectory(store: store, clock: clock)
-            let authenticator = ClientAuthenticator(directory: directory)
+            let authenticator = ClientAuthenticator(directory: directory, throttle: ClientAuthenticationThrottle(clock: clock))
             let basic = "Basic " + Data("gatehouse-gateway:gatehouse-gateway-secret".utf8).base64EncodedString()
             let wrong = "Basic " + Data("gatehouse-gateway:wrong".utf8).base64EncodedString()
             var memo: ClientAuthenticator.Memo?
             // Not loaded yet: only the store can say.
-            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(), memo: &memo) == nil)
+            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(), remoteAddress: "127.0.0.1", memo: &memo) == nil)
             _ = try await directory.client(id: "gatehouse-gateway")
-            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(), memo: &memo)?.id == "gatehouse-gateway")
+            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(), remoteAddress: "127.0.0.1", memo: &memo)?.id == "gatehouse-gateway")
             #expect(memo != nil)
-            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(), memo: &memo)?.id == "gatehouse-gateway")
+            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(), remoteAddress: "127.0.0.1", memo: &memo)?.id == "gatehouse-gateway")
             // Other credentials are checked, not remembered ones.
-            #expect(authenticator.authenticateFromMemory(authorization: wrong, form: FormParameters(), memo: &memo) == nil)
-            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(["client_secret": "x"]), memo: &memo) == nil)
+            #expect(authenticator.authenticateFromMemory(authorization: wrong, form: FormParameters(), remoteAddress: "127.0.0.1", memo: &memo) == nil)
+            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(["client_secret": "x"]), remoteAddress: "127.0.0.1", memo: &memo) == nil)
             // An invalidated directory (clients changed) voids the memo.
             directory.invalidate()
-            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(), memo: &memo) == nil)
+            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(), remoteAddress: "127.0.0.1", memo: &memo) == nil)
             // So does the expiry of the directory's record.
             _ = try await directory.client(id: "gatehouse-gateway")
-            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(), memo: &memo)?.id == "gatehouse-gateway")
+            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(), remoteAddress: "127.0.0.1", memo: &memo)?.id == "gatehouse-gateway")
             clock.advance(5)
-            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(), memo: &memo) == nil)
+            #expect(authenticator.authenticateFromMemory(authorization: basic, form: FormParameters(), remoteAddress: "127.0.0.1", memo: &memo) == nil)
         }
     }
 

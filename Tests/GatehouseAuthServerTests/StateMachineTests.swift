@@ -9,10 +9,10 @@ import Testing
     let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
     let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 
-    func record(challenge: String? = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", redirectGiven: Bool = true) -> AuthorizationCodeRecord {
+    func record(challenge: String? = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", redirectGiven: Bool = true, usedAt: Int? = nil) -> AuthorizationCodeRecord {
         AuthorizationCodeRecord(
             codeHash: "h", clientID: "web", userID: "u1", redirectURI: "https://app.example/cb", redirectURIWasGiven: redirectGiven,
-            scope: "a", codeChallenge: challenge, authTime: 100, issuedAt: 100, expiresAt: 160, familyID: "fam"
+            scope: "a", codeChallenge: challenge, authTime: 100, issuedAt: 100, expiresAt: 160, familyID: "fam", usedAt: usedAt
         )
     }
 
@@ -21,11 +21,11 @@ import Testing
     }
 
     @Test func validCodeIssues() {
-        #expect(AuthorizationCodeRedemption.decide(.redeemed(record()), request: request(), now: 120) == .issue(record()))
+        #expect(AuthorizationCodeRedemption.decide(record(), request: request(), now: 120) == .redeem(record()))
     }
 
     @Test func unknownCodeIsRefused() {
-        guard case .refuse(let error) = AuthorizationCodeRedemption.decide(.notFound, request: request(), now: 120) else {
+        guard case .refuse(let error) = AuthorizationCodeRedemption.decide(nil, request: request(), now: 120) else {
             Issue.record("expected refusal")
             return
         }
@@ -33,7 +33,7 @@ import Testing
     }
 
     @Test func replayRevokesTheFamily() {
-        let decision = AuthorizationCodeRedemption.decide(.alreadyUsed(record()), request: request(), now: 120)
+        let decision = AuthorizationCodeRedemption.decide(record(usedAt: 110), request: request(), now: 120)
         guard case .refuseAndRevoke(let family, let error) = decision else {
             Issue.record("expected revocation, got \(decision)")
             return
@@ -42,8 +42,33 @@ import Testing
         #expect(error.code == .invalidGrant)
     }
 
+    /// Only a presentation with the right binding counts as use: a used code presented with a wrong verifier or
+    /// redirect URI (someone holding the stolen code alone) is refused without revoking anything.
+    @Test(arguments: ["wrong verifier", "wrong redirect", "missing verifier"])
+    func replayWithAWrongBindingRevokesNothing(kind: String) {
+        let decidedRequest: AuthorizationCodeRedemption.Request =
+            switch kind {
+            case "wrong verifier": request(verifier: String(repeating: "x", count: 43))
+            case "wrong redirect": request(redirect: "https://app.example/cb2")
+            default: request(verifier: nil)
+            }
+        let decision = AuthorizationCodeRedemption.decide(record(usedAt: 110), request: decidedRequest, now: 120)
+        guard case .refuse(let error) = decision else {
+            Issue.record("expected plain refusal, got \(decision)")
+            return
+        }
+        #expect(error.code == .invalidGrant)
+    }
+
+    @Test func replayAfterExpiryStillRevokes() {
+        guard case .refuseAndRevoke = AuthorizationCodeRedemption.decide(record(usedAt: 110), request: request(), now: 500) else {
+            Issue.record("a replay of an expired code must still revoke")
+            return
+        }
+    }
+
     @Test func replayByAnotherClientRevokesNothing() {
-        let decision = AuthorizationCodeRedemption.decide(.alreadyUsed(record()), request: request(client: "other"), now: 120)
+        let decision = AuthorizationCodeRedemption.decide(record(usedAt: 110), request: request(client: "other"), now: 120)
         guard case .refuse = decision else {
             Issue.record("expected plain refusal, got \(decision)")
             return
@@ -70,7 +95,7 @@ import Testing
             case "malformed verifier": request(verifier: "short")
             default: request()
             }
-        guard case .refuse(let error) = AuthorizationCodeRedemption.decide(.redeemed(record()), request: decidedRequest, now: now) else {
+        guard case .refuse(let error) = AuthorizationCodeRedemption.decide(record(), request: decidedRequest, now: now) else {
             Issue.record("\(kind) should be refused")
             return
         }
@@ -78,7 +103,7 @@ import Testing
     }
 
     @Test func verifierWithoutStoredChallengeIsADowngrade() {
-        let decision = AuthorizationCodeRedemption.decide(.redeemed(record(challenge: nil)), request: request(), now: 120)
+        let decision = AuthorizationCodeRedemption.decide(record(challenge: nil), request: request(), now: 120)
         guard case .refuse(let error) = decision else {
             Issue.record("expected refusal")
             return
@@ -88,12 +113,12 @@ import Testing
 
     @Test func noPKCEOnEitherSideIsAccepted() {
         let code = record(challenge: nil)
-        #expect(AuthorizationCodeRedemption.decide(.redeemed(code), request: request(verifier: nil), now: 120) == .issue(code))
+        #expect(AuthorizationCodeRedemption.decide(code, request: request(verifier: nil), now: 120) == .redeem(code))
     }
 
     @Test func redirectMayBeOmittedWhenTheAuthorizationRequestOmittedIt() {
         let code = record(redirectGiven: false)
-        #expect(AuthorizationCodeRedemption.decide(.redeemed(code), request: request(redirect: nil), now: 120) == .issue(code))
+        #expect(AuthorizationCodeRedemption.decide(code, request: request(redirect: nil), now: 120) == .redeem(code))
     }
 }
 

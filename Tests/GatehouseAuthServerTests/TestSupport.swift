@@ -10,6 +10,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import Testing
 
 /// A clock the test moves by hand.
 final class ManualClock: AuthClock {
@@ -25,11 +26,11 @@ func testConfiguration() throws -> AuthServerConfiguration {
         tokens: {refresh_token_reuse_grace: 2s}
         login: {bcrypt_cost: 4}
         clients:
-          - {id: demo-service, secret: demo-service-secret, grants: [client_credentials], scopes: [orders:read, orders:write]}
-          - {id: demo-web, name: Demo web, secret: demo-web-secret, grants: [authorization_code, refresh_token, password], scopes: [orders:read, orders:write], redirect_uris: ['http://127.0.0.1:8081/callback']}
-          - {id: demo-spa, type: public, grants: [authorization_code, refresh_token, implicit], scopes: [orders:read, orders:write], redirect_uris: ['http://127.0.0.1:8081/spa/callback']}
-          - {id: no-pkce, secret: no-pkce-secret, grants: [authorization_code], scopes: [orders:read], redirect_uris: ['https://app.example/cb']}
-          - {id: demo-cli, type: public, application_type: native, grants: [authorization_code], scopes: [orders:read], redirect_uris: ['http://127.0.0.1:8765/cli/callback']}
+          - {id: demo-service, secret: demo-service-secret, grants: [client_credentials], scopes: [orders:read, orders:write], default_scopes: [orders:read, orders:write]}
+          - {id: demo-web, name: Demo web, secret: demo-web-secret, grants: [authorization_code, refresh_token, password], scopes: [orders:read, orders:write], default_scopes: [orders:read, orders:write], redirect_uris: ['http://127.0.0.1:8081/callback']}
+          - {id: demo-spa, type: public, grants: [authorization_code, refresh_token, implicit], scopes: [orders:read, orders:write], default_scopes: [orders:read, orders:write], redirect_uris: ['http://127.0.0.1:8081/spa/callback']}
+          - {id: no-pkce, secret: no-pkce-secret, grants: [authorization_code], scopes: [orders:read], default_scopes: [orders:read], redirect_uris: ['https://app.example/cb']}
+          - {id: demo-cli, type: public, application_type: native, grants: [authorization_code], scopes: [orders:read], default_scopes: [orders:read], redirect_uris: ['http://127.0.0.1:8765/cli/callback']}
           - {id: gatehouse-gateway, secret: gatehouse-gateway-secret, grants: ['urn:ietf:params:oauth:grant-type:token-exchange'], introspect: true}
         users:
           - {username: alice, password: alice-password}
@@ -45,6 +46,7 @@ func withAuthServer(
     passwordAlgorithm: any PasswordAlgorithm = BcryptAlgorithm(),
     passwordHashingPool: NIOThreadPool? = nil,
     inspect: (AuthorizationServer) -> Void = { _ in },
+    wrapStore: (SQLiteAuthStore) -> any AuthStore = { $0 },
     _ body: @Sendable (any TestClientProtocol, ManualClock, SQLiteAuthStore) async throws -> Void
 ) async throws {
     var template = Array("/tmp/gatehouse-auth-XXXXXX".utf8CString)
@@ -59,7 +61,8 @@ func withAuthServer(
     let keys = KeyManager.forServer(configuration, dataDirectory: directory, clock: clock, logger: logger)
     try await keys.reload()
     let server = try AuthorizationServer(
-        configuration: configuration, store: store, keys: keys, clock: clock, logger: logger, passwordAlgorithm: passwordAlgorithm, passwordHashingPool: passwordHashingPool
+        configuration: configuration, store: wrapStore(store), keys: keys, clock: clock, logger: logger, passwordAlgorithm: passwordAlgorithm,
+        passwordHashingPool: passwordHashingPool
     )
     try await server.registerConfiguredClientsAndUsers()
     inspect(server)
@@ -175,3 +178,19 @@ func parameters(of url: String, fragment: Bool = false) -> [String: String] {
 
 let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
 let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+
+/// A token request on a connection of its own: the live test client has one connection, which answers requests
+/// in turn, so requests meant to run at the same time each need their own. The client's read timeout (15 s)
+/// bounds a request that never gets an answer.
+func tokenOnItsOwnConnection(port: Int?, _ form: [(String, String)], basic: (String, String)) async throws -> Reply {
+    let port = try #require(port)
+    return try await TestClient.withClient(host: "localhost", port: port) { connection in
+        let headers: HTTPFields = [
+            .authorization: "Basic " + Data("\(basic.0):\(basic.1)".utf8).base64EncodedString(),
+            .contentType: "application/x-www-form-urlencoded",
+        ]
+        let body = ByteBuffer(string: FormParameters.encode(form.map { ($0.0, Optional($0.1)) }))
+        let response = try await connection.execute(.init("/token", method: .post, headers: headers, body: body))
+        return Reply(status: response.head.status, headers: response.head.headerFields, text: response.body.map { String(buffer: $0) } ?? "")
+    }
+}

@@ -189,7 +189,8 @@ import Testing
             #expect(claims.auth_time != nil)
             let opaqueExp = try #require(try await introspect(client, opaque).json["exp"] as? Int)
             #expect(claims.exp <= opaqueExp)  // never outlives the opaque token
-            #expect(claims.exp == opaqueExp)  // jwt_max_lifetime (1 h) equals the access token lifetime here
+            #expect(claims.exp == claims.iat + 120)  // exchange_jwt_lifetime (120 s) is the shorter bound here
+            #expect(claims.act?.sub == "gatehouse-gateway")  // minted for the backends, on the gateway's call
 
             // A narrower scope may be asked for; a wider one may not.
             #expect(try await exchange(client, opaque, extra: [("scope", "orders:read")]).status == .ok)

@@ -28,7 +28,12 @@ import Testing
 
     @Test func parsesTheDemoConfiguration() throws {
         let configuration = try AuthServerConfiguration.load(file: "config/demo/auth.yaml", environment: [:])
-        #expect(Set(configuration.clients.map(\.id)) == ["demo-service", "demo-web", "demo-spa", "gatehouse-gateway"])
+        #expect(Set(configuration.clients.map(\.id)) == ["demo-service", "demo-web", "demo-spa", "demo-jwt", "gatehouse-gateway"])
+        let jwtClient = configuration.clients.first { $0.id == "demo-jwt" }
+        #expect(jwtClient?.accessTokenFormat == .jwt)
+        #expect(jwtClient?.audiences == ["http://127.0.0.1:8080"])
+        #expect(jwtClient?.grants == [.clientCredentials])
+        #expect(configuration.tokens.exchangeJWTLifetime == 120)
         let gateway = configuration.clients.first { $0.id == "gatehouse-gateway" }
         #expect(gateway?.mayIntrospect == true)
         #expect(gateway?.grants == [.tokenExchange])
@@ -167,6 +172,99 @@ import Testing
         #expect(ScopeSyntax.parse("a  b") == nil)
         #expect(ScopeSyntax.parse("a \"b") == nil)
         #expect(ScopeSyntax.parse("a a") == ["a"])
+    }
+
+    /// Loopback is parsed as an address: names that merely start with `127.` are not loopback.
+    @Test(arguments: [
+        ("http://127.0.0.1:8081/cb", true), ("http://127.1.2.3/", true), ("http://[::1]:9000/", true), ("http://[0:0:0:0:0:0:0:1]/", true),
+        ("http://localhost:9000/", true), ("http://LOCALHOST/", true), ("http://[::ffff:127.0.0.1]/", true),
+        ("http://127.attacker.example/", false), ("http://127.0.0.1.nip.io/", false), ("http://127.0.0.1.attacker.example:9000/", false),
+        ("http://128.0.0.1/", false), ("http://127.0.0.256/", false), ("http://0127.0.0.1/", false), ("http://127.1/", false),
+        ("http://[::2]/", false), ("http://[::1/", false), ("http://localhost.attacker.example/", false),
+    ])
+    func loopbackIsAnAddressNotAPrefix(url: String, loopback: Bool) {
+        #expect((ParsedURL(url)?.isLoopback ?? false) == loopback, "\(url)")
+    }
+
+    @Test func plainHTTPOnALookAlikeLoopbackNameIsRefused() {
+        for (yaml, keyPath) in [
+            ("issuer: http://127.attacker.example", "issuer"),
+            ("issuer: http://127.0.0.1.nip.io:9000", "issuer"),
+            ("issuer: https://a.example\nclients: [{id: w, secret: s, grants: [authorization_code], redirect_uris: ['http://127.attacker.example/cb']}]", "clients[0].redirect_uris[0]"),
+        ] {
+            let error = #expect(throws: ConfigurationError.self) { try AuthServerConfiguration.parse(yaml: yaml) }
+            #expect(error?.keyPath == keyPath)
+        }
+        #expect(throws: Never.self) { try AuthServerConfiguration.parse(yaml: "issuer: http://127.1.2.3:9000") }
+        #expect(throws: Never.self) { try AuthServerConfiguration.parse(yaml: "issuer: http://[::1]:9000") }
+    }
+
+    @Test func exchangeJWTLifetime() throws {
+        #expect(try AuthServerConfiguration.parse(yaml: "issuer: https://a.example").tokens.exchangeJWTLifetime == 120)
+        #expect(try AuthServerConfiguration.parse(yaml: "issuer: https://a.example\ntokens: {exchange_jwt_lifetime: 45s}").tokens.exchangeJWTLifetime == 45)
+        for yaml in [
+            "issuer: https://a.example\ntokens: {exchange_jwt_lifetime: 20s}",  // below the default 30 s reuse period
+            "issuer: https://a.example\ntokens: {exchange_jwt_lifetime: 0}",
+            "issuer: https://a.example\ntokens: {exchange_jwt_lifetime: soon}",
+        ] {
+            let error = #expect(throws: ConfigurationError.self) { try AuthServerConfiguration.parse(yaml: yaml) }
+            #expect(error?.keyPath == "tokens.exchange_jwt_lifetime", "\(yaml)")
+        }
+    }
+
+    @Test func defaultScopesAndAccessTokenFormat() throws {
+        let configuration = try AuthServerConfiguration.parse(yaml: """
+            issuer: http://127.0.0.1:9000
+            clients:
+              - {id: a, secret: s, grants: [client_credentials], scopes: [x, y], default_scopes: [x], access_token_format: jwt}
+              - {id: b, secret: s, grants: [client_credentials], scopes: [x]}
+            """)
+        #expect(configuration.clients[0].defaultScopes == ["x"])
+        #expect(configuration.clients[0].accessTokenFormat == .jwt)
+        #expect(configuration.clients[1].defaultScopes == [])
+        #expect(configuration.clients[1].accessTokenFormat == .opaque)
+        for (yaml, keyPath) in [
+            ("issuer: https://a.example\nclients: [{id: a, secret: s, grants: [client_credentials], scopes: [x], default_scopes: [z]}]", "clients[0].default_scopes[0]"),
+            ("issuer: https://a.example\nclients: [{id: a, secret: s, grants: [client_credentials], scopes: [x], access_token_format: paseto}]", "clients[0].access_token_format"),
+        ] {
+            let error = #expect(throws: ConfigurationError.self) { try AuthServerConfiguration.parse(yaml: yaml) }
+            #expect(error?.keyPath == keyPath)
+        }
+    }
+
+    /// Inline secrets below 128 bits: refused outside a loopback issuer (the error names the key), a warning on one.
+    @Test func weakInlineSecretsAreRefusedOutsideLoopbackAndWarnedAbout() throws {
+        let strong = "Vq3XbH0mY9dXk2L7pQwZrT5uJc8NfA1sGe4Ro6Wi_yE"
+        let weak = "issuer: https://auth.example\nclients: [{id: s, secret: {env: OK}, grants: [client_credentials]}, {id: w, secret: demo-service-secret, grants: [client_credentials]}]"
+        let error = #expect(throws: ConfigurationError.self) { try AuthServerConfiguration.parse(yaml: weak, environment: ["OK": strong]) }
+        #expect(error?.keyPath == "clients[1].secret")
+        #expect(error?.description.contains("demo-service-secret") == false)  // never the secret itself
+        _ = try AuthServerConfiguration.parse(yaml: "issuer: https://auth.example\nclients: [{id: s, secret: '\(strong)', grants: [client_credentials]}]")
+        _ = try AuthServerConfiguration.parse(yaml: "issuer: https://auth.example\nclients: [{id: s, secret: 0123456789abcdef0123456789abcdef, grants: [client_credentials]}]")
+
+        let loopback = try AuthServerConfiguration.parse(yaml: weak.replacingOccurrences("https://auth.example", "http://127.0.0.1:9000"), environment: ["OK": strong])
+        let warnings = loopback.startupWarnings
+        #expect(warnings.count == 1)
+        #expect(warnings.first?.contains("client 'w'") == true)
+        #expect(warnings.first?.contains("demo-service-secret") == false)
+        #expect(ClientSecret.plaintext("demo-service-secret").estimatedBits ?? 999 < 128)
+        #expect(ClientSecret.plaintext(strong).estimatedBits ?? 0 >= 128)
+        #expect(ClientSecret.sha256Hex(String(repeating: "a", count: 64)).estimatedBits == nil)
+    }
+
+    /// Implicit and password grants stay opt-in, and each client enabling one is named at start-up (RFC 9700).
+    @Test func discouragedGrantsAreWarnedAboutAtStartUp() throws {
+        let configuration = try AuthServerConfiguration.parse(yaml: """
+            issuer: http://127.0.0.1:9000
+            clients:
+              - {id: spa, type: public, grants: [authorization_code, implicit], redirect_uris: ['http://127.0.0.1/cb']}
+              - {id: web, secret: {env: S}, grants: [password, refresh_token]}
+              - {id: svc, secret: {env: S}, grants: [client_credentials]}
+            """, environment: ["S": "Vq3XbH0mY9dXk2L7pQwZrT5uJc8NfA1sGe4Ro6Wi_yE"])
+        let warnings = configuration.startupWarnings
+        #expect(warnings.count == 2)
+        #expect(warnings.contains { $0.contains("'spa'") && $0.contains("RFC 9700 §2.1.2") })
+        #expect(warnings.contains { $0.contains("'web'") && $0.contains("RFC 9700 §2.4") })
     }
 
     @Test func urlParsing() {

@@ -417,6 +417,9 @@ private func address(_ text: String) -> [UInt8] {
         (gateway(extra: "authorization_server: {client_id: gw, client_secret: s}"), "authorization_server.issuer"),
         (gateway(extra: "authorization_server: {issuer: 'https://a.example/', client_id: gw, client_secret: s}"), "authorization_server.issuer"),
         (gateway(extra: "authorization_server: {issuer: 'http://auth.example', client_id: gw, client_secret: s}"), "authorization_server.issuer"),
+        // Plain http only on a loopback address, parsed as one: these names merely start with `127.`.
+        (gateway(extra: "authorization_server: {issuer: 'http://127.attacker.example', client_id: gw, client_secret: s}"), "authorization_server.issuer"),
+        (gateway(extra: "authorization_server: {issuer: 'http://127.0.0.1.nip.io:9000', client_id: gw, client_secret: s}"), "authorization_server.issuer"),
         (gateway(extra: "authorization_server: {issuer: 'https://a.example?x=1', client_id: gw, client_secret: s}"), "authorization_server.issuer"),
         (gateway(extra: "authorization_server: {issuer: 'https://a.example#f', client_id: gw, client_secret: s}"), "authorization_server.issuer"),
         (gateway(extra: "authorization_server: {issuer: 'ftp://a.example', client_id: gw, client_secret: s}"), "authorization_server.issuer"),

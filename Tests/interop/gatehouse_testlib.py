@@ -304,16 +304,19 @@ clients:
     secret: {creds.service_secret}
     grants: [client_credentials]
     scopes: [orders:read, orders:write]
+    default_scopes: [orders:read, orders:write]
   - id: demo-web
     type: confidential
     secret: {creds.web_secret}
     grants: [authorization_code, refresh_token, password]
     scopes: [orders:read, orders:write]
+    default_scopes: [orders:read, orders:write]
     redirect_uris: [{callback.web_redirect_uri}]
   - id: demo-spa
     type: public
     grants: [authorization_code, refresh_token, implicit]
     scopes: [orders:read, orders:write]
+    default_scopes: [orders:read, orders:write]
     redirect_uris: [{callback.spa_redirect_uri}]
 {extra_clients}users:
   - username: alice

@@ -342,6 +342,7 @@ clients:
     secret: {secret}
     grants: [password, refresh_token]
     scopes: [orders:read, orders:write]
+    default_scopes: [orders:read, orders:write]
 """
 
 
@@ -444,6 +445,7 @@ clients:
     secret: {env: MISSING_VAR}
     grants: [password]
     scopes: [orders:read]
+    default_scopes: [orders:read]
 """,
     )
     env = {k: v for k, v in os.environ.items() if k != "MISSING_VAR"}

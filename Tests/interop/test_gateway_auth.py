@@ -105,6 +105,7 @@ def _extra_clients(creds: Credentials) -> str:
     secret: {creds.service_secret}-partner
     grants: [client_credentials]
     scopes: [orders:read]
+    default_scopes: [orders:read]
     audience: [{PARTNER_AUDIENCE}]
   - id: {EXCHANGER_CLIENT}
     type: confidential

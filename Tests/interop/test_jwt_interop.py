@@ -67,6 +67,7 @@ def _extra_clients(creds: Credentials) -> str:
     secret: {creds.service_secret}-batch
     grants: [client_credentials]
     scopes: [orders:read]
+    default_scopes: [orders:read]
     audience: [{", ".join(BATCH_AUDIENCES)}]
 """
 

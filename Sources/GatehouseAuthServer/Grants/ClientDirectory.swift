@@ -62,13 +62,24 @@ final class ClientDirectory: Sendable {
 /// or `none` for public clients. Any failure is `invalid_client`, answered 401 with `WWW-Authenticate: Basic`.
 struct ClientAuthenticator: Sendable {
     let directory: ClientDirectory
+    let throttle: ClientAuthenticationThrottle
 
-    func authenticate(authorization: String?, form: FormParameters) async throws -> ClientRecord {
+    /// Authenticates the caller, under the failed-authentication throttle (per client id and per address).
+    func authenticate(authorization: String?, form: FormParameters, remoteAddress: String) async throws -> ClientRecord {
         let (clientID, secret) = try Self.credentials(authorization: authorization, form: form)
+        if let wait = throttle.retryAfter(clientID: clientID, address: remoteAddress) {
+            throw OAuthError(.invalidClient, "too many failed client authentications; try again in \(wait) s", retryAfter: wait)
+        }
         guard let client = try await directory.client(id: clientID) else {
+            throttle.recordFailure(clientID: nil, address: remoteAddress)
             throw OAuthError(.invalidClient, "client authentication failed")
         }
-        return try Self.verify(client, secret: secret)
+        do {
+            return try Self.verify(client, secret: secret)
+        } catch {
+            throttle.recordFailure(clientID: clientID, address: remoteAddress)
+            throw error
+        }
     }
 
     /// The last successful HTTP Basic authentication on one connection. The same `Authorization` value with no
@@ -84,7 +95,7 @@ struct ClientAuthenticator: Sendable {
     /// `authenticate(authorization:form:)` from memory only: nil when the client is not cached or anything fails (the
     /// caller then takes the async path, which gives the error its proper answer). Remembers a success in `memo`
     /// (held per connection).
-    func authenticateFromMemory(authorization: String?, form: FormParameters, memo: inout Memo?) -> ClientRecord? {
+    func authenticateFromMemory(authorization: String?, form: FormParameters, remoteAddress: String, memo: inout Memo?) -> ClientRecord? {
         if let memo, let authorization, memo.authorization == authorization, form["client_id"] == nil, form["client_secret"] == nil,
             memo.generation == directory.generation, directory.now < memo.validUntil
         {
@@ -92,6 +103,7 @@ struct ClientAuthenticator: Sendable {
         }
         let generation = directory.generation
         guard let (clientID, secret) = try? Self.credentials(authorization: authorization, form: form),
+            throttle.retryAfter(clientID: clientID, address: remoteAddress) == nil,  // throttled: the async path answers
             let entry = directory.cachedEntry(id: clientID), let client = entry.client,
             let verified = try? Self.verify(client, secret: secret)
         else { return nil }

@@ -3,12 +3,15 @@ import GatehouseStore
 /// The decision for a refresh-token request. Pure: no I/O.
 ///
 /// Every use rotates the token. A rotated token presented again within the grace period still succeeds (a
-/// client's concurrent refreshes, or a response lost in transit); after it, the reuse means the token leaked,
-/// so the whole family is revoked.
+/// client's concurrent refreshes, or a response lost in transit) but gets an access token only: the successor
+/// issued by the first use stays the family's one live refresh token, so the family never forks into branches
+/// that each rotate on undetected. After the grace, the reuse means the token leaked, so the whole family is
+/// revoked (every branch: the successor and the access tokens included).
 enum RefreshRotation: Equatable {
     /// First use: rotate and issue with this scope.
     case rotate(scope: String)
-    /// Second use within the grace period: issue again with this scope, in the same family.
+    /// Second use within the grace period: an access token only, with this scope, in the same family (no second
+    /// refresh token: the successor already issued is the family's line).
     case reissueWithinGrace(scope: String)
     /// Reuse after the grace period: revoke the family and refuse.
     case revokeFamily(familyID: String, OAuthError)

@@ -25,7 +25,7 @@ struct TokenIntrospector: Sendable {
     /// The token's record if it is active: known, hash matching, not revoked, not expired, its client still
     /// registered, and (for refresh tokens) not rotated away. Everything else is simply inactive.
     func activeToken(_ presented: String) async throws -> IntrospectedToken? {
-        guard let locator = TokenLocator(token: presented) else { return nil }
+        guard let locator = JWTAccessToken.locator(presented: presented) else { return nil }
         let now = clock.now()
         var record = cache.get(locator.id, now: now)
         if record == nil, let stored = try await store.token(locator) {
@@ -55,7 +55,7 @@ struct TokenIntrospector: Sendable {
     /// `activeToken` from memory only: nil when the store must be asked (record, client or user not cached);
     /// `.some(nil)` when the token is known to be inactive.
     func activeTokenFromMemory(_ presented: String) -> IntrospectedToken?? {
-        guard let locator = TokenLocator(token: presented) else { return .some(nil) }
+        guard let locator = JWTAccessToken.locator(presented: presented) else { return .some(nil) }
         let now = clock.now()
         guard let record = cache.get(locator.id, now: now) else { return nil }
         guard Self.isActive(record, locator: locator, now: now) else { return .some(nil) }

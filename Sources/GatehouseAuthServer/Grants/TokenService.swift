@@ -44,7 +44,7 @@ final class TokenService: Sendable {
         self.configuration = configuration
         self.store = store
         self.clock = clock
-        self.authenticator = ClientAuthenticator(directory: directory)
+        self.authenticator = ClientAuthenticator(directory: directory, throttle: ClientAuthenticationThrottle(clock: clock))
         self.passwords = passwords
         self.throttle = throttle
         self.logger = logger
@@ -57,7 +57,7 @@ final class TokenService: Sendable {
     /// Handles one token request.
     func token(form: FormParameters, authorization: String?, remoteAddress: String) async throws(OAuthError) -> IssuedTokens {
         do {
-            let client = try await authenticator.authenticate(authorization: authorization, form: form)
+            let client = try await authenticator.authenticate(authorization: authorization, form: form, remoteAddress: remoteAddress)
             guard let grantType = form["grant_type"] else { throw OAuthError(.invalidRequest, "grant_type is required") }
             guard let grant = GrantType(rawValue: grantType), grant != .implicit else {
                 throw OAuthError(.unsupportedGrantType, "grant_type '\(grantType)' is not supported")
@@ -85,7 +85,7 @@ final class TokenService: Sendable {
 
     private func clientCredentials(client: ClientRecord, form: FormParameters) async throws -> IssuedTokens {
         guard !client.isPublic else { throw OAuthError(.unauthorizedClient, "public clients cannot use client_credentials") }
-        let scope = try Scopes.resolve(requested: form["scope"], allowed: client.scopes).joined(separator: " ")
+        let scope = try Scopes.resolve(requested: form["scope"], client: client).joined(separator: " ")
         return try await issue(client: client, userID: nil, scope: scope, grant: .clientCredentials, familyID: nil, familyExpiresAt: nil, authTime: nil)
     }
 
@@ -94,7 +94,7 @@ final class TokenService: Sendable {
         guard let username = form["username"], let password = form["password"] else {
             throw OAuthError(.invalidRequest, "username and password are required")
         }
-        let scope = try Scopes.resolve(requested: form["scope"], allowed: client.scopes).joined(separator: " ")
+        let scope = try Scopes.resolve(requested: form["scope"], client: client).joined(separator: " ")
         let user = try await verifyPassword(username: username, password: password, remoteAddress: remoteAddress)
         let now = clock.now()
         return try await issue(
@@ -106,22 +106,46 @@ final class TokenService: Sendable {
     private func authorizationCode(client: ClientRecord, form: FormParameters) async throws -> IssuedTokens {
         guard let code = form["code"] else { throw OAuthError(.invalidRequest, "code is required") }
         let now = clock.now()
-        let found = try await store.redeemCode(hash: SecureToken.hash(code), at: now)
+        let hash = SecureToken.hash(code)
         let request = AuthorizationCodeRedemption.Request(clientID: client.id, redirectURI: form["redirect_uri"], codeVerifier: form["code_verifier"])
-        switch AuthorizationCodeRedemption.decide(found, request: request, now: now) {
+        // The binding is checked on the code as stored, before anything marks it used (a failed attempt burns nothing).
+        switch AuthorizationCodeRedemption.decide(try await store.code(hash: hash), request: request, now: now) {
         case .refuse(let error):
             throw error
         case .refuseAndRevoke(let familyID, let error):
-            try await store.revokeFamily(familyID)
-            cache.markFamilyRevoked(familyID)
-            logger.warning("authorization code replayed; token family revoked", metadata: ["client_id": "\(client.id)"])
+            try await codeReplayed(hash: hash, familyID: familyID, client: client, now: now)
             throw error
-        case .issue(let record):
-            return try await issue(
+        case .redeem(let record):
+            switch try await store.redeemCode(hash: hash, at: now) {
+            case .redeemed:
+                break
+            case .alreadyUsed:
+                // A concurrent redemption with the same binding marked it first: this one is the replay.
+                try await codeReplayed(hash: hash, familyID: record.familyID, client: client, now: now)
+                throw AuthorizationCodeRedemption.replayError
+            case .notFound:
+                throw OAuthError(.invalidGrant, "the authorization code is invalid")
+            }
+            let issued = try await issue(
                 client: client, userID: record.userID, scope: record.scope, grant: .authorizationCode, familyID: record.familyID,
                 familyExpiresAt: now + configuration.tokens.refreshTokenAbsoluteLifetime, authTime: record.authTime
             )
+            // A replay that ran while these tokens were being stored revoked the family before they existed: revoke
+            // again now that they do. (A replay recorded after this read revokes them itself.) One indexed read
+            // per code redemption.
+            if try await store.codeWasReplayed(hash: hash) {
+                try await store.revokeFamily(record.familyID)
+                cache.markFamilyRevoked(record.familyID)
+            }
+            return issued
         }
+    }
+
+    /// Records a replay of a code and revokes what it issued (the store first, then this process's cache).
+    private func codeReplayed(hash: String, familyID: String, client: ClientRecord, now: Int) async throws {
+        try await store.recordCodeReplay(hash: hash, familyID: familyID, at: now)
+        cache.markFamilyRevoked(familyID)
+        logger.warning("authorization code replayed; token family revoked", metadata: ["client_id": "\(client.id)"])
     }
 
     private func refresh(client: ClientRecord, form: FormParameters) async throws -> IssuedTokens {
@@ -151,10 +175,20 @@ final class TokenService: Sendable {
             cache.markFamilyRevoked(familyID)
             logger.warning("rotated refresh token reused; token family revoked", metadata: ["client_id": "\(client.id)"])
             throw error
-        case .rotate(let scope), .reissueWithinGrace(let scope):
+        case .rotate(let requested):
+            let scope = try Scopes.stillRegistered(requested, registered: client.scopes)
             return try await issue(
                 client: client, userID: token.userID, scope: scope, grant: .refreshToken, familyID: token.familyID,
                 familyExpiresAt: token.familyExpiresAt, authTime: token.authTime
+            )
+        case .reissueWithinGrace(let requested):
+            let scope = try Scopes.stillRegistered(requested, registered: client.scopes)
+            // The successor's plaintext is not kept (only its hash), so it cannot be sent again; a second refresh
+            // token would fork the family. An access token alone keeps one line: a client that lost the first
+            // response keeps its old refresh token, which stops working when the grace ends.
+            return try await issue(
+                client: client, userID: token.userID, scope: scope, grant: .refreshToken, familyID: token.familyID,
+                familyExpiresAt: token.familyExpiresAt, authTime: token.authTime, withRefreshToken: false
             )
         }
     }
@@ -163,12 +197,26 @@ final class TokenService: Sendable {
 
     /// Creates an access token (and a refresh token when the client may refresh and the grant involves a user),
     /// stores their hashes durably, and only then returns them.
-    func issue(client: ClientRecord, userID: String?, scope: String, grant: GrantType, familyID: String?, familyExpiresAt: Int?, authTime: Int?) async throws -> IssuedTokens {
+    func issue(client: ClientRecord, userID: String?, scope: String, grant: GrantType, familyID: String?, familyExpiresAt: Int?, authTime: Int?, withRefreshToken: Bool = true) async throws -> IssuedTokens {
         let now = clock.now()
-        let withRefresh = grant != .clientCredentials && userID != nil && familyID != nil && client.grants.contains(GrantType.refreshToken.rawValue)
+        let withRefresh = withRefreshToken && grant != .clientCredentials && userID != nil && familyID != nil && client.grants.contains(GrantType.refreshToken.rawValue)
         let ids = store.allocateTokenIDs(withRefresh ? 2 : 1)
-        let (accessToken, accessLocator) = TokenLocator.make(id: ids[0])
-        let lifetime = configuration.tokens.accessTokenLifetime
+        let accessToken: String
+        let accessLocator: TokenLocator
+        let lifetime: Int
+        if client.issuesJWTAccessTokens {
+            // RFC 9068, no `act`: the client's own credential, which verifiers check locally until `exp`.
+            lifetime = min(configuration.tokens.accessTokenLifetime, configuration.tokens.jwtMaxLifetime)
+            let claims = AccessTokenClaims(
+                iss: configuration.issuer, sub: userID ?? client.id, aud: audiences(of: client), exp: now + lifetime, iat: now, nbf: now,
+                jti: JWTAccessToken.jti(rowID: ids[0]), client_id: client.id, scope: scope.isEmpty ? nil : scope, auth_time: authTime
+            )
+            accessToken = try keys.sign(claims, type: AccessTokenClaims.type)
+            accessLocator = TokenLocator(id: ids[0], hash: SecureToken.hash(accessToken))
+        } else {
+            lifetime = configuration.tokens.accessTokenLifetime
+            (accessToken, accessLocator) = TokenLocator.make(id: ids[0])
+        }
         var records = [
             TokenRecord(
                 id: accessLocator.id, tokenHash: accessLocator.hash, kind: .access, clientID: client.id, userID: userID, scope: scope,
@@ -194,6 +242,11 @@ final class TokenService: Sendable {
         return IssuedTokens(accessToken: accessToken, expiresIn: lifetime, scope: scope, refreshToken: refreshToken)
     }
 
+    /// `aud` of JWTs for a client's tokens: its registered audiences, or the server's default.
+    func audiences(of client: ClientRecord) -> [String] {
+        client.audiences.isEmpty ? [configuration.tokens.jwtAudience] : client.audiences
+    }
+
     // MARK: Token exchange (RFC 8693)
 
     static let accessTokenType = "urn:ietf:params:oauth:token-type:access_token"
@@ -207,9 +260,9 @@ final class TokenService: Sendable {
 
     /// The same from memory, on the event loop (`TokenFastPath`): nil whenever the caller, its grant, the subject
     /// token or anything else is not known from memory or is wrong, so that the router gives the answer.
-    func exchangeFromMemory(form: FormParameters, authorization: String?, callerMemo: inout ClientAuthenticator.Memo?) -> IssuedTokens? {
+    func exchangeFromMemory(form: FormParameters, authorization: String?, remoteAddress: String, callerMemo: inout ClientAuthenticator.Memo?) -> IssuedTokens? {
         guard form["grant_type"] == GrantType.tokenExchange.rawValue,
-            let client = authenticator.authenticateFromMemory(authorization: authorization, form: form, memo: &callerMemo),
+            let client = authenticator.authenticateFromMemory(authorization: authorization, form: form, remoteAddress: remoteAddress, memo: &callerMemo),
             client.grants.contains(GrantType.tokenExchange.rawValue),
             let subjectToken = try? exchangeSubject(client: client, form: form),
             let found = introspector.activeTokenFromMemory(subjectToken), let subject = found,
@@ -242,8 +295,9 @@ final class TokenService: Sendable {
             // RFC 8693 §2.2.2: an unacceptable subject token is invalid_request.
             throw OAuthError(.invalidRequest, "subject_token is invalid, expired or revoked")
         }
-        let scope = try Scopes.narrow(requested: form["scope"], granted: subject.record.scope)
-        let audiences = subject.client.audiences.isEmpty ? [configuration.tokens.jwtAudience] : subject.client.audiences
+        // The subject's client's current registration bounds the scope (a reduction takes effect here too).
+        let scope = try Scopes.narrow(requested: form["scope"], granted: try Scopes.stillRegistered(subject.record.scope, registered: subject.client.scopes))
+        let audiences = self.audiences(of: subject.client)
         if let audience = form["audience"], !audiences.contains(audience) {
             throw OAuthError(.invalidTarget, "audience '\(audience)' is not allowed for this token")
         }
@@ -252,10 +306,14 @@ final class TokenService: Sendable {
         if let cached = exchanges.get(cacheKey, tokenHash: subject.record.tokenHash, now: now) {
             return IssuedTokens(accessToken: cached.jwt, expiresIn: max(0, cached.exp - now), scope: scope, refreshToken: nil, issuedTokenType: Self.jwtTokenType)
         }
-        let exp = min(subject.record.expiresAt, now + configuration.tokens.jwtMaxLifetime)
+        // Short-lived: revoking the opaque token reaches the backends within this lifetime (plus the gateway's
+        // cache bound), and never longer than the subject token or jwt_max_lifetime.
+        let exp = min(subject.record.expiresAt, now + min(configuration.tokens.exchangeJWTLifetime, configuration.tokens.jwtMaxLifetime))
+        // `act` (RFC 8693 §4.1) names the caller: a JWT minted for the backends, distinguishable from a client's own.
         let claims = AccessTokenClaims(
             iss: configuration.issuer, sub: subject.subject, aud: form["audience"].map { [$0] } ?? audiences, exp: exp, iat: now, nbf: now,
-            jti: SecureToken.generate(), client_id: subject.record.clientID, scope: scope.isEmpty ? nil : scope, auth_time: subject.record.authTime
+            jti: SecureToken.generate(), client_id: subject.record.clientID, scope: scope.isEmpty ? nil : scope, auth_time: subject.record.authTime,
+            act: .init(sub: client.id)
         )
         let jwt = try keys.sign(claims, type: AccessTokenClaims.type)
         exchanges.put(cacheKey, .init(jwt: jwt, exp: exp, tokenHash: subject.record.tokenHash, mintedAt: now))
@@ -266,11 +324,11 @@ final class TokenService: Sendable {
 
     /// Revokes a token the client owns: a refresh token with its whole family (and the access tokens issued from
     /// it), an access token alone. Unknown tokens, and other clients' tokens, change nothing and reveal nothing.
-    func revoke(form: FormParameters, authorization: String?) async throws(OAuthError) {
+    func revoke(form: FormParameters, authorization: String?, remoteAddress: String) async throws(OAuthError) {
         do {
-            let client = try await authenticator.authenticate(authorization: authorization, form: form)
+            let client = try await authenticator.authenticate(authorization: authorization, form: form, remoteAddress: remoteAddress)
             guard let presented = form["token"] else { throw OAuthError(.invalidRequest, "token is required") }
-            guard let locator = TokenLocator(token: presented), let record = try await store.token(locator), record.clientID == client.id else { return }
+            guard let locator = JWTAccessToken.locator(presented: presented), let record = try await store.token(locator), record.clientID == client.id else { return }
             if record.kind == .refresh, let familyID = record.familyID {
                 try await store.revokeFamily(familyID)
                 cache.markFamilyRevoked(familyID)
@@ -291,8 +349,8 @@ final class TokenService: Sendable {
     /// Introspection answered from memory (client, token record and user cached): nil when the store must be asked
     /// or the request is not a plain success, so that the async path answers it (errors included). The caller's
     /// authentication is remembered in `callerMemo` (one per connection).
-    func introspectFromMemory(form: FormParameters, authorization: String?, callerMemo: inout ClientAuthenticator.Memo?) -> IntrospectionClaims? {
-        guard let claims = introspectCached(form: form, authorization: authorization, callerMemo: &callerMemo) else { return nil }
+    func introspectFromMemory(form: FormParameters, authorization: String?, remoteAddress: String, callerMemo: inout ClientAuthenticator.Memo?) -> IntrospectionClaims? {
+        guard let claims = introspectCached(form: form, authorization: authorization, remoteAddress: remoteAddress, callerMemo: &callerMemo) else { return nil }
         answeredFromMemory.withLockedValue { $0 += 1 }
         return claims
     }
@@ -300,26 +358,26 @@ final class TokenService: Sendable {
     /// Introspections answered by `introspectFromMemory` (tests, metrics).
     let answeredFromMemory = NIOLockedValueBox(0)
 
-    private func introspectCached(form: FormParameters, authorization: String?, callerMemo: inout ClientAuthenticator.Memo?) -> IntrospectionClaims? {
-        guard let caller = authenticator.authenticateFromMemory(authorization: authorization, form: form, memo: &callerMemo), !caller.isPublic,
+    private func introspectCached(form: FormParameters, authorization: String?, remoteAddress: String, callerMemo: inout ClientAuthenticator.Memo?) -> IntrospectionClaims? {
+        guard let caller = authenticator.authenticateFromMemory(authorization: authorization, form: form, remoteAddress: remoteAddress, memo: &callerMemo), !caller.isPublic,
             caller.mayIntrospect,
             let presented = form["token"], let found = introspector.activeTokenFromMemory(presented)
         else { return nil }
         guard let token = found else { return .inactive }
-        let audiences = token.client.audiences.isEmpty ? [configuration.tokens.jwtAudience] : token.client.audiences
+        let audiences = self.audiences(of: token.client)
         return IntrospectionClaims(token, issuer: configuration.issuer, audiences: audiences)
     }
 
     /// Authenticates a caller allowed to introspect and describes the token.
-    func introspect(form: FormParameters, authorization: String?) async throws(OAuthError) -> (caller: ClientRecord, claims: IntrospectionClaims) {
+    func introspect(form: FormParameters, authorization: String?, remoteAddress: String) async throws(OAuthError) -> (caller: ClientRecord, claims: IntrospectionClaims) {
         do {
-            let caller = try await authenticator.authenticate(authorization: authorization, form: form)
+            let caller = try await authenticator.authenticate(authorization: authorization, form: form, remoteAddress: remoteAddress)
             guard !caller.isPublic, caller.mayIntrospect else {
                 throw OAuthError(.invalidClient, "this client is not allowed to introspect tokens")
             }
             guard let presented = form["token"] else { throw OAuthError(.invalidRequest, "token is required") }
             guard let token = try await introspector.activeToken(presented) else { return (caller, .inactive) }
-            let audiences = token.client.audiences.isEmpty ? [configuration.tokens.jwtAudience] : token.client.audiences
+            let audiences = self.audiences(of: token.client)
             return (caller, IntrospectionClaims(token, issuer: configuration.issuer, audiences: audiences))
         } catch let error as OAuthError {
             throw error

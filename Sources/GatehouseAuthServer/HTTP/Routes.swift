@@ -56,7 +56,7 @@ extension AuthorizationServer {
         case .failure(let error): return Responses.oauthError(error, requestID: context.requestID)
         }
         do {
-            let (caller, claims) = try await tokens.introspect(form: form, authorization: request.headers[.authorization])
+            let (caller, claims) = try await tokens.introspect(form: form, authorization: request.headers[.authorization], remoteAddress: context.remoteAddress)
             let accept = request.headers[.accept]?.lowercased() ?? ""
             if accept.contains("application/token-introspection+jwt") {
                 let payload = IntrospectionResponseClaims(iss: configuration.issuer, aud: caller.id, iat: clock.now(), token_introspection: claims)
@@ -81,7 +81,7 @@ extension AuthorizationServer {
         case .failure(let error): return Responses.oauthError(error, requestID: context.requestID)
         }
         do {
-            try await tokens.revoke(form: form, authorization: request.headers[.authorization])
+            try await tokens.revoke(form: form, authorization: request.headers[.authorization], remoteAddress: context.remoteAddress)
             return Response(status: .ok, headers: [.cacheControl: "no-store"])
         } catch {
             return Responses.oauthError(error, requestID: context.requestID)

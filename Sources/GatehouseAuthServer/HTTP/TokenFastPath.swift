@@ -47,6 +47,15 @@ final class TokenFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var heldQuiesce = false
     /// The last caller authenticated on this connection (a gateway sends the same credentials every time).
     private var callerMemo: ClientAuthenticator.Memo?
+    /// The peer's address as text (the client-authentication throttle's key), formatted once per connection.
+    private var remoteAddress: String?
+
+    private func peerAddress(_ context: ChannelHandlerContext) -> String {
+        if let remoteAddress { return remoteAddress }
+        let text = context.channel.remoteAddress?.ipAddress ?? "unknown"
+        remoteAddress = text
+        return text
+    }
 
     init(tokens: TokenService, logger: Logger) {
         self.tokens = tokens
@@ -154,17 +163,18 @@ final class TokenFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             let form = try? FormParameters.parse(String(buffer: body))
         else { return false }
         let authorization = head.headers.first(name: "authorization")
+        let remoteAddress = peerAddress(context)
         let json: [UInt8]
         let path: String
         switch endpoint {
         case .introspection:
             guard !head.headers[canonicalForm: "accept"].contains(where: { $0.lowercased().contains("application/token-introspection+jwt") }),
-                let claims = tokens.introspectFromMemory(form: form, authorization: authorization, callerMemo: &callerMemo)
+                let claims = tokens.introspectFromMemory(form: form, authorization: authorization, remoteAddress: remoteAddress, callerMemo: &callerMemo)
             else { return false }
             json = claims.jsonBytes
             path = "/introspect"
         case .token:
-            guard let issued = tokens.exchangeFromMemory(form: form, authorization: authorization, callerMemo: &callerMemo) else { return false }
+            guard let issued = tokens.exchangeFromMemory(form: form, authorization: authorization, remoteAddress: remoteAddress, callerMemo: &callerMemo) else { return false }
             json = Array(issued.json.utf8)
             path = "/token"
         }

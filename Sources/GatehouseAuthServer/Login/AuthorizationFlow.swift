@@ -91,7 +91,7 @@ struct AuthorizationFlow: Sendable {
 
         let scopes: [String]
         do {
-            scopes = try Scopes.resolve(requested: parameters["scope"], allowed: client.scopes)
+            scopes = try Scopes.resolve(requested: parameters["scope"], client: client)
         } catch {
             return fail(error.code, error.description)
         }

@@ -83,16 +83,19 @@ public final class SQLiteAuthStore: AuthStore {
 
     public func upsertClient(_ client: ClientRecord) async throws {
         try await run(writer, """
-            INSERT INTO clients(id, name, type, secret_hash, grants, scopes, redirect_uris, from_configuration, audiences, may_introspect, created_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, strftime('%s','now'))
+            INSERT INTO clients(id, name, type, secret_hash, grants, scopes, redirect_uris, from_configuration, audiences, may_introspect,
+              default_scopes, access_token_format, created_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, strftime('%s','now'))
             ON CONFLICT(id) DO UPDATE SET name=excluded.name, type=excluded.type, secret_hash=excluded.secret_hash,
               grants=excluded.grants, scopes=excluded.scopes, redirect_uris=excluded.redirect_uris,
-              from_configuration=excluded.from_configuration, audiences=excluded.audiences, may_introspect=excluded.may_introspect
+              from_configuration=excluded.from_configuration, audiences=excluded.audiences, may_introspect=excluded.may_introspect,
+              default_scopes=excluded.default_scopes, access_token_format=excluded.access_token_format
             """, [
                 .text(client.id), .text(client.name), .text(client.type), client.secretHash.map(SQLiteData.text) ?? .null,
                 .text(client.grants.joined(separator: " ")), .text(client.scopes.joined(separator: " ")),
                 .text(client.redirectURIs.joined(separator: " ")), .integer(client.fromConfiguration ? 1 : 0),
                 .text(client.audiences.joined(separator: " ")), .integer(client.mayIntrospect ? 1 : 0),
+                .text(client.defaultScopes.joined(separator: " ")), .text(client.accessTokenFormat),
             ])
     }
 
@@ -133,7 +136,9 @@ public final class SQLiteAuthStore: AuthStore {
             redirectURIs: list("redirect_uris"),
             fromConfiguration: row.column("from_configuration")?.integer == 1,
             audiences: list("audiences"),
-            mayIntrospect: row.column("may_introspect")?.integer == 1
+            mayIntrospect: row.column("may_introspect")?.integer == 1,
+            defaultScopes: list("default_scopes"),
+            accessTokenFormat: row.column("access_token_format")?.string ?? "opaque"
         )
     }
 
@@ -178,6 +183,23 @@ public final class SQLiteAuthStore: AuthStore {
                 .integer(code.redirectURIWasGiven ? 1 : 0), .text(code.scope), code.codeChallenge.map(SQLiteData.text) ?? .null,
                 .integer(code.authTime), .integer(code.issuedAt), .integer(code.expiresAt), .text(code.familyID),
             ])
+    }
+
+    public func code(hash: String) async throws -> AuthorizationCodeRecord? {
+        try await run(reader, "SELECT * FROM authorization_codes WHERE code_hash = ?", [.text(hash)]).first.map(Self.codeRecord)
+    }
+
+    public func recordCodeReplay(hash: String, familyID: String, at now: Int) async throws {
+        // Order matters: the mark first, then the revocation. A redemption whose tokens are stored after the
+        // revocation ran reads the mark afterwards (`codeWasReplayed`) and revokes them itself; one whose check
+        // ran before the mark stored its tokens before this revocation, which then reaches them.
+        try await run(writer, "UPDATE authorization_codes SET replayed_at = COALESCE(replayed_at, ?) WHERE code_hash = ?", [.integer(now), .text(hash)])
+        try await revokeFamily(familyID)
+    }
+
+    public func codeWasReplayed(hash: String) async throws -> Bool {
+        let rows = try await run(writer, "SELECT replayed_at FROM authorization_codes WHERE code_hash = ?", [.text(hash)])
+        return rows.first?.column("replayed_at")?.integer != nil
     }
 
     public func redeemCode(hash: String, at now: Int) async throws -> CodeRedemption {

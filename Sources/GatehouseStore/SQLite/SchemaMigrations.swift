@@ -38,6 +38,13 @@ enum SchemaMigrations {
             "ALTER TABLE clients ADD COLUMN audiences TEXT NOT NULL DEFAULT ''",
             "ALTER TABLE clients ADD COLUMN may_introspect INTEGER NOT NULL DEFAULT 0",
         ],
+        // 3: replays of a code recorded (so that tokens stored after the replay are revoked too), the scope a
+        // request without `scope` gets, and the access-token format per client.
+        [
+            "ALTER TABLE authorization_codes ADD COLUMN replayed_at INTEGER",
+            "ALTER TABLE clients ADD COLUMN default_scopes TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE clients ADD COLUMN access_token_format TEXT NOT NULL DEFAULT 'opaque'",
+        ],
     ]
 
     static func migrate(_ connection: SQLiteConnection) async throws {
