@@ -1336,6 +1336,7 @@ def test_demo_backend_verifies_gateway_jwts(tmp_path):
     aud is 200, so the 401 is the audience check); a JWT signed by a foreign key under the AS's kid 401; alg none 401."""
     demo = _start_demo(tmp_path)
     ports = demo.ports
+    data_dir = tmp_path / "demo-data"  # where _start_demo keeps the demo's store and keys
     try:
         issuer = f"http://127.0.0.1:{ports['auth']}"
         gateway = f"http://127.0.0.1:{ports['gateway']}"
