@@ -46,7 +46,7 @@ public enum ClientSecret: Sendable, Equatable {
 
     /// Estimated bits of a plaintext secret: length × log2(alphabet), the alphabet being hex when every character
     /// is a hex digit, else the union of the classes present (lower 26, upper 26, digits 10, other printable 33).
-    /// An upper bound: it catches short and word-like secrets (`demo-service-secret` ≈ 112), not every patterned
+    /// An upper bound: it catches short and word-like secrets (`demo-service-secret` ≈ 111), not every patterned
     /// one; `openssl rand -hex 16` (128) and `-base64 32` (≈ 260) pass. Nil for a hashed secret (unknown).
     public var estimatedBits: Int? {
         guard case .plaintext(let text) = self else { return nil }
