@@ -22,7 +22,14 @@ import Testing
         -> Result<AdmittedRequest, GatewayReply>
     {
         let head = HTTPRequestHead(version: version, method: method, uri: uri, headers: HTTPHeaders(headers))
-        return RequestAdmission.admit(head, RequestHeadScan(head, maximumTargetLength: PathNormalizer.maximumLength), gateway: Self.gateway, http2Refusal: http2Refusal)
+        return Self.result(RequestAdmission.admit(head, RequestHeadScan(head, maximumTargetLength: PathNormalizer.maximumLength), gateway: Self.gateway, http2Refusal: http2Refusal))
+    }
+
+    static func result(_ decision: AdmissionDecision) -> Result<AdmittedRequest, GatewayReply> {
+        switch decision {
+        case .admit(let admitted): .success(admitted)
+        case .refuse(let reply): .failure(reply)
+        }
     }
 
     func refusal(_ result: Result<AdmittedRequest, GatewayReply>) -> (status: UInt, error: String, closes: Bool)? {
@@ -54,7 +61,7 @@ import Testing
             try! GatewayConfiguration.parse(yaml: "listeners: [{port: 1}]\nclusters: [{name: be, targets: ['http://127.0.0.1:9']}]\nroutes: [{match: {path_prefix: /only}, cluster: be}]")
         )
         let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/else", headers: ["Host": "a"])
-        guard case .failure(let reply) = RequestAdmission.admit(head, RequestHeadScan(head, maximumTargetLength: 8192), gateway: notFound, http2Refusal: nil) else {
+        guard case .refuse(let reply) = RequestAdmission.admit(head, RequestHeadScan(head, maximumTargetLength: 8192), gateway: notFound, http2Refusal: nil) else {
             Issue.record("routed")
             return
         }

@@ -31,69 +31,75 @@ struct AdmittedRequest {
     }
 }
 
+/// Admission's answer. (Not a `Result`: a generic enum over these payloads had its metadata looked up per request.)
+enum AdmissionDecision {
+    case admit(AdmittedRequest)
+    case refuse(GatewayReply)
+}
+
 /// The checks a request head passes before any policy runs, in order — limits, framing, `Connection`, method,
 /// target, route, body size — as a pure function of the head, its scan and the configuration. The first failure
 /// is the reply (the status and message the client gets); nothing here touches a channel.
 enum RequestAdmission {
     static func admit(
         _ head: HTTPRequestHead, _ scan: RequestHeadScan, gateway: CompiledGateway, http2Refusal: String?
-    ) -> Result<AdmittedRequest, GatewayReply> {
-        if let reason = http2Refusal { return .failure(.refused(.badRequest, "malformed HTTP/2 request: \(reason)")) }
+    ) -> AdmissionDecision {
+        if let reason = http2Refusal { return .refuse(.refused(.badRequest, "malformed HTTP/2 request: \(reason)")) }
         // A target over the limit is 414 (RFC 9112 §3), before it counts against the header block's size.
         if head.uri.utf8.count > PathNormalizer.maximumLength {
-            return .failure(.refused(.uriTooLong, "the request-target is longer than \(PathNormalizer.maximumLength) bytes"))
+            return .refuse(.refused(.uriTooLong, "the request-target is longer than \(PathNormalizer.maximumLength) bytes"))
         }
         // Limits on the head (the decoder already capped both at its hard limits).
         if head.headers.count > gateway.maxHeaderCount {
-            return .failure(.refused(.requestHeaderFieldsTooLarge, "more than \(gateway.maxHeaderCount) header fields"))
+            return .refuse(.refused(.requestHeaderFieldsTooLarge, "more than \(gateway.maxHeaderCount) header fields"))
         }
         if scan.headerBytes > gateway.maxHeaderBytes {
-            return .failure(.refused(.requestHeaderFieldsTooLarge, "the header block exceeds \(gateway.maxHeaderBytes) bytes"))
+            return .refuse(.refused(.requestHeaderFieldsTooLarge, "the header block exceeds \(gateway.maxHeaderBytes) bytes"))
         }
         if (head.version.minor >= 1 && scan.hostCount != 1) || scan.hostCount > 1 || scan.host?.utf8.contains(UInt8(ascii: ",")) == true {
-            return .failure(.refused(.badRequest, "exactly one Host header is required"))
+            return .refuse(.refused(.badRequest, "exactly one Host header is required"))
         }
         if let nominated = scan.connectionNominates {
-            return .failure(.refused(.badRequest, "Connection must not name \(nominated)"))
+            return .refuse(.refused(.badRequest, "Connection must not name \(nominated)"))
         }
         // One length, one decimal number (HTTP/1's parser already refused the rest; HTTP/2 fields are checked here).
         let contentLength = scan.contentLengthValue.flatMap { $0.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } ? Int($0) : nil }
         if scan.contentLengthConflict || (scan.contentLengthValue != nil && contentLength == nil) {
-            return .failure(.refused(.badRequest, "Content-Length must be one decimal number"))
+            return .refuse(.refused(.badRequest, "Content-Length must be one decimal number"))
         }
         if head.method == .CONNECT {
-            return .failure(.refused(.methodNotAllowed, "CONNECT is not supported"))
+            return .refuse(.refused(.methodNotAllowed, "CONNECT is not supported"))
         }
         let requestsUpgrade = scan.requestsUpgrade
         if requestsUpgrade && head.version.major >= 2 {
-            return .failure(.refused(.notImplemented, "protocol upgrades are not available over HTTP/2"))
+            return .refuse(.refused(.notImplemented, "protocol upgrades are not available over HTTP/2"))
         }
         let target: NormalizedTarget
         switch PathNormalizer.normalize(head.uri, parameters: gateway.pathParameters) {
         case .success(let value): target = value
         case .failure(let error):
-            return .failure(.refused(error.code == .tooLong ? .uriTooLong : .badRequest, "bad request target: \(error.message)"))
+            return .refuse(.refused(error.code == .tooLong ? .uriTooLong : .badRequest, "bad request target: \(error.message)"))
         }
         // An absolute-form target's authority is the request's host (RFC 9112 §3.2.2): routed on, and sent upstream.
         let host = target.authority ?? scan.host
         guard let (route, prefix) = gateway.routes.match(host: host, path: target.path, method: head.method.rawValue) else {
-            return .failure(.refused(.notFound, "no route for this request", closes: !head.isKeepAlive || requestsUpgrade))
+            return .refuse(.refused(.notFound, "no route for this request", closes: !head.isKeepAlive || requestsUpgrade))
         }
         // Only the protocols the route allows are switched to; any other `Upgrade` (h2c above all) is not forwarded.
         let isUpgrade = requestsUpgrade && route.allowsUpgrade(scan.upgradeValue!)
         if let length = contentLength, length > route.maxBodyBytes {
-            return .failure(.refused(.payloadTooLarge, "the request body exceeds \(route.maxBodyBytes) bytes"))
+            return .refuse(.refused(.payloadTooLarge, "the request body exceeds \(route.maxBodyBytes) bytes"))
         }
         let hasBody = scan.chunked || (contentLength ?? 0) > 0
         if hasBody && head.method == .TRACE {
-            return .failure(.refused(.badRequest, "TRACE requests cannot carry a body"))
+            return .refuse(.refused(.badRequest, "TRACE requests cannot carry a body"))
         }
         let idempotent: Bool
         switch head.method {
         case .GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE: idempotent = true
         default: idempotent = false
         }
-        return .success(
+        return .admit(
             AdmittedRequest(
                 route: route, prefix: prefix, target: target, host: host, isUpgrade: isUpgrade, requestsUpgrade: requestsUpgrade,
                 contentLength: contentLength, hasBody: hasBody,

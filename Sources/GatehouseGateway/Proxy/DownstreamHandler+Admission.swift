@@ -15,11 +15,10 @@ extension DownstreamHandler {
         http2HeadRefusal = nil
         let admitted: AdmittedRequest
         switch RequestAdmission.admit(head, scan, gateway: gateway, http2Refusal: refusal) {
-        case .success(let value): admitted = value
-        case .failure(let reply): return refuse(reply, requestID: requestID, method: head.method, receivedAt: receivedAt)
+        case .admit(let value): admitted = value
+        case .refuse(let reply): return refuse(reply, requestID: requestID, method: head.method, receivedAt: receivedAt)
         }
-        let context = RequestContext(requestID: requestID, head: head, scan: scan, admitted: admitted, receivedAt: receivedAt)
-        let exchange = Exchange(context: context)
+        let exchange = Exchange(context: RequestContext(requestID: requestID, head: head, scan: scan, admitted: admitted, receivedAt: receivedAt))
         self.exchange = exchange
         runPolicies(exchange, from: 0)
     }
@@ -60,8 +59,7 @@ extension DownstreamHandler {
 
     /// Builds the upstream head from the admission's decisions and the policies' additions, and sends it on its way.
     func forward(_ exchange: Exchange) {
-        let admitted = exchange.context.admitted
-        let host = admitted.host
+        let host = exchange.context.admitted.host
         let forwarded: String
         if let cached = forwardedCache, cached.host == host {
             forwarded = cached.value
@@ -71,14 +69,16 @@ extension DownstreamHandler {
         }
         // The client's credentials stay here; the backend gets the gateway's JWT (and no client-made copy of it).
         var headers = HeaderHygiene.requestHeaders(
-            from: exchange.requestHead.headers, peer: peer, requestID: exchange.requestID, via: gateway.via, isUpgrade: admitted.isUpgrade,
+            from: exchange.requestHead.headers, peer: peer, requestID: exchange.requestID, via: gateway.via, isUpgrade: exchange.isUpgrade,
             forwarded: forwarded, removing: exchange.route.strippedRequestHeaders, adding: exchange.context.upstreamAdditions,
-            filter: gateway.headerFilter, host: admitted.target.authority
+            filter: gateway.headerFilter, host: exchange.context.admitted.target.authority
         )
         // The framing header is the gateway's own, from what it forwards: a body is always framed, whatever the
         // client's `Connection` named (a body-carrying GET left unframed would be read upstream as more requests).
         exchange.framing.apply(to: &headers, method: exchange.requestHead.method)
-        exchange.upstreamHead = HTTPRequestHead(version: .http1_1, method: exchange.requestHead.method, uri: admitted.upstreamTarget, headers: headers)
+        exchange.upstreamHead = HTTPRequestHead(
+            version: .http1_1, method: exchange.requestHead.method, uri: exchange.context.admitted.upstreamTarget, headers: headers
+        )
         dispatch(exchange)
     }
 }

@@ -55,9 +55,11 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         /// The whole exchange must be over by then.
         var totalDeadline: NIODeadline
 
-        init(context: RequestContext) {
+        init(context: consuming RequestContext) {
             let admitted = context.admitted
-            self.context = context
+            self.route = admitted.route
+            self.requestID = context.requestID
+            self.requestHead = context.head
             self.maxBodyBytes = admitted.route.maxBodyBytes
             self.retryable = admitted.idempotent && !admitted.hasBody && !admitted.isUpgrade
             self.framing = admitted.framing
@@ -66,13 +68,18 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             // An upgrade the route does not allow goes upstream as a plain request; the parser has stopped, so the
             // connection closes after the response.
             self.closeAfterResponse = admitted.requestsUpgrade && !admitted.isUpgrade
+            self.keepAlive = context.head.isKeepAlive
+            self.isUpgrade = admitted.isUpgrade
+            self.context = context
         }
 
-        var route: CompiledRoute { context.route }
-        var requestID: String { context.requestID }
-        var requestHead: HTTPRequestHead { context.head }
-        var keepAlive: Bool { context.head.isKeepAlive }
-        var isUpgrade: Bool { context.admitted.isUpgrade }
+        // Read on every part of the exchange: kept as fields of their own, so that no read copies the context
+        // (a copy of `RequestContext` is an outlined value-witness call that retains every string in it).
+        let route: CompiledRoute
+        let requestID: String
+        let requestHead: HTTPRequestHead
+        let keepAlive: Bool
+        let isUpgrade: Bool
     }
 
     let runtime: GatewayRuntime
