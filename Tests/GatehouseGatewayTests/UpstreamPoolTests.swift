@@ -89,7 +89,7 @@ import Darwin
 
     /// After a refused connect, a request that needs a new connection fails at once (no connect) until the
     /// backoff has passed; then one connect is tried, and its failure doubles the backoff.
-    @Test func aRefusedConnectBacksOff() async throws {
+    @Test(.timeLimit(.minutes(1))) func aRefusedConnectBacksOff() async throws {
         let refusing = try RefusingPort()
         let target = TargetKey(host: "127.0.0.1", port: refusing.port)
         let clock = ManualClock()
@@ -112,7 +112,7 @@ import Darwin
     }
 
     /// A success forgets earlier failures: after it, one failure backs off for the initial 50 ms only.
-    @Test func aSuccessfulConnectResetsTheBackoff() async throws {
+    @Test(.timeLimit(.minutes(1))) func aSuccessfulConnectResetsTheBackoff() async throws {
         let refusing = try RefusingPort()
         let target = TargetKey(host: "127.0.0.1", port: refusing.port)
         let clock = ManualClock()
@@ -133,7 +133,7 @@ import Darwin
 
     /// With the one connection leased and a queue of one, a second waiter is refused; cancelling the first frees
     /// its place at once (it fails with `waiterCancelled`), and the next released connection goes to the new one.
-    @Test func aCancelledWaiterGivesUpItsPlace() async throws {
+    @Test(.timeLimit(.minutes(1))) func aCancelledWaiterGivesUpItsPlace() async throws {
         let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
         let target = TargetKey(host: "127.0.0.1", port: listener.localAddress!.port!)
         let loop = MultiThreadedEventLoopGroup.singleton.next()
