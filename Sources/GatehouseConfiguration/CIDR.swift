@@ -175,10 +175,7 @@ extension CIDR {
     /// address (`::ffff:a.b.c.d`) as the IPv4 address it stands for — so one client is one throttle key however
     /// its address was written.
     public static func canonicalText(_ address: [UInt8]) -> String {
-        var bytes = address
-        if bytes.count == 16, bytes.prefix(10).allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF {
-            bytes = Array(bytes.suffix(4))
-        }
+        let bytes = mappedIPv4(address).map(Array.init) ?? address
         let block = CIDR(address: bytes, prefixLength: bytes.count * 8)
         let text = block?.description ?? ""
         return String(text.prefix { $0 != "/" })
