@@ -87,9 +87,10 @@ extension DownstreamHandler {
     /// The upstream's response was relayed completely: end it, then go on with the connection's next request.
     func complete(_ exchange: Exchange, trailers: HTTPHeaders?) {
         answeringHEAD = false
-        finish(exchange, cause: .completed, upstream: .pool)
+        let now = clock.now()  // one read for the outcome and the idle timer
+        finish(exchange, cause: .completed, upstream: .pool, now: now)
         let close = !exchange.keepAlive || !exchange.requestEnded || draining || exchange.isUpgrade || exchange.closeAfterResponse
-        lastActivity = clock.now()
+        lastActivity = now
         // (A response to HEAD ends without a terminating chunk: the serializer knows it answers HEAD.)
         endResponse(trailers, close: close)
         if close {
@@ -127,7 +128,7 @@ extension DownstreamHandler {
 
     /// The one exit of an exchange: the connection's reference to it goes, its upstream connection is released as
     /// `upstream` says, and the observers hear of it. Every exchange passes here exactly once.
-    func finish(_ exchange: Exchange, cause: EndCause, upstream: UpstreamRelease) {
+    func finish(_ exchange: Exchange, cause: EndCause, upstream: UpstreamRelease, now: NIODeadline? = nil) {
         if self.exchange === exchange { self.exchange = nil }
         // Still queued for a connection: give the place up now (the acquire's callback then only undoes the count).
         if exchange.acquiring { loop.pool.cancelWaiting(ObjectIdentifier(exchange), target: exchange.target) }
@@ -152,7 +153,7 @@ extension DownstreamHandler {
                 status: exchange.responseStatus, cause: cause, route: exchange.route.name, method: exchange.requestHead.method.rawValue,
                 requestID: exchange.requestID, bytesIn: exchange.bodyBytes, attempts: exchange.attempts,
                 target: exchange.target == .unassigned ? nil : exchange.target, receivedAt: exchange.context.receivedAt,
-                upstreamHeadAt: exchange.upstreamHeadAt, endedAt: clock.now()
+                upstreamHeadAt: exchange.upstreamHeadAt, endedAt: now ?? clock.now()
             )
         )
     }
