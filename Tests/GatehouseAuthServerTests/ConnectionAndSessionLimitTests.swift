@@ -39,11 +39,15 @@ import Testing
             while channel.isActive && sent < head.count && ContinuousClock.now - start < .seconds(10) {
                 _ = try? await channel.writeAndFlush(ByteBuffer(bytes: head[sent..<sent + 1])).get()
                 sent += 1
-                try await Task.sleep(for: .milliseconds(50))  // the trickle's pace, not an assertion
+                try await Task.sleep(for: .milliseconds(50))  // the trickle's pace (the premise is asserted below)
             }
             let closed = await eventually(timeout: .seconds(5)) { !channel.isActive }
             let elapsed = ContinuousClock.now - start
             #expect(closed)
+            // The premise: the connection was cut while bytes were still coming (so no idle timeout could have
+            // fired), and no earlier than the header read timeout counted from the first byte.
+            #expect(sent < head.count, "the whole head was sent before the close: the trickle proved nothing")
+            #expect(elapsed >= .milliseconds(900), "closed after \(elapsed), before the header read timeout")
             #expect(elapsed < .seconds(5), "the trickle held the connection for \(elapsed)")
             try? await channel.close().get()
         }
@@ -70,6 +74,8 @@ import Testing
             let token = try #require(issued.string("access_token"))
             let start = ContinuousClock.now
             var answered = 0
+            var last = start
+            var longestGap: Duration = .zero
             while ContinuousClock.now - start < .milliseconds(2500) {
                 let reply = try await client.send(
                     .post, "/introspect", headers: [.authorization: "Basic " + Data("gatehouse-gateway:gatehouse-gateway-secret".utf8).base64EncodedString()],
@@ -77,9 +83,15 @@ import Testing
                 )
                 #expect(reply.json["active"] as? Bool == true, "\(reply.text)")
                 answered += 1
-                try await Task.sleep(for: .milliseconds(200))  // the pace of a quiet gateway, not an assertion
+                let now = ContinuousClock.now
+                longestGap = max(longestGap, now - last)
+                last = now
+                try await Task.sleep(for: .milliseconds(200))  // the pace of a quiet gateway (the premise is asserted below)
             }
             #expect(answered >= 5)
+            // The premise: the connection lived past the idle timeout (1 s) while no gap between requests reached it.
+            #expect(ContinuousClock.now - start >= .milliseconds(2500))
+            #expect(longestGap < .seconds(1), "a gap of \(longestGap) between requests: the test proved nothing")
         }
     }
 

@@ -19,7 +19,7 @@ import Testing
         let gateway = GatewayCompiler().compile(Self.configuration)
         let mapped = try SocketAddress(ipAddress: "::ffff:127.0.0.1", port: 40000)
         // The bytes the data path has always read from the socket (16 of them for a mapped peer) ...
-        #expect(gateway.isTrusted(DownstreamHandler.addressBytes(mapped)))
+        #expect(gateway.isTrusted(PeerAddress.socketBytes(mapped)))
         // ... and the unmapped ones.
         #expect(gateway.isTrusted(PeerAddress.addressBytes(mapped)))
         #expect(gateway.isTrusted(PeerAddress.addressBytes(try SocketAddress(ipAddress: "127.0.0.1", port: 40000))))

@@ -176,18 +176,6 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         context.fireChannelInactive()
     }
 
-    static func addressBytes(_ address: SocketAddress) -> [UInt8]? {
-        switch address {
-        case .v4(let v4):
-            let value = UInt32(bigEndian: v4.address.sin_addr.s_addr)
-            return [UInt8(value >> 24), UInt8(value >> 16 & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF)]
-        case .v6(let v6):
-            return withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
-        default:
-            return nil
-        }
-    }
-
     /// Slow clients: a request head must be complete within the header read timeout of its first byte (and of the
     /// connection's start). Between requests only the idle timeout applies.
     func armHeaderTimeout() {

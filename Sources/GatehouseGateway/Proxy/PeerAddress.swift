@@ -11,10 +11,21 @@ enum PeerAddress {
     /// The address in network byte order: 4 bytes for IPv4 (IPv4-mapped IPv6 included), 16 for IPv6; nil for a
     /// Unix domain socket.
     static func addressBytes(_ address: SocketAddress) -> [UInt8]? {
-        // The socket's bytes as they are (`DownstreamHandler.addressBytes`, which can move here when that file is
-        // split), then unmapped.
-        guard let bytes = DownstreamHandler.addressBytes(address) else { return nil }
+        guard let bytes = socketBytes(address) else { return nil }
         return GatewayConfiguration.CIDR.mappedIPv4(bytes).map(Array.init) ?? bytes
+    }
+
+    /// The socket address's bytes as they are (16 for any IPv6 peer, mapped or not).
+    static func socketBytes(_ address: SocketAddress) -> [UInt8]? {
+        switch address {
+        case .v4(let v4):
+            let value = UInt32(bigEndian: v4.address.sin_addr.s_addr)
+            return [UInt8(value >> 24), UInt8(value >> 16 & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF)]
+        case .v6(let v6):
+            return withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
+        default:
+            return nil
+        }
     }
 
     /// The address as text: dotted decimal for IPv4 (IPv4-mapped IPv6 included), NIO's IPv6 text otherwise,
