@@ -34,7 +34,13 @@ public final class RateLimiter: Sendable {
     ///   - rule: the limit.
     ///   - maxKeys: most keys tracked at once (at least 1); default 100,000.
     ///   - idleExpiry: how long an unseen key is kept; default (nil) the time to refill the whole bucket.
-    public init(rule: RateLimitRule, maxKeys: Int = 100_000, idleExpiry: UInt64? = nil) {
+    public convenience init(rule: RateLimitRule, maxKeys: Int = 100_000, idleExpiry: UInt64? = nil) {
+        self.init(rule: rule, maxKeys: maxKeys, idleExpiry: idleExpiry, shardCount: 64)
+    }
+
+    /// - Parameter shardCount: at most this many shards (rounded down to a power of two, and no more than keys);
+    ///   tests use 1 to see the eviction order without the hash's spread.
+    init(rule: RateLimitRule, maxKeys: Int, idleExpiry: UInt64? = nil, shardCount: Int) {
         let keyLimit = max(1, maxKeys)
         self.rule = rule
         self.maxKeys = keyLimit
@@ -42,7 +48,7 @@ public final class RateLimiter: Sendable {
         gcra = GCRA(rule: rule)
         // A power of two up to 64, and no more shards than keys (each shard holds at least one).
         var count = 1
-        while count < 64, count * 2 <= keyLimit { count *= 2 }
+        while count * 2 <= min(shardCount, keyLimit) { count *= 2 }
         shardMask = count - 1
         let fill = UInt128(rule.burst) * UInt128(rule.unit)
         let idle = UInt128(idleExpiry ?? rule.fillTime) * UInt128(rule.rate)
