@@ -22,11 +22,15 @@ struct PolicyBench {
     }
 
     static func residentBytes() -> Int {
-        guard let file = fopen("/proc/self/statm", "r") else { return 0 }
-        defer { fclose(file) }
-        var size = 0
-        var resident = 0
-        guard fscanf(file, "%ld %ld", &size, &resident) == 2 else { return 0 }
+        // statm: "size resident shared ..." in pages.
+        let fd = open("/proc/self/statm", O_RDONLY)
+        guard fd >= 0 else { return 0 }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard count > 0 else { return 0 }
+        let fields = String(decoding: buffer[0..<count], as: UTF8.self).split(separator: " ")
+        guard fields.count > 1, let resident = Int(fields[1]) else { return 0 }
         return resident * sysconf(Int32(_SC_PAGESIZE))
     }
 
