@@ -1,3 +1,4 @@
+import GatehousePolicies
 import NIOCore
 import NIOHTTP1
 
@@ -19,15 +20,50 @@ struct RequestContext {
     var upstreamAdditions = HeaderAdditions()
     /// Headers for the client's response, whoever answers it (`RateLimit`, `traceresponse`).
     var responseAdditions = HeaderAdditions()
-    /// The priority class (load shedding orders by it; the route's, until a policy changes it).
-    var priority: Priority = .normal
+    /// The priority class (load shedding orders by it; the route's, until `priority_overrides` changes it).
+    var priority: PriorityClass
+    /// The request's place at its cluster's admission: released at the one exit.
+    var admission: AdmissionHold = .none
+    /// What the fault-tolerance policies decided (access log, spans, `/rate-limits`).
+    var limitOutcome: LimitOutcome = .none
+    /// The limit that refused the request, with `limitOutcome == .limited`.
+    var limitedBy: String?
+    var breakerOutcome: BreakerOutcome = .none
+    /// The breaker's ticket for this request: every try's result is recorded with it, and a request that ends with
+    /// no try recorded gives it back (`.cancelled`), or a half-open trial slot would stay taken.
+    var breakerTicket: BreakerTicket?
+    var breakerRecorded = false
+    var admissionOutcome: AdmissionOutcome = .none
 
     var route: CompiledRoute { admitted.route }
+
+    init(requestID: String, head: HTTPRequestHead, scan: RequestHeadScan, admitted: AdmittedRequest, receivedAt: NIODeadline) {
+        self.requestID = requestID
+        self.head = head
+        self.scan = scan
+        self.admitted = admitted
+        self.receivedAt = receivedAt
+        self.priority = admitted.route.priority
+    }
 }
 
-/// A request's priority class: under saturation `sheddable` goes first and `critical` last.
-enum Priority: UInt8, Comparable, Sendable {
-    case sheddable = 0, normal = 1, critical = 2
+/// A request's hold on its cluster's admission control.
+enum AdmissionHold {
+    case none
+    /// Waiting in the queue.
+    case queued(ClusterAdmission, ClusterAdmission.Waiter, AdmissionTicket)
+    /// Holding one of the cluster's `max_in_flight` slots.
+    case holding(ClusterAdmission)
+}
 
-    static func < (lhs: Priority, rhs: Priority) -> Bool { lhs.rawValue < rhs.rawValue }
+enum LimitOutcome: String, Sendable {
+    case none = "-", allowed, delayed, limited
+}
+
+enum BreakerOutcome: String, Sendable {
+    case none = "-", closed, trial, open
+}
+
+enum AdmissionOutcome: String, Sendable {
+    case none = "-", admitted, queued, shed
 }

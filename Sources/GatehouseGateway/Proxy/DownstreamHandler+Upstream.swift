@@ -28,10 +28,18 @@ extension DownstreamHandler {
 
     func attemptStarted(_ exchange: Exchange) {
         exchange.attempts += 1
+        if exchange.route.breaker != nil { exchange.attemptStartedAt = clock.now() }
         loop.started(exchange.target)
     }
 
     func attemptEnded(_ exchange: Exchange, _ result: AttemptResult, now: NIODeadline) {
+        if let breaker = exchange.route.breaker, let started = exchange.attemptStartedAt, let ticket = exchange.context.breakerTicket {
+            exchange.attemptStartedAt = nil
+            exchange.context.breakerRecorded = true
+            var status: UInt?
+            if case .response(let code) = result { status = code }
+            breaker.record(status: status, duration: now.uptimeNanoseconds &- started.uptimeNanoseconds, ticket: ticket, now: now)
+        }
         switch result {
         case .response(let status) where status < 500:
             exchange.route.cluster.health.recordSuccess(exchange.target)
