@@ -64,3 +64,4 @@ measure() {  # CONFIG LABEL
 
 measure gateway "plain route"
 measure gateway-full "cached opaque token route"
+measure gateway-fault-tolerance "fault-tolerance route (limit, breaker, admission)"

@@ -15,10 +15,14 @@ final class ProxyHarness {
     let loop = EmbeddedEventLoop()
     let loops: LoopStates
     let downstream: EmbeddedChannel
+    let runtime: GatewayRuntime
+    let limits: NIOHTTPDecoderLimitConfiguration
+    private var extraClients: [EmbeddedChannel] = []
 
     init(_ yaml: String) throws {
         let configuration = try GatewayConfiguration.parse(yaml: yaml)
         let runtime = GatewayRuntime(GatewayCompiler().compile(configuration))
+        self.runtime = runtime
         let loop = self.loop
         loops = LoopStates(group: loop, clock: .manual { loop.now })
         downstream = EmbeddedChannel(loop: loop)
@@ -27,9 +31,26 @@ final class ProxyHarness {
         limits.maxHeaderListSize = settings.maxHeaderBytesHardLimit
         limits.maxHeaderFieldSize = settings.maxHeaderBytesHardLimit
         limits.maxHeaderFieldCount = settings.maxHeaderCountHardLimit
+        self.limits = limits
         // Connected first, as a real accepted channel is when its pipeline is set up (the handler reads the peer then).
         try downstream.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 40000)).wait()
         try GatewayServer.configureHTTP1(downstream, runtime: runtime, loops: loops, scheme: "http", limits: limits)
+    }
+
+    /// Another client connection to the same gateway (same loop, clock and pool), from `port`.
+    func anotherClient(port: Int) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel(loop: loop)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: port)).wait()
+        try GatewayServer.configureHTTP1(channel, runtime: runtime, loops: loops, scheme: "http", limits: limits)
+        extraClients.append(channel)
+        return channel
+    }
+
+    /// Everything the gateway wrote to `client` so far.
+    func answer(to client: EmbeddedChannel) throws -> String {
+        var text = ""
+        while let part = try client.readOutbound(as: ByteBuffer.self) { text += String(buffer: part) }
+        return text
     }
 
     var state: LoopState { loops.state(for: loop) }
@@ -74,6 +95,7 @@ final class ProxyHarness {
     }
 
     deinit {
+        for client in extraClients { _ = try? client.finish() }
         _ = try? downstream.finish()
     }
 }

@@ -71,6 +71,8 @@ struct ConnectionPolicyState {
     }
 
     var tokenMemo: TokenMemo?
+    /// The rate-limit key of this connection's peer (`ip` keys of a direct client), built once.
+    var ipKey: String?
 }
 
 extension RoutePolicy {
@@ -86,7 +88,7 @@ extension RoutePolicy {
             if let identity = context.identity, let priority = overrides.priority(for: identity) { context.priority = priority }
             return .proceed
         case .rateLimit(let limits):
-            return limits.evaluate(&context, peer: peer, gateway: gateway, now: context.receivedAt, on: eventLoop)
+            return limits.evaluate(&context, connection: &connection, peer: peer, gateway: gateway, now: context.receivedAt, on: eventLoop)
         case .admission(let admission):
             return Self.admit(admission, &context, eventLoop)
         case .circuitBreaker(let breaker):

@@ -130,7 +130,6 @@ extension DownstreamHandler {
     /// `upstream` says, and the observers hear of it. Every exchange passes here exactly once.
     func finish(_ exchange: Exchange, cause: EndCause, upstream: UpstreamRelease, now: NIODeadline? = nil) {
         if self.exchange === exchange { self.exchange = nil }
-        releasePolicyHolds(exchange)
         // Still queued for a connection: give the place up now (the acquire's callback then only undoes the count).
         if exchange.acquiring { loop.pool.cancelWaiting(ObjectIdentifier(exchange), target: exchange.target) }
         if let connection = exchange.connection {
@@ -149,6 +148,9 @@ extension DownstreamHandler {
             exchange.connection = nil
             loop.finished(exchange.target)
         }
+        // After the connection went back to the pool: a waiter granted the admission slot now (on this loop, at
+        // once) can lease it.
+        releasePolicyHolds(exchange)
         end(
             ExchangeOutcome(
                 status: exchange.responseStatus, cause: cause, route: exchange.route.name, method: exchange.requestHead.method.rawValue,
