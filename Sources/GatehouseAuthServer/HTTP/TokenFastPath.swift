@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import GatehouseObservability
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -39,6 +40,10 @@ final class TokenFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let tokens: TokenService
     private let logger: Logger
+    private let metrics: AuthMetrics
+    private let accessLog: AccessLogWriter?
+    /// When the request being collected started (its duration for the metrics).
+    private var startedAt = ContinuousClock.now
     private var state = State.idle
     /// Requests handed to the router whose response has not ended yet.
     private var routed = 0
@@ -57,9 +62,11 @@ final class TokenFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         return text
     }
 
-    init(tokens: TokenService, logger: Logger) {
+    init(tokens: TokenService, logger: Logger, metrics: AuthMetrics, accessLog: AccessLogWriter?) {
         self.tokens = tokens
         self.logger = logger
+        self.metrics = metrics
+        self.accessLog = accessLog
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -69,6 +76,7 @@ final class TokenFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             // (A client waiting for `100 Continue` sends no body until the router answers it: handed on.)
             if routed == 0, head.method == .POST, let endpoint = Self.endpoint(head.uri), !head.headers.contains(name: "expect") {
                 state = .collecting(endpoint, head, context.channel.allocator.buffer(capacity: 0))
+                startedAt = ContinuousClock.now
             } else {
                 forward(context, part)
             }
@@ -192,6 +200,16 @@ final class TokenFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
         } else {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
+        let metricsEndpoint: AuthMetrics.Endpoint = endpoint == .token ? .token : .introspect
+        let nanoseconds = (ContinuousClock.now - startedAt).nanoseconds
+        metrics.request(metricsEndpoint, status: 200, nanoseconds: nanoseconds)
+        if endpoint == .token { metrics.tokenIssued(grantType: form["grant_type"]) }
+        if let accessLog {
+            AuthAccessLog.write(
+                to: accessLog, requestID: requestID, endpoint: metricsEndpoint, method: "POST", path: path, status: 200, bytesIn: body.readableBytes,
+                bytesOut: json.count, nanoseconds: nanoseconds
+            )
         }
         if logger.logLevel <= .info {
             logger.info("request", metadata: ["method": "POST", "path": "\(path)", "status": "200", "request_id": "\(requestID)", "path_taken": "memory"])

@@ -25,12 +25,15 @@ public final class CompiledRoute: Sendable {
     public let tunnelIdleTimeout: TimeAmount
     /// The route's policies, in the order they run (today: the token check when the route has `auth`).
     let policies: PolicyChain
+    /// The route's index in the metrics' label tables (`MetricLabels.route`); 0 (`-`) when compiled without them.
+    public let metricsIndex: Int
 
     public init(
         name: String, cluster: CompiledCluster, prefixReplacement: String?, perTryTimeout: TimeAmount, totalTimeout: TimeAmount,
         maxBodyBytes: Int, auth: RouteAuthorization?, forwardHeader: String?, upgrades: [String] = ["websocket"],
-        tunnelIdleTimeout: TimeAmount = .minutes(10)
+        tunnelIdleTimeout: TimeAmount = .minutes(10), metricsIndex: Int = 0
     ) {
+        self.metricsIndex = metricsIndex
         self.name = name
         self.cluster = cluster
         self.prefixReplacement = prefixReplacement
@@ -85,8 +88,16 @@ public final class CompiledCluster: Sendable {
     public let health: TargetHealth
     /// Active checks, when configured.
     public let healthCheck: HealthCheckSettings?
+    /// The cluster's index in the metrics' label tables, and each target's (cluster, target) index.
+    let metricsIndex: Int
+    let targetMetricIndices: [TargetKey: Int]
 
-    init(name: String, targets: [TargetKey], loadBalancing: LoadBalancing, poolLimits: UpstreamPool.LimitsSendable, retryAttempts: Int, health: TargetHealth, healthCheck: HealthCheckSettings?) {
+    init(
+        name: String, targets: [TargetKey], loadBalancing: LoadBalancing, poolLimits: UpstreamPool.LimitsSendable, retryAttempts: Int, health: TargetHealth,
+        healthCheck: HealthCheckSettings?, labels: MetricLabels? = nil
+    ) {
+        self.metricsIndex = labels?.cluster(name) ?? 0
+        self.targetMetricIndices = Dictionary(targets.map { ($0, labels?.target(cluster: name, target: "\($0.host):\($0.port)") ?? 0) }, uniquingKeysWith: { first, _ in first })
         self.healthCheck = healthCheck
         self.name = name
         self.targets = targets
@@ -211,12 +222,16 @@ public final class CompiledGateway: Sendable {
     public let headerFilter: UntrustedHeaderFilter
     /// `;` path parameters (`request_hygiene.path_parameters`).
     public let pathParameters: PathNormalizer.ParameterHandling
+    /// The label tables the routes' and clusters' metric indices refer to (the compiler's, kept across reloads).
+    public let metricLabels: MetricLabels
 
     public init(
         routes: RouteTable<CompiledRoute>, clusters: [CompiledCluster], maxHeaderBytes: Int, maxHeaderCount: Int, headerReadTimeout: TimeAmount,
         idleTimeout: TimeAmount, trustedProxies: [GatewayConfiguration.CIDR], via: String, tokenValidator: TokenValidator?, forwardHeader: String?,
-        headerFilter: UntrustedHeaderFilter = .standard, pathParameters: PathNormalizer.ParameterHandling = .normalize
+        headerFilter: UntrustedHeaderFilter = .standard, pathParameters: PathNormalizer.ParameterHandling = .normalize,
+        metricLabels: MetricLabels = MetricLabels()
     ) {
+        self.metricLabels = metricLabels
         self.headerFilter = headerFilter
         self.pathParameters = pathParameters
         self.routes = routes

@@ -29,9 +29,11 @@ extension DownstreamHandler {
     func attemptStarted(_ exchange: Exchange) {
         exchange.attempts += 1
         loop.started(exchange.target)
+        measureAttemptStart(exchange)
     }
 
     func attemptEnded(_ exchange: Exchange, _ result: AttemptResult, now: NIODeadline) {
+        measureAttemptEnd(exchange, result, now: now)
         switch result {
         case .response(let status) where status < 500:
             exchange.route.cluster.health.recordSuccess(exchange.target)
@@ -202,6 +204,7 @@ extension DownstreamHandler {
             writeResponseHead(HTTPResponseHead(version: exchange.requestHead.version, status: head.status, headers: headers), answeringHEAD: answeringHEAD)
         case .body(let buffer):
             guard exchange.responseHeadSent, exchange.requestHead.method != .HEAD else { return }
+            exchange.measurements.bytesOut &+= buffer.readableBytes
             writeResponseBody(buffer)
         case .end(let trailers):
             guard exchange.responseHeadSent else { return }

@@ -14,6 +14,8 @@ public final class GatewayCompiler: Sendable {
     /// `Via` value: protocol version and a pseudonym (RFC 9110 §7.6.3).
     public let via: String
     let logger: Logger
+    /// Metric label values of every configuration this compiler made (indices stay stable across reloads).
+    public let metricLabels = MetricLabels()
 
     public init(via: String = "1.1 gatehouse", logger: Logger = Logger(label: "gatehouse.gateway", factory: { _ in SwiftLogNoOpLogHandler() })) {
         self.via = via
@@ -61,7 +63,8 @@ public final class GatewayCompiler: Sendable {
                         path: $0.path, interval: .milliseconds(Int64($0.intervalMilliseconds)), timeout: .milliseconds(Int64($0.timeoutMilliseconds)),
                         healthyThreshold: $0.healthyThreshold, unhealthyThreshold: $0.unhealthyThreshold
                     )
-                }
+                },
+                labels: metricLabels
             )
         }
         var entries: [(match: RouteMatch, route: CompiledRoute)] = []
@@ -87,7 +90,8 @@ public final class GatewayCompiler: Sendable {
                 totalTimeout: .milliseconds(Int64(route.timeouts.totalMilliseconds)),
                 maxBodyBytes: route.maxBodyBytes, auth: auth,
                 forwardHeader: HeaderHygiene.equalsIgnoringCase(forwardHeader, "authorization") ? nil : forwardHeader,
-                upgrades: route.upgrades, tunnelIdleTimeout: .milliseconds(Int64(route.timeouts.tunnelIdleMilliseconds))
+                upgrades: route.upgrades, tunnelIdleTimeout: .milliseconds(Int64(route.timeouts.tunnelIdleMilliseconds)),
+                metricsIndex: metricLabels.route(route.name)
             )
             let match = RouteMatch(
                 host: route.match.host, pathPrefix: route.match.pathPrefix, exactPath: route.match.path,
@@ -107,7 +111,8 @@ public final class GatewayCompiler: Sendable {
             tokenValidator: tokenValidator,
             forwardHeader: forwardHeader.lowercased() == "authorization" ? nil : forwardHeader,
             headerFilter: UntrustedHeaderFilter(configuration.requestHygiene, forwardHeaders: [forwardHeader]),
-            pathParameters: configuration.requestHygiene.pathParameters == .reject ? .reject : .normalize
+            pathParameters: configuration.requestHygiene.pathParameters == .reject ? .reject : .normalize,
+            metricLabels: metricLabels
         )
     }
 
