@@ -1255,6 +1255,7 @@ class DemoProcess:
         self.command = [
             str(gatehouse_binary()), "demo", "--data-dir", str(data_dir), "--auth-port", str(ports["auth"]),
             "--gateway-port", str(ports["gateway"]), "--backend-port", str(ports["backend"]), "--admin-port", str(ports["admin"]),
+            "--auth-admin-port", str(free_port()),
             "--config-dir", str(REPO_ROOT / "config" / "demo"),
         ]
         self.listening: dict[str, dict] = {}
