@@ -48,12 +48,12 @@ import Testing
 
     @Test func aRefusalBeforeRoutingIsCountedUnderTheDashRoute() throws {
         let proxy = try ProxyHarness(Self.yaml)
-        try proxy.client("BREW /nowhere HTTP/1.1\r\nHost: a\r\n\r\n")
+        try proxy.client("PURGE /nowhere HTTP/1.1\r\nHost: a\r\n\r\n")
         #expect(try proxy.clientReceived().hasPrefix("HTTP/1.1 404 "))
         let text = try Self.scrape(proxy)
         // An unknown method is `other`: a client cannot make new series.
         #expect(text.contains("gatehouse_gateway_requests_total{route=\"-\",method=\"other\",code=\"4xx\"} 1\n"), "\(text)")
-        #expect(!text.contains("BREW"))
+        #expect(!text.contains("PURGE"))
     }
 
     @Test func aPerTryTimeoutCountsAsTheAttemptsOutcome() throws {

@@ -26,10 +26,10 @@ struct GatewayLoopMetrics {
     /// `gatehouse_gateway_shed_total`: `cluster * 3 + Priority.rawValue` (fed by the admission queue).
     var shed = LoopCounters()
     /// `gatehouse_gateway_admission_queue_depth` by cluster index: this loop's queue length, set by the admission
-    /// queue when it changes (summed over loops).
+    /// queue when it changes (`admissionQueueDepth.set(cluster, depth)`; summed over loops).
     var admissionQueueDepth = LoopCounters()
     /// `gatehouse_gateway_circuit_breaker_state` by route index: 0 closed, 1 half-open, 2 open, set by the breaker
-    /// (the scrape reports the highest over the loops).
+    /// (`circuitBreakerState.set(route.metricsIndex, state)`; the scrape reports the highest over the loops).
     var circuitBreakerState = LoopCounters()
     /// `gatehouse_gateway_event_loop_lag_seconds`: how late the loop's last tick ran, in nanoseconds.
     var eventLoopLagNanoseconds: Int64 = 0
@@ -71,7 +71,7 @@ struct GatewayLoopMetrics {
         shed.add(other.shed)
         admissionQueueDepth.add(other.admissionQueueDepth)
         for index in other.circuitBreakerState.values.indices where other.circuitBreakerState[index] > circuitBreakerState[index] {
-            circuitBreakerState.add(index, other.circuitBreakerState[index] - circuitBreakerState[index])
+            circuitBreakerState.set(index, other.circuitBreakerState[index])
         }
         eventLoopLagNanoseconds = max(eventLoopLagNanoseconds, other.eventLoopLagNanoseconds)
     }

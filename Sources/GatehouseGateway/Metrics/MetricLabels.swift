@@ -20,9 +20,9 @@ public final class MetricLabels: Sendable {
     public init() {}
 
     /// The index of a route's series (registered on first use).
-    public func route(_ name: String) -> Int { Self.index(of: name, in: \.routes, tables) }
+    public func route(_ name: String) -> Int { index(of: name, in: \Tables.routes) }
 
-    public func cluster(_ name: String) -> Int { Self.index(of: name, in: \.clusters, tables) }
+    public func cluster(_ name: String) -> Int { index(of: name, in: \Tables.clusters) }
 
     /// The index of a (cluster, target) pair's upstream series.
     public func target(cluster: String, target: String) -> Int {
@@ -45,7 +45,7 @@ public final class MetricLabels: Sendable {
 
     var snapshot: Tables { tables.withLock { $0 } }
 
-    private static func index(of name: String, in table: WritableKeyPath<Tables, [String]>, _ tables: Mutex<Tables>) -> Int {
+    private func index(of name: String, in table: WritableKeyPath<Tables, [String]>) -> Int {
         tables.withLock { tables in
             if let index = tables[keyPath: table].firstIndex(of: name) { return index }
             tables[keyPath: table].append(name)

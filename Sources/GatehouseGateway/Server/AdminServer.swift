@@ -43,7 +43,7 @@ public struct AdminServer: Service {
             let ready = gateway.isReady
             return eventLoop.makeSucceededFuture(AdminResponse(ready ? .ok : .serviceUnavailable, json: ready ? "{\"status\":\"ready\"}" : "{\"status\":\"starting\"}"))
         case "/metrics":
-            return gateway.metricsText(on: eventLoop).map(AdminResponse.metrics)
+            return gateway.metricsText(on: eventLoop).map { AdminResponse.metrics($0) }
         case "/token-cache":
             guard let validator = gateway.runtime.snapshot.tokenValidator else {
                 return eventLoop.makeSucceededFuture(AdminResponse(.notFound, json: "{\"error\":\"not_found\",\"message\":\"no authorization_server is configured\"}"))

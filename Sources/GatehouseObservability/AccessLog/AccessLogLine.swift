@@ -119,19 +119,10 @@ public enum AccessLogClock {
         bytes.append(UInt8(ascii: "Z"))
     }
 
-    /// `YYYY-MM-DDTHH:MM:SS` of Unix seconds (UTC; Howard Hinnant's civil-from-days).
+    /// `YYYY-MM-DDTHH:MM:SS` of Unix seconds (UTC).
     static func appendDateTime(_ seconds: Int, to bytes: inout [UInt8]) {
-        let days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400
-        let secondOfDay = seconds - days * 86400
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let dayOfEra = z - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let mp = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * mp + 2) / 5 + 1
-        let month = mp < 10 ? mp + 3 : mp - 9
-        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        let date = CivilDate(unixSeconds: seconds)
+        let (year, month, day, secondOfDay) = (date.year, date.month, date.day, date.secondOfDay)
         func two(_ value: Int) {
             bytes.append(UInt8(ascii: "0") + UInt8(value / 10))
             bytes.append(UInt8(ascii: "0") + UInt8(value % 10))
@@ -148,5 +139,33 @@ public enum AccessLogClock {
         two(secondOfDay / 60 % 60)
         bytes.append(UInt8(ascii: ":"))
         two(secondOfDay % 60)
+    }
+}
+
+/// A UTC calendar date and time of day from Unix seconds (Howard Hinnant's civil-from-days): the access log's
+/// `time` and the authorization server's `Date` header.
+public struct CivilDate: Sendable, Equatable {
+    public let year: Int
+    /// 1…12.
+    public let month: Int
+    /// 1…31.
+    public let day: Int
+    /// 0 (Sunday) … 6.
+    public let weekday: Int
+    public let secondOfDay: Int
+
+    public init(unixSeconds seconds: Int) {
+        let days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400
+        secondOfDay = seconds - days * 86400
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let mp = (5 * dayOfYear + 2) / 153
+        day = dayOfYear - (153 * mp + 2) / 5 + 1
+        month = mp < 10 ? mp + 3 : mp - 9
+        year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        weekday = ((days % 7) + 11) % 7  // 1970-01-01 was a Thursday
     }
 }

@@ -12,7 +12,8 @@ import Darwin
 /// Writes access-log lines to stdout or a file from a thread of its own: event loops hand it whole buffers of lines
 /// (`submit`), never calling write(2) themselves. The file is opened with `O_APPEND` and reopened by `reopen()`
 /// (SIGUSR1, after a log rotation moved it away); `close()` writes everything handed over and stops the thread.
-public final class AccessLogWriter: Sendable {
+/// `@unchecked Sendable`: its state is behind a `Mutex` and atomics; `NSCondition` only wakes the thread.
+public final class AccessLogWriter: @unchecked Sendable {
     /// Where the lines go.
     public enum Destination: Sendable, Equatable {
         case standardOutput

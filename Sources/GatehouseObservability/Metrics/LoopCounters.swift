@@ -14,6 +14,12 @@ public struct LoopCounters: Sendable {
         values[index] &+= amount
     }
 
+    /// Sets `index` to `value` (a per-loop gauge: a queue's depth, a breaker's state).
+    public mutating func set(_ index: Int, _ value: Int) {
+        if index >= values.count { grow(to: index + 1) }
+        values[index] = value
+    }
+
     mutating func grow(to count: Int) {
         values.append(contentsOf: repeatElement(0, count: count - values.count))
     }
