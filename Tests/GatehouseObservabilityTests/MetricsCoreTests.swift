@@ -138,12 +138,10 @@ import Testing
         AccessLogWriter.reopenAll()
         var after = AccessLogLine(service: "test", requestID: "after")
         after.finish()
-        // The reopen happens before the next batch is written: poll until the new file exists (with a deadline).
-        let deadline = Date().addingTimeInterval(5)
-        while !FileManager.default.fileExists(atPath: path), Date() < deadline {
-            writer.append(after)
-            writer.flush()
-        }
+        // The reopen was asked before this line was handed over, so the writer reopens before it writes the line.
+        writer.append(after)
+        writer.flush()
+        #expect(FileManager.default.fileExists(atPath: path))
         writer.close()
         let rotated = try String(contentsOfFile: path + ".1", encoding: .utf8)
         let current = try String(contentsOfFile: path, encoding: .utf8)

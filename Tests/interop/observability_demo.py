@@ -1,7 +1,7 @@
 """`gatehouse demo` with its two admin listeners and access logs, for the observability tests.
 
-`ObservedDemo` copies config/demo into a temporary directory, adds `access_log: {path: FILE}` to both servers'
-YAML, starts `gatehouse demo` on free ports (auth, gateway, backend, gateway admin, auth admin) and waits until the
+`ObservedDemo` copies config/demo into a temporary directory, gives its clients and users fresh secrets
+(`secrets`: the demo's name for each -> this run's value), adds `access_log: {path: FILE}` to both servers' YAML, starts `gatehouse demo` on free ports (auth, gateway, backend, gateway admin, auth admin) and waits until the
 gateway is ready and both admin listeners answer. `stop()` sends SIGTERM and waits for a graceful exit, after which
 the access logs are complete (flushed on drain).
 """
@@ -9,6 +9,7 @@ the access logs are complete (flushed on drain).
 from __future__ import annotations
 
 import re
+import secrets
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -23,6 +24,17 @@ class ObservedDemo:
         self.root = root
         self.config_dir = root / "config"
         shutil.copytree(REPO_ROOT / "config" / "demo", self.config_dir)
+        # Fresh secrets instead of the demo's well-known ones (which its banner prints as help): a secret found in
+        # the output then can only have leaked.
+        self.secrets = {
+            name: f"{name}-{secrets.token_hex(16)}"
+            for name in ("demo-service-secret", "demo-web-secret", "demo-jwt-secret", "gatehouse-gateway-secret", "alice-password", "bob-password")
+        }
+        for file in ("auth.yaml", "gateway.yaml"):
+            text = (self.config_dir / file).read_text()
+            for old, new in self.secrets.items():
+                text = re.sub(rf"(secret|password): {re.escape(old)}\b", rf"\1: {new}", text)
+            (self.config_dir / file).write_text(text)
         self.gateway_log = root / "gateway-access.log"
         self.auth_log = root / "auth-access.log"
         with open(self.config_dir / "gateway.yaml", "a") as f:

@@ -47,8 +47,10 @@ def test_access_logs_have_one_line_per_request_rotate_and_hold_no_secrets(tmp_pa
 
     try:
         # client_credentials (Basic), then through the gateway: the opaque token is exchanged for a JWT.
-        remember("demo-service-secret", _basic("demo-service", "demo-service-secret"))
-        r = requests.post(demo.auth + "/token", headers={"Authorization": _basic("demo-service", "demo-service-secret")},
+        service_secret, web_secret = demo.secrets["demo-service-secret"], demo.secrets["demo-web-secret"]
+        password = demo.secrets["alice-password"]
+        remember(service_secret, _basic("demo-service", service_secret))
+        r = requests.post(demo.auth + "/token", headers={"Authorization": _basic("demo-service", service_secret)},
                           data={"grant_type": "client_credentials", "scope": "orders:read"}, timeout=10)
         assert r.status_code == 200, r.text
         service_token = r.json()["access_token"]
@@ -67,12 +69,12 @@ def test_access_logs_have_one_line_per_request_rotate_and_hold_no_secrets(tmp_pa
         assert requests.get(demo.gateway + "/api/orders", headers={"Authorization": f"Bearer {bad}"}, timeout=10).status_code == 401
 
         # password grant (client_secret_post), then a refresh.
-        remember("demo-web-secret", "alice-password")
-        r = requests.post(demo.auth + "/token", data={"grant_type": "password", "username": "alice", "password": "alice-password",
-                                                      "scope": "orders:read", "client_id": "demo-web", "client_secret": "demo-web-secret"}, timeout=10)
+        remember(web_secret, password)
+        r = requests.post(demo.auth + "/token", data={"grant_type": "password", "username": "alice", "password": password,
+                                                      "scope": "orders:read", "client_id": "demo-web", "client_secret": web_secret}, timeout=10)
         assert r.status_code == 200, r.text
         remember(r.json()["access_token"], r.json()["refresh_token"])
-        r = requests.post(demo.auth + "/token", auth=("demo-web", "demo-web-secret"),
+        r = requests.post(demo.auth + "/token", auth=("demo-web", web_secret),
                           data={"grant_type": "refresh_token", "refresh_token": r.json()["refresh_token"]}, timeout=10)
         assert r.status_code == 200, r.text
         remember(r.json()["access_token"], r.json()["refresh_token"])
@@ -101,7 +103,7 @@ def test_access_logs_have_one_line_per_request_rotate_and_hold_no_secrets(tmp_pa
         remember(csrf)
         r = browser.post(demo.auth + "/login", data={"username": "alice", "password": wrong, "csrf_token": csrf, "request": request_id}, allow_redirects=False)
         assert r.status_code == 200 and "wrong" in r.text, r.status_code
-        result = drive_authorization(browser, server, authorize_url, "alice", "alice-password")
+        result = drive_authorization(browser, server, authorize_url, "alice", password)
         code = result.query["code"]
         remember(code)
         remember(*[c.value for c in browser.cookies])
@@ -112,7 +114,8 @@ def test_access_logs_have_one_line_per_request_rotate_and_hold_no_secrets(tmp_pa
         r = requests.get(demo.gateway + "/public/after-rotation", timeout=10)
         assert r.status_code == 200
         # The gateway's own credentials at the authorization server travel on every exchange.
-        remember("gatehouse-gateway-secret", _basic("gatehouse-gateway", "gatehouse-gateway-secret"))
+        gateway_secret = demo.secrets["gatehouse-gateway-secret"]
+        remember(gateway_secret, _basic("gatehouse-gateway", gateway_secret))
     finally:
         code = demo.stop()
     assert code == 0, f"demo exited with {code}\n{demo.logs[-3000:]}"

@@ -111,7 +111,7 @@ def test_a_real_prometheus_finds_the_series_of_known_traffic(demo, tmp_path):
             assert requests.get(f"{demo.gateway}/nowhere", timeout=10).status_code == 404
         for _ in range(2):
             assert requests.get(f"{demo.gateway}/api/orders", timeout=10).status_code == 401
-        r = _token(demo, ("demo-service", "demo-service-secret"), {"grant_type": "client_credentials", "scope": "orders:read"})
+        r = _token(demo, ("demo-service", demo.secrets["demo-service-secret"]), {"grant_type": "client_credentials", "scope": "orders:read"})
         assert r.status_code == 200, r.text
         token = r.json()["access_token"]
         # Separate connections (no session): the second request is a token-cache hit, not the connection's memo.

@@ -47,7 +47,7 @@ extension AuthorizationServer {
             metrics.tokenIssued(grantType: form["grant_type"])
             return Responses.json(issued.json)
         } catch {
-            metrics.tokenError((error as? OAuthError)?.code.rawValue ?? "server_error")
+            metrics.tokenError(error.code.rawValue)
             return Responses.oauthError(error, requestID: context.requestID)
         }
     }
