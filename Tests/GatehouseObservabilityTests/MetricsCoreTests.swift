@@ -107,6 +107,7 @@ import Testing
         line.field("path", "/a\"b")
         line.field("status", 200)
         line.milliseconds("duration_ms", nanoseconds: 1_532_400)
+        line.field("upstream", host: "127.0.0.1", port: 8081)
         line.finish()
         #expect(line.text.hasSuffix("}\n") && line.text.filter { $0 == "\n" }.count == 1)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(line.bytes)) as? [String: Any])
@@ -117,6 +118,20 @@ import Testing
         #expect(object["path"] as? String == "/a\"b")
         #expect(object["status"] as? Int == 200)
         #expect((object["duration_ms"] as? NSNumber)?.doubleValue == 1.532)
+        #expect(object["upstream"] as? String == "127.0.0.1:8081")
+    }
+
+    @Test func aLineReusesTheBufferItIsGiven() {
+        var storage: [UInt8] = []
+        storage.reserveCapacity(1024)
+        let address = storage.withUnsafeBufferPointer { $0.baseAddress }
+        var line = AccessLogLine(service: "s", requestID: "r", reusing: &storage)
+        line.finish()
+        line.recycle(into: &storage)
+        #expect(storage.withUnsafeBufferPointer { $0.baseAddress } == address)  // the same buffer, not a new one
+        var next = AccessLogLine(service: "s", requestID: "second", reusing: &storage)
+        next.finish()
+        #expect(next.text.contains("\"request_id\":\"second\"") && !next.text.contains("\"request_id\":\"r\""))
     }
 
     @Test func theWriterWritesEverythingByCloseAndReopensAMovedFile() throws {

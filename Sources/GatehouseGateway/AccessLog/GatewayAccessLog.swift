@@ -15,7 +15,7 @@ extension LoopState {
         guard let writer = accessLogWriter else { return }
         let exchange = outcome.exchange
         let (traceID, spanID) = GatewayAccessLog.traceIdentifiers(outcome)
-        var line = AccessLogLine(service: "gatehouse-gateway", requestID: outcome.requestID, traceID: traceID, spanID: spanID)
+        var line = AccessLogLine(service: "gatehouse-gateway", requestID: outcome.requestID, traceID: traceID, spanID: spanID, reusing: &accessLogLineStorage)
         line.field("route", outcome.route ?? "-")
         line.field("method", outcome.method)
         line.field("path", exchange?.context.admitted.target.path ?? "-")
@@ -23,7 +23,7 @@ extension LoopState {
         line.field("bytes_in", outcome.bytesIn)
         line.field("bytes_out", exchange?.measurements.bytesOut ?? 0)
         line.milliseconds("duration_ms", nanoseconds: (outcome.endedAt - outcome.receivedAt).nanoseconds)
-        line.field("upstream", outcome.target.map { "\($0.host):\($0.port)" } ?? "")
+        if let target = outcome.target { line.field("upstream", host: target.host, port: target.port) } else { line.field("upstream", "") }
         if let upstream = exchange?.measurements.upstreamNanoseconds { line.milliseconds("upstream_duration_ms", nanoseconds: upstream) }
         line.field("attempts", outcome.attempts)
         line.field("client_id", exchange?.context.identity?.clientID ?? "")
@@ -32,6 +32,7 @@ extension LoopState {
         line.field("cause", GatewayAccessLog.causeName(outcome.cause))
         line.finish()
         accessLog.append(line, to: writer)
+        line.recycle(into: &accessLogLineStorage)
     }
 
     /// Run at the end of every tick: the loop's lag, and the access-log lines of the last tick to the writer.

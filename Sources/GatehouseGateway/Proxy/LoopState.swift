@@ -36,6 +36,8 @@ final class LoopState {
     var metrics = GatewayLoopMetrics()
     /// Access-log lines waiting for the writer, and the writer (nil: no access log).
     var accessLog = AccessLogBuffer()
+    /// The buffer each access-log line is built in, reused from line to line.
+    var accessLogLineStorage: [UInt8] = []
     let accessLogWriter: AccessLogWriter?
     /// When the previous tick ended (real time), to measure how late the next one runs.
     var lastTickEnd: NIODeadline?

@@ -15,10 +15,20 @@ import Darwin
 public struct AccessLogLine {
     public private(set) var bytes: [UInt8]
 
-    /// Starts a line.
+    /// Starts a line in a buffer of its own.
     public init(service: String, requestID: String, traceID: String = "", spanID: String = "", time: AccessLogClock.Time = AccessLogClock.now()) {
+        var storage: [UInt8] = []
+        self.init(service: service, requestID: requestID, traceID: traceID, spanID: spanID, time: time, reusing: &storage)
+    }
+
+    /// Starts a line in `storage`'s buffer (taken over, emptied; give it back with `recycle(into:)`): a loop that
+    /// logs every request reuses one buffer instead of allocating one per line (measured: one allocation per
+    /// request less).
+    public init(service: String, requestID: String, traceID: String = "", spanID: String = "", time: AccessLogClock.Time = AccessLogClock.now(), reusing storage: inout [UInt8]) {
         bytes = []
-        bytes.reserveCapacity(512)
+        swap(&bytes, &storage)
+        bytes.removeAll(keepingCapacity: true)
+        if bytes.capacity < 512 { bytes.reserveCapacity(512) }
         bytes.append(contentsOf: "{\"time\":\"".utf8)
         AccessLogClock.appendRFC3339(time, to: &bytes)
         bytes.append(UInt8(ascii: "\""))
@@ -32,6 +42,16 @@ public struct AccessLogLine {
     public mutating func field(_ name: StaticString, _ value: String) {
         key(name)
         JSONEscaping.appendQuoted(value, to: &bytes)
+    }
+
+    /// A `host:port` field, written without making the string first.
+    public mutating func field(_ name: StaticString, host: String, port: Int) {
+        key(name)
+        JSONEscaping.appendQuoted(host, to: &bytes)
+        bytes.removeLast()  // the closing quote: the port goes inside
+        bytes.append(UInt8(ascii: ":"))
+        appendInteger(port)
+        bytes.append(UInt8(ascii: "\""))
     }
 
     /// An integer field.
@@ -58,6 +78,11 @@ public struct AccessLogLine {
     }
 
     public var text: String { String(decoding: bytes, as: UTF8.self) }
+
+    /// Hands the line's buffer back for the next line.
+    public mutating func recycle(into storage: inout [UInt8]) {
+        swap(&bytes, &storage)
+    }
 
     private mutating func key(_ name: StaticString) {
         bytes.append(contentsOf: ",\"".utf8)

@@ -21,7 +21,8 @@ func measure(_ name: String, _ body: (Int) -> Void) {
     let elapsed = ContinuousClock.now - start
     let (seconds, attoseconds) = elapsed.components
     let nanoseconds = Double(seconds) * 1e9 + Double(attoseconds) / 1e9
-    print(name.padding(toLength: 60, withPad: " ", startingAt: 0), String(format: "%7.1f ns/request", nanoseconds / Double(iterations)))
+    let perRequest = (nanoseconds / Double(iterations) * 10).rounded() / 10
+    print(name + String(repeating: " ", count: max(1, 60 - name.count)) + "\(perRequest) ns/request")
 }
 
 // swift-metrics as an observer would use it with labels that vary per request: make the handle, then update it
