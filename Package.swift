@@ -158,7 +158,12 @@ let package = Package(
         // Logging bootstrap (JSON lines, secrets redacted) and request ids, shared by both servers.
         .target(
             name: "GatehouseObservability",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                // The admin listener both servers share (`AdminHTTP`: /metrics, /healthz, /readyz).
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -172,7 +177,7 @@ let package = Package(
         .testTarget(
             name: "GatehouseGatewayTests",
             dependencies: [
-                "GatehouseGateway", "GatehouseConfiguration", "GatehouseDemoBackend", "GatehouseServiceAuth",
+                "GatehouseGateway", "GatehouseConfiguration", "GatehouseDemoBackend", "GatehouseServiceAuth", "GatehouseObservability",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -3,7 +3,8 @@
 # scripts/bench/alloc_counter.c) over a measured wrk run after a warm-up: the plain proxy
 # (config/bench/gateway.yaml) and the route with a cached opaque token (config/bench/gateway-full.yaml,
 # the demo authorization server on :9000 exchanging the token once). The count covers both sides of an
-# exchange (the downstream request and response, the upstream request and response).
+# exchange (the downstream request and response, the upstream request and response). The third run adds the
+# access log to a file (config/bench/gateway-access-log.yaml); metrics are always on.
 #
 #   scripts/build-release.sh                # once
 #   scripts/bench-allocations.sh
@@ -65,3 +66,7 @@ measure() {  # CONFIG LABEL
 measure gateway "plain route"
 measure gateway-full "cached opaque token route"
 measure gateway-fault-tolerance "fault-tolerance route (limit, breaker, admission)"
+rm -f /tmp/gatehouse-bench-access.log
+measure gateway-access-log "plain route + access log"
+echo "access log: $(wc -l < /tmp/gatehouse-bench-access.log) lines in /tmp/gatehouse-bench-access.log"
+rm -f /tmp/gatehouse-bench-access.log

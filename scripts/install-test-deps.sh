@@ -11,6 +11,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${INTEROP_PYTHON:-/usr/bin/python3}"
 APT_PACKAGES=(chromium chromium-driver python3-selenium docker-compose wrk sqlite3 python3-pip openssl curl ca-certificates)
+# Metrics (issue 13): a real Prometheus scrapes both admin listeners; promtool checks and unit-tests the alert rules.
+APT_PACKAGES+=(prometheus)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

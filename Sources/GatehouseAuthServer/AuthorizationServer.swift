@@ -1,4 +1,5 @@
 import GatehouseConfiguration
+import GatehouseObservability
 import GatehouseStore
 import GatehouseTokens
 import Hummingbird
@@ -24,6 +25,10 @@ public final class AuthorizationServer: Sendable {
     let metadataJSON: NIOLockedValueBox<String>
     /// Signing keys (JWT access tokens, JWT introspection responses) and the JWKS.
     public let keys: KeyManager
+    /// The Prometheus metrics (served by `AuthAdminServer`).
+    public let metrics: AuthMetrics
+    /// The access log (nil: none).
+    public let accessLog: AccessLogWriter?
 
     /// Name of the browser session cookie on a loopback http issuer.
     public static let sessionCookie = "gatehouse_session"
@@ -35,8 +40,11 @@ public final class AuthorizationServer: Sendable {
     ///   - passwordHashingPool: a pool of `login.hashing_threads` threads to hash on instead of the process-wide one.
     public init(
         configuration: AuthServerConfiguration, store: any AuthStore, keys: KeyManager, clock: any AuthClock = SystemAuthClock(), logger: Logger,
-        passwordAlgorithm: any PasswordAlgorithm = BcryptAlgorithm(), passwordHashingPool: NIOThreadPool? = nil
+        passwordAlgorithm: any PasswordAlgorithm = BcryptAlgorithm(), passwordHashingPool: NIOThreadPool? = nil,
+        metrics: AuthMetrics = AuthMetrics(), accessLog: AccessLogWriter? = nil
     ) throws {
+        self.metrics = metrics
+        self.accessLog = accessLog
         self.keys = keys
         self.configuration = configuration
         self.store = store
@@ -168,13 +176,17 @@ public final class AuthorizationServer: Sendable {
     public func application(host: String, port: Int, onListening: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
         let tokens = self.tokens
         let logger = self.logger
+        let metrics = self.metrics
+        let accessLog = self.accessLog
         let headerReadTimeout = TimeAmount.seconds(Int64(configuration.listen.headerReadTimeout))
         let idleTimeout = TimeAmount.seconds(Int64(configuration.listen.idleTimeout))
         return Application(
             router: makeRouter(),
             server: .http1(
                 configuration: .init(
-                    additionalChannelHandlers: [AuthPipelineInstaller(tokens: tokens, headerReadTimeout: headerReadTimeout, idleTimeout: idleTimeout, logger: logger)]
+                    additionalChannelHandlers: [AuthPipelineInstaller(
+                            tokens: tokens, headerReadTimeout: headerReadTimeout, idleTimeout: idleTimeout, logger: logger, metrics: metrics, accessLog: accessLog
+                        )]
                 )
             ),
             configuration: .init(address: .hostname(host, port: port), serverName: "gatehouse", backlog: 4096),

@@ -271,6 +271,11 @@ public struct AuthServerConfiguration: Sendable, Equatable {
     public var trustedProxies: [CIDR] = []
     public var clients: [ClientRegistration]
     public var users: [UserRegistration]
+    /// `admin: {host, port}`: the admin listener (`/metrics`, `/healthz`, `/readyz`), never on the public
+    /// listener. Default nil (none); a present section defaults to 127.0.0.1:9902.
+    public var admin: GatewayConfiguration.Admin?
+    /// `access_log: {path: stdout | FILE}`: one JSON line per request. Default nil (none).
+    public var accessLog: AccessLogSettings?
 
     public init(
         issuer: String,
@@ -468,6 +473,9 @@ public struct AuthServerConfiguration: Sendable, Equatable {
             }
             try user.finish()
         }
+
+        configuration.admin = try root.adminListener(defaultPort: 9902)
+        configuration.accessLog = try root.accessLog(baseDirectory: baseDirectory)
 
         try root.finish()
         // Weak inline secrets are refused unless the issuer is loopback (development), where they only warn.

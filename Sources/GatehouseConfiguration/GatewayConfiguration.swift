@@ -108,6 +108,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     }
     /// Required, at least one; in file order.
     public var routes: [Route]
+    /// `access_log: {path: stdout | FILE}`: one JSON line per request. Default nil (none).
+    public var accessLog: AccessLogSettings?
 
     public init(
         listeners: [Listener],
@@ -244,6 +246,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
         }
         guard !routes.isEmpty else { throw root.error("routes", "list at least one route", code: .missingKey) }
 
+        let accessLog = try root.accessLog(baseDirectory: baseDirectory)
+
         try root.finish()
         var configuration = GatewayConfiguration(
             listeners: listeners,
@@ -256,6 +260,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
             routes: routes
         )
         configuration.requestHygiene = requestHygiene
+        configuration.accessLog = accessLog
         return configuration
     }
 

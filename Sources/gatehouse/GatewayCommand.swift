@@ -1,6 +1,7 @@
 import ArgumentParser
 import GatehouseConfiguration
 import GatehouseGateway
+import GatehouseObservability
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -31,11 +32,13 @@ enum GatewayRunner {
     /// at start and again on every reload.
     typealias Overrides = @Sendable (inout GatewayConfiguration) -> Void
 
-    static func services(configuration: GatewayConfiguration, configFile: String, logger: Logger, overrides: @escaping Overrides = { _ in }) -> (GatewayServer, [any Service]) {
+    static func services(configuration: GatewayConfiguration, configFile: String, logger: Logger, overrides: @escaping Overrides = { _ in }) throws -> (GatewayServer, [any Service]) {
         let compiler = GatewayCompiler(logger: logger)
+        // The access log is opened at start (a reload does not move it; SIGUSR1 reopens it).
+        let accessLog = try configuration.accessLog.map { try AccessLogWriter(path: $0.path) }
         let server = GatewayServer(
             settings: GatewayCompiler.settings(configuration, defaultThreads: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))),
-            gateway: compiler.compile(configuration), logger: logger
+            gateway: compiler.compile(configuration), logger: logger, accessLog: accessLog
         ) { ports in
             print("{\"event\":\"listening\",\"service\":\"gateway\",\"ports\":\(ports)}")
             flushStandardOutput()
@@ -44,6 +47,7 @@ enum GatewayRunner {
             server, HealthCheckService(runtime: server.runtime, logger: logger),
             GatewayReloadService(configFile: configFile, overrides: overrides, runtime: server.runtime, compiler: compiler, logger: logger),
         ]
+        if accessLog != nil { services.append(AccessLogReopenService(logger: logger)) }
         if let admin = configuration.admin {
             services.append(AdminServer(host: admin.host, port: admin.port, gateway: server, logger: logger))
         }
@@ -51,7 +55,7 @@ enum GatewayRunner {
     }
 
     static func run(configuration: GatewayConfiguration, configFile: String, logger: Logger, extraServices: [any Service]) async throws {
-        let (_, services) = services(configuration: configuration, configFile: configFile, logger: logger)
+        let (_, services) = try services(configuration: configuration, configFile: configFile, logger: logger)
         let group = ServiceGroup(
             configuration: .init(services: (services + extraServices).map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )

@@ -61,8 +61,11 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "Demo backend port (the gateway's demo cluster follows it).")
     var backendPort: Int = 8081
 
-    @Option(help: "Gateway admin port (/healthz, /readyz).")
+    @Option(help: "Gateway admin port (/healthz, /readyz, /metrics).")
     var adminPort: Int = 9901
+
+    @Option(help: "Authorization server admin port (/healthz, /readyz, /metrics).")
+    var authAdminPort: Int = 9902
 
     @Flag(help: "Run only the authorization server (no gateway, no demo backend).")
     var authOnly = false
@@ -77,6 +80,7 @@ struct DemoCommand: AsyncParsableCommand {
         var configuration = try loadConfiguration(configDir + "/auth.yaml")
         configuration.listen.host = "127.0.0.1"
         try AuthRunner.overridePort(&configuration, port: authPort, forceLoopbackIssuer: true)
+        configuration.admin = .init(host: "127.0.0.1", port: authAdminPort)
         let dataDir = self.dataDir
         let ports = authOnly ? nil : (gateway: gatewayPort, backend: backendPort, admin: adminPort)
         var (services, store) = try await AuthRunner.prepare(configuration: configuration, dataDirectory: dataDir, logger: logger) { issuer in
@@ -88,7 +92,7 @@ struct DemoCommand: AsyncParsableCommand {
             var gateway = try GatewayConfiguration.load(file: configDir + "/gateway.yaml", environment: Environment.variables())
             overrides(&gateway)
             // A SIGHUP reload applies the same overrides to the file it reads again.
-            services += GatewayRunner.services(configuration: gateway, configFile: configDir + "/gateway.yaml", logger: logger, overrides: overrides).1
+            services += try GatewayRunner.services(configuration: gateway, configFile: configDir + "/gateway.yaml", logger: logger, overrides: overrides).1
             let port = backendPort
             // The backend trusts only JWTs the authorization server signed for the gateway's audience: it verifies
             // them itself against the published keys (GatehouseServiceAuth), without a call per request.
@@ -185,7 +189,12 @@ enum AuthRunner {
         do {
             let keys = KeyManager.forServer(configuration, dataDirectory: dataDirectory, logger: logger)
             try await keys.reload()
-            let server = try AuthorizationServer(configuration: configuration, store: store, keys: keys, logger: logger)
+            let metrics = AuthMetrics()
+            let accessLog = try configuration.accessLog.map { try AccessLogWriter(path: $0.path) }
+            let server = try AuthorizationServer(
+                configuration: configuration, store: InstrumentedAuthStore(store, metrics: metrics), keys: keys, logger: logger, metrics: metrics,
+                accessLog: accessLog
+            )
             try await server.registerConfiguredClientsAndUsers()
             let issuer = configuration.issuer
             let app = server.application(host: configuration.listen.host, port: configuration.listen.port) { port in
@@ -196,7 +205,17 @@ enum AuthRunner {
                 logger.notice("authorization server listening", metadata: ["issuer": "\(issuer)", "port": "\(port)"])
                 onReady(issuer)
             }
-            return ([app, AuthMaintenanceService(server: server), KeyRefreshService(keys: keys, interval: .seconds(configuration.signing.rescanInterval))], store)
+            var services: [any Service] = [app, AuthMaintenanceService(server: server), KeyRefreshService(keys: keys, interval: .seconds(configuration.signing.rescanInterval))]
+            if let admin = configuration.admin {
+                services.append(
+                    AuthAdminServer(host: admin.host, port: admin.port, server: server, logger: logger) { port in
+                        print("{\"event\":\"listening\",\"service\":\"auth-admin\",\"port\":\(port)}")
+                        flushStandardOutput()
+                    }
+                )
+            }
+            if accessLog != nil { services.append(AccessLogReopenService(logger: logger)) }
+            return (services, store)
         } catch {
             try? await store.close()
             throw error
@@ -214,9 +233,12 @@ enum AuthRunner {
         do {
             try await group.run()
         } catch {
+            AccessLogWriter.closeAll()
             try? await store.close()
             throw error
         }
+        // Every request has been answered: the access logs write what they hold and close.
+        AccessLogWriter.closeAll()
         logger.notice("stopped")
         try await store.close()
     }

@@ -44,7 +44,8 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gatehouse_testlib import (
+from gatehouse_testlib import (  # noqa: I001
+    DemoProcess,
     LISTEN_TIMEOUT,
     REPO_ROOT,
     STOP_TIMEOUT,
@@ -53,7 +54,6 @@ from gatehouse_testlib import (
     EchoBackend,
     GatehouseServer,
     GatewayProcess,
-    _Drain,
     describe_run,
     drive_authorization,
     free_port,
@@ -1247,63 +1247,6 @@ def test_backend_jwt_verifies_with_pyjwt(main_as, main_gw, backend):
 # --------------------------------------------------------------------------
 # 10. the demo backend's own verifier
 # --------------------------------------------------------------------------
-
-
-class DemoProcess:
-    def __init__(self, data_dir: Path, ports: dict):
-        self.ports = ports
-        self.command = [
-            str(gatehouse_binary()), "demo", "--data-dir", str(data_dir), "--auth-port", str(ports["auth"]),
-            "--gateway-port", str(ports["gateway"]), "--backend-port", str(ports["backend"]), "--admin-port", str(ports["admin"]),
-            "--config-dir", str(REPO_ROOT / "config" / "demo"),
-        ]
-        self.listening: dict[str, dict] = {}
-        self.events: list[str] = []  # every JSON event on stdout, in order ("listening", "reloaded", ...)
-        self._cond = threading.Condition()
-        self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(data_dir.parent))
-        self._out = _Drain(self.proc.stdout, "demo-stdout", self._on_line)
-        self._err = _Drain(self.proc.stderr, "demo-stderr")
-        self._out.start()
-        self._err.start()
-
-    def _on_line(self, line: str):
-        line = line.strip()
-        if line.startswith("{"):
-            obj = json.loads(line)
-            self.events.append(obj.get("event"))
-            if obj.get("event") == "listening":
-                with self._cond:
-                    self.listening[obj.get("service")] = obj
-                    self._cond.notify_all()
-
-    def wait_listening(self, services: set[str]):
-        deadline = time.monotonic() + LISTEN_TIMEOUT
-        with self._cond:
-            while not services <= set(self.listening):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.proc.poll() is not None:
-                    pytest.fail(
-                        f"demo did not start {services - set(self.listening)} (exit {self.proc.poll()})\n"
-                        f"--- stdout ---\n{self.logs[-4000:]}",
-                        pytrace=False,
-                    )
-                self._cond.wait(min(remaining, 0.2))
-
-    @property
-    def logs(self) -> str:
-        return self._out.text() + self._err.text()
-
-    def stop(self) -> Optional[int]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._out.join(5)
-        self._err.join(5)
-        return self.proc.returncode
 
 
 def _b64url(data: bytes) -> str:

@@ -1,3 +1,4 @@
+import GatehouseObservability
 import Logging
 import NIOCore
 import NIOHTTPTypesHTTP1
@@ -19,8 +20,12 @@ final class AuthPipelineInstaller: ChannelInboundHandler, RemovableChannelHandle
     private let headerReadTimeout: TimeAmount
     private let idleTimeout: TimeAmount
     private let logger: Logger
+    private let metrics: AuthMetrics
+    private let accessLog: AccessLogWriter?
 
-    init(tokens: TokenService, headerReadTimeout: TimeAmount, idleTimeout: TimeAmount, logger: Logger) {
+    init(tokens: TokenService, headerReadTimeout: TimeAmount, idleTimeout: TimeAmount, logger: Logger, metrics: AuthMetrics, accessLog: AccessLogWriter?) {
+        self.metrics = metrics
+        self.accessLog = accessLog
         self.tokens = tokens
         self.headerReadTimeout = headerReadTimeout
         self.idleTimeout = idleTimeout
@@ -31,7 +36,7 @@ final class AuthPipelineInstaller: ChannelInboundHandler, RemovableChannelHandle
         let pipeline = context.pipeline.syncOperations
         do {
             let codec = try pipeline.handler(type: HTTP1ToHTTPServerCodec.self)
-            let fastPath = TokenFastPath(tokens: tokens, logger: logger)
+            let fastPath = TokenFastPath(tokens: tokens, logger: logger, metrics: metrics, accessLog: accessLog)
             try pipeline.addHandler(fastPath, position: .before(codec))
             let timeouts = ConnectionTimeoutHandler(headerReadTimeout: headerReadTimeout, idleTimeout: idleTimeout)
             try pipeline.addHandler(timeouts, position: .before(fastPath))

@@ -11,6 +11,8 @@ import NIOCore
 struct RequestIDMiddleware: RouterMiddleware {
     typealias Context = AuthRequestContext
     let logger: Logger
+    let metrics: AuthMetrics
+    let accessLog: AccessLogWriter?
 
     func handle(_ request: Request, context: AuthRequestContext, next: (Request, AuthRequestContext) async throws -> Response) async throws -> Response {
         let start = ContinuousClock.now
@@ -28,6 +30,15 @@ struct RequestIDMiddleware: RouterMiddleware {
             response = Responses.httpError(status: .internalServerError, message: "internal error", requestID: id)
         }
         response.headers[.requestID] = id
+        let endpoint = AuthMetrics.Endpoint(path: request.uri.path)
+        let nanoseconds = (ContinuousClock.now - start).nanoseconds
+        metrics.request(endpoint, status: response.status.code, nanoseconds: nanoseconds)
+        if let accessLog {
+            AuthAccessLog.write(
+                to: accessLog, requestID: id, endpoint: endpoint, method: request.method.rawValue, path: request.uri.path, status: response.status.code,
+                bytesIn: request.headers[.contentLength].flatMap { Int($0) } ?? 0, bytesOut: response.body.contentLength ?? 0, nanoseconds: nanoseconds
+            )
+        }
         if logger.logLevel <= .info {
             let elapsed = ContinuousClock.now - start
             let micros = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000

@@ -7,7 +7,7 @@ extension AuthorizationServer {
     func makeRouter() -> Router<AuthRequestContext> {
         let router = Router(context: AuthRequestContext.self)
         router.add(middleware: ClientAddressMiddleware(trustedProxies: configuration.trustedProxies))
-        router.add(middleware: RequestIDMiddleware(logger: logger))
+        router.add(middleware: RequestIDMiddleware(logger: logger, metrics: metrics, accessLog: accessLog))
 
         router.get("/.well-known/oauth-authorization-server") { _, _ in self.metadataResponse() }
         router.get("/.well-known/openid-configuration") { _, _ in self.metadataResponse() }
@@ -38,12 +38,16 @@ extension AuthorizationServer {
         let form: FormParameters
         switch await readForm(request, context) {
         case .success(let parsed): form = parsed
-        case .failure(let error): return Responses.oauthError(error, requestID: context.requestID)
+        case .failure(let error):
+            metrics.tokenError(error.code.rawValue)
+            return Responses.oauthError(error, requestID: context.requestID)
         }
         do {
             let issued = try await tokens.token(form: form, authorization: request.headers[.authorization], remoteAddress: context.remoteAddress)
+            metrics.tokenIssued(grantType: form["grant_type"])
             return Responses.json(issued.json)
         } catch {
+            metrics.tokenError(error.code.rawValue)
             return Responses.oauthError(error, requestID: context.requestID)
         }
     }
@@ -203,9 +207,11 @@ extension AuthorizationServer {
                 message = "Too many sign-ins are in progress. Try again in \(wait ?? 1) seconds."
                 status = .serviceUnavailable
             case (_, let wait?):
+                metrics.loginFailed()
                 message = "Too many failed attempts. Try again in \(wait) seconds."
                 status = .tooManyRequests
             case (_, nil):
+                metrics.loginFailed()
                 message = "The username or password is wrong."
                 status = .ok
             }

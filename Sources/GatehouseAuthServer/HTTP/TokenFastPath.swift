@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import GatehouseObservability
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -39,6 +40,10 @@ final class TokenFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let tokens: TokenService
     private let logger: Logger
+    private let metrics: AuthMetrics
+    private let accessLog: AccessLogWriter?
+    /// When the request being collected started (its duration for the metrics).
+    private var startedAt = ContinuousClock.now
     private var state = State.idle
     /// Requests handed to the router whose response has not ended yet.
     private var routed = 0
@@ -57,9 +62,11 @@ final class TokenFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         return text
     }
 
-    init(tokens: TokenService, logger: Logger) {
+    init(tokens: TokenService, logger: Logger, metrics: AuthMetrics, accessLog: AccessLogWriter?) {
         self.tokens = tokens
         self.logger = logger
+        self.metrics = metrics
+        self.accessLog = accessLog
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -69,6 +76,7 @@ final class TokenFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             // (A client waiting for `100 Continue` sends no body until the router answers it: handed on.)
             if routed == 0, head.method == .POST, let endpoint = Self.endpoint(head.uri), !head.headers.contains(name: "expect") {
                 state = .collecting(endpoint, head, context.channel.allocator.buffer(capacity: 0))
+                startedAt = ContinuousClock.now
             } else {
                 forward(context, part)
             }
@@ -193,6 +201,16 @@ final class TokenFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         } else {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         }
+        let metricsEndpoint: AuthMetrics.Endpoint = endpoint == .token ? .token : .introspect
+        let nanoseconds = (ContinuousClock.now - startedAt).nanoseconds
+        metrics.request(metricsEndpoint, status: 200, nanoseconds: nanoseconds)
+        if endpoint == .token { metrics.tokenIssued(grantType: form["grant_type"]) }
+        if let accessLog {
+            AuthAccessLog.write(
+                to: accessLog, requestID: requestID, endpoint: metricsEndpoint, method: "POST", path: path, status: 200, bytesIn: body.readableBytes,
+                bytesOut: json.count, nanoseconds: nanoseconds
+            )
+        }
         if logger.logLevel <= .info {
             logger.info("request", metadata: ["method": "POST", "path": "\(path)", "status": "200", "request_id": "\(requestID)", "path_taken": "memory"])
         }
@@ -220,19 +238,8 @@ struct HTTPDate {
     }
 
     static func format(_ seconds: Int) -> String {
-        let days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400
-        let secondOfDay = seconds - days * 86400
-        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let dayOfEra = z - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let mp = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * mp + 2) / 5 + 1
-        let month = mp < 10 ? mp + 3 : mp - 9
-        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        let weekday = ((days % 7) + 11) % 7  // 1970-01-01 was a Thursday
+        let date = CivilDate(unixSeconds: seconds)
+        let (day, month, year, weekday, secondOfDay) = (date.day, date.month, date.year, date.weekday, date.secondOfDay)
         let names = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
         let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
         func two(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }

@@ -1,3 +1,4 @@
+import GatehouseObservability
 import Crypto
 import Foundation
 import GatehouseConfiguration
@@ -108,6 +109,15 @@ public final class TokenValidator: Sendable {
     private let clock: @Sendable () -> Double
     private let logger: Logger
     private let discovery = NIOLockedValueBox<Task<Void, Never>?>(nil)
+    /// `gatehouse_gateway_token_exchange_duration_seconds`: each exchange or introspection call, answered or not.
+    public let exchangeDurations = AtomicHistograms(buckets: .requestDuration, labelSets: 1)
+    /// `gatehouse_gateway_jwks_refreshes_total`: key-set fetches (discovery's, expiry's and unknown-kid refetches).
+    public let jwksRefreshes: AtomicCounters
+    /// `gatehouse_gateway_token_exchanges_total{result}`: exchanges (or introspections) by result — `ok`, `inactive`
+    /// (the token is not active), `unavailable` (the authorization server could not be reached or its answer not
+    /// trusted: the request got 503).
+    public let exchangeResults = AtomicCounters(count: 3)
+    public static let exchangeResultNames = ["ok", "inactive", "unavailable"]
 
     /// `clock` gives Unix seconds (tests move it).
     public init(
@@ -132,6 +142,8 @@ public final class TokenValidator: Sendable {
                 )
             )
         )
+        let jwksRefreshes = AtomicCounters(count: 1)
+        self.jwksRefreshes = jwksRefreshes
         // Issuer and audience are per route (checked by `RouteAuthorization`); the key set decides the signer.
         keys = RemoteJWKSVerifier(
             verification: JWTVerificationPolicy(issuers: [], audiences: [], clockSkew: settings.clockSkewMilliseconds / 1000),
@@ -140,7 +152,10 @@ public final class TokenValidator: Sendable {
                 unknownKidInterval: Double(settings.jwks.unknownKidIntervalMilliseconds) / 1000
             ),
             clock: clock,
-            fetcher: { try await client.fetchJWKS() }
+            fetcher: { [jwksRefreshes] in
+                jwksRefreshes.add(0)
+                return try await client.fetchJWKS()
+            }
         )
     }
 
@@ -220,6 +235,13 @@ public final class TokenValidator: Sendable {
 
     private func fetch(_ token: String, kind: Kind, key: TokenKey) async {
         let (outcome, result) = await resolve(token, kind: kind)
+        if case .opaque = kind {
+            switch outcome {
+            case .valid: exchangeResults.add(0)
+            case .invalid: exchangeResults.add(1)
+            case .unavailable: exchangeResults.add(2)
+            }
+        }
         let promises = state.withLockedValue { state in
             state.fetching -= 1
             return state.cache.complete(key, result: result, now: clock()).compactMap { state.waiters.removeValue(forKey: $0) }
@@ -234,7 +256,7 @@ public final class TokenValidator: Sendable {
             return await verify(token, notAfter: nil, presentedByClient: true)
         case .opaque where settings.exchange == .introspectionJWT:
             state.withLockedValue { $0.exchanges += 1 }
-            switch await client.introspectAsJWT(token) {
+            switch await exchangeDurations.time(0, { await client.introspectAsJWT(token) }) {
             case .response(let jwt):
                 state.withLockedValue { $0.verifications += 1 }
                 do {
@@ -253,7 +275,7 @@ public final class TokenValidator: Sendable {
             }
         case .opaque:
             state.withLockedValue { $0.exchanges += 1 }
-            switch await client.exchange(token) {
+            switch await exchangeDurations.time(0, { await client.exchange(token) }) {
             case .jwt(let jwt, let expiresAt):
                 let (outcome, result) = await verify(jwt, notAfter: expiresAt, presentedByClient: false)
                 if case .invalid(let why) = outcome {

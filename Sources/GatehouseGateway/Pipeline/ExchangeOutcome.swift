@@ -46,6 +46,11 @@ struct ExchangeOutcome {
     var receivedAt: NIODeadline
     var upstreamHeadAt: NIODeadline?
     var endedAt: NIODeadline
+    /// The route's metrics index (`MetricLabels`; 0 is `-`, refused before routing) and the bounded method label.
+    var routeIndex = 0
+    var methodLabel = MethodLabel.other
+    /// The exchange itself, for the access log (nil when the request was refused before it became one).
+    var exchange: DownstreamHandler.Exchange? = nil
 
     /// `2xx` … `5xx` (and `0xx` when nothing was sent): a bounded label.
     var statusClass: Int { status / 100 }
@@ -59,11 +64,19 @@ typealias HTTPMethodName = String
 enum ExchangeObserver {
     /// Per-loop counters by status class and cause (what `/metrics` will sum across loops).
     case counters
+    /// The Prometheus counters and histograms (`GatewayLoopMetrics`).
+    case metrics
+    /// One JSON line into the loop's access-log buffer (`GatewayAccessLog`).
+    case accessLog
 
     func observe(_ outcome: ExchangeOutcome, loop: LoopState) {
         switch self {
         case .counters:
             loop.outcomes.record(outcome)
+        case .metrics:
+            loop.metrics.record(outcome)
+        case .accessLog:
+            loop.logAccess(outcome)
         }
     }
 }

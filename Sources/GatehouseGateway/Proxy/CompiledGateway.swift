@@ -32,12 +32,15 @@ public final class CompiledRoute: Sendable {
     /// Told of every try's result (nil without `circuit_breaker`).
     let breaker: RouteCircuitBreaker?
     let rateLimits: RouteRateLimits?
+    /// The route's index in the metrics' label tables (`MetricLabels.route`); 0 (`-`) when compiled without them.
+    public let metricsIndex: Int
 
     init(
         name: String, cluster: CompiledCluster, prefixReplacement: String?, perTryTimeout: TimeAmount, totalTimeout: TimeAmount,
         maxBodyBytes: Int, auth: RouteAuthorization?, forwardHeader: String?, upgrades: [String] = ["websocket"],
-        tunnelIdleTimeout: TimeAmount = .minutes(10), faultTolerance: FaultTolerance = .init()
+        tunnelIdleTimeout: TimeAmount = .minutes(10), faultTolerance: FaultTolerance = .init(), metricsIndex: Int = 0
     ) {
+        self.metricsIndex = metricsIndex
         self.name = name
         self.cluster = cluster
         self.prefixReplacement = prefixReplacement
@@ -111,11 +114,16 @@ public final class CompiledCluster: Sendable {
     public let healthCheck: HealthCheckSettings?
     /// Bounded concurrency with a priority queue (`admission`), when configured.
     let admission: ClusterAdmission?
+    /// The cluster's index in the metrics' label tables, and each target's (cluster, target) index.
+    let metricsIndex: Int
+    let targetMetricIndices: [TargetKey: Int]
 
     init(
         name: String, targets: [TargetKey], loadBalancing: LoadBalancing, poolLimits: UpstreamPool.LimitsSendable, retryAttempts: Int, health: TargetHealth,
-        healthCheck: HealthCheckSettings?, admission: ClusterAdmission? = nil
+        healthCheck: HealthCheckSettings?, admission: ClusterAdmission? = nil, labels: MetricLabels? = nil
     ) {
+        self.metricsIndex = labels?.cluster(name) ?? 0
+        self.targetMetricIndices = Dictionary(targets.map { ($0, labels?.target(cluster: name, target: "\($0.host):\($0.port)") ?? 0) }, uniquingKeysWith: { first, _ in first })
         self.healthCheck = healthCheck
         self.admission = admission
         self.name = name
@@ -245,14 +253,18 @@ public final class CompiledGateway: Sendable {
     public let headerFilter: UntrustedHeaderFilter
     /// `;` path parameters (`request_hygiene.path_parameters`).
     public let pathParameters: PathNormalizer.ParameterHandling
+    /// The label tables the routes' and clusters' metric indices refer to (the compiler's, kept across reloads).
+    public let metricLabels: MetricLabels
 
     public init(
         routes: RouteTable<CompiledRoute>, clusters: [CompiledCluster], maxHeaderBytes: Int, maxHeaderCount: Int, headerReadTimeout: TimeAmount,
         idleTimeout: TimeAmount, trustedProxies: [GatewayConfiguration.CIDR], via: String, tokenValidator: TokenValidator?, forwardHeader: String?,
-        headerFilter: UntrustedHeaderFilter = .standard, pathParameters: PathNormalizer.ParameterHandling = .normalize, routeList: [CompiledRoute] = []
+        headerFilter: UntrustedHeaderFilter = .standard, pathParameters: PathNormalizer.ParameterHandling = .normalize, routeList: [CompiledRoute] = [],
+        metricLabels: MetricLabels = MetricLabels()
     ) {
         self.routeList = routeList
         self.admissions = clusters.compactMap(\.admission)
+        self.metricLabels = metricLabels
         self.headerFilter = headerFilter
         self.pathParameters = pathParameters
         self.routes = routes

@@ -120,7 +120,7 @@ extension DownstreamHandler {
         end(
             ExchangeOutcome(
                 status: Int(reply.status.code), cause: reply.cause, route: nil, method: method?.rawValue ?? "-", requestID: requestID, bytesIn: 0,
-                attempts: 0, target: nil, receivedAt: receivedAt, upstreamHeadAt: nil, endedAt: now
+                attempts: 0, target: nil, receivedAt: receivedAt, upstreamHeadAt: nil, endedAt: now, methodLabel: MethodLabel(method)
             )
         )
         render(reply, requestID: requestID, additions: HeaderAdditions())
@@ -132,6 +132,7 @@ extension DownstreamHandler {
         if self.exchange === exchange { self.exchange = nil }
         // Still queued for a connection: give the place up now (the acquire's callback then only undoes the count).
         if exchange.acquiring { loop.pool.cancelWaiting(ObjectIdentifier(exchange), target: exchange.target) }
+        if exchange.measurements.attemptOpen { attemptAbandoned(exchange, cause: cause) }
         if let connection = exchange.connection {
             switch upstream {
             case .pool:
@@ -156,7 +157,8 @@ extension DownstreamHandler {
                 status: exchange.responseStatus, cause: cause, route: exchange.route.name, method: exchange.requestHead.method.rawValue,
                 requestID: exchange.requestID, bytesIn: exchange.bodyBytes, attempts: exchange.attempts,
                 target: exchange.target == .unassigned ? nil : exchange.target, receivedAt: exchange.context.receivedAt,
-                upstreamHeadAt: exchange.upstreamHeadAt, endedAt: now ?? clock.now()
+                upstreamHeadAt: exchange.upstreamHeadAt, endedAt: now ?? clock.now(), routeIndex: exchange.route.metricsIndex,
+                methodLabel: MethodLabel(exchange.requestHead.method), exchange: exchange
             )
         )
     }

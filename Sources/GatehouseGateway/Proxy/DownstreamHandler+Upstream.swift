@@ -30,6 +30,7 @@ extension DownstreamHandler {
         exchange.attempts += 1
         if exchange.route.breaker != nil { exchange.attemptStartedAt = clock.now() }
         loop.started(exchange.target)
+        measureAttemptStart(exchange)
     }
 
     func attemptEnded(_ exchange: Exchange, _ result: AttemptResult, now: NIODeadline) {
@@ -40,6 +41,7 @@ extension DownstreamHandler {
             if case .response(let code) = result { status = code }
             breaker.record(status: status, duration: now.uptimeNanoseconds &- started.uptimeNanoseconds, ticket: ticket, now: now)
         }
+        measureAttemptEnd(exchange, result, now: now)
         switch result {
         case .response(let status) where status < 500:
             exchange.route.cluster.health.recordSuccess(exchange.target)
@@ -210,6 +212,7 @@ extension DownstreamHandler {
             writeResponseHead(HTTPResponseHead(version: exchange.requestHead.version, status: head.status, headers: headers), answeringHEAD: answeringHEAD)
         case .body(let buffer):
             guard exchange.responseHeadSent, exchange.requestHead.method != .HEAD else { return }
+            exchange.measurements.bytesOut &+= buffer.readableBytes
             writeResponseBody(buffer)
         case .end(let trailers):
             guard exchange.responseHeadSent else { return }

@@ -51,6 +51,8 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         var responseHeadSent = false
         var responseStatus = 0
         var upstreamHeadAt: NIODeadline?
+        /// What the metrics and the access log measure of the upstream leg (`DownstreamHandler+Measurements`).
+        var measurements = ExchangeMeasurements()
         /// Parts received before the upstream connection is ready.
         var buffered: [HTTPClientRequestPart] = []
         var connection: UpstreamConnection?

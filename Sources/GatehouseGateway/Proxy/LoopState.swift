@@ -31,13 +31,27 @@ final class LoopState {
     /// Tallies of finished exchanges (the `counters` observer).
     var outcomes = OutcomeCounters()
     /// Told of every finished exchange, in order.
-    var observers: [ExchangeObserver] = [.counters]
+    var observers: [ExchangeObserver]
+    /// The Prometheus metrics of this loop (the `metrics` observer, the attempt hooks, the ticker's lag).
+    var metrics = GatewayLoopMetrics()
+    /// Access-log lines waiting for the writer, and the writer (nil: no access log).
+    var accessLog = AccessLogBuffer()
+    /// The buffer each access-log line is built in, reused from line to line.
+    var accessLogLineStorage: [UInt8] = []
+    let accessLogWriter: AccessLogWriter?
+    /// When the previous tick ended (real time), to measure how late the next one runs.
+    var lastTickEnd: NIODeadline?
 
-    init(eventLoop: any EventLoop, clock: GatewayClock = .system) {
+    init(eventLoop: any EventLoop, clock: GatewayClock = .system, accessLog: AccessLogWriter? = nil) {
         self.eventLoop = eventLoop
         self.clock = clock
         self.pool = UpstreamPool(eventLoop: eventLoop)
+        self.accessLogWriter = accessLog
+        self.observers = accessLog == nil ? [.counters, .metrics] : [.counters, .metrics, .accessLog]
     }
+
+    /// Exchanges in progress on this loop's connections (read by the scrape, not per request).
+    var exchangesInFlight: Int { handlers.values.reduce(0) { $0 + ($1.exchange == nil ? 0 : 1) } }
 
     /// The configuration for a new request.
     func currentGateway(_ runtime: GatewayRuntime) -> CompiledGateway {
@@ -69,6 +83,7 @@ final class LoopState {
         // Queue timeouts of the clusters' admission control (shared queues: any loop's tick may answer any waiter;
         // NIO runs each answer on its waiter's loop).
         if let gateway { for admission in gateway.admissions { admission.expire(now: now) } }
+        tickObservability()
     }
 
     func stopTicker() {
@@ -121,10 +136,10 @@ final class LoopStates: @unchecked Sendable {
     /// The clock every loop's data path reads.
     let clock: GatewayClock
 
-    init(group: any EventLoopGroup, clock: GatewayClock = .system) {
+    init(group: any EventLoopGroup, clock: GatewayClock = .system, accessLog: AccessLogWriter? = nil) {
         var states: [ObjectIdentifier: Entry] = [:]
         for loop in group.makeIterator() {
-            states[ObjectIdentifier(loop)] = Entry(loop: loop, state: LoopState(eventLoop: loop, clock: clock))
+            states[ObjectIdentifier(loop)] = Entry(loop: loop, state: LoopState(eventLoop: loop, clock: clock, accessLog: accessLog))
         }
         self.states = states
         self.clock = clock

@@ -27,6 +27,8 @@ public final class GatewayCompiler: Sendable {
     /// `Via` value: protocol version and a pseudonym (RFC 9110 §7.6.3).
     public let via: String
     let logger: Logger
+    /// Metric label values of every configuration this compiler made (indices stay stable across reloads).
+    public let metricLabels = MetricLabels()
 
     public init(via: String = "1.1 gatehouse", logger: Logger = Logger(label: "gatehouse.gateway", factory: { _ in SwiftLogNoOpLogHandler() })) {
         self.via = via
@@ -86,7 +88,8 @@ public final class GatewayCompiler: Sendable {
                         healthyThreshold: $0.healthyThreshold, unhealthyThreshold: $0.unhealthyThreshold
                     )
                 },
-                admission: admission
+                admission: admission,
+                labels: metricLabels
             )
         }
         var entries: [(match: RouteMatch, route: CompiledRoute)] = []
@@ -138,7 +141,8 @@ public final class GatewayCompiler: Sendable {
                 maxBodyBytes: route.maxBodyBytes, auth: auth,
                 forwardHeader: HeaderHygiene.equalsIgnoringCase(forwardHeader, "authorization") ? nil : forwardHeader,
                 upgrades: route.upgrades, tunnelIdleTimeout: .milliseconds(Int64(route.timeouts.tunnelIdleMilliseconds)),
-                faultTolerance: faults
+                faultTolerance: faults,
+                metricsIndex: metricLabels.route(route.name)
             )
             let match = RouteMatch(
                 host: route.match.host, pathPrefix: route.match.pathPrefix, exactPath: route.match.path,
@@ -160,7 +164,8 @@ public final class GatewayCompiler: Sendable {
             forwardHeader: forwardHeader.lowercased() == "authorization" ? nil : forwardHeader,
             headerFilter: UntrustedHeaderFilter(configuration.requestHygiene, forwardHeaders: [forwardHeader]),
             pathParameters: configuration.requestHygiene.pathParameters == .reject ? .reject : .normalize,
-            routeList: entries.map(\.route)
+            routeList: entries.map(\.route),
+            metricLabels: metricLabels
         )
     }
 

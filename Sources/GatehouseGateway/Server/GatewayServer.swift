@@ -1,3 +1,4 @@
+import GatehouseObservability
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -66,7 +67,15 @@ public final class GatewayServer: Service, Sendable {
     /// The running server's per-loop states (nil before `run` and after it ends).
     private let loopStates = NIOLockedValueBox<LoopStates?>(nil)
 
-    public init(settings: Settings, gateway: CompiledGateway, logger: Logger, onListening: @escaping @Sendable ([Int]) -> Void = { _ in }) {
+    /// The access log's writer (nil: none); closed, after the drain wrote every line, when the server stops.
+    let accessLog: AccessLogWriter?
+    /// Bound listeners by local port → the `listener` label (`host:port`).
+    private let listenerLabels = NIOLockedValueBox<[Int: String]>([:])
+
+    public init(
+        settings: Settings, gateway: CompiledGateway, logger: Logger, accessLog: AccessLogWriter? = nil, onListening: @escaping @Sendable ([Int]) -> Void = { _ in }
+    ) {
+        self.accessLog = accessLog
         self.settings = settings
         self.runtime = GatewayRuntime(gateway)
         self.logger = logger
@@ -84,12 +93,26 @@ public final class GatewayServer: Service, Sendable {
         }
     }
 
+    /// The running server's loop states, for the scrape.
+    var currentLoopStates: LoopStates? { loopStates.withLockedValue { $0 } }
+
+    /// Open client connections per listener (`host:port`), counted at scrape time from the connections' local
+    /// addresses (nothing is counted per connection).
+    func listenerConnectionCounts() -> [(String, Int)] {
+        let labels = listenerLabels.withLockedValue { $0 }
+        var counts = Dictionary(uniqueKeysWithValues: labels.values.map { ($0, 0) })
+        for channel in connections.withLockedValue({ Array($0.values) }) {
+            if let port = channel.localAddress?.port, let label = labels[port] { counts[label, default: 0] += 1 }
+        }
+        return counts.sorted { $0.key < $1.key }
+    }
+
     /// Open downstream connections.
     public var connectionCount: Int { connections.withLockedValue { $0.count } }
 
     public func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: settings.eventLoopThreads)
-        let loops = LoopStates(group: group)
+        let loops = LoopStates(group: group, accessLog: accessLog)
         loopStates.withLockedValue { $0 = loops }
         defer { loopStates.withLockedValue { $0 = nil } }
         var serverChannels: [any Channel] = []
@@ -103,6 +126,9 @@ public final class GatewayServer: Service, Sendable {
             throw error
         }
         let ports = serverChannels.compactMap { $0.localAddress?.port }
+        listenerLabels.withLockedValue { labels in
+            for (listener, port) in zip(settings.listeners, ports) { labels[port] = "\(listener.host):\(port)" }
+        }
         ready.withLockedValue { $0 = true }
         logger.notice("gateway listening", metadata: ["ports": "\(ports)"])
         onListening(ports)
@@ -128,6 +154,11 @@ public final class GatewayServer: Service, Sendable {
         loops.forEach { state in
             state.pool.closeIdle()
             state.stopTicker()
+        }
+        // Every exchange has ended: the loops' last access-log lines go to the writer, which writes them and closes.
+        if let accessLog {
+            _ = try? await loops.collect(on: group.next()) { $0.flushAccessLog() }.get()
+            accessLog.close()
         }
         try? await Task.sleep(for: .milliseconds(50))
         try await group.shutdownGracefully()

@@ -1,0 +1,146 @@
+"""The access logs of both servers (`access_log: {path}`), from a real `gatehouse demo` run:
+
+- one JSON line per request, at the gateway and at the authorization server, with the fields of the shape;
+- SIGUSR1 reopens the files (log rotation: the moved file keeps the old lines, the new one gets the next);
+- nothing is lost at shutdown (SIGTERM drains, then the logs are flushed);
+- no token, code, client secret, refresh token, password, cookie or `Authorization` value used during the run
+  appears in the access logs or the server logs. The check first asserts that it collected secrets and that the
+  logs it searches are not empty.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import signal
+import urllib.parse
+from types import SimpleNamespace
+
+import requests
+
+from gatehouse_testlib import drive_authorization, pkce_pair, wait_until
+from observability_demo import ObservedDemo
+
+FIELDS = {
+    "time", "service", "request_id", "trace_id", "span_id", "route", "method", "path", "status", "bytes_in", "bytes_out",
+    "duration_ms", "upstream", "attempts", "client_id", "token", "policy", "cause",
+}
+
+
+def _lines(path) -> list[dict]:
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _basic(client: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{client}:{secret}".encode()).decode()
+
+
+def test_access_logs_have_one_line_per_request_rotate_and_hold_no_secrets(tmp_path):
+    demo = ObservedDemo(tmp_path)
+    used: list[str] = []  # every secret this run sends or receives
+
+    def remember(*values):
+        used.extend(str(v) for v in values if v)
+
+    try:
+        # client_credentials (Basic), then through the gateway: the opaque token is exchanged for a JWT.
+        service_secret, web_secret = demo.secrets["demo-service-secret"], demo.secrets["demo-web-secret"]
+        password = demo.secrets["alice-password"]
+        remember(service_secret, _basic("demo-service", service_secret))
+        r = requests.post(demo.auth + "/token", headers={"Authorization": _basic("demo-service", service_secret)},
+                          data={"grant_type": "client_credentials", "scope": "orders:read"}, timeout=10)
+        assert r.status_code == 200, r.text
+        service_token = r.json()["access_token"]
+        remember(service_token, "Bearer " + service_token)
+        r = requests.get(demo.gateway + "/api/orders", headers={"Authorization": f"Bearer {service_token}"}, timeout=10)
+        assert r.status_code == 200, r.text
+        forwarded = r.json()["headers"]["authorization"]
+        assert forwarded.startswith("Bearer ey"), forwarded
+        remember(forwarded.removeprefix("Bearer "))  # the JWT the gateway exchanged it for
+        # A token in a query string: the access log's path never carries the query.
+        query_secret = "query-secret-" + secrets.token_hex(8)
+        remember(query_secret)
+        assert requests.get(demo.gateway + f"/public/q?access_token={query_secret}", timeout=10).status_code == 200
+        bad = "made-up-token-" + secrets.token_hex(8)
+        remember(bad)
+        assert requests.get(demo.gateway + "/api/orders", headers={"Authorization": f"Bearer {bad}"}, timeout=10).status_code == 401
+
+        # password grant (client_secret_post), then a refresh.
+        remember(web_secret, password)
+        r = requests.post(demo.auth + "/token", data={"grant_type": "password", "username": "alice", "password": password,
+                                                      "scope": "orders:read", "client_id": "demo-web", "client_secret": web_secret}, timeout=10)
+        assert r.status_code == 200, r.text
+        remember(r.json()["access_token"], r.json()["refresh_token"])
+        r = requests.post(demo.auth + "/token", auth=("demo-web", web_secret),
+                          data={"grant_type": "refresh_token", "refresh_token": r.json()["refresh_token"]}, timeout=10)
+        assert r.status_code == 200, r.text
+        remember(r.json()["access_token"], r.json()["refresh_token"])
+
+        # Rotation: move the gateway's log away, SIGUSR1, and the next lines go to a new file at the configured path.
+        wait_until(lambda: len(_lines(demo.gateway_log)) >= 3, timeout=10, interval=0.05, what="the gateway's first lines on disk")
+        rotated = demo.gateway_log.with_name("gateway-access.log.1")
+        os.rename(demo.gateway_log, rotated)
+        demo.proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: "access logs reopened" in demo.logs, timeout=10, interval=0.05, what="the reopen notice")
+
+        # Authorization code + PKCE through the login page, with a wrong password first.
+        verifier, challenge = pkce_pair()
+        remember(verifier)
+        browser = requests.Session()
+        server = SimpleNamespace(port=demo.ports["auth"])
+        params = {"response_type": "code", "client_id": "demo-spa", "redirect_uri": "http://127.0.0.1:8081/spa/callback",
+                  "scope": "orders:read", "state": "s-" + secrets.token_hex(4), "code_challenge": challenge, "code_challenge_method": "S256"}
+        authorize_url = demo.auth + "/authorize?" + urllib.parse.urlencode(params)
+        wrong = "wrong-password-" + secrets.token_hex(8)
+        remember(wrong)
+        r = browser.get(authorize_url, allow_redirects=False)
+        login = browser.get(urllib.parse.urljoin(r.url, r.headers["Location"]), allow_redirects=False)
+        csrf = login.text.split('name="csrf_token" value="')[1].split('"')[0]
+        request_id = login.text.split('name="request" value="')[1].split('"')[0]
+        remember(csrf)
+        r = browser.post(demo.auth + "/login", data={"username": "alice", "password": wrong, "csrf_token": csrf, "request": request_id}, allow_redirects=False)
+        assert r.status_code == 200 and "wrong" in r.text, r.status_code
+        result = drive_authorization(browser, server, authorize_url, "alice", password)
+        code = result.query["code"]
+        remember(code)
+        remember(*[c.value for c in browser.cookies])
+        r = requests.post(demo.auth + "/token", data={"grant_type": "authorization_code", "client_id": "demo-spa", "code": code,
+                                                      "redirect_uri": "http://127.0.0.1:8081/spa/callback", "code_verifier": verifier}, timeout=10)
+        assert r.status_code == 200, r.text
+        remember(r.json()["access_token"], r.json().get("refresh_token"))
+        r = requests.get(demo.gateway + "/public/after-rotation", timeout=10)
+        assert r.status_code == 200
+        # The gateway's own credentials at the authorization server travel on every exchange.
+        gateway_secret = demo.secrets["gatehouse-gateway-secret"]
+        remember(gateway_secret, _basic("gatehouse-gateway", gateway_secret))
+    finally:
+        code = demo.stop()
+    assert code == 0, f"demo exited with {code}\n{demo.logs[-3000:]}"
+
+    # Every line, including those of the last moment before SIGTERM, is on disk.
+    old_gateway = _lines(rotated)
+    new_gateway = _lines(demo.gateway_log)
+    auth = _lines(demo.auth_log)
+    assert old_gateway and new_gateway and auth, (len(old_gateway), len(new_gateway), len(auth))
+    for line in old_gateway + new_gateway + auth:
+        assert FIELDS <= set(line), f"missing {FIELDS - set(line)} in {line}"
+    api = [l for l in old_gateway if l["route"] == "api" and l["status"] == 200]
+    assert len(api) == 1 and api[0]["client_id"] == "demo-service" and api[0]["token"] == "valid" and api[0]["attempts"] == 1, api
+    assert api[0]["upstream"] == f"127.0.0.1:{demo.ports['backend']}" and api[0]["service"] == "gatehouse-gateway", api
+    assert [l["path"] for l in old_gateway if l["path"].startswith("/public/q")] == ["/public/q"]
+    refused = [l for l in old_gateway if l["route"] == "api" and l["status"] == 401]
+    assert len(refused) == 1 and refused[0]["token"] == "refused" and refused[0]["cause"] == "rejected_bearer", refused
+    assert [l["path"] for l in new_gateway] == ["/public/after-rotation"], new_gateway
+    routes = [l["route"] for l in auth]
+    assert routes.count("token") >= 4 and "login" in routes and "authorize" in routes, routes
+    assert all(l["service"] == "gatehouse-auth" for l in auth)
+
+    # No secret anywhere: the access logs, and everything the demo wrote to stdout and stderr.
+    assert len(used) >= 15, used
+    searched = rotated.read_text() + demo.gateway_log.read_text() + demo.auth_log.read_text() + demo.logs
+    assert len(searched) > 2000 and demo.logs, "the logs searched are (nearly) empty: the check would prove nothing"
+    leaked = sorted({v for v in used if v in searched})
+    assert not leaked, f"secrets in the logs: {[v[:10] + '…' for v in leaked]}"

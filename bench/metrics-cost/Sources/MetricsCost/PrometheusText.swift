@@ -1,0 +1,1 @@
+../../../../Sources/GatehouseObservability/Metrics/PrometheusText.swift
