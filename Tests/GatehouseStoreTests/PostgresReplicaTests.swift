@@ -133,7 +133,9 @@ import Testing
                 code.expiresAt = 10
                 try await store.insertCode(code)
             }
-            try await store.insertCode(TestTokens.code("fresh"))
+            var fresh = TestTokens.code("fresh")
+            fresh.expiresAt = 5000
+            try await store.insertCode(fresh)
             // 35 tokens and 12 codes in batches of 10: 4 + 2 statements that delete, each its own transaction.
             #expect(try await store.purgeExpired(now: 3000) == 47)
             #expect(try await store.purgeExpired(now: 3000) == 0)
