@@ -220,7 +220,7 @@ let package = Package(
             name: "GatehouseStoreTests",
             dependencies: [
                 "GatehouseStore", "GatehouseStorePostgres", "GatehouseTokens", .product(name: "Logging", package: "swift-log"),
-                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -85,9 +85,10 @@ public final class PostgresAuthStore: AuthStore {
         self.configuration = configuration
         self.runner = Task { await client.run() }
         self.ids = TokenIDBlocks { [client] in
-            let rows = try await client.query("SELECT nextval('token_ids')", logger: logger)
-            for try await first in rows.decode(Int64.self) { return first }
-            throw StoreError(code: .corruptRow, message: "nextval returned no row")
+            var first: Int64?
+            for try await value in try await client.query("SELECT nextval('token_ids')", logger: logger).decode(Int64.self) { first = value }
+            guard let first else { throw StoreError(code: .corruptRow, message: "nextval returned no row") }
+            return first
         }
     }
 
@@ -101,11 +102,34 @@ public final class PostgresAuthStore: AuthStore {
             } else {
                 try await store.ping()
             }
+        } catch let error as StoreError where error.code == .unavailable {
+            try? await store.close()
+            // The pool retries a refused login or a missing database like a server that is down, so all the
+            // call saw was its deadline: one direct connection tells which (wrong password, no such database,
+            // nothing listening).
+            throw await diagnose(configuration, logger: logger).map { StoreError(code: .openFailed, message: $0) } ?? error
         } catch {
             try? await store.close()
             throw error
         }
         return store
+    }
+
+    /// Why a single connection with this configuration fails (SQLSTATE and the server's message, never the
+    /// password), or nil when it succeeds.
+    static func diagnose(_ configuration: Configuration, logger: Logger) async -> String? {
+        var connection = PostgresConnection.Configuration(
+            host: configuration.host, port: configuration.port, username: configuration.username, password: configuration.password,
+            database: configuration.database, tls: configuration.tls.map { .require($0) } ?? .disable
+        )
+        connection.options.connectTimeout = .milliseconds(Int64(configuration.connectTimeoutMilliseconds))
+        do {
+            let opened = try await PostgresConnection.connect(on: MultiThreadedEventLoopGroup.singleton.any(), configuration: connection, id: 0, logger: logger).get()
+            try? await opened.close()
+            return nil
+        } catch {
+            return "cannot connect to \(configuration.host):\(configuration.port)/\(configuration.database) as \(configuration.username): " + PostgresErrors.storeError(error, doing: "connect").message
+        }
     }
 
     /// Applies pending migrations; returns how many ran. Safe to run from several servers at once.
@@ -128,9 +152,13 @@ public final class PostgresAuthStore: AuthStore {
         return versions.first ?? 0
     }
 
+    /// Closes the pool's connections. Waits at most 5 s for them (a server that stopped answering cannot hold
+    /// up a shutdown); the pool finishes closing in the background after that.
     public func close() async throws {
         runner.cancel()
-        await runner.value
+        let runner = self.runner
+        let closed = (try? await Deadline.run(.seconds(5), operation: "close") { await runner.value }) != nil
+        if !closed { logger.warning("PostgreSQL pool still closing after 5 s; not waiting for it") }
     }
 
     public func ping() async throws {

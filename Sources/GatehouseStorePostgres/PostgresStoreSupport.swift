@@ -47,29 +47,52 @@ enum PostgresErrors {
 }
 
 /// Runs a store operation under a deadline. postgres-nio's pool queues a lease for as long as it takes to
-/// connect (it retries with backoff while the server is down), so without this a request would wait for the
-/// database to return. The deadline cancels the lease and the caller gets `.unavailable` at once.
-/// Cost: one task group with two child tasks per call, a few microseconds beside a database round trip.
+/// connect (it retries with backoff while the server is down), and a query on a connection whose peer vanished
+/// without a reset waits for TCP to notice; neither is bounded by `statement_timeout`. The caller is resumed by
+/// whichever comes first, the operation or the deadline: on the deadline it gets `.unavailable` at once and the
+/// operation is cancelled (a queued lease is withdrawn; a query in flight ends with its connection). The caller
+/// never waits for a cancelled operation to wind down, so a call is bounded even if one does not.
+/// Cost: two short-lived tasks per call, a few microseconds beside a database round trip.
 enum Deadline {
-    private enum Outcome<T: Sendable>: Sendable {
-        case value(T)
-        case timedOut
+    /// Resumes a continuation once, whichever side gets there first.
+    private final class Race<T: Sendable>: Sendable {
+        private let state = NIOLockedValueBox<(continuation: CheckedContinuation<T, any Error>?, finished: Bool)>((nil, false))
+
+        func start(_ continuation: CheckedContinuation<T, any Error>) {
+            state.withLockedValue { $0.continuation = continuation }
+        }
+
+        /// Returns whether this call resumed the caller.
+        @discardableResult
+        func finish(_ result: Result<T, any Error>) -> Bool {
+            let continuation = state.withLockedValue { state -> CheckedContinuation<T, any Error>? in
+                guard !state.finished else { return nil }
+                state.finished = true
+                defer { state.continuation = nil }
+                return state.continuation
+            }
+            continuation?.resume(with: result)
+            return continuation != nil
+        }
     }
 
     static func run<T: Sendable>(_ limit: Duration, operation name: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        let outcome = try await withThrowingTaskGroup(of: Outcome<T>.self) { group in
-            group.addTask { .value(try await body()) }
-            group.addTask {
-                try await Task.sleep(for: limit)
-                return .timedOut
+        let race = Race<T>()
+        return try await withCheckedThrowingContinuation { continuation in
+            race.start(continuation)
+            let work = Task {
+                do {
+                    race.finish(.success(try await body()))
+                } catch {
+                    race.finish(.failure(error))
+                }
             }
-            defer { group.cancelAll() }
-            guard let first = try await group.next() else { return Outcome<T>.timedOut }
-            return first
-        }
-        switch outcome {
-        case .value(let value): return value
-        case .timedOut: throw StoreError(code: .unavailable, message: "\(name): no answer from PostgreSQL within \(limit)")
+            Task {
+                try? await Task.sleep(for: limit)
+                if race.finish(.failure(StoreError(code: .unavailable, message: "\(name): no answer from PostgreSQL within \(limit)"))) {
+                    work.cancel()
+                }
+            }
         }
     }
 }

@@ -158,7 +158,7 @@ import Testing
             try await store.insertTokens([TestTokens.accessToken("t")])
             try await store.ping()
 
-            server.stopProcess(mode: "immediate")
+            try await PostgresServer.offloaded { server.stopProcess(mode: "immediate") }
             let clock = ContinuousClock()
             for _ in 0..<3 {
                 let start = clock.now
@@ -168,7 +168,7 @@ import Testing
                 #expect(clock.now - start < .seconds(4))
             }
 
-            try server.startProcess()
+            try await PostgresServer.offloaded { try server.startProcess() }
             let deadline = clock.now + .seconds(30)
             var recovered: TokenRecord?
             while recovered == nil && clock.now < deadline {
@@ -185,5 +185,28 @@ import Testing
             throw error
         }
         try await store.close()
+    }
+}
+
+/// Opening with a wrong password or database: a clear `openFailed` that names the cause, never the password.
+@Suite(.postgresServer) struct PostgresOpenTests {
+    @Test func aWrongPasswordIsNamedWithoutBeingEchoed() async throws {
+        let server = try #require(PostgresServer.current)
+        var configuration = server.configuration(database: "postgres", statementTimeoutMilliseconds: 500, connectTimeoutMilliseconds: 500)
+        configuration.password = "wrong-password-xyzzy"
+        let error = await #expect(throws: StoreError(code: .openFailed, message: "")) {
+            try await PostgresAuthStore.open(configuration, logger: Logger(label: "test"))
+        }
+        #expect(error?.message.contains("28P01") == true, "\(error?.message ?? "")")
+        #expect(error?.message.contains("xyzzy") == false)
+    }
+
+    @Test func aMissingDatabaseIsNamed() async throws {
+        let server = try #require(PostgresServer.current)
+        let configuration = server.configuration(database: "no_such_database", statementTimeoutMilliseconds: 500, connectTimeoutMilliseconds: 500)
+        let error = await #expect(throws: StoreError(code: .openFailed, message: "")) {
+            try await PostgresAuthStore.open(configuration, logger: Logger(label: "test"))
+        }
+        #expect(error?.message.contains("3D000") == true, "\(error?.message ?? "")")
     }
 }

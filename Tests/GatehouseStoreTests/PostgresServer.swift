@@ -1,6 +1,7 @@
 import GatehouseStore
 import GatehouseStorePostgres
 import Logging
+import NIOPosix
 import Testing
 
 #if canImport(Glibc)
@@ -91,6 +92,12 @@ final class PostgresServer: Sendable {
         _ = system("rm -rf '\(directory)'")
     }
 
+    /// Runs blocking work (the server commands, which wait for child processes) on NIO's thread pool, so that
+    /// the few threads of Swift's cooperative pool stay free for the tests running meanwhile.
+    static func offloaded<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await NIOThreadPool.singleton.runIfActive(body)
+    }
+
     /// Runs SQL as the superuser over the Unix socket.
     func psql(_ sql: String, database: String = "postgres") throws {
         let command = "\(asUser)\(binDirectory)/psql -h '\(directory)' -p \(port) -U \(Self.superuser) -d \(database) -v ON_ERROR_STOP=1 -q -c \"\(sql)\" > /dev/null 2>&1"
@@ -152,14 +159,14 @@ final class PostgresServer: Sendable {
 /// ends; tests find it as `PostgresServer.current`.
 struct PostgresServerTrait: SuiteTrait, TestScoping {
     func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
-        let server = try PostgresServer.start()
+        let server = try await PostgresServer.offloaded { try PostgresServer.start() }
         do {
             try await PostgresServer.$current.withValue(server) { try await function() }
         } catch {
-            server.destroy()
+            _ = try? await PostgresServer.offloaded { server.destroy() }
             throw error
         }
-        server.destroy()
+        _ = try await PostgresServer.offloaded { server.destroy() }
     }
 }
 
