@@ -97,11 +97,10 @@ public final class PostgresAuthStore: AuthStore {
     public static func open(_ configuration: Configuration, logger: Logger, migrate: Bool = true) async throws -> PostgresAuthStore {
         let store = PostgresAuthStore(configuration: configuration, logger: logger)
         do {
-            if migrate {
-                _ = try await store.migrate()
-            } else {
-                try await store.ping()
-            }
+            // A ping first, under the ordinary call deadline: a wrong password or an absent server is reported in
+            // seconds, not after the migration's long lock wait.
+            try await store.ping()
+            if migrate { _ = try await store.migrate() }
         } catch let error as StoreError where error.code == .unavailable {
             try? await store.close()
             // The pool retries a refused login or a missing database like a server that is down, so all the
@@ -118,12 +117,14 @@ public final class PostgresAuthStore: AuthStore {
     /// Why a single connection with this configuration fails (SQLSTATE and the server's message, never the
     /// password), or nil when it succeeds.
     static func diagnose(_ configuration: Configuration, logger: Logger) async -> String? {
-        var connection = PostgresConnection.Configuration(
-            host: configuration.host, port: configuration.port, username: configuration.username, password: configuration.password,
-            database: configuration.database, tls: configuration.tls.map { .require($0) } ?? .disable
-        )
-        connection.options.connectTimeout = .milliseconds(Int64(configuration.connectTimeoutMilliseconds))
         do {
+            var tls = PostgresConnection.Configuration.TLS.disable
+            if let settings = configuration.tls { tls = .require(try NIOSSLContext(configuration: settings)) }
+            var connection = PostgresConnection.Configuration(
+                host: configuration.host, port: configuration.port, username: configuration.username, password: configuration.password,
+                database: configuration.database, tls: tls
+            )
+            connection.options.connectTimeout = .milliseconds(Int64(configuration.connectTimeoutMilliseconds))
             let opened = try await PostgresConnection.connect(on: MultiThreadedEventLoopGroup.singleton.any(), configuration: connection, id: 0, logger: logger).get()
             try? await opened.close()
             return nil
