@@ -331,6 +331,8 @@ public final class PostgresAuthStore: AuthStore {
     // MARK: Tokens
 
     public func allocateTokenIDs(_ count: Int) async throws -> [Int64] {
+        // 1023 calls in 1024 are answered from the block in memory, without the deadline's two tasks.
+        if let ids = ids.allocateFromBlock(count) { return ids }
         do {
             return try await Deadline.run(configuration.callDeadline, operation: "allocateTokenIDs") { [ids] in
                 try await ids.allocate(count)

@@ -116,6 +116,16 @@ final class TokenIDBlocks: Sendable {
         self.fetchBlock = fetchBlock
     }
 
+    /// Ids from the current block without waiting, or nil when it has too few left.
+    func allocateFromBlock(_ count: Int) -> [Int64]? {
+        state.withLockedValue { state in
+            guard state.end - state.next >= Int64(count) else { return nil }
+            let first = state.next
+            state.next += Int64(count)
+            return Array(first..<state.next)
+        }
+    }
+
     func allocate(_ count: Int) async throws -> [Int64] {
         precondition(count > 0 && Int64(count) <= PostgresSchema.tokenIDBlockSize)
         while true {
