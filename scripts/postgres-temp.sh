@@ -21,7 +21,11 @@ if [ "$(id -u)" -eq 0 ]; then as=(runuser -u nobody --); fi
 case "$cmd" in
 start)
     mkdir -p "$dir"
-    [ "$(id -u)" -eq 0 ] && chown nobody "$dir"
+    if [ "$(id -u)" -eq 0 ]; then
+        chown nobody "$dir"
+        # nobody must be able to pass through the parent (a mktemp -d directory is 0700): traversal only, no listing.
+        chmod o+x "$(dirname "$dir")"
+    fi
     chmod 700 "$dir"
     head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$dir/password"
     [ "$(id -u)" -eq 0 ] && chown nobody "$dir/password"
