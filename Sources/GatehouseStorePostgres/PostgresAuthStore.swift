@@ -63,6 +63,11 @@ public final class PostgresAuthStore: AuthStore {
     /// The pool runs as long as the store is open; `close()` cancels it and waits for its connections to close.
     private let runner: Task<Void, Never>
     private let ids: TokenIDBlocks
+    /// Token inserts from concurrent requests go to the database together, one multi-row INSERT per batch with
+    /// one write in flight (as in the SQLite store): measured here, a statement per token cost about 120 µs of
+    /// this process's CPU per issued token beyond SQLite's, most of it per-statement work in the driver.
+    private let tokenBatcher: GroupCommitBatcher<TokenRecord>
+    private let batchLoop: any EventLoop
 
     private init(configuration: Configuration, logger: Logger) {
         var options = PostgresClient.Configuration.Options()
@@ -84,6 +89,16 @@ public final class PostgresAuthStore: AuthStore {
         self.logger = logger
         self.configuration = configuration
         self.runner = Task { await client.run() }
+        let batchLoop = MultiThreadedEventLoopGroup.singleton.any()
+        self.batchLoop = batchLoop
+        let deadline = configuration.callDeadline
+        self.tokenBatcher = GroupCommitBatcher(maxBatchSize: 512) { [client, logger] batch in
+            let promise = batchLoop.makePromise(of: Void.self)
+            promise.completeWithTask {
+                try await PostgresAuthStore.insertTokenRows(batch, client: client, logger: logger, deadline: deadline)
+            }
+            return promise.futureResult
+        }
         self.ids = TokenIDBlocks { [client] in
             var first: Int64?
             for try await value in try await client.query("SELECT nextval('token_ids')", logger: logger).decode(Int64.self) { first = value }
@@ -346,7 +361,11 @@ public final class PostgresAuthStore: AuthStore {
 
     public func insertTokens(_ tokens: [TokenRecord]) async throws {
         guard !tokens.isEmpty else { return }
-        // One multi-row INSERT: the tokens of one response (access and refresh) commit together or not at all.
+        try await tokenBatcher.submit(tokens, on: batchLoop)
+    }
+
+    /// One multi-row INSERT: the tokens of a batch (and so those of one response) commit together or not at all.
+    static func insertTokenRows(_ tokens: [TokenRecord], client: PostgresClient, logger: Logger, deadline: Duration) async throws {
         var binds = PostgresBindings(capacity: tokens.count * 14)
         var sql = "INSERT INTO tokens(\(Self.tokenColumns)) VALUES "
         for (index, token) in tokens.enumerated() {
@@ -369,7 +388,14 @@ public final class PostgresAuthStore: AuthStore {
             binds.append(token.revoked)
             binds.append(token.rotatedAt)
         }
-        try await execute("insertTokens", PostgresQuery(unsafeSQL: sql, binds: binds))
+        let query = PostgresQuery(unsafeSQL: sql, binds: binds)
+        do {
+            try await Deadline.run(deadline, operation: "insertTokens") {
+                for try await _ in try await client.query(query, logger: logger) {}
+            }
+        } catch {
+            throw PostgresErrors.storeError(error, doing: "insertTokens")
+        }
     }
 
     public func token(_ locator: TokenLocator) async throws -> TokenRecord? {
