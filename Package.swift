@@ -37,6 +37,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
         // Already in the graph through Hummingbird; named for `HTTPTypes`, which the authorization server's routes use.
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        // The PostgreSQL store: the wire protocol, SCRAM authentication and pooling are not ours to write.
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // Argument parsing and wiring only.
@@ -44,7 +46,7 @@ let package = Package(
             name: "gatehouse",
             dependencies: [
                 "GatehouseAuthServer", "GatehouseStore", "GatehouseConfiguration", "GatehouseObservability", "GatehouseTokens", "GatehouseGateway", "GatehouseDemoBackend",
-                "GatehouseServiceAuth",
+                "GatehouseServiceAuth", "GatehouseStorePostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -80,6 +82,21 @@ let package = Package(
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The PostgreSQL implementation of the storage protocol, for replicated authorization servers (its own
+        // target, so that the SQLite-only build of GatehouseStore does not carry postgres-nio).
+        .target(
+            name: "GatehouseStorePostgres",
+            dependencies: [
+                "GatehouseStore", "GatehouseTokens",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -206,7 +223,10 @@ let package = Package(
         ),
         .testTarget(
             name: "GatehouseStoreTests",
-            dependencies: ["GatehouseStore", "GatehouseTokens", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "GatehouseStore", "GatehouseStorePostgres", "GatehouseTokens", .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -10,7 +10,8 @@
 # requests/s, p50, p99 and the server's CPU time per request. One token (client_credentials) is used for every
 # request, as a gateway would for a hot token; every response is checked (non-200 or inactive is counted).
 # Env: GATEHOUSE_BIN (default .build/release/gatehouse), CONNS (64), DURATION (s, 10), PORT (19010),
-#      LOG_LEVEL (info), PIN=1 (server on CPU 0, wrk on CPU 1).
+#      LOG_LEVEL (info), PIN=1 (server on CPU 0, wrk on CPU 1),
+#      STORAGE=sqlite (default) or postgres (a throw-away local server, see scripts/bench-storage.sh), POOL_SIZE (16).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,10 +24,12 @@ if [ -n "${PIN:-}" ] && command -v taskset >/dev/null; then pin_server=(taskset 
 
 work=$(mktemp -d -t bench-services.XXXXXX)
 server_pid=
-cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null; rm -rf "$work"; }
+. "$root/scripts/bench-storage.sh"
+cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null; bench_storage_stop; rm -rf "$work"; }
 trap cleanup EXIT
+bench_storage_setup "$work"
 
-(cd "$root" && exec "${pin_server[@]}" "$BIN" demo --auth-only --data-dir "$work/data" --auth-port "$PORT" --log-level "${LOG_LEVEL:-info}") >"$work/server.log" 2>&1 &
+(cd "$root" && exec "${pin_server[@]}" "$BIN" demo --auth-only --data-dir "$work/data" --auth-port "$PORT" --config-dir "$BENCH_CONFIG_DIR" --log-level "${LOG_LEVEL:-info}") >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 
@@ -54,15 +57,16 @@ run() {  # NAME BODY ACCEPT
         "$(( (t1 - t0) * 1000000 / hz / n ))" "$bad"
 }
 
-echo "== gatehouse token services (wrk -t1 -c$CONNS -d${DURATION}s; $pinning; $(nproc) CPUs; log level ${LOG_LEVEL:-info}) =="
+echo "== gatehouse token services on $BENCH_STORAGE (wrk -t1 -c$CONNS -d${DURATION}s; $pinning; $(nproc) CPUs; log level ${LOG_LEVEL:-info}) =="
 run "introspection (JSON)" "token=$token" "" /introspect
 run "introspection (RFC 9701 JWT)" "token=$token" "application/token-introspection+jwt" /introspect
 run "token exchange (ES256, reused)" "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=$token&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token&requested_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt" "" /token
 
 # Fresh signatures: the same server configuration with exchange_reuse_period: 0, so every exchange signs.
 kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
-mkdir -p "$work/config" && sed 's/exchange_reuse_period: .*/exchange_reuse_period: 0s/' "$root/config/demo/auth.yaml" >"$work/config/auth.yaml"
-(cd "$root" && exec "${pin_server[@]}" "$BIN" demo --auth-only --data-dir "$work/data" --auth-port "$PORT" --config-dir "$work/config" --log-level "${LOG_LEVEL:-info}") >"$work/server.log" 2>&1 &
+mkdir -p "$work/config-signed" && cp "$BENCH_CONFIG_DIR"/* "$work/config-signed/"
+sed 's/exchange_reuse_period: .*/exchange_reuse_period: 0s/' "$BENCH_CONFIG_DIR/auth.yaml" >"$work/config-signed/auth.yaml"
+(cd "$root" && exec "${pin_server[@]}" "$BIN" demo --auth-only --data-dir "$work/data" --auth-port "$PORT" --config-dir "$work/config-signed" --log-level "${LOG_LEVEL:-info}") >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 run "token exchange (ES256, signed)" "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=$token&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token&requested_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt" "" /token

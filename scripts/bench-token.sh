@@ -19,7 +19,8 @@
 # from the second core. The server's own CPU per request is printed either way.
 #
 # Env: GATEHOUSE_BIN (default .build/release/gatehouse), CONNS (64), DURATION (s, 10),
-#      WARMUP (s, 2), PORT (19000), PIN=1, LOG_LEVEL (info), KEEP_DATA=1 (keep the temp dir and print its path).
+#      WARMUP (s, 2), PORT (19000), PIN=1, LOG_LEVEL (info), KEEP_DATA=1 (keep the temp dir and print its path),
+#      STORAGE=sqlite (default) or postgres (a throw-away local server, see scripts/bench-storage.sh), POOL_SIZE (16).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -62,6 +63,7 @@ work=$(mktemp -d -t bench-token.XXXXXX)
 data=$work/data
 mkdir -p "$data"
 server_pid=""
+. "$root/scripts/bench-storage.sh"
 cleanup() {
     if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
         kill -TERM "$server_pid" 2>/dev/null || true
@@ -69,16 +71,19 @@ cleanup() {
         kill -KILL "$server_pid" 2>/dev/null || true
     fi
     wait 2>/dev/null || true
+    bench_storage_stop
     if [ -n "${KEEP_DATA:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+bench_storage_setup "$work"
+
 server_log() { echo "--- server log (last 20 lines):" >&2; tail -n 20 "$work/server.log" >&2 || true; }
 
 # taskset execs the server, so $! is the server's own pid (needed for /proc/PID/stat).
 (cd "$root" && exec "${pin_server[@]}" "$BIN" demo --auth-only --data-dir "$data" --auth-port "$PORT" \
-    --config-dir "$root/config/demo" --log-level "${LOG_LEVEL:-info}") >"$work/server.log" 2>&1 &
+    --config-dir "$BENCH_CONFIG_DIR" --log-level "${LOG_LEVEL:-info}") >"$work/server.log" 2>&1 &
 server_pid=$!
 
 wait_port() {
@@ -121,8 +126,8 @@ sockerr=$(awk '/Socket errors/ {sub(/.*Socket errors: /,""); print}' <<<"$out")
 hz=$(getconf CLK_TCK)
 cpu_us=$(awk -v d=$((t1 - t0)) -v hz="$hz" -v n="${reqs:-0}" \
     'BEGIN { if (n > 0) printf "%.1f", d * 1e6 / hz / n; else print "nan" }')
-rows=$(sqlite3 "$data/auth.sqlite" 'SELECT count(*) FROM tokens;' 2>&1) || rows="? ($rows)"
-access_rows=$(sqlite3 "$data/auth.sqlite" "SELECT count(*) FROM tokens WHERE kind = 'access';" 2>/dev/null || echo "?")
+rows=$(bench_storage_count 'SELECT count(*) FROM tokens;' "$data" 2>&1) || rows="? ($rows)"
+access_rows=$(bench_storage_count "SELECT count(*) FROM tokens WHERE kind = 'access';" "$data" 2>/dev/null || echo "?")
 warm_reqs=$(awk '/requests in/ {print $1}' "$work/warmup.txt")
 warm_non2xx=$(awk '/Non-2xx/ {print $NF}' "$work/warmup.txt")
 issued=$(( ${warm_reqs:-0} - ${warm_non2xx:-0} + ${reqs:-0} - ${non2xx:-0} + 1 ))   # +1: the probe
@@ -132,12 +137,13 @@ cat <<EOF
 
 == gatehouse token endpoint (client_credentials) ==
 binary        $BIN
+storage       $BENCH_STORAGE
 load          wrk -t1 -c$CONNS -d${DURATION}s after ${WARMUP}s warm-up; $pinning; $(nproc) CPUs
 tokens/s      ${rps:-?}
 latency p50   ${p50:-?}
 latency p99   ${p99:-?}
 requests      ${reqs:-?} (non-2xx ${non2xx:-0}${sockerr:+, socket errors $sockerr})
-tokens table  $rows rows ($access_rows access) in auth.sqlite; wrk saw $issued 200s incl. warm-up and probe
+tokens table  $rows rows ($access_rows access); wrk saw $issued 200s incl. warm-up and probe
               (requests still in flight when wrk stops, up to 2 x CONNS, are issued but not counted)
 server CPU    $cpu_us us/request (utime+stime $((t1 - t0)) ticks at CLK_TCK $hz over ${reqs:-?} requests)
 server RSS    $rss

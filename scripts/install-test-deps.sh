@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the interop/browser tests (Tests/interop) and the load/compose checks need.
 # Idempotent: apt-get runs only when a package is missing, pip only when an import fails.
-#   apt:  chromium chromium-driver python3-selenium docker-compose wrk sqlite3 (+ python3-pip), and openssl, curl
+#   apt:  chromium chromium-driver python3-selenium docker-compose wrk sqlite3 postgresql (+ python3-pip), and openssl, curl
 #         and ca-certificates (test_gateway_tls.py makes its certificates with certs/generate.sh and drives curl)
 #   pip:  Tests/interop/requirements.txt for the interpreter that runs the interop tests
 #         ($INTEROP_PYTHON, default /usr/bin/python3 — the system Python, because
@@ -13,6 +13,9 @@ PY="${INTEROP_PYTHON:-/usr/bin/python3}"
 APT_PACKAGES=(chromium chromium-driver python3-selenium docker-compose wrk sqlite3 python3-pip openssl curl ca-certificates)
 # Metrics (issue 13): a real Prometheus scrapes both admin listeners; promtool checks and unit-tests the alert rules.
 APT_PACKAGES+=(prometheus)
+# The PostgreSQL store's tests start their own server (initdb + postgres on a temporary directory, run as
+# `nobody` through runuser when the tests run as root, which PostgreSQL refuses).
+APT_PACKAGES+=(postgresql)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -152,26 +152,6 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         }
     }
 
-    /// How SQLite commits.
-    public enum Synchronous: String, Sendable, Equatable {
-        /// fsync on every commit: survives power loss as well as process crashes.
-        case full
-        /// fsync at checkpoints only (WAL): survives process crashes (`kill -9`), may lose the last commits on power loss.
-        case normal
-    }
-
-    /// The embedded store.
-    public struct Storage: Sendable, Equatable {
-        /// Database file, relative to the data directory. Default `auth.sqlite`.
-        public var sqliteFile: String = "auth.sqlite"
-        /// Default `.full`.
-        public var synchronous: Synchronous = .full
-        public init(sqliteFile: String = "auth.sqlite", synchronous: Synchronous = .full) {
-            self.sqliteFile = sqliteFile
-            self.synchronous = synchronous
-        }
-    }
-
     /// Lifetimes in seconds.
     public struct Tokens: Sendable, Equatable {
         /// Default 1 hour.
@@ -360,14 +340,7 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         configuration.dataDirectory = try root.string("data_dir")
 
         var storage = try root.mapping("storage")
-        var sqlite = try storage.mapping("sqlite")
-        if let file = try sqlite.string("file") { configuration.storage.sqliteFile = file }
-        if let mode = try sqlite.string("synchronous") {
-            guard let value = Synchronous(rawValue: mode) else { throw sqlite.error("synchronous", "expected full or normal, got '\(mode)'") }
-            configuration.storage.synchronous = value
-        }
-        try sqlite.finish()
-        try storage.finish()
+        configuration.storage = try Storage.parse(&storage, environment: environment, baseDirectory: baseDirectory)
 
         var tokens = try root.mapping("tokens")
         if let value = try tokens.duration("access_token_lifetime", minimum: 1) { configuration.tokens.accessTokenLifetime = value }

@@ -34,8 +34,9 @@ public protocol AuthStore: Sendable {
     func codeWasReplayed(hash: String) async throws -> Bool
 
     // Tokens
-    /// Reserves ids for new tokens (increasing; never handed out twice by this store).
-    func allocateTokenIDs(_ count: Int) -> [Int64]
+    /// Reserves ids for new tokens (increasing; never handed out twice by this store, nor by another replica
+    /// sharing its database). Async because a replicated store takes blocks of ids from a database sequence.
+    func allocateTokenIDs(_ count: Int) async throws -> [Int64]
     /// Stores tokens; returns once they are durable. Concurrent calls are committed together.
     func insertTokens(_ tokens: [TokenRecord]) async throws
     /// The token a locator names, if its hash matches (compared in constant time).
@@ -54,6 +55,10 @@ public protocol AuthStore: Sendable {
     /// Deletes expired codes and tokens; returns how many rows went.
     @discardableResult func purgeExpired(now: Int) async throws -> Int
 
+    /// Answers once the database can be queried; throws a `StoreError` (`.unavailable` when it cannot be
+    /// reached) otherwise. For readiness checks.
+    func ping() async throws
+
     /// Closes connections. No call may follow.
     func close() async throws
 }
@@ -65,6 +70,9 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
         case migrationFailed
         case queryFailed
         case corruptRow
+        /// The database cannot be reached or did not answer in time (a server restart, a network fault). The
+        /// request may be retried later: the authorization server answers 503 with `Retry-After`.
+        case unavailable
     }
 
     public let code: Code
@@ -76,4 +84,9 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
     }
 
     public var description: String { "\(code.rawValue): \(message)" }
+
+    /// Errors are equal when their codes are (the message is for people).
+    public static func == (lhs: StoreError, rhs: StoreError) -> Bool { lhs.code == rhs.code }
 }
+
+extension StoreError: Equatable {}

@@ -23,16 +23,23 @@ struct StoreOptions: ParsableArguments {
     @Option(help: "The database file inside the data directory.")
     var databaseFile: String = "auth.sqlite"
 
-    func open() async throws -> SQLiteAuthStore {
-        try Directories.create(dataDir)
+    @Option(help: "An authorization server configuration: its storage section is used (e.g. the shared PostgreSQL database) instead of --data-dir and --database-file.")
+    var config: String?
+
+    func open() async throws -> any AuthStore {
         var logger = Logger(label: "gatehouse-admin")
         logger.logLevel = .warning
+        if let config {
+            let configuration = try loadConfiguration(config)
+            return try await StoreOpening.open(configuration.storage, dataDirectory: configuration.dataDirectory ?? dataDir, logger: logger)
+        }
+        try Directories.create(dataDir)
         return try await SQLiteAuthStore.open(.init(path: dataDir + "/" + databaseFile), logger: logger)
     }
 }
 
 /// Runs `body` with the store open and always closes it.
-func withStore<T>(_ options: StoreOptions, _ body: (SQLiteAuthStore) async throws -> T) async throws -> T {
+func withStore<T>(_ options: StoreOptions, _ body: (any AuthStore) async throws -> T) async throws -> T {
     let store = try await options.open()
     do {
         let result = try await body(store)

@@ -182,10 +182,10 @@ enum AuthRunner {
 
     /// Opens the store and keys, registers configured clients and users, and returns the services to run plus the
     /// store (closed by the caller after the services stop).
-    static func prepare(configuration: AuthServerConfiguration, dataDirectory: String, logger: Logger, onReady: @escaping @Sendable (String) -> Void) async throws -> (services: [any Service], store: SQLiteAuthStore) {
+    static func prepare(configuration: AuthServerConfiguration, dataDirectory: String, logger: Logger, onReady: @escaping @Sendable (String) -> Void) async throws -> (services: [any Service], store: any AuthStore) {
+        // The data directory holds the signing keys whichever store is used.
         try Directories.create(dataDirectory)
-        let databasePath = configuration.storage.sqliteFile.hasPrefix("/") ? configuration.storage.sqliteFile : dataDirectory + "/" + configuration.storage.sqliteFile
-        let store = try await SQLiteAuthStore.open(.init(path: databasePath, fullSync: configuration.storage.synchronous == .full), logger: logger)
+        let store = try await StoreOpening.open(configuration.storage, dataDirectory: dataDirectory, logger: logger)
         do {
             let keys = KeyManager.forServer(configuration, dataDirectory: dataDirectory, logger: logger)
             try await keys.reload()
@@ -228,7 +228,7 @@ enum AuthRunner {
     }
 
     /// Runs services until SIGTERM/SIGINT, then closes the store.
-    static func runGroup(_ services: [any Service], logger: Logger, store: SQLiteAuthStore) async throws {
+    static func runGroup(_ services: [any Service], logger: Logger, store: any AuthStore) async throws {
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await group.run()

@@ -188,7 +188,8 @@ struct GatedStore: AuthStore {
     func code(hash: String) async throws -> AuthorizationCodeRecord? { try await base.code(hash: hash) }
     func redeemCode(hash: String, at now: Int) async throws -> CodeRedemption { try await base.redeemCode(hash: hash, at: now) }
     func codeWasReplayed(hash: String) async throws -> Bool { try await base.codeWasReplayed(hash: hash) }
-    func allocateTokenIDs(_ count: Int) -> [Int64] { base.allocateTokenIDs(count) }
+    func allocateTokenIDs(_ count: Int) async throws -> [Int64] { try await base.allocateTokenIDs(count) }
+    func ping() async throws { try await base.ping() }
     func token(_ locator: TokenLocator) async throws -> TokenRecord? { try await base.token(locator) }
     func markRotated(_ locator: TokenLocator, at now: Int) async throws -> RotationMark { try await base.markRotated(locator, at: now) }
     func revokeFamily(_ familyID: String) async throws { try await base.revokeFamily(familyID) }

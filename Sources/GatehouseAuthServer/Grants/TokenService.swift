@@ -77,7 +77,7 @@ final class TokenService: Sendable {
             throw error
         } catch {
             logger.error("token request failed", metadata: ["error": "\(error)"])
-            throw OAuthError(.serverError, "the server could not complete the request")
+            throw OAuthError.serverFault(error)
         }
     }
 
@@ -200,7 +200,7 @@ final class TokenService: Sendable {
     func issue(client: ClientRecord, userID: String?, scope: String, grant: GrantType, familyID: String?, familyExpiresAt: Int?, authTime: Int?, withRefreshToken: Bool = true) async throws -> IssuedTokens {
         let now = clock.now()
         let withRefresh = withRefreshToken && grant != .clientCredentials && userID != nil && familyID != nil && client.grants.contains(GrantType.refreshToken.rawValue)
-        let ids = store.allocateTokenIDs(withRefresh ? 2 : 1)
+        let ids = try await store.allocateTokenIDs(withRefresh ? 2 : 1)
         let accessToken: String
         let accessLocator: TokenLocator
         let lifetime: Int
@@ -340,7 +340,7 @@ final class TokenService: Sendable {
             throw error
         } catch {
             logger.error("revocation failed", metadata: ["error": "\(error)"])
-            throw OAuthError(.serverError, "the server could not complete the request")
+            throw OAuthError.serverFault(error)
         }
     }
 
@@ -383,7 +383,7 @@ final class TokenService: Sendable {
             throw error
         } catch {
             logger.error("introspection failed", metadata: ["error": "\(error)"])
-            throw OAuthError(.serverError, "the server could not complete the request")
+            throw OAuthError.serverFault(error)
         }
     }
 }

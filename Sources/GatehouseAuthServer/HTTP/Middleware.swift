@@ -1,4 +1,5 @@
 import GatehouseObservability
+import GatehouseStore
 import GatehouseTokens
 import HTTPTypes
 import Hummingbird
@@ -25,6 +26,11 @@ struct RequestIDMiddleware: RouterMiddleware {
         } catch let error as any HTTPResponseError {
             let message = error.status == .notFound ? "no such endpoint" : error.status.reasonPhrase
             response = Responses.httpError(status: error.status, message: message, requestID: id)
+        } catch let error as StoreError where error.code == .unavailable {
+            // The database is down or restarting (a page, the consent form): 503 with Retry-After, not a 500.
+            logger.warning("store unavailable", metadata: ["request_id": "\(id)", "error": "\(error)"])
+            response = Responses.httpError(status: .serviceUnavailable, message: "temporarily unavailable; retry later", requestID: id)
+            response.headers[.retryAfter] = String(OAuthError.storeUnavailableRetryAfter)
         } catch {
             logger.error("unhandled error", metadata: ["request_id": "\(id)", "error": "\(error)"])
             response = Responses.httpError(status: .internalServerError, message: "internal error", requestID: id)

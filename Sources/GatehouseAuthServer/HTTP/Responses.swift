@@ -54,6 +54,7 @@ enum Responses {
         case 400: "invalid_request"
         case 401: "unauthorized"
         case 403: "forbidden"
+        case 503: "temporarily_unavailable"
         case 500...599: "server_error"
         default: status.reasonPhrase.lowercased().replacingOccurrences(of: " ", with: "_")
         }

@@ -165,7 +165,7 @@ struct AuthorizationFlow: Sendable {
             return .redirect(Self.append(to: request.redirectURI, [("code", code), ("state", request.state), ("iss", configuration.issuer)], fragment: false))
         case .token:
             // Implicit: a short-lived access token in the fragment, never a refresh token (RFC 6749 §4.2.2).
-            let (token, locator) = TokenLocator.make(id: store.allocateTokenIDs(1)[0])
+            let (token, locator) = TokenLocator.make(id: try await store.allocateTokenIDs(1)[0])
             let lifetime = configuration.tokens.implicitAccessTokenLifetime
             try await store.insertTokens([
                 TokenRecord(

@@ -5,7 +5,7 @@ import NIOCore
 /// The first submitter to find no write in flight starts one with everything pending; rows arriving meanwhile
 /// form the next batch. Every submitter is resumed only after the write holding its rows has completed, so an
 /// acknowledgement always means "durable". No background task is needed: the write chain drives itself.
-final class GroupCommitBatcher<Row: Sendable>: Sendable {
+package final class GroupCommitBatcher<Row: Sendable>: Sendable {
     private struct Pending {
         var rows: [Row]
         var promise: EventLoopPromise<Void>
@@ -20,13 +20,13 @@ final class GroupCommitBatcher<Row: Sendable>: Sendable {
     private let maxBatchSize: Int
     private let write: @Sendable ([Row]) -> EventLoopFuture<Void>
 
-    init(maxBatchSize: Int, write: @escaping @Sendable ([Row]) -> EventLoopFuture<Void>) {
+    package init(maxBatchSize: Int, write: @escaping @Sendable ([Row]) -> EventLoopFuture<Void>) {
         self.maxBatchSize = max(1, maxBatchSize)
         self.write = write
     }
 
     /// Submits rows and waits until they are written (or the write failed).
-    func submit(_ rows: [Row], on eventLoop: any EventLoop) async throws {
+    package func submit(_ rows: [Row], on eventLoop: any EventLoop) async throws {
         let promise = eventLoop.makePromise(of: Void.self)
         let startWrite = state.withLockedValue { state -> Bool in
             state.pending.append(Pending(rows: rows, promise: promise))

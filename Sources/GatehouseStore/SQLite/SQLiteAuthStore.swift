@@ -229,7 +229,7 @@ public final class SQLiteAuthStore: AuthStore {
 
     // MARK: Tokens
 
-    public func allocateTokenIDs(_ count: Int) -> [Int64] {
+    public func allocateTokenIDs(_ count: Int) async throws -> [Int64] {
         lastTokenID.withLockedValue { last in
             let first = last + 1
             last += Int64(count)
@@ -342,6 +342,10 @@ public final class SQLiteAuthStore: AuthStore {
             RETURNING id
             """, [.integer(now), .integer(now), .integer(now)])
         return codes.count + tokens.count
+    }
+
+    public func ping() async throws {
+        try await run(reader, "SELECT 1", [])
     }
 
     // MARK: Helpers
