@@ -78,6 +78,7 @@ class ControlledUpstream:
             self.active += 1
             self.peak = max(self.peak, self.active)
             mode, delay = self.mode, self.delay
+        counted_out = False
         try:
             if mode == "reset":
                 handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -90,14 +91,20 @@ class ControlledUpstream:
                 time.sleep(delay)
             status = 500 if mode == "fail" else 200
             body = json.dumps({"path": handler.path, "mode": mode}).encode()
+            # No longer "being served" once the answer is decided: counted down before the bytes leave, because the
+            # gateway may hand the slot on (and send the next request) as soon as it has read them.
+            with self.lock:
+                self.active -= 1
+            counted_out = True
             handler.send_response(status)
             handler.send_header("Content-Type", "application/json")
             handler.send_header("Content-Length", str(len(body)))
             handler.end_headers()
             handler.wfile.write(body)
         finally:
-            with self.lock:
-                self.active -= 1
+            if not counted_out:
+                with self.lock:
+                    self.active -= 1
 
     def close(self):
         self.released.set()

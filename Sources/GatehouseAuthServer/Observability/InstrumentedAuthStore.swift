@@ -33,7 +33,8 @@ public struct InstrumentedAuthStore: AuthStore {
     }
     public func codeWasReplayed(hash: String) async throws -> Bool { try await metrics.store(.codeWasReplayed) { try await base.codeWasReplayed(hash: hash) } }
 
-    public func allocateTokenIDs(_ count: Int) -> [Int64] { base.allocateTokenIDs(count) }
+    public func allocateTokenIDs(_ count: Int) async throws -> [Int64] { try await base.allocateTokenIDs(count) }
+    public func ping() async throws { try await metrics.store(.ping) { try await base.ping() } }
     public func insertTokens(_ tokens: [TokenRecord]) async throws { try await metrics.store(.insertTokens) { try await base.insertTokens(tokens) } }
     public func token(_ locator: TokenLocator) async throws -> TokenRecord? { try await metrics.store(.token) { try await base.token(locator) } }
     public func markRotated(_ locator: TokenLocator, at now: Int) async throws -> RotationMark { try await metrics.store(.markRotated) { try await base.markRotated(locator, at: now) } }

@@ -66,11 +66,11 @@ public struct AdminServer: Service {
                 )
             }
         case "/rate-limits":
-            return eventLoop.makeSucceededFuture((.ok, rateLimitsJSON(gateway.runtime.snapshot)))
+            return eventLoop.makeSucceededFuture(AdminResponse(.ok, json: rateLimitsJSON(gateway.runtime.snapshot)))
         case "/breakers":
-            return eventLoop.makeSucceededFuture((.ok, breakersJSON(gateway.runtime.snapshot, now: .now())))
+            return eventLoop.makeSucceededFuture(AdminResponse(.ok, json: breakersJSON(gateway.runtime.snapshot, now: .now())))
         case "/admission":
-            return eventLoop.makeSucceededFuture((.ok, admissionJSON(gateway.runtime.snapshot)))
+            return eventLoop.makeSucceededFuture(AdminResponse(.ok, json: admissionJSON(gateway.runtime.snapshot)))
         default:
             return nil
         }
