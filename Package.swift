@@ -109,7 +109,7 @@ let package = Package(
         .target(
             name: "GatehouseGateway",
             dependencies: [
-                "GatehouseConfiguration", "GatehouseObservability", "GatehousePolicies", "GatehouseTokens", "GatehouseServiceAuth",
+                "GatehouseConfiguration", "GatehouseObservability", "GatehousePolicies", "GatehouseTokens", "GatehouseHTTPClient",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -132,12 +132,23 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // For services behind the gateway: verifies the gateway-issued JWT of a request against the authorization
-        // server's JWKS (fetched over HTTP, cached, unknown-kid refetch rule), plus the small HTTP/1.1 client it uses
-        // (which the gateway borrows too, until it has a client target of its own).
+        // server's JWKS (fetched over HTTP, cached, unknown-kid refetch rule).
         .target(
             name: "GatehouseServiceAuth",
             dependencies: [
-                "GatehouseTokens",
+                "GatehouseTokens", "GatehouseHTTPClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The internal HTTP/1.1 client: keep-alive connections pooled per origin, responses read whole with a size
+        // cap (the gateway's calls to the authorization server, health checks, backends' key-set fetches).
+        .target(
+            name: "GatehouseHTTPClient",
+            dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -181,6 +192,18 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GatehouseHTTPClientTests",
+            dependencies: [
+                "GatehouseHTTPClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -2,7 +2,6 @@ import Crypto
 import Foundation
 import GatehouseConfiguration
 import GatehousePolicies
-import GatehouseServiceAuth
 import GatehouseTokens
 import Logging
 import NIOConcurrencyHelpers
