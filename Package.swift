@@ -37,6 +37,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
         // Already in the graph through Hummingbird; named for `HTTPTypes`, which the authorization server's routes use.
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        // Already in the graph through Hummingbird; the tracing API our tracer implements (spans at the
+        // authorization server, the demo backend and the gateway's calls to it).
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
     ],
     targets: [
         // Argument parsing and wiring only.
@@ -102,6 +105,7 @@ let package = Package(
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -120,6 +124,7 @@ let package = Package(
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
             // The data path's classes are confined to their event loop, so dynamic exclusivity checks only cost
             // (about 3% of a proxied request's CPU in release builds); debug builds and tests keep them.
@@ -163,13 +168,23 @@ let package = Package(
             dependencies: [
                 "GatehouseObservability", "GatehouseServiceAuth", "GatehouseTokens", .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
             swiftSettings: swiftSettings
         ),
-        // Logging bootstrap (JSON lines, secrets redacted) and request ids, shared by both servers.
+        // Logging bootstrap (JSON lines, secrets redacted) and request ids, shared by both servers; trace context
+        // (W3C, B3, X-Ray), sampling, a swift-distributed-tracing `Tracer` and the OTLP/HTTP span exporter.
         .target(
             name: "GatehouseObservability",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "GatehouseHTTPClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -24,6 +24,8 @@ public final class AuthorizationServer: Sendable {
     let metadataJSON: NIOLockedValueBox<String>
     /// Signing keys (JWT access tokens, JWT introspection responses) and the JWKS.
     public let keys: KeyManager
+    /// Server spans per request (nil: no tracing).
+    let tracer: GatehouseTracer?
 
     /// Name of the browser session cookie on a loopback http issuer.
     public static let sessionCookie = "gatehouse_session"
@@ -35,8 +37,9 @@ public final class AuthorizationServer: Sendable {
     ///   - passwordHashingPool: a pool of `login.hashing_threads` threads to hash on instead of the process-wide one.
     public init(
         configuration: AuthServerConfiguration, store: any AuthStore, keys: KeyManager, clock: any AuthClock = SystemAuthClock(), logger: Logger,
-        passwordAlgorithm: any PasswordAlgorithm = BcryptAlgorithm(), passwordHashingPool: NIOThreadPool? = nil
+        passwordAlgorithm: any PasswordAlgorithm = BcryptAlgorithm(), passwordHashingPool: NIOThreadPool? = nil, tracer: GatehouseTracer? = nil
     ) throws {
+        self.tracer = tracer
         self.keys = keys
         self.configuration = configuration
         self.store = store
@@ -168,13 +171,14 @@ public final class AuthorizationServer: Sendable {
     public func application(host: String, port: Int, onListening: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
         let tokens = self.tokens
         let logger = self.logger
+        let tracer = self.tracer
         let headerReadTimeout = TimeAmount.seconds(Int64(configuration.listen.headerReadTimeout))
         let idleTimeout = TimeAmount.seconds(Int64(configuration.listen.idleTimeout))
         return Application(
             router: makeRouter(),
             server: .http1(
                 configuration: .init(
-                    additionalChannelHandlers: [AuthPipelineInstaller(tokens: tokens, headerReadTimeout: headerReadTimeout, idleTimeout: idleTimeout, logger: logger)]
+                    additionalChannelHandlers: [AuthPipelineInstaller(tokens: tokens, headerReadTimeout: headerReadTimeout, idleTimeout: idleTimeout, logger: logger, tracer: tracer)]
                 )
             ),
             configuration: .init(address: .hostname(host, port: port), serverName: "gatehouse", backlog: 4096),

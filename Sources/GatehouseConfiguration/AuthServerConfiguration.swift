@@ -269,6 +269,8 @@ public struct AuthServerConfiguration: Sendable, Equatable {
     /// address, so the per-address login throttle would put every user under one key. The client's address is
     /// the last hop of `X-Forwarded-For` that is not itself trusted. Default none (the socket's peer is the client).
     public var trustedProxies: [CIDR] = []
+    /// `tracing:` (`sample_ratio`, `otlp_endpoint`, `service_name`; see `TracingConfiguration`).
+    public var tracing: TracingConfiguration = .init()
     public var clients: [ClientRegistration]
     public var users: [UserRegistration]
 
@@ -469,6 +471,7 @@ public struct AuthServerConfiguration: Sendable, Equatable {
             try user.finish()
         }
 
+        configuration.tracing = try TracingConfiguration.parseSection(&root, gateway: false)
         try root.finish()
         // Weak inline secrets are refused unless the issuer is loopback (development), where they only warn.
         if !issuerURL.isLoopback, let weak = weakInlineSecrets.first {

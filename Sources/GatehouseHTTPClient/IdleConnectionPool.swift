@@ -68,3 +68,6 @@ extension IdleConnectionPool {
         return remove(id: id, origin: origin)
     }
 }
+
+extension IdleConnectionPool: Sendable where Connection: Sendable {}
+extension IdleConnectionPool.Entry: Sendable where Connection: Sendable {}

@@ -32,7 +32,8 @@ enum GatewayRunner {
     typealias Overrides = @Sendable (inout GatewayConfiguration) -> Void
 
     static func services(configuration: GatewayConfiguration, configFile: String, logger: Logger, overrides: @escaping Overrides = { _ in }) -> (GatewayServer, [any Service]) {
-        let compiler = GatewayCompiler(logger: logger)
+        let tracing = ServerTracing(configuration.tracing, defaultServiceName: "gatehouse-gateway", logger: logger)
+        let compiler = GatewayCompiler(logger: logger, spanSink: tracing.exporter, sampler: tracing.samplerFromEnvironment ? tracing.settings.sampler : nil)
         let server = GatewayServer(
             settings: GatewayCompiler.settings(configuration, defaultThreads: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))),
             gateway: compiler.compile(configuration), logger: logger
@@ -47,6 +48,7 @@ enum GatewayRunner {
         if let admin = configuration.admin {
             services.append(AdminServer(host: admin.host, port: admin.port, gateway: server, logger: logger))
         }
+        if let exporter = tracing.exporter { services.append(exporter) }
         return (server, services)
     }
 

@@ -96,12 +96,25 @@ struct DemoCommand: AsyncParsableCommand {
                 configuration: .init(jwksURL: configuration.issuer + "/.well-known/jwks.json", issuer: configuration.issuer, audiences: [configuration.tokens.jwtAudience])
             )
             let protection = DemoBackend.Protection(verifier: verifier, publicPathPrefixes: ["/public/"])
-            services.append(DemoBackend.application(host: "127.0.0.1", port: backendPort, logger: logger, protection: protection) { _ in
+            // The backend's spans: the same endpoint and sampling as the authorization server's section, its own name.
+            var backendTracing = configuration.tracing
+            backendTracing.serviceName = nil
+            let tracing = ServerTracing(backendTracing, defaultServiceName: "gatehouse-demo-backend", logger: logger, environment: Self.backendEnvironment())
+            if let exporter = tracing.exporter { services.append(exporter) }
+            services.append(DemoBackend.application(host: "127.0.0.1", port: backendPort, logger: logger, protection: protection, tracer: tracing.tracer) { _ in
                 print("{\"event\":\"listening\",\"service\":\"demo-backend\",\"port\":\(port)}")
                 flushStandardOutput()
             })
         }
         try await AuthRunner.runGroup(services, logger: logger, store: store)
+    }
+
+    /// The environment for the demo backend's tracing: `OTEL_SERVICE_NAME` names the process's main services, not
+    /// the bundled backend.
+    static func backendEnvironment() -> [String: String] {
+        var environment = Environment.variables()
+        environment["OTEL_SERVICE_NAME"] = nil
+        return environment
     }
 
     /// What the demo changes in `gateway.yaml`: its ports, and the issuer and backend port this run chose.
@@ -185,7 +198,8 @@ enum AuthRunner {
         do {
             let keys = KeyManager.forServer(configuration, dataDirectory: dataDirectory, logger: logger)
             try await keys.reload()
-            let server = try AuthorizationServer(configuration: configuration, store: store, keys: keys, logger: logger)
+            let tracing = ServerTracing(configuration.tracing, defaultServiceName: "gatehouse-auth", logger: logger)
+            let server = try AuthorizationServer(configuration: configuration, store: store, keys: keys, logger: logger, tracer: tracing.tracer)
             try await server.registerConfiguredClientsAndUsers()
             let issuer = configuration.issuer
             let app = server.application(host: configuration.listen.host, port: configuration.listen.port) { port in
@@ -196,7 +210,9 @@ enum AuthRunner {
                 logger.notice("authorization server listening", metadata: ["issuer": "\(issuer)", "port": "\(port)"])
                 onReady(issuer)
             }
-            return ([app, AuthMaintenanceService(server: server), KeyRefreshService(keys: keys, interval: .seconds(configuration.signing.rescanInterval))], store)
+            var services: [any Service] = [app, AuthMaintenanceService(server: server), KeyRefreshService(keys: keys, interval: .seconds(configuration.signing.rescanInterval))]
+            if let exporter = tracing.exporter { services.append(exporter) }
+            return (services, store)
         } catch {
             try? await store.close()
             throw error

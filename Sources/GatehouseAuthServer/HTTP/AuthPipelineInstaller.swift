@@ -1,3 +1,4 @@
+import GatehouseObservability
 import Logging
 import NIOCore
 import NIOHTTPTypesHTTP1
@@ -20,7 +21,10 @@ final class AuthPipelineInstaller: ChannelInboundHandler, RemovableChannelHandle
     private let idleTimeout: TimeAmount
     private let logger: Logger
 
-    init(tokens: TokenService, headerReadTimeout: TimeAmount, idleTimeout: TimeAmount, logger: Logger) {
+    private let tracer: GatehouseTracer?
+
+    init(tokens: TokenService, headerReadTimeout: TimeAmount, idleTimeout: TimeAmount, logger: Logger, tracer: GatehouseTracer? = nil) {
+        self.tracer = tracer
         self.tokens = tokens
         self.headerReadTimeout = headerReadTimeout
         self.idleTimeout = idleTimeout
@@ -31,7 +35,7 @@ final class AuthPipelineInstaller: ChannelInboundHandler, RemovableChannelHandle
         let pipeline = context.pipeline.syncOperations
         do {
             let codec = try pipeline.handler(type: HTTP1ToHTTPServerCodec.self)
-            let fastPath = TokenFastPath(tokens: tokens, logger: logger)
+            let fastPath = TokenFastPath(tokens: tokens, logger: logger, tracer: tracer)
             try pipeline.addHandler(fastPath, position: .before(codec))
             let timeouts = ConnectionTimeoutHandler(headerReadTimeout: headerReadTimeout, idleTimeout: idleTimeout)
             try pipeline.addHandler(timeouts, position: .before(fastPath))

@@ -1,11 +1,13 @@
 import Foundation
 import GatehouseConfiguration
 import GatehouseHTTPClient
+import GatehouseObservability
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Tracing
 
 /// The gateway's view of the authorization server: its RFC 8414 metadata, its keys, and the token exchange that
 /// turns an opaque token into the JWT the backend receives. Authenticates with the gateway's own client credentials.
@@ -34,12 +36,15 @@ public final class AuthorizationServerClient: Sendable {
     let timeout: TimeAmount
     /// Keep-alive connections to the authorization server: a token-cache miss reuses one instead of connecting anew.
     let http: HTTPClient
+    /// Client spans of the calls a request causes (exchange, introspection), children of its server span.
+    let tracer: GatehouseTracer?
     private let discovered = NIOLockedValueBox<Metadata?>(nil)
 
     public init(
         issuer: String, clientID: String, clientSecret: String, timeout: TimeAmount = .seconds(2), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        trust: HTTPClientTrust = .system
+        trust: HTTPClientTrust = .system, tracer: GatehouseTracer? = nil
     ) {
+        self.tracer = tracer
         http = HTTPClient(group: group, configuration: .init(trust: trust))
         self.issuer = issuer
         self.clientID = clientID
@@ -90,7 +95,8 @@ public final class AuthorizationServerClient: Sendable {
     }
 
     /// RFC 8693 exchange of an opaque access token for its JWT.
-    public func exchange(_ token: String) async -> ExchangeOutcome {
+    /// `trace`: the request whose token this is (the call becomes a client span of its trace, and sends `traceparent`).
+    public func exchange(_ token: String, trace: RequestTrace? = nil) async -> ExchangeOutcome {
         guard let metadata else { return .unavailable("the authorization server has not been discovered") }
         let form = [
             ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"), ("subject_token", token),
@@ -101,7 +107,7 @@ public final class AuthorizationServerClient: Sendable {
             var headers = HTTPHeaders()
             headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
             headers.add(name: "Authorization", value: basicAuthorization)
-            response = try await send(.POST, metadata.tokenEndpoint, headers: headers, body: form)
+            response = try await send(.POST, metadata.tokenEndpoint, headers: headers, body: form, trace: trace, operation: "token_exchange")
         } catch {
             return .unavailable("\(error)")
         }
@@ -127,7 +133,7 @@ public final class AuthorizationServerClient: Sendable {
     }
 
     /// RFC 7662 introspection of an access token, answered as an RFC 9701 signed JWT.
-    public func introspectAsJWT(_ token: String) async -> IntrospectionOutcome {
+    public func introspectAsJWT(_ token: String, trace: RequestTrace? = nil) async -> IntrospectionOutcome {
         guard let metadata else { return .unavailable("the authorization server has not been discovered") }
         guard let endpoint = metadata.introspectionEndpoint else { return .unavailable("the authorization server publishes no introspection_endpoint") }
         var headers = HTTPHeaders()
@@ -136,7 +142,9 @@ public final class AuthorizationServerClient: Sendable {
         headers.add(name: "Authorization", value: basicAuthorization)
         let response: HTTPClientResponse
         do {
-            response = try await send(.POST, endpoint, headers: headers, body: "token=\(Self.formEncode(token))&token_type_hint=access_token")
+            response = try await send(
+                .POST, endpoint, headers: headers, body: "token=\(Self.formEncode(token))&token_type_hint=access_token", trace: trace, operation: "introspection"
+            )
         } catch {
             return .unavailable("\(error)")
         }
@@ -157,10 +165,36 @@ public final class AuthorizationServerClient: Sendable {
 
     /// `retryOnStale`: the token exchange and introspection are POSTs, but repeating them has no effect beyond the
     /// answer, so a pooled connection the server closed while idle is retried once on a fresh one.
-    private func send(_ method: HTTPMethod, _ url: String, headers: HTTPHeaders, body: String?) async throws -> HTTPClientResponse {
+    private func send(
+        _ method: HTTPMethod, _ url: String, headers: HTTPHeaders, body: String?, trace: RequestTrace? = nil, operation: String = ""
+    ) async throws -> HTTPClientResponse {
         var request = try HTTPClientRequest(url: url, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) })
         request.retryOnStaleConnection = true
-        return try await http.execute(request, timeout: timeout)
+        guard let trace, let tracer else { return try await http.execute(request, timeout: timeout) }
+        // A client span, child of the request's server span; the authorization server continues it.
+        var parent = ServiceContext.topLevel
+        parent.spanContext = SpanContext(traceID: trace.traceID, spanID: trace.spanID, sampled: trace.sampled, traceState: trace.traceState)
+        let span = tracer.startSpan("\(method.rawValue) \(operation)", context: parent, ofKind: .client)
+        defer { span.end() }
+        request.headers.replaceOrAdd(
+            name: "traceparent", value: W3CTraceContext.format(traceID: span.spanContext.traceID, spanID: span.spanContext.spanID, sampled: span.spanContext.sampled)
+        )
+        if let state = trace.traceState { request.headers.replaceOrAdd(name: "tracestate", value: state) }
+        span.attributes["http.request.method"] = method.rawValue
+        span.attributes["server.address"] = request.origin.host
+        span.attributes["server.port"] = request.origin.port
+        span.attributes["url.path"] = String(request.path.prefix { $0 != "?" })
+        span.attributes["gatehouse.operation"] = operation
+        do {
+            let response = try await http.execute(request, timeout: timeout)
+            span.attributes["http.response.status_code"] = response.status
+            if response.status >= 500 { span.setStatus(.init(code: .error, message: "answered \(response.status)")) }
+            return response
+        } catch {
+            span.attributes["error.type"] = (error as? HTTPClientError)?.code.rawValue ?? "error"
+            span.setStatus(.init(code: .error, message: (error as? HTTPClientError)?.code.rawValue ?? "error"))
+            throw error
+        }
     }
 
     /// Why a call to the authorization server failed.

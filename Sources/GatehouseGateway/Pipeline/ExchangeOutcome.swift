@@ -46,6 +46,8 @@ struct ExchangeOutcome {
     var receivedAt: NIODeadline
     var upstreamHeadAt: NIODeadline?
     var endedAt: NIODeadline
+    /// Tracing: the request's trace ids (always), its spans' attributes (sampled requests).
+    var trace: ExchangeTrace? = nil
 
     /// `2xx` … `5xx` (and `0xx` when nothing was sent): a bounded label.
     var statusClass: Int { status / 100 }
@@ -59,11 +61,15 @@ typealias HTTPMethodName = String
 enum ExchangeObserver {
     /// Per-loop counters by status class and cause (what `/metrics` will sum across loops).
     case counters
+    /// Spans of sampled exchanges to the exporter (`DownstreamHandler+Tracing.swift`).
+    case tracing
 
     func observe(_ outcome: ExchangeOutcome, loop: LoopState) {
         switch self {
         case .counters:
             loop.outcomes.record(outcome)
+        case .tracing:
+            Self.recordSpans(outcome, loop: loop)
         }
     }
 }

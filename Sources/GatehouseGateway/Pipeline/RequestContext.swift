@@ -21,6 +21,8 @@ struct RequestContext {
     var responseAdditions = HeaderAdditions()
     /// The priority class (load shedding orders by it; the route's, until a policy changes it).
     var priority: Priority = .normal
+    /// Tracing: the request's trace, its upstream attempt's span, what policies noted (see `GatewayTrace`).
+    var trace: GatewayTrace?
 
     var route: CompiledRoute { admitted.route }
 }

@@ -211,6 +211,8 @@ public final class CompiledGateway: Sendable {
     public let headerFilter: UntrustedHeaderFilter
     /// `;` path parameters (`request_hygiene.path_parameters`).
     public let pathParameters: PathNormalizer.ParameterHandling
+    /// Trace context and span export (`tracing:`).
+    public var tracing: GatewayTracing = .standard
 
     public init(
         routes: RouteTable<CompiledRoute>, clusters: [CompiledCluster], maxHeaderBytes: Int, maxHeaderCount: Int, headerReadTimeout: TimeAmount,

@@ -115,15 +115,16 @@ extension DownstreamHandler {
     }
 
     /// Answers a request that never became an exchange (refused before or during admission).
-    func refuse(_ reply: GatewayReply, requestID: String, method: HTTPMethod?, receivedAt: NIODeadline) {
+    func refuse(_ reply: GatewayReply, requestID: String, method: HTTPMethod?, receivedAt: NIODeadline, trace: GatewayTrace? = nil) {
         let now = clock.now()
+        let trace = refusalTrace(trace)  // tracing
         end(
             ExchangeOutcome(
                 status: Int(reply.status.code), cause: reply.cause, route: nil, method: method?.rawValue ?? "-", requestID: requestID, bytesIn: 0,
-                attempts: 0, target: nil, receivedAt: receivedAt, upstreamHeadAt: nil, endedAt: now
+                attempts: 0, target: nil, receivedAt: receivedAt, upstreamHeadAt: nil, endedAt: now, trace: ExchangeTrace(trace: trace)
             )
         )
-        render(reply, requestID: requestID, additions: HeaderAdditions())
+        render(reply, requestID: requestID, additions: traceResponseAdditions(trace))
     }
 
     /// The one exit of an exchange: the connection's reference to it goes, its upstream connection is released as
@@ -153,7 +154,7 @@ extension DownstreamHandler {
                 status: exchange.responseStatus, cause: cause, route: exchange.route.name, method: exchange.requestHead.method.rawValue,
                 requestID: exchange.requestID, bytesIn: exchange.bodyBytes, attempts: exchange.attempts,
                 target: exchange.target == .unassigned ? nil : exchange.target, receivedAt: exchange.context.receivedAt,
-                upstreamHeadAt: exchange.upstreamHeadAt, endedAt: now ?? clock.now()
+                upstreamHeadAt: exchange.upstreamHeadAt, endedAt: now ?? clock.now(), trace: traceRecord(exchange, cause: cause)
             )
         )
     }

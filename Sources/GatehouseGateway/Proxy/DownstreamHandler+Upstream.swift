@@ -29,9 +29,11 @@ extension DownstreamHandler {
     func attemptStarted(_ exchange: Exchange) {
         exchange.attempts += 1
         loop.started(exchange.target)
+        traceAttemptStarted(exchange)  // tracing
     }
 
     func attemptEnded(_ exchange: Exchange, _ result: AttemptResult, now: NIODeadline) {
+        traceAttemptEnded(exchange, result, now: now)  // tracing
         switch result {
         case .response(let status) where status < 500:
             exchange.route.cluster.health.recordSuccess(exchange.target)

@@ -31,7 +31,9 @@ final class LoopState {
     /// Tallies of finished exchanges (the `counters` observer).
     var outcomes = OutcomeCounters()
     /// Told of every finished exchange, in order.
-    var observers: [ExchangeObserver] = [.counters]
+    var observers: [ExchangeObserver] = [.counters, .tracing]
+    /// Trace and span ids for this loop's requests: no lock, no system call.
+    var traceIDs = TraceIDGenerator()
 
     init(eventLoop: any EventLoop, clock: GatewayClock = .system) {
         self.eventLoop = eventLoop

@@ -1,3 +1,4 @@
+import GatehouseObservability
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -57,6 +58,14 @@ public struct AdminServer: Service {
                 "{\"entries\":\(statistics.entries),\"hits\":\(cache.hits),\"negative_hits\":\(cache.negativeHits),\"misses\":\(cache.misses),"
                 + "\"coalesced\":\(cache.coalesced),\"evictions\":\(cache.evictions),\"expirations\":\(cache.expirations),"
                 + "\"exchanges\":\(statistics.exchanges),\"verifications\":\(statistics.verifications),\"shed\":\(statistics.shed),\"discovered\":\(validator.isReady)}"
+            return eventLoop.makeSucceededFuture((.ok, json))
+        case "/tracing":
+            // The span exporter's counts (dropped: queue full or batch failed), for the metrics to pick up.
+            let exporter = gateway.runtime.snapshot.tracing.sink as? SpanExporter
+            let statistics = exporter?.statistics ?? TracingStatistics()
+            let json =
+                "{\"exporting\":\(exporter != nil),\"recorded\":\(statistics.recorded),\"exported\":\(statistics.exported),"
+                + "\"dropped\":\(statistics.dropped),\"failed_exports\":\(statistics.failedExports),\"queued\":\(statistics.queued)}"
             return eventLoop.makeSucceededFuture((.ok, json))
         case "/exchanges":
             return gateway.exchangeCounters(on: eventLoop).map { counters in

@@ -1,4 +1,5 @@
 import GatehouseConfiguration
+import GatehouseObservability
 import GatehousePolicies
 import GatehouseTokens
 import Logging
@@ -14,10 +15,24 @@ public final class GatewayCompiler: Sendable {
     /// `Via` value: protocol version and a pseudonym (RFC 9110 §7.6.3).
     public let via: String
     let logger: Logger
+    /// Where sampled spans go (the OTLP exporter the executable runs), and the `OTEL_TRACES_SAMPLER` override of
+    /// `tracing.sample_ratio`: both fixed for the process.
+    let spanSink: (any SpanSink)?
+    let samplerOverride: TraceSampler?
 
-    public init(via: String = "1.1 gatehouse", logger: Logger = Logger(label: "gatehouse.gateway", factory: { _ in SwiftLogNoOpLogHandler() })) {
+    public init(
+        via: String = "1.1 gatehouse", logger: Logger = Logger(label: "gatehouse.gateway", factory: { _ in SwiftLogNoOpLogHandler() }),
+        spanSink: (any SpanSink)? = nil, sampler: TraceSampler? = nil
+    ) {
         self.via = via
         self.logger = logger
+        self.spanSink = spanSink
+        self.samplerOverride = sampler
+    }
+
+    /// The tracing settings a configuration compiles to.
+    func tracing(_ configuration: GatewayConfiguration) -> GatewayTracing {
+        GatewayTracing(configuration: configuration.tracing, sampler: samplerOverride, sink: spanSink)
     }
 
     /// The validator for `settings`: the current one when they did not change, else a new one (started; the old
@@ -26,7 +41,8 @@ public final class GatewayCompiler: Sendable {
         validator.withLockedValue { current in
             if let current, current.settings == settings { return current }
             current?.stop()
-            current = settings.map { TokenValidator(settings: $0, logger: logger) }
+            let tracer = GatehouseTracer(sampler: samplerOverride ?? .parentBasedRatio(1), sink: spanSink)
+            current = settings.map { TokenValidator(settings: $0, logger: logger, tracer: tracer) }
             current?.start()
             return current
         }
@@ -95,7 +111,7 @@ public final class GatewayCompiler: Sendable {
             )
             entries.append((match, compiled))
         }
-        return CompiledGateway(
+        var compiled = CompiledGateway(
             routes: RouteTable(entries),
             clusters: configuration.clusters.compactMap { clusters[$0.name] },
             maxHeaderBytes: configuration.limits.maxHeaderBytes,
@@ -109,6 +125,8 @@ public final class GatewayCompiler: Sendable {
             headerFilter: UntrustedHeaderFilter(configuration.requestHygiene, forwardHeaders: [forwardHeader]),
             pathParameters: configuration.requestHygiene.pathParameters == .reject ? .reject : .normalize
         )
+        compiled.tracing = tracing(configuration)
+        return compiled
     }
 
     /// The server settings (listeners, threads, hard limits) of a configuration.

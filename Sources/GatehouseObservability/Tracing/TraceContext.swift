@@ -91,7 +91,20 @@ public enum W3CTraceContext {
 
     /// `00-<trace id>-<span id>-<flags>` (what `traceparent` and `traceresponse` carry).
     public static func format(traceID: TraceID, spanID: SpanID, sampled: Bool) -> String {
-        "00-" + traceID.description + "-" + spanID.description + (sampled ? "-01" : "-00")
+        // One allocation (the gateway writes two of these per request): the digits go straight into the string.
+        String(unsafeUninitializedCapacity: 55) { buffer in
+            buffer[0] = UInt8(ascii: "0")
+            buffer[1] = UInt8(ascii: "0")
+            buffer[2] = UInt8(ascii: "-")
+            Hex.write(traceID.high, into: buffer, at: 3)
+            Hex.write(traceID.low, into: buffer, at: 19)
+            buffer[35] = UInt8(ascii: "-")
+            Hex.write(spanID.value, into: buffer, at: 36)
+            buffer[52] = UInt8(ascii: "-")
+            buffer[53] = UInt8(ascii: "0")
+            buffer[54] = sampled ? UInt8(ascii: "1") : UInt8(ascii: "0")
+            return 55
+        }
     }
 
     /// The maximum of list members a `tracestate` may have.

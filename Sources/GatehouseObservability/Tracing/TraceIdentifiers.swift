@@ -87,6 +87,14 @@ enum Hex {
         }
     }
 
+    /// 16 hex digits of `value` at `offset`.
+    @inline(__always)
+    static func write(_ value: UInt64, into buffer: UnsafeMutableBufferPointer<UInt8>, at offset: Int) {
+        for index in 0..<16 {
+            buffer[offset + index] = digits[Int((value >> UInt64(60 - index * 4)) & 0xF)]
+        }
+    }
+
     static func format(byte: UInt8) -> String {
         String(unsafeUninitializedCapacity: 2) { buffer in
             buffer[0] = digits[Int(byte >> 4)]

@@ -1,0 +1,26 @@
+import GatehouseConfiguration
+import GatehouseObservability
+import Logging
+
+/// Tracing for one server of this process: its settings (the `tracing:` section and the OpenTelemetry
+/// environment variables), its tracer, and its exporter (a service to run; nil when no endpoint is named).
+struct ServerTracing {
+    let settings: TracingSettings
+    let exporter: SpanExporter?
+    let tracer: GatehouseTracer
+    /// `OTEL_TRACES_SAMPLER` chose the sampler (else `tracing.sample_ratio` does, and a reload may change it).
+    let samplerFromEnvironment: Bool
+
+    init(_ configuration: TracingConfiguration, defaultServiceName: String, logger: Logger, environment: [String: String] = Environment.variables()) {
+        settings = TracingSettings.resolve(
+            environment: environment, configuredEndpoint: configuration.otlpEndpoint, configuredServiceName: configuration.serviceName,
+            sampleRatio: configuration.sampleRatio, defaultServiceName: defaultServiceName
+        )
+        samplerFromEnvironment = environment["OTEL_TRACES_SAMPLER"].map { TraceSampler(otelName: $0, argument: nil) != nil } ?? false
+        exporter = settings.endpoint.map { endpoint in
+            logger.notice("exporting spans", metadata: ["service": "\(settings.serviceName)", "endpoint": "\(endpoint)"])
+            return SpanExporter(configuration: .init(endpoint: endpoint, resource: settings.resource), logger: logger)
+        }
+        tracer = GatehouseTracer(sampler: settings.sampler, sink: exporter)
+    }
+}
