@@ -141,7 +141,7 @@ let package = Package(
         .target(
             name: "GatehouseServiceAuth",
             dependencies: [
-                "GatehouseTokens", "GatehouseHTTPClient",
+                "GatehouseTokens", "GatehouseHTTPClient", "GatehouseObservability",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
