@@ -95,11 +95,11 @@ public final class HTTPClient: Sendable {
             channel.close(promise: nil)
         }
         defer { timer.cancel() }
-        channel.writeAndFlush(
-            PendingRequest(head: HTTPRequestHead(version: .http1_1, method: request.method, uri: request.path, headers: headers), body: request.body, promise: promise,
-                sizeLimit: configuration.responseSizeLimit),
-            promise: nil
+        let pending = PendingRequest(
+            head: HTTPRequestHead(version: .http1_1, method: request.method, uri: request.path, headers: headers), body: request.body, promise: promise,
+            sizeLimit: configuration.responseSizeLimit
         )
+        channel.writeAndFlush(NIOAny(pending), promise: nil)
         let exchange = try await promise.futureResult.get()
         release(channel, origin: request.origin, reusable: exchange.reusable)
         return exchange.response

@@ -72,7 +72,7 @@ import Testing
     }
 
     @Test func aResponseOverTheSizeCapFails() async throws {
-        let server = try await TestServer { index, _ in .respond(String(repeating: "x", count: 5000)) }
+        let server = try await TestServer { _, _ in .respond(String(repeating: "x", count: 5000)) }
         let small = HTTPClient(configuration: .init(responseSizeLimit: 4096))
         await #expect(throws: HTTPClientError(.responseTooLarge, "")) {
             try await small.execute(HTTPClientRequest(origin: origin(server)), timeout: .seconds(5))
@@ -130,24 +130,29 @@ import Testing
     @Test func takesTheNewestAndExpiresTheOld() {
         var pool = IdleConnectionPool<Connection>(maximumIdlePerOrigin: 2, idleTimeoutNanoseconds: 100)
         let (a, b, c) = (Connection(), Connection(), Connection())
-        #expect(pool.release(a, id: ObjectIdentifier(a), origin: origin, now: 0))
-        #expect(pool.release(b, id: ObjectIdentifier(b), origin: origin, now: 50))
-        #expect(!pool.release(c, id: ObjectIdentifier(c), origin: origin, now: 60))
+        let keptA = pool.release(a, id: ObjectIdentifier(a), origin: origin, now: 0)
+        let keptB = pool.release(b, id: ObjectIdentifier(b), origin: origin, now: 50)
+        let keptC = pool.release(c, id: ObjectIdentifier(c), origin: origin, now: 60)
+        #expect(keptA && keptB && !keptC)
         let (taken, closed) = pool.take(origin, now: 120)
         #expect(taken === b)
         #expect(closed.count == 1 && closed[0] === a)
         #expect(pool.count == 0)
-        #expect(pool.take(origin, now: 130).connection == nil)
+        let again = pool.take(origin, now: 130)
+        #expect(again.connection == nil)
     }
 
     @Test func anIdleTimerRemovesOnlyTheReleaseItWasSetFor() {
         var pool = IdleConnectionPool<Connection>(maximumIdlePerOrigin: 2, idleTimeoutNanoseconds: 100)
         let a = Connection()
-        #expect(pool.release(a, id: ObjectIdentifier(a), origin: origin, now: 0))
-        #expect(pool.take(origin, now: 10).connection === a)
-        #expect(pool.release(a, id: ObjectIdentifier(a), origin: origin, now: 20))
-        #expect(pool.removeIfIdleSince(0, id: ObjectIdentifier(a), origin: origin) == nil)
-        #expect(pool.removeIfIdleSince(20, id: ObjectIdentifier(a), origin: origin) === a)
+        _ = pool.release(a, id: ObjectIdentifier(a), origin: origin, now: 0)
+        let taken = pool.take(origin, now: 10).connection
+        #expect(taken === a)
+        _ = pool.release(a, id: ObjectIdentifier(a), origin: origin, now: 20)
+        let stale = pool.removeIfIdleSince(0, id: ObjectIdentifier(a), origin: origin)
+        #expect(stale == nil)
+        let current = pool.removeIfIdleSince(20, id: ObjectIdentifier(a), origin: origin)
+        #expect(current === a)
         #expect(pool.count == 0)
     }
 }

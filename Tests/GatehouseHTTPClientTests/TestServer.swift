@@ -19,16 +19,18 @@ final class TestServer: Sendable {
     typealias Behaviour = @Sendable (_ index: Int, _ head: HTTPRequestHead) -> Answer
 
     let channel: any Channel
-    private let accepted = NIOLockedValueBox(0)
-    private let heads = NIOLockedValueBox<[HTTPRequestHead]>([])
+    private let accepted: NIOLockedValueBox<Int>
+    private let heads: NIOLockedValueBox<[HTTPRequestHead]>
 
     var port: Int { channel.localAddress!.port! }
     var acceptedConnections: Int { accepted.withLockedValue { $0 } }
     var requests: [HTTPRequestHead] { heads.withLockedValue { $0 } }
 
     init(_ behaviour: @escaping Behaviour) async throws {
-        let accepted = self.accepted
-        let heads = self.heads
+        let accepted = NIOLockedValueBox(0)
+        let heads = NIOLockedValueBox<[HTTPRequestHead]>([])
+        self.accepted = accepted
+        self.heads = heads
         channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in

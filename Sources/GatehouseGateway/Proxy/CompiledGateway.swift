@@ -212,13 +212,14 @@ public final class CompiledGateway: Sendable {
     /// `;` path parameters (`request_hygiene.path_parameters`).
     public let pathParameters: PathNormalizer.ParameterHandling
     /// Trace context and span export (`tracing:`).
-    public var tracing: GatewayTracing = .standard
+    public let tracing: GatewayTracing
 
     public init(
         routes: RouteTable<CompiledRoute>, clusters: [CompiledCluster], maxHeaderBytes: Int, maxHeaderCount: Int, headerReadTimeout: TimeAmount,
         idleTimeout: TimeAmount, trustedProxies: [GatewayConfiguration.CIDR], via: String, tokenValidator: TokenValidator?, forwardHeader: String?,
-        headerFilter: UntrustedHeaderFilter = .standard, pathParameters: PathNormalizer.ParameterHandling = .normalize
+        headerFilter: UntrustedHeaderFilter = .standard, pathParameters: PathNormalizer.ParameterHandling = .normalize, tracing: GatewayTracing = .standard
     ) {
+        self.tracing = tracing
         self.headerFilter = headerFilter
         self.pathParameters = pathParameters
         self.routes = routes

@@ -111,7 +111,7 @@ public final class GatewayCompiler: Sendable {
             )
             entries.append((match, compiled))
         }
-        var compiled = CompiledGateway(
+        return CompiledGateway(
             routes: RouteTable(entries),
             clusters: configuration.clusters.compactMap { clusters[$0.name] },
             maxHeaderBytes: configuration.limits.maxHeaderBytes,
@@ -123,10 +123,9 @@ public final class GatewayCompiler: Sendable {
             tokenValidator: tokenValidator,
             forwardHeader: forwardHeader.lowercased() == "authorization" ? nil : forwardHeader,
             headerFilter: UntrustedHeaderFilter(configuration.requestHygiene, forwardHeaders: [forwardHeader]),
-            pathParameters: configuration.requestHygiene.pathParameters == .reject ? .reject : .normalize
+            pathParameters: configuration.requestHygiene.pathParameters == .reject ? .reject : .normalize,
+            tracing: tracing(configuration)
         )
-        compiled.tracing = tracing(configuration)
-        return compiled
     }
 
     /// The server settings (listeners, threads, hard limits) of a configuration.
