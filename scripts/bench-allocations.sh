@@ -2,7 +2,8 @@
 # Heap allocations per proxied request, counted in the gateway process (LD_PRELOAD counter,
 # scripts/bench/alloc_counter.c) over a measured wrk run after a warm-up: the plain proxy
 # (config/bench/gateway.yaml) and the route with a cached opaque token (config/bench/gateway-full.yaml,
-# the demo authorization server on :9000 exchanging the token once). The count covers both sides of an
+# the demo authorization server on :9000 exchanging the token once), and the plain route with span export at
+# sample_ratio 0.01 and 1.0 (config/bench/gateway-tracing-001.yaml, gateway-tracing-1.yaml). The count covers both sides of an
 # exchange (the downstream request and response, the upstream request and response).
 #
 #   scripts/build-release.sh                # once
@@ -64,3 +65,7 @@ measure() {  # CONFIG LABEL
 
 measure gateway "plain route"
 measure gateway-full "cached opaque token route"
+# Tracing: the plain route propagates trace context on every request (traceresponse, traceparent upstream) and
+# exports nothing; these add span export at two sample ratios.
+measure gateway-tracing-001 "tracing, sample 0.01"
+measure gateway-tracing-1 "tracing, sample 1.0"

@@ -99,7 +99,10 @@ public final class HTTPClient: Sendable {
             head: HTTPRequestHead(version: .http1_1, method: request.method, uri: request.path, headers: headers), body: request.body, promise: promise,
             sizeLimit: configuration.responseSizeLimit
         )
-        channel.writeAndFlush(NIOAny(pending), promise: nil)
+        // A pooled connection that closed before the request could be written fails the write, not the read.
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { error in promise.fail(NoResponseYet(underlying: error)) }
+        channel.writeAndFlush(NIOAny(pending), promise: written)
         let exchange = try await promise.futureResult.get()
         release(channel, origin: request.origin, reusable: exchange.reusable)
         return exchange.response
