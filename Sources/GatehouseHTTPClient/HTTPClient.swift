@@ -102,7 +102,7 @@ public final class HTTPClient: Sendable {
         // A pooled connection that closed before the request could be written fails the write, not the read.
         let written = channel.eventLoop.makePromise(of: Void.self)
         written.futureResult.whenFailure { error in promise.fail(NoResponseYet(underlying: error)) }
-        channel.writeAndFlush(NIOAny(pending), promise: written)
+        channel.writeAndFlush(pending, promise: written)
         let exchange = try await promise.futureResult.get()
         release(channel, origin: request.origin, reusable: exchange.reusable)
         return exchange.response
