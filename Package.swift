@@ -198,7 +198,7 @@ let package = Package(
         .testTarget(
             name: "GatehouseGatewayTests",
             dependencies: [
-                "GatehouseGateway", "GatehouseConfiguration", "GatehouseDemoBackend", "GatehouseServiceAuth",
+                "GatehouseGateway", "GatehouseConfiguration", "GatehouseDemoBackend", "GatehouseServiceAuth", "GatehouseObservability",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

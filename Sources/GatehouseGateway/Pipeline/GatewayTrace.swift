@@ -50,6 +50,15 @@ struct GatewayTrace {
     /// Ended attempts (sampled requests only: an unsampled request allocates no span).
     var attemptSpans: [FinishedSpan] = []
     var tokenOutcome: TokenOutcome?
+    /// Further attributes of the server span (the hook for policy decisions: rate limit, breaker, admission).
+    private(set) var decisions: [FinishedSpan.Attribute] = []
+
+    /// Notes a policy's decision on the server span (e.g. `note("gatehouse.rate_limit", "allowed")`). Nothing is
+    /// kept for an unsampled request, so the call costs no allocation there.
+    mutating func note(_ key: String, _ value: String) {
+        guard request.sampled else { return }
+        decisions.append(.init(key, .string(value)))
+    }
 
     /// Continues the request's context if its source is trusted (`tracing.incoming`), else starts a trace.
     static func begin(_ scan: RequestHeadScan, peerIsTrustedProxy: Bool, tracing: GatewayTracing, ids: inout TraceIDGenerator) -> GatewayTrace {
@@ -164,6 +173,7 @@ extension ExchangeOutcome {
         if let clientID = record.clientID { attributes.append(.init("gatehouse.client_id", .string(clientID))) }
         if let token = record.trace.tokenOutcome { attributes.append(.init("gatehouse.token.outcome", .string(token.rawValue))) }
         attributes.append(.init("gatehouse.request_id", .string(requestID)))
+        attributes.append(contentsOf: record.trace.decisions)
         return FinishedSpan(
             traceID: trace.traceID, spanID: trace.spanID, parentSpanID: trace.parentSpanID, traceState: trace.traceState,
             name: route.map { "\(method) \($0)" } ?? method, kind: .server, startUnixNanoseconds: UnixTime.nanoseconds(receivedAt),
