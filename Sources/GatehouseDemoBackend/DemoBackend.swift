@@ -1,6 +1,7 @@
 import GatehouseObservability
 import GatehouseServiceAuth
 import GatehouseTokens
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
