@@ -1,4 +1,5 @@
 import GatehouseConfiguration
+import GatehouseObservability
 import GatehouseStore
 import GatehouseTokens
 import Hummingbird
