@@ -12,15 +12,18 @@ struct ServerTracing {
     let samplerFromEnvironment: Bool
 
     init(_ configuration: TracingConfiguration, defaultServiceName: String, logger: Logger, environment: [String: String] = Environment.variables()) {
-        settings = TracingSettings.resolve(
+        let settings = TracingSettings.resolve(
             environment: environment, configuredEndpoint: configuration.otlpEndpoint, configuredServiceName: configuration.serviceName,
             sampleRatio: configuration.sampleRatio, defaultServiceName: defaultServiceName
         )
-        samplerFromEnvironment = environment["OTEL_TRACES_SAMPLER"].map { TraceSampler(otelName: $0, argument: nil) != nil } ?? false
-        exporter = settings.endpoint.map { endpoint in
+        var exporter: SpanExporter?
+        if let endpoint = settings.endpoint {
             logger.notice("exporting spans", metadata: ["service": "\(settings.serviceName)", "endpoint": "\(endpoint)"])
-            return SpanExporter(configuration: .init(endpoint: endpoint, resource: settings.resource), logger: logger)
+            exporter = SpanExporter(configuration: .init(endpoint: endpoint, resource: settings.resource), logger: logger)
         }
+        self.settings = settings
+        self.exporter = exporter
+        samplerFromEnvironment = environment["OTEL_TRACES_SAMPLER"].map { TraceSampler(otelName: $0, argument: nil) != nil } ?? false
         tracer = GatehouseTracer(sampler: settings.sampler, sink: exporter)
     }
 }
