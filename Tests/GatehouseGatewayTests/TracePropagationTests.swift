@@ -1,5 +1,6 @@
 import GatehouseConfiguration
 import GatehouseObservability
+import NIOCore
 import NIOHTTP1
 import Testing
 
