@@ -101,7 +101,7 @@ struct DemoCommand: AsyncParsableCommand {
             backendTracing.serviceName = nil
             let tracing = ServerTracing(backendTracing, defaultServiceName: "gatehouse-demo-backend", logger: logger, environment: Self.backendEnvironment())
             if let exporter = tracing.exporter { services.append(exporter) }
-            services.append(DemoBackend.application(host: "127.0.0.1", port: backendPort, logger: logger, protection: protection, tracer: tracing.tracer) { _ in
+            services.append(DemoBackend.application(host: "127.0.0.1", port: backendPort, logger: logger, protection: protection, tracer: tracing.exportingTracer) { _ in
                 print("{\"event\":\"listening\",\"service\":\"demo-backend\",\"port\":\(port)}")
                 flushStandardOutput()
             })
@@ -199,7 +199,7 @@ enum AuthRunner {
             let keys = KeyManager.forServer(configuration, dataDirectory: dataDirectory, logger: logger)
             try await keys.reload()
             let tracing = ServerTracing(configuration.tracing, defaultServiceName: "gatehouse-auth", logger: logger)
-            let server = try AuthorizationServer(configuration: configuration, store: store, keys: keys, logger: logger, tracer: tracing.tracer)
+            let server = try AuthorizationServer(configuration: configuration, store: store, keys: keys, logger: logger, tracer: tracing.exportingTracer)
             try await server.registerConfiguredClientsAndUsers()
             let issuer = configuration.issuer
             let app = server.application(host: configuration.listen.host, port: configuration.listen.port) { port in

@@ -8,6 +8,9 @@ struct ServerTracing {
     let settings: TracingSettings
     let exporter: SpanExporter?
     let tracer: GatehouseTracer
+    /// The tracer when spans are exported, else nil: a server that calls nothing further needs no span per request
+    /// when the spans go nowhere (the authorization server's token path stays as fast as without tracing).
+    var exportingTracer: GatehouseTracer? { exporter == nil ? nil : tracer }
     /// `OTEL_TRACES_SAMPLER` chose the sampler (else `tracing.sample_ratio` does, and a reload may change it).
     let samplerFromEnvironment: Bool
 
