@@ -114,6 +114,8 @@ extension GatewayConfiguration {
         public var healthCheck: HealthCheck?
         public var outlierDetection: OutlierDetection = .init()
         public var retries: Retries = .init()
+        /// Bounded concurrency with a priority queue (see `Admission`); none when nil (the default).
+        public var admission: Admission?
 
         public init(
             name: String,
@@ -200,6 +202,7 @@ extension GatewayConfiguration {
         if cluster.retries.backoffMaxMilliseconds < cluster.retries.backoffBaseMilliseconds {
             throw retries.error("backoff_max", "must be at least backoff_base (\(cluster.retries.backoffBaseMilliseconds)ms)")
         }
+        cluster.admission = try parseAdmission(&reader)
         return cluster
     }
 

@@ -106,6 +106,13 @@ extension GatewayConfiguration {
         /// Protocols a client may upgrade to on this route (`Upgrade` tokens, lower-case). A request asking for any
         /// other is forwarded without its `Upgrade`. Default `[websocket]`; `h2c` can never be listed.
         public var upgrades: [String] = ["websocket"]
+        /// The route's priority class (default `normal`), changed per request by the first matching override.
+        public var priority: PriorityClass = .normal
+        public var priorityOverrides: [PriorityOverride] = []
+        /// Every limit must allow a request; none by default.
+        public var rateLimits: [RateLimit] = []
+        /// None by default.
+        public var circuitBreaker: CircuitBreaker?
 
         public init(
             name: String,
@@ -245,6 +252,10 @@ extension GatewayConfiguration {
             route.auth = try parseAuth(&auth, authorizationServer: authorizationServer)
             try auth.finish()
         }
+        if let priority = try parsePriority(&reader, "priority") { route.priority = priority }
+        route.priorityOverrides = try parsePriorityOverrides(&reader, authenticated: route.auth?.mode.requiresToken == true)
+        route.rateLimits = try parseRateLimits(&reader, totalTimeoutMilliseconds: route.timeouts.totalMilliseconds)
+        route.circuitBreaker = try parseCircuitBreaker(&reader)
         return route
     }
 }

@@ -16,6 +16,23 @@ struct GatewayReply: Error {
     var closesConnection: Bool
     /// Why the exchange ended, for the outcome observers.
     var cause: EndCause
+    /// A configured answer sent as it is instead of the JSON error body (a circuit breaker's `fallback`).
+    var fixed: Fixed?
+
+    /// A reply whose status, media type and body come from configuration, prebuilt at load.
+    struct Fixed: Sendable {
+        let status: HTTPResponseStatus
+        let contentType: String
+        let body: String
+        let contentLength: String
+
+        init(status: HTTPResponseStatus, contentType: String, body: String) {
+            self.status = status
+            self.contentType = contentType
+            self.body = body
+            self.contentLength = String(body.utf8.count)
+        }
+    }
 
     init(_ status: HTTPResponseStatus, _ message: String, error: String? = nil, closes: Bool, cause: EndCause, headers: [(String, String)] = []) {
         self.status = status
@@ -38,6 +55,7 @@ struct GatewayReply: Error {
         case 405: "method_not_allowed"
         case 413: "payload_too_large"
         case 414: "uri_too_long"
+        case 429: "rate_limited"
         case 431: "request_header_fields_too_large"
         case 501: "not_implemented"
         case 502: "bad_gateway"

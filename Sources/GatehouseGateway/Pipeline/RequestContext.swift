@@ -1,3 +1,4 @@
+import GatehousePolicies
 import NIOCore
 import NIOHTTP1
 
@@ -23,13 +24,38 @@ struct RequestContext {
     var priority: Priority = .normal
     /// Tracing: the request's trace, its upstream attempt's span, what policies noted (see `GatewayTrace`).
     var trace: GatewayTrace?
+    /// Tracing: the request's trace, its upstream attempt's span, what policies noted (see `GatewayTrace`).
+    var trace: GatewayTrace?
 
     var route: CompiledRoute { admitted.route }
+
+    init(requestID: String, head: HTTPRequestHead, scan: RequestHeadScan, admitted: AdmittedRequest, receivedAt: NIODeadline) {
+        self.requestID = requestID
+        self.head = head
+        self.scan = scan
+        self.admitted = admitted
+        self.receivedAt = receivedAt
+        self.priority = admitted.route.priority
+    }
 }
 
-/// A request's priority class: under saturation `sheddable` goes first and `critical` last.
-enum Priority: UInt8, Comparable, Sendable {
-    case sheddable = 0, normal = 1, critical = 2
+/// A request's hold on its cluster's admission control.
+enum AdmissionHold {
+    case none
+    /// Waiting in the queue.
+    case queued(ClusterAdmission, ClusterAdmission.Waiter, AdmissionTicket)
+    /// Holding one of the cluster's `max_in_flight` slots.
+    case holding(ClusterAdmission)
+}
 
-    static func < (lhs: Priority, rhs: Priority) -> Bool { lhs.rawValue < rhs.rawValue }
+enum LimitOutcome: String, Sendable {
+    case none = "-", allowed, delayed, limited
+}
+
+enum BreakerOutcome: String, Sendable {
+    case none = "-", closed, trial, open
+}
+
+enum AdmissionOutcome: String, Sendable {
+    case none = "-", admitted, queued, shed
 }

@@ -6,6 +6,10 @@ import NIOHTTP1
 /// Which policy decided (outcomes, logs, metrics labels).
 enum PolicyKind: String, Equatable, Sendable {
     case bearer
+    case priority
+    case rateLimit = "rate_limit"
+    case circuitBreaker = "circuit_breaker"
+    case admission
 }
 
 /// A route's policies, a closed set compiled per route at load and reload, run in order after routing. A `switch`
@@ -15,10 +19,23 @@ enum PolicyKind: String, Equatable, Sendable {
 enum RoutePolicy {
     /// RFC 6750 bearer tokens, checked as the route's `auth:` says.
     case bearer(RouteAuthorization)
+    /// `priority_overrides`: the request's priority class by its token (after `bearer`).
+    case priority(PriorityOverrides)
+    /// `rate_limits`: every limit must allow the request (429 otherwise; a delay when `max_delay` allows).
+    case rateLimit(RouteRateLimits)
+    /// `admission` of the route's cluster: a slot now, a place in the priority queue, or 503 `overloaded`.
+    case admission(ClusterAdmission)
+    /// `circuit_breaker`: 503 `circuit_open` (or the fallback) without touching the upstream while open. Last, just
+    /// before the upstream: a half-open trial is spent only on a request that is about to be tried.
+    case circuitBreaker(RouteCircuitBreaker)
 
     var kind: PolicyKind {
         switch self {
         case .bearer: .bearer
+        case .priority: .priority
+        case .rateLimit: .rateLimit
+        case .admission: .admission
+        case .circuitBreaker: .circuitBreaker
         }
     }
 }
@@ -59,10 +76,47 @@ struct ConnectionPolicyState {
 extension RoutePolicy {
     /// Runs the policy for `context`. Synchronous answers change `context` in place; a suspension hands back a
     /// future whose resumption the caller applies.
-    func evaluate(_ context: inout RequestContext, connection: inout ConnectionPolicyState, on eventLoop: any EventLoop) -> PolicyVerdict {
+    func evaluate(
+        _ context: inout RequestContext, connection: inout ConnectionPolicyState, peer: HeaderHygiene.Peer, gateway: CompiledGateway, on eventLoop: any EventLoop
+    ) -> PolicyVerdict {
         switch self {
         case .bearer(let auth):
             return Self.bearer(auth, &context, &connection, eventLoop)
+        case .priority(let overrides):
+            if let identity = context.identity, let priority = overrides.priority(for: identity) { context.priority = priority }
+            return .proceed
+        case .rateLimit(let limits):
+            return limits.evaluate(&context, peer: peer, gateway: gateway, now: context.receivedAt, on: eventLoop)
+        case .admission(let admission):
+            return Self.admit(admission, &context, eventLoop)
+        case .circuitBreaker(let breaker):
+            return breaker.evaluate(&context, now: context.receivedAt)
+        }
+    }
+
+    /// Takes a slot of the cluster, or a place in its queue (the request suspends until a slot is granted, it is
+    /// displaced, or it times out).
+    private static func admit(_ admission: ClusterAdmission, _ context: inout RequestContext, _ eventLoop: any EventLoop) -> PolicyVerdict {
+        switch admission.arrive(priority: context.priority, now: context.receivedAt, on: eventLoop) {
+        case .admitted:
+            context.admission = .holding(admission)
+            context.admissionOutcome = .admitted
+            return .proceed
+        case .queued(let waiter, let ticket):
+            context.admission = .queued(admission, waiter, ticket)
+            context.admissionOutcome = .queued
+            // A refusal after waiting leaves the body (if any) unread in the socket.
+            let closes = RouteRateLimits.closesOnRefusal(context)
+            return .suspend(
+                waiter.promise.futureResult.map { resumption in
+                    guard case .reject(var reply) = resumption else { return resumption }
+                    reply.closesConnection = closes
+                    return .reject(reply)
+                }
+            )
+        case .refused:
+            context.admissionOutcome = .shed
+            return .reject(ClusterAdmission.overloaded(admission.clusterName, "its queue is full", closes: RouteRateLimits.closesOnRefusal(context)))
         }
     }
 
@@ -186,5 +240,27 @@ struct PolicyChain: Sendable {
     let policies: [RoutePolicy]
 
     static let empty = PolicyChain(policies: [])
+}
+
+/// A route's `priority_overrides`, compiled: the first whose conditions all hold gives the request's class.
+struct PriorityOverrides: Sendable {
+    struct Override: Sendable {
+        let clientIDs: Set<String>
+        let scopesAnyOf: Set<String>
+        let priority: PriorityClass
+    }
+
+    let overrides: [Override]
+
+    func priority(for identity: ValidatedToken) -> PriorityClass? {
+        for override in overrides {
+            if !override.clientIDs.isEmpty {
+                guard let client = identity.clientID, override.clientIDs.contains(client) else { continue }
+            }
+            if !override.scopesAnyOf.isEmpty && override.scopesAnyOf.isDisjoint(with: identity.scopes) { continue }
+            return override.priority
+        }
+        return nil
+    }
 }
 

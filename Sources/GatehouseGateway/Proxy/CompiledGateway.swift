@@ -1,4 +1,5 @@
 import GatehouseConfiguration
+import GatehousePolicies
 import NIOConcurrencyHelpers
 import NIOCore
 import Synchronization
@@ -23,13 +24,19 @@ public final class CompiledRoute: Sendable {
     public let upgrades: [String]
     /// A tunnel after `101 Switching Protocols` closes after this long without a byte either way.
     public let tunnelIdleTimeout: TimeAmount
-    /// The route's policies, in the order they run (today: the token check when the route has `auth`).
+    /// The route's policies, in the order they run: the token check, priority overrides, rate limits, the
+    /// cluster's admission, the circuit breaker (each when configured).
     let policies: PolicyChain
+    /// The route's priority class before overrides (`priority`, default normal).
+    let priority: PriorityClass
+    /// Told of every try's result (nil without `circuit_breaker`).
+    let breaker: RouteCircuitBreaker?
+    let rateLimits: RouteRateLimits?
 
-    public init(
+    init(
         name: String, cluster: CompiledCluster, prefixReplacement: String?, perTryTimeout: TimeAmount, totalTimeout: TimeAmount,
         maxBodyBytes: Int, auth: RouteAuthorization?, forwardHeader: String?, upgrades: [String] = ["websocket"],
-        tunnelIdleTimeout: TimeAmount = .minutes(10)
+        tunnelIdleTimeout: TimeAmount = .minutes(10), faultTolerance: FaultTolerance = .init()
     ) {
         self.name = name
         self.cluster = cluster
@@ -48,7 +55,24 @@ public final class CompiledRoute: Sendable {
         self.strippedRequestHeaders = stripped
         self.upgrades = upgrades
         self.tunnelIdleTimeout = tunnelIdleTimeout
-        self.policies = PolicyChain(policies: auth.map { [.bearer($0)] } ?? [])
+        self.priority = faultTolerance.priority
+        self.breaker = faultTolerance.breaker
+        self.rateLimits = faultTolerance.rateLimits
+        var policies: [RoutePolicy] = []
+        if let auth { policies.append(.bearer(auth)) }
+        if let overrides = faultTolerance.priorityOverrides, auth != nil { policies.append(.priority(overrides)) }
+        if let limits = faultTolerance.rateLimits { policies.append(.rateLimit(limits)) }
+        if let admission = cluster.admission { policies.append(.admission(admission)) }
+        if let breaker = faultTolerance.breaker { policies.append(.circuitBreaker(breaker)) }
+        self.policies = PolicyChain(policies: policies)
+    }
+
+    /// A route's fault-tolerance settings, compiled (state kept across reloads by the compiler).
+    struct FaultTolerance {
+        var priority: PriorityClass = .normal
+        var priorityOverrides: PriorityOverrides?
+        var rateLimits: RouteRateLimits?
+        var breaker: RouteCircuitBreaker?
     }
 
     /// Whether every protocol an `Upgrade` value lists (`websocket`, `h2c, websocket`, `foo/2`) is allowed here.
@@ -85,9 +109,15 @@ public final class CompiledCluster: Sendable {
     public let health: TargetHealth
     /// Active checks, when configured.
     public let healthCheck: HealthCheckSettings?
+    /// Bounded concurrency with a priority queue (`admission`), when configured.
+    let admission: ClusterAdmission?
 
-    init(name: String, targets: [TargetKey], loadBalancing: LoadBalancing, poolLimits: UpstreamPool.LimitsSendable, retryAttempts: Int, health: TargetHealth, healthCheck: HealthCheckSettings?) {
+    init(
+        name: String, targets: [TargetKey], loadBalancing: LoadBalancing, poolLimits: UpstreamPool.LimitsSendable, retryAttempts: Int, health: TargetHealth,
+        healthCheck: HealthCheckSettings?, admission: ClusterAdmission? = nil
+    ) {
         self.healthCheck = healthCheck
+        self.admission = admission
         self.name = name
         self.targets = targets
         self.loadBalancing = loadBalancing
@@ -192,7 +222,11 @@ public final class TargetHealth: Sendable {
 /// (A class: each connection holds the current one, and one reference is cheaper to copy than the fields.)
 public final class CompiledGateway: Sendable {
     public let routes: RouteTable<CompiledRoute>
+    /// Every route, in configuration order (the admin listener's `/rate-limits` and `/breakers`).
+    public let routeList: [CompiledRoute]
     public let clusters: [CompiledCluster]
+    /// The clusters' admission queues (their waiters' timeouts are enforced by every loop's ticker).
+    let admissions: [ClusterAdmission]
     public let maxHeaderBytes: Int
     public let maxHeaderCount: Int
     public let headerReadTimeout: TimeAmount
@@ -217,9 +251,12 @@ public final class CompiledGateway: Sendable {
     public init(
         routes: RouteTable<CompiledRoute>, clusters: [CompiledCluster], maxHeaderBytes: Int, maxHeaderCount: Int, headerReadTimeout: TimeAmount,
         idleTimeout: TimeAmount, trustedProxies: [GatewayConfiguration.CIDR], via: String, tokenValidator: TokenValidator?, forwardHeader: String?,
-        headerFilter: UntrustedHeaderFilter = .standard, pathParameters: PathNormalizer.ParameterHandling = .normalize, tracing: GatewayTracing = .standard
+        headerFilter: UntrustedHeaderFilter = .standard, pathParameters: PathNormalizer.ParameterHandling = .normalize, routeList: [CompiledRoute] = [],
+        tracing: GatewayTracing = .standard
     ) {
         self.tracing = tracing
+        self.routeList = routeList
+        self.admissions = clusters.compactMap(\.admission)
         self.headerFilter = headerFilter
         self.pathParameters = pathParameters
         self.routes = routes

@@ -33,23 +33,39 @@ extension DownstreamHandler {
         var position = index
         while position < policies.count {
             let policy = policies[position]
-            switch policy.evaluate(&exchange.context, connection: &policyState, on: context.eventLoop) {
+            switch policy.evaluate(&exchange.context, connection: &policyState, peer: peer, gateway: gateway, on: context.eventLoop) {
             case .proceed:
                 position += 1
             case .reject(let reply):
                 return fail(exchange, reply)
             case .suspend(let future):
                 // Reads stay paused (no upstream connection yet), so a body waits in the socket.
-                exchange.suspended = true
+                exchange.suspendedBy = policy.kind
                 let resumeAt = position + 1
                 future.whenComplete { result in
-                    guard self.exchange === exchange else { return }  // the client left, or a timeout answered
-                    exchange.suspended = false
+                    guard self.exchange === exchange else {
+                        // The client left, or a timeout answered. A slot granted meanwhile goes on to the next waiter.
+                        if case .success(.proceed) = result, case .admission(let admission) = policy { admission.release(now: self.clock.now()) }
+                        return
+                    }
+                    exchange.suspendedBy = nil
                     switch result {
                     case .success(.proceed(let identity)):
-                        if let identity, case .bearer(let auth) = policy { RoutePolicy.accept(identity, auth, &exchange.context) }
+                        switch policy {
+                        case .bearer(let auth):
+                            if let identity { RoutePolicy.accept(identity, auth, &exchange.context) }
+                        case .admission(let admission):
+                            exchange.context.admission = .holding(admission)
+                            exchange.context.admissionOutcome = .admitted
+                        case .priority, .rateLimit, .circuitBreaker:
+                            break
+                        }
                         self.runPolicies(exchange, from: resumeAt)
                     case .success(.reject(let reply)):
+                        if case .admission = policy {
+                            exchange.context.admission = .none  // answered from the queue: it holds no slot
+                            exchange.context.admissionOutcome = .shed
+                        }
                         self.fail(exchange, reply)
                     case .failure:
                         self.fail(exchange, RoutePolicy.unavailable("the request could not be checked; retry later", close: true))

@@ -131,6 +131,7 @@ extension DownstreamHandler {
     /// `upstream` says, and the observers hear of it. Every exchange passes here exactly once.
     func finish(_ exchange: Exchange, cause: EndCause, upstream: UpstreamRelease, now: NIODeadline? = nil) {
         if self.exchange === exchange { self.exchange = nil }
+        releasePolicyHolds(exchange)
         // Still queued for a connection: give the place up now (the acquire's callback then only undoes the count).
         if exchange.acquiring { loop.pool.cancelWaiting(ObjectIdentifier(exchange), target: exchange.target) }
         if let connection = exchange.connection {
@@ -171,18 +172,25 @@ extension DownstreamHandler {
     func render(_ reply: GatewayReply, requestID: String, additions: HeaderAdditions) {
         // A draining connection takes no further requests.
         let close = reply.closesConnection || draining
-        var body = context.channel.allocator.buffer(capacity: 128 + reply.message.utf8.count)
-        body.writeString("{\"error\":\"")
-        body.writeString(reply.error)
-        body.writeString("\",\"message\":")
-        body.writeString(JSONEscaping.quoted(reply.message))
-        body.writeString(",\"request_id\":\"")
-        body.writeString(requestID)
-        body.writeString("\"}")
+        var body: ByteBuffer
         var headers = HTTPHeaders()
         headers.reserveCapacity(6 + reply.headers.count + additions.count)
-        headers.add(name: "Content-Type", value: "application/json")
-        headers.add(name: "Content-Length", value: String(body.readableBytes))
+        if let fixed = reply.fixed {
+            body = context.channel.allocator.buffer(string: fixed.body)
+            headers.add(name: "Content-Type", value: fixed.contentType)
+            headers.add(name: "Content-Length", value: fixed.contentLength)
+        } else {
+            body = context.channel.allocator.buffer(capacity: 128 + reply.message.utf8.count)
+            body.writeString("{\"error\":\"")
+            body.writeString(reply.error)
+            body.writeString("\",\"message\":")
+            body.writeString(JSONEscaping.quoted(reply.message))
+            body.writeString(",\"request_id\":\"")
+            body.writeString(requestID)
+            body.writeString("\"}")
+            headers.add(name: "Content-Type", value: "application/json")
+            headers.add(name: "Content-Length", value: String(body.readableBytes))
+        }
         headers.add(name: "X-Request-Id", value: requestID)
         headers.add(name: "Cache-Control", value: "no-store")
         for (name, value) in reply.headers { headers.add(name: name, value: value) }

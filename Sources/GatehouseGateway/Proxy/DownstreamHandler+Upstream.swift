@@ -28,11 +28,19 @@ extension DownstreamHandler {
 
     func attemptStarted(_ exchange: Exchange) {
         exchange.attempts += 1
+        if exchange.route.breaker != nil { exchange.attemptStartedAt = clock.now() }
         loop.started(exchange.target)
         traceAttemptStarted(exchange)  // tracing
     }
 
     func attemptEnded(_ exchange: Exchange, _ result: AttemptResult, now: NIODeadline) {
+        if let breaker = exchange.route.breaker, let started = exchange.attemptStartedAt, let ticket = exchange.context.breakerTicket {
+            exchange.attemptStartedAt = nil
+            exchange.context.breakerRecorded = true
+            var status: UInt?
+            if case .response(let code) = result { status = code }
+            breaker.record(status: status, duration: now.uptimeNanoseconds &- started.uptimeNanoseconds, ticket: ticket, now: now)
+        }
         traceAttemptEnded(exchange, result, now: now)  // tracing
         switch result {
         case .response(let status) where status < 500:

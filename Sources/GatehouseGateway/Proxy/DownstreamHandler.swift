@@ -37,8 +37,12 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         /// Whether the upstream request is chunked (else its end writes nothing).
         var upstreamChunked: Bool
         var switchingProtocols = false
-        /// A policy suspended the exchange (the token check waits for the authorization server).
-        var suspended = false
+        /// The policy that suspended the exchange (the token check waiting for the authorization server, a rate limit
+        /// delaying it, the admission queue); nil while it runs.
+        var suspendedBy: PolicyKind?
+        var suspended: Bool { suspendedBy != nil }
+        /// When the current try started (slow calls, the breaker's and metrics' durations).
+        var attemptStartedAt: NIODeadline?
         /// Waiting in the pool's queue for a connection (cancelled if the exchange ends first).
         var acquiring = false
         var attempts = 0
@@ -196,13 +200,15 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
                 if exchange.responseHeadSent {
                     finish(exchange, cause: .truncated, upstream: .close)
                     context.close(promise: nil)
-                } else if exchange.suspended {
-                    // Still waiting on a policy (the authorization server): the upstream was never asked.
-                    fail(exchange, RoutePolicy.unavailable("the token could not be checked within \(exchange.route.totalTimeout.nanoseconds / 1_000_000) ms; retry later", close: !exchange.requestEnded))
+                } else if let kind = exchange.suspendedBy {
+                    // Still waiting on a policy: the upstream was never asked.
+                    fail(exchange, Self.suspensionTimedOut(kind, exchange))
                 } else {
+                    attemptTimedOut(exchange, now: now)
                     fail(exchange, GatewayReply(.gatewayTimeout, "the upstream did not answer within \(exchange.route.totalTimeout.nanoseconds / 1_000_000) ms", closes: !exchange.requestEnded, cause: .upstreamTimeout))
                 }
             } else if !exchange.responseHeadSent && !exchange.suspended && now >= exchange.perTryDeadline {
+                attemptTimedOut(exchange, now: now)
                 fail(exchange, GatewayReply(.gatewayTimeout, "the upstream did not answer within \(exchange.route.perTryTimeout.nanoseconds / 1_000_000) ms", closes: !exchange.requestEnded, cause: .upstreamTimeout))
             }
             return
@@ -289,8 +295,14 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         if closing { return }
         if !queued.isEmpty {
             pendingRead = true
-        } else if let exchange, exchange.framing != .undecided, exchange.connection == nil || exchange.connection?.channel.isWritable == false {
-            pendingRead = true  // wait for the upstream (connecting, or its buffer is full)
+        } else if let exchange, exchange.framing != .undecided, !(exchange.suspended && exchange.requestEnded),
+            exchange.connection == nil || exchange.connection?.channel.isWritable == false
+        {
+            // Wait for the upstream (connecting, or its buffer is full). A suspended request that has been read whole
+            // keeps reading: a client that leaves while its request waits (in the admission queue, for its token's
+            // check) is noticed at once and its place freed; a pipelined request behind it is queued, which pauses
+            // reading again.
+            pendingRead = true
         } else {
             context.read()
         }

@@ -68,6 +68,9 @@ final class LoopState {
         if let runtime { gateway = runtime.snapshot }
         for handler in handlers.values { handler.tick(now: now) }
         pool.expireIdle(now: now)
+        // Queue timeouts of the clusters' admission control (shared queues: any loop's tick may answer any waiter;
+        // NIO runs each answer on its waiter's loop).
+        if let gateway { for admission in gateway.admissions { admission.expire(now: now) } }
     }
 
     func stopTicker() {

@@ -77,6 +77,12 @@ public struct AdminServer: Service {
                         + "\"by_status\":{\(classes)}}"
                 )
             }
+        case "/rate-limits":
+            return eventLoop.makeSucceededFuture((.ok, rateLimitsJSON(gateway.runtime.snapshot)))
+        case "/breakers":
+            return eventLoop.makeSucceededFuture((.ok, breakersJSON(gateway.runtime.snapshot, now: .now())))
+        case "/admission":
+            return eventLoop.makeSucceededFuture((.ok, admissionJSON(gateway.runtime.snapshot)))
         default:
             return nil
         }

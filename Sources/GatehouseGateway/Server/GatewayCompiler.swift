@@ -12,6 +12,19 @@ import NIOCore
 public final class GatewayCompiler: Sendable {
     private let health = NIOLockedValueBox([String: TargetHealth]())
     private let validator = NIOLockedValueBox<TokenValidator?>(nil)
+    /// Fault-tolerance state by what it belongs to: a reload keeps a limiter (its counts), a breaker (its window and
+    /// state) and an admission queue (its slots and waiters) whose definition did not change, and starts afresh
+    /// those whose definition did.
+    private let faultTolerance = NIOLockedValueBox(FaultToleranceRegistry())
+
+    struct FaultToleranceRegistry {
+        /// By route name and limit name.
+        var limits: [String: CompiledRateLimit] = [:]
+        /// By route name.
+        var breakers: [String: RouteCircuitBreaker] = [:]
+        /// By cluster name.
+        var admissions: [String: ClusterAdmission] = [:]
+    }
     /// `Via` value: protocol version and a pseudonym (RFC 9110 §7.6.3).
     public let via: String
     let logger: Logger
@@ -52,8 +65,19 @@ public final class GatewayCompiler: Sendable {
         let tokenValidator = tokenValidator(for: configuration.authorizationServer)
         let forwardHeader = configuration.authorizationServer?.forwardHeader ?? "Authorization"
 
+        let previous = faultTolerance.withLockedValue { $0 }
+        var registry = FaultToleranceRegistry()
         var clusters: [String: CompiledCluster] = [:]
         for cluster in configuration.clusters {
+            var admission: ClusterAdmission?
+            if let definition = cluster.admission {
+                if let kept = previous.admissions[cluster.name], kept.definition == definition {
+                    admission = kept
+                } else {
+                    admission = ClusterAdmission(clusterName: cluster.name, definition: definition)
+                }
+                registry.admissions[cluster.name] = admission
+            }
             let detection = cluster.outlierDetection
             let health = self.health.withLockedValue { registry in
                 if let existing = registry[cluster.name] { return existing }
@@ -77,7 +101,8 @@ public final class GatewayCompiler: Sendable {
                         path: $0.path, interval: .milliseconds(Int64($0.intervalMilliseconds)), timeout: .milliseconds(Int64($0.timeoutMilliseconds)),
                         healthyThreshold: $0.healthyThreshold, unhealthyThreshold: $0.unhealthyThreshold
                     )
-                }
+                },
+                admission: admission
             )
         }
         var entries: [(match: RouteMatch, route: CompiledRoute)] = []
@@ -97,13 +122,39 @@ public final class GatewayCompiler: Sendable {
                     forwardHeader: forwardHeader
                 )
             }
+            var faults = CompiledRoute.FaultTolerance(priority: PriorityClass(route.priority))
+            if !route.priorityOverrides.isEmpty {
+                faults.priorityOverrides = PriorityOverrides(
+                    overrides: route.priorityOverrides.map { .init(clientIDs: Set($0.clientIDs), scopesAnyOf: Set($0.scopesAnyOf), priority: PriorityClass($0.priority)) }
+                )
+            }
+            if !route.rateLimits.isEmpty {
+                faults.rateLimits = RouteRateLimits(
+                    route.rateLimits.map { definition in
+                        let key = route.name + "\u{0}" + definition.name
+                        let limit =
+                            previous.limits[key].flatMap { $0.definition == definition ? $0 : nil }
+                            ?? CompiledRateLimit(definition, limiter: RateLimiter(rule: CompiledRateLimit.rule(definition)))
+                        registry.limits[key] = limit
+                        return limit
+                    }
+                )
+            }
+            if let definition = route.circuitBreaker {
+                let breaker =
+                    previous.breakers[route.name].flatMap { $0.definition == definition ? $0 : nil }
+                    ?? RouteCircuitBreaker(routeName: route.name, definition: definition, breaker: SharedCircuitBreaker(settings: RouteCircuitBreaker.settings(definition)))
+                registry.breakers[route.name] = breaker
+                faults.breaker = breaker
+            }
             let compiled = CompiledRoute(
                 name: route.name, cluster: cluster, prefixReplacement: replacement,
                 perTryTimeout: .milliseconds(Int64(route.timeouts.perTryMilliseconds)),
                 totalTimeout: .milliseconds(Int64(route.timeouts.totalMilliseconds)),
                 maxBodyBytes: route.maxBodyBytes, auth: auth,
                 forwardHeader: HeaderHygiene.equalsIgnoringCase(forwardHeader, "authorization") ? nil : forwardHeader,
-                upgrades: route.upgrades, tunnelIdleTimeout: .milliseconds(Int64(route.timeouts.tunnelIdleMilliseconds))
+                upgrades: route.upgrades, tunnelIdleTimeout: .milliseconds(Int64(route.timeouts.tunnelIdleMilliseconds)),
+                faultTolerance: faults
             )
             let match = RouteMatch(
                 host: route.match.host, pathPrefix: route.match.pathPrefix, exactPath: route.match.path,
@@ -111,6 +162,7 @@ public final class GatewayCompiler: Sendable {
             )
             entries.append((match, compiled))
         }
+        faultTolerance.withLockedValue { $0 = registry }
         return CompiledGateway(
             routes: RouteTable(entries),
             clusters: configuration.clusters.compactMap { clusters[$0.name] },
@@ -124,6 +176,7 @@ public final class GatewayCompiler: Sendable {
             forwardHeader: forwardHeader.lowercased() == "authorization" ? nil : forwardHeader,
             headerFilter: UntrustedHeaderFilter(configuration.requestHygiene, forwardHeaders: [forwardHeader]),
             pathParameters: configuration.requestHygiene.pathParameters == .reject ? .reject : .normalize,
+            routeList: entries.map(\.route),
             tracing: tracing(configuration)
         )
     }
@@ -142,5 +195,15 @@ public final class GatewayCompiler: Sendable {
             idleTimeout: .milliseconds(Int64(configuration.limits.idleTimeoutMilliseconds)),
             drainTimeout: .milliseconds(Int64(configuration.limits.drainTimeoutMilliseconds))
         )
+    }
+}
+
+extension PriorityClass {
+    init(_ configured: GatewayConfiguration.PriorityClass) {
+        switch configured {
+        case .critical: self = .critical
+        case .normal: self = .normal
+        case .sheddable: self = .sheddable
+        }
     }
 }
