@@ -20,10 +20,20 @@ struct RequestContext {
     var upstreamAdditions = HeaderAdditions()
     /// Headers for the client's response, whoever answers it (`RateLimit`, `traceresponse`).
     var responseAdditions = HeaderAdditions()
-    /// The priority class (load shedding orders by it; the route's, until a policy changes it).
-    var priority: Priority = .normal
-    /// Tracing: the request's trace, its upstream attempt's span, what policies noted (see `GatewayTrace`).
-    var trace: GatewayTrace?
+    /// The priority class (load shedding orders by it; the route's, until `priority_overrides` changes it).
+    var priority: PriorityClass
+    /// The request's place at its cluster's admission: released at the one exit.
+    var admission: AdmissionHold = .none
+    /// What the fault-tolerance policies decided (access log, spans, `/rate-limits`).
+    var limitOutcome: LimitOutcome = .none
+    /// The limit that refused the request, with `limitOutcome == .limited`.
+    var limitedBy: String?
+    var breakerOutcome: BreakerOutcome = .none
+    /// The breaker's ticket for this request: every try's result is recorded with it, and a request that ends with
+    /// no try recorded gives it back (`.cancelled`), or a half-open trial slot would stay taken.
+    var breakerTicket: BreakerTicket?
+    var breakerRecorded = false
+    var admissionOutcome: AdmissionOutcome = .none
     /// Tracing: the request's trace, its upstream attempt's span, what policies noted (see `GatewayTrace`).
     var trace: GatewayTrace?
 
