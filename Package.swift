@@ -39,6 +39,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         // The PostgreSQL store: the wire protocol, SCRAM authentication and pooling are not ours to write.
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        // Already in the graph through Hummingbird; the tracing API our tracer implements (spans at the
+        // authorization server, the demo backend and the gateway's calls to it).
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
     ],
     targets: [
         // Argument parsing and wiring only.
@@ -119,6 +122,7 @@ let package = Package(
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -126,7 +130,7 @@ let package = Package(
         .target(
             name: "GatehouseGateway",
             dependencies: [
-                "GatehouseConfiguration", "GatehouseObservability", "GatehousePolicies", "GatehouseTokens", "GatehouseServiceAuth",
+                "GatehouseConfiguration", "GatehouseObservability", "GatehousePolicies", "GatehouseTokens", "GatehouseHTTPClient",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -137,6 +141,7 @@ let package = Package(
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
             // The data path's classes are confined to their event loop, so dynamic exclusivity checks only cost
             // (about 3% of a proxied request's CPU in release builds); debug builds and tests keep them.
@@ -149,12 +154,23 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // For services behind the gateway: verifies the gateway-issued JWT of a request against the authorization
-        // server's JWKS (fetched over HTTP, cached, unknown-kid refetch rule), plus the small HTTP/1.1 client it uses
-        // (which the gateway borrows too, until it has a client target of its own).
+        // server's JWKS (fetched over HTTP, cached, unknown-kid refetch rule).
         .target(
             name: "GatehouseServiceAuth",
             dependencies: [
-                "GatehouseTokens",
+                "GatehouseTokens", "GatehouseHTTPClient", "GatehouseObservability",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The internal HTTP/1.1 client: keep-alive connections pooled per origin, responses read whole with a size
+        // cap (the gateway's calls to the authorization server, health checks, backends' key-set fetches).
+        .target(
+            name: "GatehouseHTTPClient",
+            dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -169,17 +185,23 @@ let package = Package(
             dependencies: [
                 "GatehouseObservability", "GatehouseServiceAuth", "GatehouseTokens", .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"), .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
             swiftSettings: swiftSettings
         ),
-        // Logging bootstrap (JSON lines, secrets redacted) and request ids, shared by both servers.
+        // Logging bootstrap (JSON lines, secrets redacted) and request ids, shared by both servers; trace context
+        // (W3C, B3, X-Ray), sampling, a swift-distributed-tracing `Tracer` and the OTLP/HTTP span exporter.
         .target(
             name: "GatehouseObservability",
             dependencies: [
+                "GatehouseHTTPClient",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
                 // The admin listener both servers share (`AdminHTTP`: /metrics, /healthz, /readyz).
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -203,6 +225,18 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GatehouseHTTPClientTests",
+            dependencies: [
+                "GatehouseHTTPClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

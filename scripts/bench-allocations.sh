@@ -3,8 +3,10 @@
 # scripts/bench/alloc_counter.c) over a measured wrk run after a warm-up: the plain proxy
 # (config/bench/gateway.yaml) and the route with a cached opaque token (config/bench/gateway-full.yaml,
 # the demo authorization server on :9000 exchanging the token once). The count covers both sides of an
-# exchange (the downstream request and response, the upstream request and response). The third run adds the
-# access log to a file (config/bench/gateway-access-log.yaml); metrics are always on.
+# exchange (the downstream request and response, the upstream request and response). Further runs: the
+# fault-tolerance route (config/bench/gateway-fault-tolerance.yaml), the access log to a file
+# (config/bench/gateway-access-log.yaml; metrics are always on), and span export at sample_ratio 0.01 and 1.0
+# (config/bench/gateway-tracing-001.yaml, gateway-tracing-1.yaml).
 #
 #   scripts/build-release.sh                # once
 #   scripts/bench-allocations.sh
@@ -70,3 +72,7 @@ rm -f /tmp/gatehouse-bench-access.log
 measure gateway-access-log "plain route + access log"
 echo "access log: $(wc -l < /tmp/gatehouse-bench-access.log) lines in /tmp/gatehouse-bench-access.log"
 rm -f /tmp/gatehouse-bench-access.log
+# Tracing: the plain route propagates trace context on every request (traceresponse, traceparent upstream) and
+# exports nothing; these add span export at two sample ratios.
+measure gateway-tracing-001 "tracing, sample 0.01"
+measure gateway-tracing-1 "tracing, sample 1.0"

@@ -29,6 +29,8 @@ public final class AuthorizationServer: Sendable {
     public let metrics: AuthMetrics
     /// The access log (nil: none).
     public let accessLog: AccessLogWriter?
+    /// Server spans per request (nil: no tracing).
+    let tracer: GatehouseTracer?
 
     /// Name of the browser session cookie on a loopback http issuer.
     public static let sessionCookie = "gatehouse_session"
@@ -41,10 +43,11 @@ public final class AuthorizationServer: Sendable {
     public init(
         configuration: AuthServerConfiguration, store: any AuthStore, keys: KeyManager, clock: any AuthClock = SystemAuthClock(), logger: Logger,
         passwordAlgorithm: any PasswordAlgorithm = BcryptAlgorithm(), passwordHashingPool: NIOThreadPool? = nil,
-        metrics: AuthMetrics = AuthMetrics(), accessLog: AccessLogWriter? = nil
+        metrics: AuthMetrics = AuthMetrics(), accessLog: AccessLogWriter? = nil, tracer: GatehouseTracer? = nil
     ) throws {
         self.metrics = metrics
         self.accessLog = accessLog
+        self.tracer = tracer
         self.keys = keys
         self.configuration = configuration
         self.store = store
@@ -178,6 +181,7 @@ public final class AuthorizationServer: Sendable {
         let logger = self.logger
         let metrics = self.metrics
         let accessLog = self.accessLog
+        let tracer = self.tracer
         let headerReadTimeout = TimeAmount.seconds(Int64(configuration.listen.headerReadTimeout))
         let idleTimeout = TimeAmount.seconds(Int64(configuration.listen.idleTimeout))
         return Application(
@@ -185,7 +189,8 @@ public final class AuthorizationServer: Sendable {
             server: .http1(
                 configuration: .init(
                     additionalChannelHandlers: [AuthPipelineInstaller(
-                            tokens: tokens, headerReadTimeout: headerReadTimeout, idleTimeout: idleTimeout, logger: logger, metrics: metrics, accessLog: accessLog
+                            tokens: tokens, headerReadTimeout: headerReadTimeout, idleTimeout: idleTimeout, logger: logger, metrics: metrics, accessLog: accessLog,
+                            tracer: tracer
                         )]
                 )
             ),

@@ -249,6 +249,8 @@ public struct AuthServerConfiguration: Sendable, Equatable {
     /// address, so the per-address login throttle would put every user under one key. The client's address is
     /// the last hop of `X-Forwarded-For` that is not itself trusted. Default none (the socket's peer is the client).
     public var trustedProxies: [CIDR] = []
+    /// `tracing:` (`sample_ratio`, `otlp_endpoint`, `service_name`; see `TracingConfiguration`).
+    public var tracing: TracingConfiguration = .init()
     public var clients: [ClientRegistration]
     public var users: [UserRegistration]
     /// `admin: {host, port}`: the admin listener (`/metrics`, `/healthz`, `/readyz`), never on the public
@@ -450,6 +452,7 @@ public struct AuthServerConfiguration: Sendable, Equatable {
         configuration.admin = try root.adminListener(defaultPort: 9902)
         configuration.accessLog = try root.accessLog(baseDirectory: baseDirectory)
 
+        configuration.tracing = try TracingConfiguration.parseSection(&root, gateway: false)
         try root.finish()
         // Weak inline secrets are refused unless the issuer is loopback (development), where they only warn.
         if !issuerURL.isLoopback, let weak = weakInlineSecrets.first {

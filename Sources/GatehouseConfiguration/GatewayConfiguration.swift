@@ -92,6 +92,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var trustedProxies: [CIDR] = []
     /// `request_hygiene:` (see `RequestHygiene`).
     public var requestHygiene: RequestHygiene = .init()
+    /// `tracing:` (see `TracingConfiguration`).
+    public var tracing: TracingConfiguration = .init()
     /// Where tokens are validated. Nil (the default) when the section is absent; then every route's mode must be `none`.
     public var authorizationServer: AuthorizationServer?
     /// Required, at least one.
@@ -212,6 +214,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
             try reader.finish()
         }
 
+        let tracing = try TracingConfiguration.parseSection(&root, gateway: true)
+
         // Clusters.
         var clusters: [Cluster] = []
         for var reader in try root.list("clusters") ?? [] {
@@ -261,6 +265,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
         )
         configuration.requestHygiene = requestHygiene
         configuration.accessLog = accessLog
+        configuration.tracing = tracing
         return configuration
     }
 

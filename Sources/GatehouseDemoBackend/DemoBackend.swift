@@ -1,9 +1,11 @@
 import GatehouseObservability
 import GatehouseServiceAuth
 import GatehouseTokens
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import Tracing
 
 /// The echo service `gatehouse demo` runs behind the gateway: every request is answered with JSON describing
 /// what arrived (method, path, query, headers, body size), so a user can see what the gateway did to it.
@@ -29,9 +31,11 @@ public enum DemoBackend {
     /// `protection` nil: every request is echoed (the gateway's own tests use it so); otherwise requests outside
     /// the public prefixes must carry a JWT that verifies against the authorization server's keys.
     public static func application(
-        host: String, port: Int, logger: Logger, protection: Protection? = nil, onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+        host: String, port: Int, logger: Logger, protection: Protection? = nil, tracer: GatehouseTracer? = nil,
+        onListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let router = Router()
+        if let tracer { router.addMiddleware { DemoTracingMiddleware(tracer: tracer) } }
         router.get("/healthz") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: "{\"status\":\"ok\"}")))
         }
@@ -91,5 +95,24 @@ struct EchoMiddleware<Context: RequestContext>: RouterMiddleware {
 
     func quote(_ text: String) -> String {
         JSONEscaping.quoted(text)
+    }
+}
+
+/// A server span per request at the demo backend, continuing the gateway's attempt span (the parent id the
+/// backend sees in `traceparent`).
+struct DemoTracingMiddleware<Context: RequestContext>: RouterMiddleware {
+    let tracer: GatehouseTracer
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let headers = request.headers
+        var parent = ServiceContext.topLevel
+        tracer.extract({ name in HTTPField.Name(name).flatMap { headers[$0] } }, into: &parent, using: HeaderLookupExtractor())
+        let span = tracer.startSpan("\(request.method.rawValue) echo", context: parent, ofKind: .server)
+        defer { span.end() }
+        span.attributes["http.request.method"] = request.method.rawValue
+        span.attributes["url.path"] = request.uri.path
+        let response = try await ServiceContext.$current.withValue(span.context) { try await next(request, context) }
+        span.attributes["http.response.status_code"] = Int(response.status.code)
+        return response
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseHTTPClient
 import GatehouseTokens
 import NIOCore
 import NIOHTTP1
@@ -149,8 +150,20 @@ public final class ServiceTokenVerifier: Sendable {
 
     /// GET of a key set: its body and `Cache-Control: max-age`.
     public static func fetchKeySet(url: String, timeout: TimeAmount, group: any EventLoopGroup, trust: SimpleHTTPClient.Trust = .system) async throws -> (json: String, maxAge: Double?) {
-        let response = try await SimpleHTTPClient.get(url: url, timeout: timeout, group: group, trust: trust)
+        let request: HTTPClientRequest
+        do {
+            request = try HTTPClientRequest(url: url)
+        } catch {
+            throw SimpleHTTPClient.Failure(description: "\(error)")
+        }
+        let response: HTTPClientResponse
+        do {
+            // The shared keep-alive client of this group and trust: a refresh reuses the previous fetch's connection.
+            response = try await SimpleHTTPClient.client(group: group, trust: trust).execute(request, timeout: timeout)
+        } catch {
+            throw SimpleHTTPClient.Failure(description: "\(error)")
+        }
         guard response.status == 200 else { throw SimpleHTTPClient.Failure(description: "the key set at \(url) answered \(response.status)") }
-        return (response.body, SimpleHTTPClient.maxAge(response.headers.first(name: "cache-control")))
+        return (response.text, HTTPClientResponse.maxAge(response.headers.first(name: "cache-control")))
     }
 }

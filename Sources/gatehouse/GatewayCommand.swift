@@ -33,7 +33,8 @@ enum GatewayRunner {
     typealias Overrides = @Sendable (inout GatewayConfiguration) -> Void
 
     static func services(configuration: GatewayConfiguration, configFile: String, logger: Logger, overrides: @escaping Overrides = { _ in }) throws -> (GatewayServer, [any Service]) {
-        let compiler = GatewayCompiler(logger: logger)
+        let tracing = ServerTracing(configuration.tracing, defaultServiceName: "gatehouse-gateway", logger: logger)
+        let compiler = GatewayCompiler(logger: logger, spanSink: tracing.exporter, sampler: tracing.samplerFromEnvironment ? tracing.settings.sampler : nil)
         // The access log is opened at start (a reload does not move it; SIGUSR1 reopens it).
         let accessLog = try configuration.accessLog.map { try AccessLogWriter(path: $0.path) }
         let server = GatewayServer(
@@ -51,6 +52,7 @@ enum GatewayRunner {
         if let admin = configuration.admin {
             services.append(AdminServer(host: admin.host, port: admin.port, gateway: server, logger: logger))
         }
+        if let exporter = tracing.exporter { services.append(exporter) }
         return (server, services)
     }
 

@@ -100,12 +100,25 @@ struct DemoCommand: AsyncParsableCommand {
                 configuration: .init(jwksURL: configuration.issuer + "/.well-known/jwks.json", issuer: configuration.issuer, audiences: [configuration.tokens.jwtAudience])
             )
             let protection = DemoBackend.Protection(verifier: verifier, publicPathPrefixes: ["/public/"])
-            services.append(DemoBackend.application(host: "127.0.0.1", port: backendPort, logger: logger, protection: protection) { _ in
+            // The backend's spans: the same endpoint and sampling as the authorization server's section, its own name.
+            var backendTracing = configuration.tracing
+            backendTracing.serviceName = nil
+            let tracing = ServerTracing(backendTracing, defaultServiceName: "gatehouse-demo-backend", logger: logger, environment: Self.backendEnvironment())
+            if let exporter = tracing.exporter { services.append(exporter) }
+            services.append(DemoBackend.application(host: "127.0.0.1", port: backendPort, logger: logger, protection: protection, tracer: tracing.exportingTracer) { _ in
                 print("{\"event\":\"listening\",\"service\":\"demo-backend\",\"port\":\(port)}")
                 flushStandardOutput()
             })
         }
         try await AuthRunner.runGroup(services, logger: logger, store: store)
+    }
+
+    /// The environment for the demo backend's tracing: `OTEL_SERVICE_NAME` names the process's main services, not
+    /// the bundled backend.
+    static func backendEnvironment() -> [String: String] {
+        var environment = Environment.variables()
+        environment["OTEL_SERVICE_NAME"] = nil
+        return environment
     }
 
     /// What the demo changes in `gateway.yaml`: its ports, and the issuer and backend port this run chose.
@@ -191,9 +204,10 @@ enum AuthRunner {
             try await keys.reload()
             let metrics = AuthMetrics()
             let accessLog = try configuration.accessLog.map { try AccessLogWriter(path: $0.path) }
+            let tracing = ServerTracing(configuration.tracing, defaultServiceName: "gatehouse-auth", logger: logger)
             let server = try AuthorizationServer(
                 configuration: configuration, store: InstrumentedAuthStore(store, metrics: metrics), keys: keys, logger: logger, metrics: metrics,
-                accessLog: accessLog
+                accessLog: accessLog, tracer: tracing.exportingTracer
             )
             try await server.registerConfiguredClientsAndUsers()
             let issuer = configuration.issuer
@@ -215,6 +229,7 @@ enum AuthRunner {
                 )
             }
             if accessLog != nil { services.append(AccessLogReopenService(logger: logger)) }
+            if let exporter = tracing.exporter { services.append(exporter) }
             return (services, store)
         } catch {
             try? await store.close()

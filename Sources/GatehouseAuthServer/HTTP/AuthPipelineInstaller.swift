@@ -23,9 +23,12 @@ final class AuthPipelineInstaller: ChannelInboundHandler, RemovableChannelHandle
     private let metrics: AuthMetrics
     private let accessLog: AccessLogWriter?
 
-    init(tokens: TokenService, headerReadTimeout: TimeAmount, idleTimeout: TimeAmount, logger: Logger, metrics: AuthMetrics, accessLog: AccessLogWriter?) {
+    private let tracer: GatehouseTracer?
+
+    init(tokens: TokenService, headerReadTimeout: TimeAmount, idleTimeout: TimeAmount, logger: Logger, metrics: AuthMetrics, accessLog: AccessLogWriter?, tracer: GatehouseTracer? = nil) {
         self.metrics = metrics
         self.accessLog = accessLog
+        self.tracer = tracer
         self.tokens = tokens
         self.headerReadTimeout = headerReadTimeout
         self.idleTimeout = idleTimeout
@@ -36,7 +39,7 @@ final class AuthPipelineInstaller: ChannelInboundHandler, RemovableChannelHandle
         let pipeline = context.pipeline.syncOperations
         do {
             let codec = try pipeline.handler(type: HTTP1ToHTTPServerCodec.self)
-            let fastPath = TokenFastPath(tokens: tokens, logger: logger, metrics: metrics, accessLog: accessLog)
+            let fastPath = TokenFastPath(tokens: tokens, logger: logger, metrics: metrics, accessLog: accessLog, tracer: tracer)
             try pipeline.addHandler(fastPath, position: .before(codec))
             let timeouts = ConnectionTimeoutHandler(headerReadTimeout: headerReadTimeout, idleTimeout: idleTimeout)
             try pipeline.addHandler(timeouts, position: .before(fastPath))

@@ -8,6 +8,7 @@ extension AuthorizationServer {
         let router = Router(context: AuthRequestContext.self)
         router.add(middleware: ClientAddressMiddleware(trustedProxies: configuration.trustedProxies))
         router.add(middleware: RequestIDMiddleware(logger: logger, metrics: metrics, accessLog: accessLog))
+        if let tracer { router.add(middleware: AuthTracingMiddleware(tracer: tracer)) }
 
         router.get("/.well-known/oauth-authorization-server") { _, _ in self.metadataResponse() }
         router.get("/.well-known/openid-configuration") { _, _ in self.metadataResponse() }
@@ -42,12 +43,15 @@ extension AuthorizationServer {
             metrics.tokenError(error.code.rawValue)
             return Responses.oauthError(error, requestID: context.requestID)
         }
+        TokenService.noteGrantType(form["grant_type"])
         do {
             let issued = try await tokens.token(form: form, authorization: request.headers[.authorization], remoteAddress: context.remoteAddress)
             metrics.tokenIssued(grantType: form["grant_type"])
+            TokenService.noteOutcome(nil)
             return Responses.json(issued.json)
         } catch {
             metrics.tokenError(error.code.rawValue)
+            TokenService.noteOutcome(error)
             return Responses.oauthError(error, requestID: context.requestID)
         }
     }

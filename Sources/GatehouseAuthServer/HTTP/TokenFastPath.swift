@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOHTTPTypesHTTP1
+import Tracing
 
 /// Answers the two calls a gateway makes for every new token on the event loop when everything they need is in
 /// memory — the caller's client record, the token's record, its client and user: `POST /introspect` (RFC 7662,
@@ -62,11 +63,15 @@ final class TokenFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         return text
     }
 
-    init(tokens: TokenService, logger: Logger, metrics: AuthMetrics, accessLog: AccessLogWriter?) {
+    /// Server spans of the requests answered here (the router's middleware sees only those handed on).
+    private let tracer: GatehouseTracer?
+
+    init(tokens: TokenService, logger: Logger, metrics: AuthMetrics, accessLog: AccessLogWriter?, tracer: GatehouseTracer? = nil) {
         self.tokens = tokens
         self.logger = logger
         self.metrics = metrics
         self.accessLog = accessLog
+        self.tracer = tracer
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -172,6 +177,7 @@ final class TokenFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         else { return false }
         let authorization = head.headers.first(name: "authorization")
         let remoteAddress = peerAddress(context)
+        let started = DefaultTracerClock.now
         let json: [UInt8]
         let path: String
         switch endpoint {
@@ -214,7 +220,30 @@ final class TokenFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         if logger.logLevel <= .info {
             logger.info("request", metadata: ["method": "POST", "path": "\(path)", "status": "200", "request_id": "\(requestID)", "path_taken": "memory"])
         }
+        if let tracer { recordSpan(tracer, head: head, path: path, grantType: form["grant_type"], requestID: requestID, started: started) }
         return true
+    }
+
+    /// The server span of a request answered from memory: it continues the caller's context like the router's
+    /// middleware does (the gateway's exchange call is the parent).
+    private func recordSpan(_ tracer: GatehouseTracer, head: HTTPRequestHead, path: String, grantType: String?, requestID: String, started: DefaultTracerClock.Instant) {
+        let headers = head.headers
+        var parent = ServiceContext.topLevel
+        tracer.extract({ name in headers.first(name: name) }, into: &parent, using: HeaderLookupExtractor())
+        // An unsampled caller's request costs no span here (the fast path is the exchange's hot path).
+        if let caller = parent.spanContext, !caller.sampled { return }
+        let span = tracer.startSpan("POST \(path)", context: parent, ofKind: .server, at: started)
+        span.attributes["http.request.method"] = "POST"
+        span.attributes["url.path"] = path
+        span.attributes["http.route"] = path
+        span.attributes["http.response.status_code"] = 200
+        span.attributes["gatehouse.request_id"] = requestID
+        span.attributes["gatehouse.path_taken"] = "memory"
+        if path == "/token" {
+            span.attributes["oauth.grant_type"] = grantType == "urn:ietf:params:oauth:grant-type:token-exchange" ? grantType : "other"
+            span.attributes["gatehouse.outcome"] = "issued"
+        }
+        span.end()
     }
 }
 

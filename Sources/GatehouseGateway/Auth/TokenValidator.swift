@@ -2,8 +2,8 @@ import GatehouseObservability
 import Crypto
 import Foundation
 import GatehouseConfiguration
+import GatehouseObservability
 import GatehousePolicies
-import GatehouseServiceAuth
 import GatehouseTokens
 import Logging
 import NIOConcurrencyHelpers
@@ -122,14 +122,15 @@ public final class TokenValidator: Sendable {
     /// `clock` gives Unix seconds (tests move it).
     public init(
         settings: GatewayConfiguration.AuthorizationServer, logger: Logger, maxConcurrentFetches: Int = 256,
-        clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
+        clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }, tracer: GatehouseTracer? = nil
     ) {
         self.settings = settings
         self.maxConcurrentFetches = maxConcurrentFetches
         self.logger = logger
         self.clock = clock
         let client = AuthorizationServerClient(
-            issuer: settings.issuer, clientID: settings.clientID, clientSecret: settings.clientSecret, trust: settings.caFile.map { .caFile($0) } ?? .system
+            issuer: settings.issuer, clientID: settings.clientID, clientSecret: settings.clientSecret, trust: settings.caFile.map { .caFile($0) } ?? .system,
+            tracer: tracer
         )
         self.client = client
         state = NIOLockedValueBox(
@@ -193,7 +194,8 @@ public final class TokenValidator: Sendable {
     // MARK: Validation
 
     /// Validates `token` from a request on `loop`.
-    public func validate(_ presented: String, kind: Kind, on loop: any EventLoop) -> Answer {
+    /// `trace`: the request's, whose server span is the parent of a call to the authorization server.
+    public func validate(_ presented: String, kind: Kind, on loop: any EventLoop, trace: RequestTrace? = nil) -> Answer {
         var token = presented
         let key = token.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)).withUnsafeBytes { TokenKey(digestBytes: $0) } }
         let now = clock()
@@ -228,13 +230,13 @@ public final class TokenValidator: Sendable {
         case .wait:
             return .later(promise!.futureResult)
         case .fetch:
-            Task { await self.fetch(token, kind: kind, key: key) }
+            Task { await self.fetch(token, kind: kind, key: key, trace: trace) }
             return .later(promise!.futureResult)
         }
     }
 
-    private func fetch(_ token: String, kind: Kind, key: TokenKey) async {
-        let (outcome, result) = await resolve(token, kind: kind)
+    private func fetch(_ token: String, kind: Kind, key: TokenKey, trace: RequestTrace?) async {
+        let (outcome, result) = await resolve(token, kind: kind, trace: trace)
         if case .opaque = kind {
             switch outcome {
             case .valid: exchangeResults.add(0)
@@ -249,14 +251,14 @@ public final class TokenValidator: Sendable {
         for promise in promises { promise.succeed(outcome) }
     }
 
-    private func resolve(_ token: String, kind: Kind) async -> (Outcome, TokenCache<ValidatedToken>.FetchResult) {
+    private func resolve(_ token: String, kind: Kind, trace: RequestTrace?) async -> (Outcome, TokenCache<ValidatedToken>.FetchResult) {
         guard client.metadata != nil else { return (.unavailable("the authorization server has not been discovered yet"), .failed) }
         switch kind {
         case .jwt:
             return await verify(token, notAfter: nil, presentedByClient: true)
         case .opaque where settings.exchange == .introspectionJWT:
             state.withLockedValue { $0.exchanges += 1 }
-            switch await exchangeDurations.time(0, { await client.introspectAsJWT(token) }) {
+            switch await exchangeDurations.time(0, { await client.introspectAsJWT(token, trace: trace) }) {
             case .response(let jwt):
                 state.withLockedValue { $0.verifications += 1 }
                 do {
@@ -275,7 +277,7 @@ public final class TokenValidator: Sendable {
             }
         case .opaque:
             state.withLockedValue { $0.exchanges += 1 }
-            switch await exchangeDurations.time(0, { await client.exchange(token) }) {
+            switch await exchangeDurations.time(0, { await client.exchange(token, trace: trace) }) {
             case .jwt(let jwt, let expiresAt):
                 let (outcome, result) = await verify(jwt, notAfter: expiresAt, presentedByClient: false)
                 if case .invalid(let why) = outcome {

@@ -51,6 +51,8 @@ struct ExchangeOutcome {
     var methodLabel = MethodLabel.other
     /// The exchange itself, for the access log (nil when the request was refused before it became one).
     var exchange: DownstreamHandler.Exchange? = nil
+    /// Tracing: the request's trace ids (always), its spans' attributes (sampled requests).
+    var trace: ExchangeTrace? = nil
 
     /// `2xx` … `5xx` (and `0xx` when nothing was sent): a bounded label.
     var statusClass: Int { status / 100 }
@@ -68,6 +70,8 @@ enum ExchangeObserver {
     case metrics
     /// One JSON line into the loop's access-log buffer (`GatewayAccessLog`).
     case accessLog
+    /// Spans of sampled exchanges to the exporter (`DownstreamHandler+Tracing.swift`).
+    case tracing
 
     func observe(_ outcome: ExchangeOutcome, loop: LoopState) {
         switch self {
@@ -77,6 +81,8 @@ enum ExchangeObserver {
             loop.metrics.record(outcome)
         case .accessLog:
             loop.logAccess(outcome)
+        case .tracing:
+            Self.recordSpans(outcome, loop: loop)
         }
     }
 }

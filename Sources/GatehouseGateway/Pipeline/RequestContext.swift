@@ -34,6 +34,8 @@ struct RequestContext {
     var breakerTicket: BreakerTicket?
     var breakerRecorded = false
     var admissionOutcome: AdmissionOutcome = .none
+    /// Tracing: the request's trace, its upstream attempt's span, what policies noted (see `GatewayTrace`).
+    var trace: GatewayTrace?
 
     var route: CompiledRoute { admitted.route }
 

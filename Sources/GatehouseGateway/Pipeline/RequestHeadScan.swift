@@ -29,6 +29,7 @@ struct RequestHeadScan {
     var b3TraceID: String?
     var b3SpanID: String?
     var b3Sampled: String?
+    var b3Flags: String?
     var amznTraceID: String?
 
     init(_ head: HTTPRequestHead, maximumTargetLength: Int) {
@@ -48,6 +49,8 @@ struct RequestHeadScan {
                     noteConnection(value)
                 } else if HeaderHygiene.equalsIgnoringCase(name, "tracestate") {
                     tracestate = tracestate.map { $0 + "," + value } ?? value
+                } else if HeaderHygiene.equalsIgnoringCase(name, "x-b3-flags") {
+                    b3Flags = value
                 }
             case 11:
                 if HeaderHygiene.equalsIgnoringCase(name, "traceparent") {

@@ -131,6 +131,7 @@ extension RoutePolicy {
             auth.validator.now() < memo.until
         {
             accept(memo.token, auth, &context)  // the same token as this connection's last request on this route, still vouched for
+            context.trace?.tokenOutcome = .cacheHit  // tracing
             return .proceed
         }
         // A refused request whose body was not read cannot leave the connection usable.
@@ -149,8 +150,9 @@ extension RoutePolicy {
         case .success(let value): kind = value
         case .failure(let challenge): return .reject(reply(.challenge(challenge), close: close))
         }
-        switch auth.validator.validate(presented, kind: kind, on: eventLoop) {
+        switch auth.validator.validate(presented, kind: kind, on: eventLoop, trace: context.trace?.request) {
         case .cached(let validated, let until):
+            context.trace?.tokenOutcome = .cacheHit  // tracing
             switch authorize(.valid(validated), auth) {
             case .success(let validated):
                 accept(validated, auth, &context)
@@ -170,6 +172,7 @@ extension RoutePolicy {
                 return .reject(reply(failure, close: close))
             }
         case .later(let future):
+            context.trace?.tokenOutcome = .exchange  // tracing
             // The body (if any) stays in the socket meanwhile, so a refusal then closes only when it was unread.
             let keepAlive = context.head.isKeepAlive && !scan.requestsUpgrade
             return .suspend(

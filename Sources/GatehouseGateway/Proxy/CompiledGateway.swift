@@ -255,13 +255,17 @@ public final class CompiledGateway: Sendable {
     public let pathParameters: PathNormalizer.ParameterHandling
     /// The label tables the routes' and clusters' metric indices refer to (the compiler's, kept across reloads).
     public let metricLabels: MetricLabels
+    /// Trace context and span export (`tracing:`).
+    public let tracing: GatewayTracing
 
     public init(
         routes: RouteTable<CompiledRoute>, clusters: [CompiledCluster], maxHeaderBytes: Int, maxHeaderCount: Int, headerReadTimeout: TimeAmount,
         idleTimeout: TimeAmount, trustedProxies: [GatewayConfiguration.CIDR], via: String, tokenValidator: TokenValidator?, forwardHeader: String?,
         headerFilter: UntrustedHeaderFilter = .standard, pathParameters: PathNormalizer.ParameterHandling = .normalize, routeList: [CompiledRoute] = [],
-        metricLabels: MetricLabels = MetricLabels()
+        metricLabels: MetricLabels = MetricLabels(),
+        tracing: GatewayTracing = .standard
     ) {
+        self.tracing = tracing
         self.routeList = routeList
         self.admissions = clusters.compactMap(\.admission)
         self.metricLabels = metricLabels

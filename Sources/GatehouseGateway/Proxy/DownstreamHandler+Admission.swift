@@ -11,14 +11,18 @@ extension DownstreamHandler {
         let receivedAt = clock.now()
         let scan = RequestHeadScan(head, maximumTargetLength: PathNormalizer.maximumLength)
         let requestID = RequestID.resolve(scan.clientRequestID) { loop.requestIDs.next() }
+        let trace = beginTrace(scan)  // tracing
         let refusal = http2HeadRefusal
         http2HeadRefusal = nil
         let admitted: AdmittedRequest
         switch RequestAdmission.admit(head, scan, gateway: gateway, http2Refusal: refusal) {
         case .admit(let value): admitted = value
-        case .refuse(let reply): return refuse(reply, requestID: requestID, method: head.method, receivedAt: receivedAt)
+        case .refuse(let reply): return refuse(reply, requestID: requestID, method: head.method, receivedAt: receivedAt, trace: trace)
         }
-        let exchange = Exchange(context: RequestContext(requestID: requestID, head: head, scan: scan, admitted: admitted, receivedAt: receivedAt))
+        var requestContext = RequestContext(requestID: requestID, head: head, scan: scan, admitted: admitted, receivedAt: receivedAt)
+        requestContext.trace = trace  // tracing
+        requestContext.responseAdditions = traceResponseAdditions(trace)  // tracing
+        let exchange = Exchange(context: requestContext)
         self.exchange = exchange
         runPolicies(exchange, from: 0)
     }
@@ -83,6 +87,7 @@ extension DownstreamHandler {
             forwarded = HeaderHygiene.forwardedElement(peer: peer, host: host)
             forwardedCache = (host, forwarded)
         }
+        prepareUpstreamTrace(exchange)  // tracing: the first attempt's span and its trace headers
         // The client's credentials stay here; the backend gets the gateway's JWT (and no client-made copy of it).
         var headers = HeaderHygiene.requestHeaders(
             from: exchange.requestHead.headers, peer: peer, requestID: exchange.requestID, via: gateway.via, isUpgrade: exchange.isUpgrade,

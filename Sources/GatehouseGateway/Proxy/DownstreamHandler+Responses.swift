@@ -115,15 +115,17 @@ extension DownstreamHandler {
     }
 
     /// Answers a request that never became an exchange (refused before or during admission).
-    func refuse(_ reply: GatewayReply, requestID: String, method: HTTPMethod?, receivedAt: NIODeadline) {
+    func refuse(_ reply: GatewayReply, requestID: String, method: HTTPMethod?, receivedAt: NIODeadline, trace: GatewayTrace? = nil) {
         let now = clock.now()
+        let trace = refusalTrace(trace)  // tracing
         end(
             ExchangeOutcome(
                 status: Int(reply.status.code), cause: reply.cause, route: nil, method: method?.rawValue ?? "-", requestID: requestID, bytesIn: 0,
-                attempts: 0, target: nil, receivedAt: receivedAt, upstreamHeadAt: nil, endedAt: now, methodLabel: MethodLabel(method)
+                attempts: 0, target: nil, receivedAt: receivedAt, upstreamHeadAt: nil, endedAt: now, methodLabel: MethodLabel(method),
+                trace: ExchangeTrace(trace: trace)
             )
         )
-        render(reply, requestID: requestID, additions: HeaderAdditions())
+        render(reply, requestID: requestID, additions: traceResponseAdditions(trace))
     }
 
     /// The one exit of an exchange: the connection's reference to it goes, its upstream connection is released as
@@ -158,7 +160,7 @@ extension DownstreamHandler {
                 requestID: exchange.requestID, bytesIn: exchange.bodyBytes, attempts: exchange.attempts,
                 target: exchange.target == .unassigned ? nil : exchange.target, receivedAt: exchange.context.receivedAt,
                 upstreamHeadAt: exchange.upstreamHeadAt, endedAt: now ?? clock.now(), routeIndex: exchange.route.metricsIndex,
-                methodLabel: MethodLabel(exchange.requestHead.method), exchange: exchange
+                methodLabel: MethodLabel(exchange.requestHead.method), exchange: exchange, trace: traceRecord(exchange, cause: cause)
             )
         )
     }

@@ -31,6 +31,7 @@ extension DownstreamHandler {
         if exchange.route.breaker != nil { exchange.attemptStartedAt = clock.now() }
         loop.started(exchange.target)
         measureAttemptStart(exchange)
+        traceAttemptStarted(exchange)  // tracing
     }
 
     func attemptEnded(_ exchange: Exchange, _ result: AttemptResult, now: NIODeadline) {
@@ -42,6 +43,7 @@ extension DownstreamHandler {
             breaker.record(status: status, duration: now.uptimeNanoseconds &- started.uptimeNanoseconds, ticket: ticket, now: now)
         }
         measureAttemptEnd(exchange, result, now: now)
+        traceAttemptEnded(exchange, result, now: now)  // tracing
         switch result {
         case .response(let status) where status < 500:
             exchange.route.cluster.health.recordSuccess(exchange.target)

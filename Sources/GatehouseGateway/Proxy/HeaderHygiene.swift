@@ -83,18 +83,34 @@ public enum HeaderHygiene {
     /// The headers the gateway manages, recognised in one pass.
     fileprivate enum ManagedHeader {
         case none, hopByHop, upgrade, host, contentLength, xForwardedFor, xForwardedProto, xForwardedHost, forwarded, via, requestID
+        /// `traceparent`, `tracestate`, `b3`, `X-B3-*`, `X-Amzn-Trace-Id`: the gateway sends its own (the client's
+        /// are never forwarded: their span id is not the parent of what the upstream does).
+        case traceContext
+        /// `traceresponse`: the gateway answers with its own server span.
+        case traceResponse
     }
 
     fileprivate static func classifyHeader(_ name: String) -> ManagedHeader {
         let utf8 = name.utf8
         switch (utf8.count, utf8.first.map { $0 | 0x20 } ?? 0) {
         case (4, UInt8(ascii: "h")): return equalsIgnoringCase(name, "host") ? .host : .none
+        case (2, UInt8(ascii: "b")): return equalsIgnoringCase(name, "b3") ? .traceContext : .none
+        case (10, UInt8(ascii: "t")): return equalsIgnoringCase(name, "tracestate") ? .traceContext : .none
+        case (11, UInt8(ascii: "t")): return equalsIgnoringCase(name, "traceparent") ? .traceContext : .none
+        case (13, UInt8(ascii: "t")): return equalsIgnoringCase(name, "traceresponse") ? .traceResponse : .none
         case (3, UInt8(ascii: "v")): return equalsIgnoringCase(name, "via") ? .via : .none
         case (9, UInt8(ascii: "f")): return equalsIgnoringCase(name, "forwarded") ? .forwarded : .none
-        case (15, UInt8(ascii: "x")): return equalsIgnoringCase(name, "x-forwarded-for") ? .xForwardedFor : .none
-        case (17, UInt8(ascii: "x")): return equalsIgnoringCase(name, "x-forwarded-proto") ? .xForwardedProto : .none
+        case (15, UInt8(ascii: "x")):
+            if equalsIgnoringCase(name, "x-forwarded-for") { return .xForwardedFor }
+            return equalsIgnoringCase(name, "x-amzn-trace-id") ? .traceContext : .none
+        case (17, UInt8(ascii: "x")):
+            if equalsIgnoringCase(name, "x-forwarded-proto") { return .xForwardedProto }
+            return hasPrefixIgnoringCase(name, "x-b3-") ? .traceContext : .none
         case (16, UInt8(ascii: "x")): return equalsIgnoringCase(name, "x-forwarded-host") ? .xForwardedHost : .none
-        case (12, UInt8(ascii: "x")): return equalsIgnoringCase(name, "x-request-id") ? .requestID : .none
+        case (12, UInt8(ascii: "x")):
+            if equalsIgnoringCase(name, "x-request-id") { return .requestID }
+            return hasPrefixIgnoringCase(name, "x-b3-") ? .traceContext : .none
+        case (10, UInt8(ascii: "x")), (11, UInt8(ascii: "x")): return hasPrefixIgnoringCase(name, "x-b3-") ? .traceContext : .none
         case (14, UInt8(ascii: "c")): return equalsIgnoringCase(name, "content-length") ? .contentLength : .none
         case (7, UInt8(ascii: "u")): return equalsIgnoringCase(name, "upgrade") ? .upgrade : .none
         default: return isHopByHop(name) ? .hopByHop : .none
@@ -165,7 +181,7 @@ public enum HeaderHygiene {
             let kind = classifyHeader(name)
             if pass.handledCommon(kind, value) { continue }
             switch kind {
-            case .contentLength:
+            case .contentLength, .traceContext, .traceResponse:
                 continue
             case .host:
                 // Never dropped (a `Connection` naming it is refused earlier). An absolute-form target's authority
@@ -222,6 +238,9 @@ public enum HeaderHygiene {
                 pass.kept.append((name, value))  // the response's framing: never dropped by a `Connection` nomination
                 continue
             }
+            // The gateway's `traceresponse` names its own server span; an upstream's would name a span of the
+            // upstream's. (`X-Amzn-Trace-Id` likewise: the gateway answers it when the request carried one.)
+            if kind == .traceResponse || (kind == .traceContext && equalsIgnoringCase(name, "x-amzn-trace-id")) { continue }
             pass.keep(name, value)
         }
         if isUpgrade {

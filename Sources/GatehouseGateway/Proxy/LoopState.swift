@@ -41,13 +41,15 @@ final class LoopState {
     let accessLogWriter: AccessLogWriter?
     /// When the previous tick ended (real time), to measure how late the next one runs.
     var lastTickEnd: NIODeadline?
+    /// Trace and span ids for this loop's requests: no lock, no system call.
+    var traceIDs = TraceIDGenerator()
 
     init(eventLoop: any EventLoop, clock: GatewayClock = .system, accessLog: AccessLogWriter? = nil) {
         self.eventLoop = eventLoop
         self.clock = clock
         self.pool = UpstreamPool(eventLoop: eventLoop)
         self.accessLogWriter = accessLog
-        self.observers = accessLog == nil ? [.counters, .metrics] : [.counters, .metrics, .accessLog]
+        self.observers = accessLog == nil ? [.counters, .metrics, .tracing] : [.counters, .metrics, .accessLog, .tracing]
     }
 
     /// Exchanges in progress on this loop's connections (read by the scrape, not per request).

@@ -55,6 +55,14 @@ public struct AdminServer: Service {
                 + "\"coalesced\":\(cache.coalesced),\"evictions\":\(cache.evictions),\"expirations\":\(cache.expirations),"
                 + "\"exchanges\":\(statistics.exchanges),\"verifications\":\(statistics.verifications),\"shed\":\(statistics.shed),\"discovered\":\(validator.isReady)}"
             return eventLoop.makeSucceededFuture(AdminResponse(.ok, json: json))
+        case "/tracing":
+            // The span exporter's counts (dropped: queue full or batch failed), for the metrics to pick up.
+            let exporter = gateway.runtime.snapshot.tracing.sink as? SpanExporter
+            let statistics = exporter?.statistics ?? TracingStatistics()
+            let json =
+                "{\"exporting\":\(exporter != nil),\"recorded\":\(statistics.recorded),\"exported\":\(statistics.exported),"
+                + "\"dropped\":\(statistics.dropped),\"failed_exports\":\(statistics.failedExports),\"queued\":\(statistics.queued)}"
+            return eventLoop.makeSucceededFuture(AdminResponse(.ok, json: json))
         case "/exchanges":
             return gateway.exchangeCounters(on: eventLoop).map { counters in
                 let classes = (1...5).map { "\"\($0)xx\":\(counters.byStatusClass[$0])" }.joined(separator: ",")

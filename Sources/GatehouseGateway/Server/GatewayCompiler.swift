@@ -1,4 +1,5 @@
 import GatehouseConfiguration
+import GatehouseObservability
 import GatehousePolicies
 import GatehouseTokens
 import Logging
@@ -29,10 +30,24 @@ public final class GatewayCompiler: Sendable {
     let logger: Logger
     /// Metric label values of every configuration this compiler made (indices stay stable across reloads).
     public let metricLabels = MetricLabels()
+    /// Where sampled spans go (the OTLP exporter the executable runs), and the `OTEL_TRACES_SAMPLER` override of
+    /// `tracing.sample_ratio`: both fixed for the process.
+    let spanSink: (any SpanSink)?
+    let samplerOverride: TraceSampler?
 
-    public init(via: String = "1.1 gatehouse", logger: Logger = Logger(label: "gatehouse.gateway", factory: { _ in SwiftLogNoOpLogHandler() })) {
+    public init(
+        via: String = "1.1 gatehouse", logger: Logger = Logger(label: "gatehouse.gateway", factory: { _ in SwiftLogNoOpLogHandler() }),
+        spanSink: (any SpanSink)? = nil, sampler: TraceSampler? = nil
+    ) {
         self.via = via
         self.logger = logger
+        self.spanSink = spanSink
+        self.samplerOverride = sampler
+    }
+
+    /// The tracing settings a configuration compiles to.
+    func tracing(_ configuration: GatewayConfiguration) -> GatewayTracing {
+        GatewayTracing(configuration: configuration.tracing, sampler: samplerOverride, sink: spanSink)
     }
 
     /// The validator for `settings`: the current one when they did not change, else a new one (started; the old
@@ -41,7 +56,8 @@ public final class GatewayCompiler: Sendable {
         validator.withLockedValue { current in
             if let current, current.settings == settings { return current }
             current?.stop()
-            current = settings.map { TokenValidator(settings: $0, logger: logger) }
+            let tracer = GatehouseTracer(sampler: samplerOverride ?? .parentBasedRatio(1), sink: spanSink)
+            current = settings.map { TokenValidator(settings: $0, logger: logger, tracer: tracer) }
             current?.start()
             return current
         }
@@ -165,7 +181,8 @@ public final class GatewayCompiler: Sendable {
             headerFilter: UntrustedHeaderFilter(configuration.requestHygiene, forwardHeaders: [forwardHeader]),
             pathParameters: configuration.requestHygiene.pathParameters == .reject ? .reject : .normalize,
             routeList: entries.map(\.route),
-            metricLabels: metricLabels
+            metricLabels: metricLabels,
+            tracing: tracing(configuration)
         )
     }
 

@@ -1,4 +1,4 @@
-import GatehouseServiceAuth
+import GatehouseHTTPClient
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -73,7 +73,9 @@ public final class HealthCheckService: Service, Sendable {
     public init(runtime: GatewayRuntime, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, probe: Probe? = nil) {
         self.runtime = runtime
         self.logger = logger
-        self.prober = probe ?? { target, settings in await Self.probe(target, path: settings.path, timeout: settings.timeout, group: group) }
+        // One keep-alive connection per target between rounds, instead of a new connection per probe.
+        let client = HTTPClient(group: group, configuration: .init(maximumIdlePerOrigin: 1))
+        self.prober = probe ?? { target, settings in await Self.probe(target, path: settings.path, timeout: settings.timeout, client: client) }
     }
 
     public func run() async throws {
@@ -120,10 +122,14 @@ public final class HealthCheckService: Service, Sendable {
 
     /// One `GET path`: healthy when the answer is 2xx within the timeout.
     static func probe(_ target: TargetKey, path: String, timeout: TimeAmount, group: any EventLoopGroup) async -> Bool {
+        await probe(target, path: path, timeout: timeout, client: HTTPClient(group: group, configuration: .init(maximumIdlePerOrigin: 0)))
+    }
+
+    static func probe(_ target: TargetKey, path: String, timeout: TimeAmount, client: HTTPClient) async -> Bool {
         var headers = HTTPHeaders()
         headers.add(name: "User-Agent", value: "gatehouse-health-check")
-        let response = try? await SimpleHTTPClient.send(
-            host: target.host, port: target.port, method: .GET, path: path, headers: headers, body: nil, timeout: timeout, group: group
+        let response = try? await client.execute(
+            HTTPClientRequest(origin: HTTPOrigin(host: target.host, port: target.port, isTLS: false), method: .GET, path: path, headers: headers), timeout: timeout
         )
         return response.map { (200..<300).contains($0.status) } ?? false
     }
