@@ -17,6 +17,7 @@ let package = Package(
         // The token types `GatehouseServiceAuth`'s API returns and takes (`AccessTokenClaims`, `ScopeRequirement`,
         // `BearerToken`): a product, so that its users can import what they are handed.
         .library(name: "GatehouseTokens", targets: ["GatehouseTokens"]),
+        .library(name: "GatehouseRedis", targets: ["GatehouseRedis"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
@@ -155,6 +156,19 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // A small Redis client on SwiftNIO (RESP2/RESP3, pipelining, a pool with timeouts and reconnect, AUTH, scripts)
+        // and the cluster-wide GCRA script. Depends on NIO only, so the gateway and tools can both use it.
+        .target(
+            name: "GatehouseRedis",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Logging bootstrap (JSON lines, secrets redacted) and request ids, shared by both servers.
         .target(
             name: "GatehouseObservability",
@@ -181,6 +195,17 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GatehouseRedisTests",
+            dependencies: [
+                "GatehouseRedis",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -92,6 +92,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var trustedProxies: [CIDR] = []
     /// `request_hygiene:` (see `RequestHygiene`).
     public var requestHygiene: RequestHygiene = .init()
+    /// `redis:` (see `Redis`): the server cluster-wide rate limits share. Default nil (no Redis).
+    public var redis: Redis?
     /// Where tokens are validated. Nil (the default) when the section is absent; then every route's mode must be `none`.
     public var authorizationServer: AuthorizationServer?
     /// Required, at least one.
@@ -210,6 +212,13 @@ public struct GatewayConfiguration: Sendable, Equatable {
             try reader.finish()
         }
 
+        var redis: Redis?
+        if root.node("redis") != nil {
+            var reader = try root.mapping("redis")
+            redis = try parseRedis(&reader, environment: environment, baseDirectory: baseDirectory)
+            try reader.finish()
+        }
+
         // Clusters.
         var clusters: [Cluster] = []
         for var reader in try root.list("clusters") ?? [] {
@@ -256,6 +265,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
             routes: routes
         )
         configuration.requestHygiene = requestHygiene
+        configuration.redis = redis
         return configuration
     }
 
