@@ -169,6 +169,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // scripts/bench-redis.sh's load generator: GCRA decisions/s through `RedisClient`.
+        .executableTarget(
+            name: "GatehouseRedisBench",
+            dependencies: [
+                "GatehouseRedis",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Logging bootstrap (JSON lines, secrets redacted) and request ids, shared by both servers.
         .target(
             name: "GatehouseObservability",

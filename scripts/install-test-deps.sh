@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the interop/browser tests (Tests/interop) and the load/compose checks need.
 # Idempotent: apt-get runs only when a package is missing, pip only when an import fails.
-#   apt:  chromium chromium-driver python3-selenium docker-compose wrk sqlite3 (+ python3-pip), and openssl, curl
+#   apt:  chromium chromium-driver python3-selenium docker-compose wrk sqlite3 redis-server (GatehouseRedisTests start
+#         their own servers; redis-benchmark for scripts/bench-redis.sh) (+ python3-pip), and openssl, curl
 #         and ca-certificates (test_gateway_tls.py makes its certificates with certs/generate.sh and drives curl)
 #   pip:  Tests/interop/requirements.txt for the interpreter that runs the interop tests
 #         ($INTEROP_PYTHON, default /usr/bin/python3 — the system Python, because
@@ -10,7 +11,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${INTEROP_PYTHON:-/usr/bin/python3}"
-APT_PACKAGES=(chromium chromium-driver python3-selenium docker-compose wrk sqlite3 python3-pip openssl curl ca-certificates)
+APT_PACKAGES=(chromium chromium-driver python3-selenium docker-compose wrk sqlite3 python3-pip openssl curl ca-certificates redis-server)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -119,7 +119,7 @@ import Testing
     }
 
     @Test func aLateReplyTimesOutAndThePoolRecovers() async throws {
-        let server = try await RedisServer.start()
+        let server = try await RedisServer.start(arguments: ["--enable-debug-command", "yes"])
         defer { server.stop() }
         let client = try await client(server.configuration { $0.poolSize = 1; $0.commandTimeout = .milliseconds(50) })
         defer { _ = client.shutdown() }

@@ -47,10 +47,12 @@ final class RedisServer: @unchecked Sendable {
         throw ServerError(message: "redis-server did not answer PING within 10 s")
     }
 
-    /// Stops the server (SIGTERM, then waits for the exit) and, unless `keepDirectory`, removes its directory.
+    /// Stops the server (SIGKILL, then waits for the exit) and, unless `keepDirectory`, removes its directory.
+    /// SIGKILL because a child spawned from a test thread can inherit a signal mask that blocks SIGTERM (seen
+    /// here: the server ignored it and `waitUntilExit` hung); nothing is persisted, so nothing is lost.
     func stop(keepDirectory: Bool = false) {
         if let process, process.isRunning {
-            process.terminate()
+            kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
         process = nil
