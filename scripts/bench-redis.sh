@@ -38,5 +38,5 @@ lua=$(awk '/public static let source = """/ {on=1; next} on && /^        """/ {e
   "$root/Sources/GatehouseRedis/RateLimit/GCRAScript.swift")
 sha=$(redis-cli -p "$PORT" SCRIPT LOAD "$lua")
 echo "== redis-benchmark EVALSHA (same script, 50 clients, pipeline 1 and 16, one key per client group)"
-redis-benchmark -p "$PORT" -q -n 200000 -c 50 -r 1000 EVALSHA "$sha" 1 'rl:rb:__rand_int__' 1 1000000 0 1
-redis-benchmark -p "$PORT" -q -n 500000 -c 50 -P 16 -r 1000 EVALSHA "$sha" 1 'rl:rb:__rand_int__' 1 1000000 0 1
+redis-benchmark -p "$PORT" -q -n 200000 -c 50 -r 1000 EVALSHA "$sha" 1 'rl:rb:__rand_int__' 1 1000000 0 1 | tr '\r' '\n' | tail -1
+redis-benchmark -p "$PORT" -q -n 500000 -c 50 -P 16 -r 1000 EVALSHA "$sha" 1 'rl:rb:__rand_int__' 1 1000000 0 1 | tr '\r' '\n' | tail -1
