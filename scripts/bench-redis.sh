@@ -3,7 +3,7 @@
 # with 1 and with 4 pooled connections, pipelined from 2 event loops; then redis-benchmark running the same
 # script with EVALSHA on the same machine, as the reference of what the server itself can do.
 #
-#   swift build -c release --product gatehouse-redis-bench     # once (or CONFIG=debug for a quick look)
+#   swift build -c release --product GatehouseRedisBench     # once (or CONFIG=debug for a quick look)
 #   scripts/bench-redis.sh
 #   DURATION=10 IN_FLIGHT=64 scripts/bench-redis.sh
 #
@@ -30,7 +30,7 @@ for pool in 1 4; do
   before=$(redis-cli -p "$PORT" INFO stats | awk -F: '/^total_commands_processed/ {print $2+0}')
   "$BIN" "$PORT" "$pool" "$DURATION" "$IN_FLIGHT"
   after=$(redis-cli -p "$PORT" INFO stats | awk -F: '/^total_commands_processed/ {print $2+0}')
-  echo "   redis commands processed: $((after - before))"
+  echo "   redis commands processed: $((after - before)) (each decision is EVALSHA plus TIME, GET and SET inside it)"
 done
 
 # The same Lua source the client loads (GCRAScript.source), for redis-benchmark's EVALSHA.
