@@ -17,6 +17,7 @@ let package = Package(
         // The token types `GatehouseServiceAuth`'s API returns and takes (`AccessTokenClaims`, `ScopeRequirement`,
         // `BearerToken`): a product, so that its users can import what they are handed.
         .library(name: "GatehouseTokens", targets: ["GatehouseTokens"]),
+        .library(name: "GatehouseRedis", targets: ["GatehouseRedis"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
@@ -49,13 +50,15 @@ let package = Package(
             name: "gatehouse",
             dependencies: [
                 "GatehouseAuthServer", "GatehouseStore", "GatehouseConfiguration", "GatehouseObservability", "GatehouseTokens", "GatehouseGateway", "GatehouseDemoBackend",
-                "GatehouseServiceAuth", "GatehouseStorePostgres",
+                "GatehouseServiceAuth", "GatehouseStorePostgres", "GatehouseRedis",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -191,6 +194,19 @@ let package = Package(
         ),
         // Logging bootstrap (JSON lines, secrets redacted) and request ids, shared by both servers; trace context
         // (W3C, B3, X-Ray), sampling, a swift-distributed-tracing `Tracer` and the OTLP/HTTP span exporter.
+        // A small Redis client on SwiftNIO (RESP2/RESP3, pipelining, a pool with timeouts and reconnect, AUTH, scripts)
+        // and the cluster-wide GCRA script. Depends on NIO only, so the gateway and tools can both use it.
+        .target(
+            name: "GatehouseRedis",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "GatehouseObservability",
             dependencies: [
@@ -237,6 +253,13 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+            name: "GatehouseRedisTests",
+            dependencies: [
+                "GatehouseRedis",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

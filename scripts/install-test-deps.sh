@@ -2,6 +2,8 @@
 # Installs what the interop/browser tests (Tests/interop) and the load/compose checks need.
 # Idempotent: apt-get runs only when a package is missing, pip only when an import fails.
 #   apt:  chromium chromium-driver python3-selenium docker-compose wrk sqlite3 postgresql (+ python3-pip), and openssl, curl
+#   apt:  chromium chromium-driver python3-selenium docker-compose wrk sqlite3 redis-server (GatehouseRedisTests start
+#         their own servers; redis-benchmark for scripts/bench-redis.sh) (+ python3-pip), and openssl, curl
 #         and ca-certificates (test_gateway_tls.py makes its certificates with certs/generate.sh and drives curl)
 #   pip:  Tests/interop/requirements.txt for the interpreter that runs the interop tests
 #         ($INTEROP_PYTHON, default /usr/bin/python3 — the system Python, because
@@ -16,6 +18,8 @@ APT_PACKAGES+=(prometheus)
 # The PostgreSQL store's tests start their own server (initdb + postgres on a temporary directory, run as
 # `nobody` through runuser when the tests run as root, which PostgreSQL refuses).
 APT_PACKAGES+=(postgresql)
+# The Redis client's tests start their own redis-server on a free port.
+APT_PACKAGES+=(redis-server)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -94,6 +94,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var requestHygiene: RequestHygiene = .init()
     /// `tracing:` (see `TracingConfiguration`).
     public var tracing: TracingConfiguration = .init()
+    /// `redis:` (see `Redis`): the server cluster-wide rate limits share. Default nil (no Redis).
+    public var redis: Redis?
     /// Where tokens are validated. Nil (the default) when the section is absent; then every route's mode must be `none`.
     public var authorizationServer: AuthorizationServer?
     /// Required, at least one.
@@ -215,6 +217,12 @@ public struct GatewayConfiguration: Sendable, Equatable {
         }
 
         let tracing = try TracingConfiguration.parseSection(&root, gateway: true)
+        var redis: Redis?
+        if root.node("redis") != nil {
+            var reader = try root.mapping("redis")
+            redis = try parseRedis(&reader, environment: environment, baseDirectory: baseDirectory)
+            try reader.finish()
+        }
 
         // Clusters.
         var clusters: [Cluster] = []
@@ -266,6 +274,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
         configuration.requestHygiene = requestHygiene
         configuration.accessLog = accessLog
         configuration.tracing = tracing
+        configuration.redis = redis
         return configuration
     }
 
