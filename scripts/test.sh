@@ -3,7 +3,7 @@
 #   1. scripts/install-test-deps.sh   apt + pip test dependencies (idempotent; quiet when all is there)
 #   2. check-package-imports.py       every imported module declared in Package.swift, none declared unused
 #   2. swift build                    debug build; produces .build/debug/gatehouse
-#   3. swift test                     Swift Testing suites (Tests/Gatehouse*Tests)
+#   3. swift test --no-parallel       Swift Testing suites (Tests/Gatehouse*Tests), one test at a time
 #   4. docker-compose config -q       offline validation of docker-compose.yml (no engine needed)
 #   5. scripts/test-interop.sh        Authlib interop, headless Chromium login, kill -9 durability
 #
@@ -50,7 +50,10 @@ compose_config() {
 step "install test deps" bash scripts/install-test-deps.sh
 step "package imports" python3 scripts/check-package-imports.py
 step "swift build" swift build
-step "swift test" swift test
+# Serially: the suites start real servers (PostgreSQL, Redis, HTTP) and several check timing against them (a
+# Redis command timeout, a refused connect, a key's TTL); run side by side on two cores they starve each other and
+# fail for reasons that are not theirs. Serially the whole run takes about 40 s.
+step "swift test" swift test --no-parallel
 step "docker-compose config" compose_config
 step "interop tests" bash scripts/test-interop.sh
 

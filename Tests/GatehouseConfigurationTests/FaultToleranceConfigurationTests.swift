@@ -112,6 +112,7 @@ private let auth = "authorization_server: {issuer: 'http://127.0.0.1:9000', clie
         (gateway(route: "rate_limits: [{name: a, key: ip, rate: 1/s}, {name: a, key: ip, rate: 2/s}]"), "routes[0].rate_limits[1].name"),
         (gateway(route: "rate_limits: [{name: 'a b', key: ip, rate: 1/s}]"), "routes[0].rate_limits[0].name"),
         (gateway(route: "rate_limits: [{key: ip, rate: 1/s, cluster_instances: 2}]"), "routes[0].rate_limits[0].cluster_instances"),
+        (gateway(route: "rate_limits: [{key: ip, rate: 1/s, scope: cluster}]"), "routes[0].rate_limits[0].scope"),  // not wired yet (issue 14)
         (gateway(route: "rate_limits: [{key: ip, rate: 1/s, scope: global}]"), "routes[0].rate_limits[0].scope"),
         (gateway(route: "rate_limits: [{key: ip, rate: 1/s, per: 1s}]"), "routes[0].rate_limits[0].per"),
         (gateway(route: "priority_overrides: [{client_ids: [a], priority: critical}]"), "routes[0].priority_overrides"),

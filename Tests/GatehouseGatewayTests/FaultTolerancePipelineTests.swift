@@ -85,6 +85,8 @@ import Testing
         try proxy.respond(on: upstream, Self.ok)
         #expect(try proxy.clientReceived().hasSuffix("\r\n\r\nok"))
         #expect(proxy.runtime.snapshot.routeList[0].breaker?.breaker.snapshot(now: proxy.loop.now.uptimeNanoseconds).state == .closed)
+        let metrics = GatewayMetricsText.render(gateway: proxy.runtime.snapshot, metrics: GatewayLoopMetrics(), inFlight: 0, pools: [:], connections: [])
+        #expect(metrics.contains("gatehouse_gateway_circuit_breaker_state{route=\"api\"} 0\n"), "\(metrics)")
     }
 
     @Test func aQueuedRequestWaitsForTheSlotAndIsForwardedWhenItFrees() throws {
@@ -107,6 +109,9 @@ import Testing
         #expect(try proxy.answer(to: second).hasSuffix("\r\n\r\nok"))
         let admission = try #require(proxy.runtime.snapshot.admissions.first).snapshot()
         #expect(admission.inFlight == 0 && admission.queued == 0 && admission.shed == [0, 1, 0])  // by class: sheddable, normal, critical
+        let metrics = GatewayMetricsText.render(gateway: proxy.runtime.snapshot, metrics: GatewayLoopMetrics(), inFlight: 0, pools: [:], connections: [])
+        #expect(metrics.contains("gatehouse_gateway_shed_total{cluster=\"one\",priority=\"normal\"} 1\n"), "\(metrics)")
+        #expect(metrics.contains("gatehouse_gateway_admission_queue_depth{cluster=\"one\"} 0\n"))
     }
 
     @Test func aWaiterPastTheQueueTimeoutIsAnsweredAndAClientThatLeavesFreesItsPlace() throws {

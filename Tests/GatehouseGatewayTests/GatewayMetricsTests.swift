@@ -99,10 +99,11 @@ import Testing
         ] {
             #expect(text.contains("# TYPE \(family)\n"), "\(family)")
         }
-        // The policy families have a zero series per route / cluster until the policies feed them.
-        #expect(text.contains("gatehouse_gateway_circuit_breaker_state{route=\"api\"} 0\n"))
-        #expect(text.contains("gatehouse_gateway_shed_total{cluster=\"two\",priority=\"sheddable\"} 0\n"))
-        #expect(text.contains("gatehouse_gateway_admission_queue_depth{cluster=\"one\"} 0\n"))
+        // The policy families are read from the routes' and clusters' own limiters, breakers and queues: none is
+        // configured here, so the families have no series (FaultTolerancePipelineTests covers configured ones).
+        #expect(!text.contains("gatehouse_gateway_circuit_breaker_state{"))
+        #expect(!text.contains("gatehouse_gateway_shed_total{"))
+        #expect(!text.contains("gatehouse_gateway_admission_queue_depth{"))
     }
 
     @Test func theLoopsTickMeasuresItsLag() throws {
