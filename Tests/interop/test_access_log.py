@@ -57,6 +57,7 @@ def test_access_logs_have_one_line_per_request_rotate_and_hold_no_secrets(tmp_pa
         remember(service_token, "Bearer " + service_token)
         r = requests.get(demo.gateway + "/api/orders", headers={"Authorization": f"Bearer {service_token}"}, timeout=10)
         assert r.status_code == 200, r.text
+        api_traceresponse = r.headers["traceresponse"].split("-")  # 00-<trace id>-<the gateway's server span>-<flags>
         forwarded = r.json()["headers"]["authorization"]
         assert forwarded.startswith("Bearer ey"), forwarded
         remember(forwarded.removeprefix("Bearer "))  # the JWT the gateway exchanged it for
@@ -130,6 +131,9 @@ def test_access_logs_have_one_line_per_request_rotate_and_hold_no_secrets(tmp_pa
     api = [l for l in old_gateway if l["route"] == "api" and l["status"] == 200]
     assert len(api) == 1 and api[0]["client_id"] == "demo-service" and api[0]["token"] == "valid" and api[0]["attempts"] == 1, api
     assert api[0]["upstream"] == f"127.0.0.1:{demo.ports['backend']}" and api[0]["service"] == "gatehouse-gateway", api
+    # The line names the request's trace and the gateway's server span, as the response's traceresponse did.
+    assert (api[0]["trace_id"], api[0]["span_id"]) == (api_traceresponse[1], api_traceresponse[2]), (api[0], api_traceresponse)
+    assert all(len(l["trace_id"]) == 32 and len(l["span_id"]) == 16 for l in old_gateway + new_gateway), old_gateway
     assert [l["path"] for l in old_gateway if l["path"].startswith("/public/q")] == ["/public/q"]
     refused = [l for l in old_gateway if l["route"] == "api" and l["status"] == 401]
     assert len(refused) == 1 and refused[0]["token"] == "refused" and refused[0]["cause"] == "rejected_bearer", refused

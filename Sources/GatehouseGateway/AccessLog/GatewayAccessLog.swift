@@ -52,9 +52,12 @@ extension LoopState {
 }
 
 enum GatewayAccessLog {
-    /// The request's trace and span ids. Empty until the tracing observer lands: it fills them from the exchange's
-    /// trace context (the server span of this request).
-    static func traceIdentifiers(_ outcome: ExchangeOutcome) -> (String, String) { ("", "") }
+    /// The request's trace id and the gateway's server span id (the ones `traceresponse` carries); every request
+    /// has them, sampled or not.
+    static func traceIdentifiers(_ outcome: ExchangeOutcome) -> (String, String) {
+        guard let request = outcome.trace?.trace.request else { return ("", "") }
+        return (request.traceID.description, request.spanID.description)
+    }
 
     /// `none` (the route takes no token, or the request never got that far), `valid`, or `refused`.
     static func tokenOutcome(_ outcome: ExchangeOutcome) -> String {
@@ -70,19 +73,9 @@ enum GatewayAccessLog {
         return ""
     }
 
+    /// The span's cause label (`EndCause.traceLabel`, the one table of names), with the policy that rejected.
     static func causeName(_ cause: EndCause) -> String {
-        switch cause {
-        case .completed: "completed"
-        case .refused: "refused"
-        case .rejected(by: let kind): "rejected_\(kind.rawValue)"
-        case .upstreamTimeout: "upstream_timeout"
-        case .upstreamReset: "upstream_reset"
-        case .connectFailed: "connect_failed"
-        case .poolExhausted: "pool_exhausted"
-        case .noHealthyTarget: "no_healthy_target"
-        case .clientGone: "client_gone"
-        case .tunnelled: "tunnelled"
-        case .truncated: "truncated"
-        }
+        if case .rejected(by: let kind) = cause { return "rejected_\(kind.rawValue)" }
+        return cause.traceLabel
     }
 }
