@@ -8,7 +8,8 @@ enum AuthAccessLog {
         to writer: AccessLogWriter, requestID: String, endpoint: AuthMetrics.Endpoint, method: String, path: String, status: Int, bytesIn: Int, bytesOut: Int,
         nanoseconds: Int64
     ) {
-        // TODO(tracing): the trace and span ids of the request's server span, once the tracing helper's context lands.
+        // `trace_id` and `span_id` stay empty here: the line is written by the outermost middleware, after the tracing
+        // middleware's server span has ended (and spans exist only while exporting). The gateway's lines carry them.
         var line = AccessLogLine(service: "gatehouse-auth", requestID: requestID)
         line.field("route", endpoint.name)
         line.field("method", method)
