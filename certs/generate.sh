@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Development-only TLS material for Gatehouse: a throw-away CA and a server certificate for
-# localhost / 127.0.0.1 / ::1 signed by it. Written to certs/dev/ (gitignored).
+# localhost / 127.0.0.1 / ::1 (and auth.gatehouse.test, gateway.gatehouse.test: the compose load balancer's
+# names) signed by it. Written to certs/dev/ (gitignored).
 #
 #   certs/generate.sh            # create certs/dev/ if it is not there yet (idempotent)
 #   certs/generate.sh --force    # replace whatever is in certs/dev/
 #   CERTS_DIR=/tmp/x certs/generate.sh   # write somewhere else
 #
-# Files: ca.key ca.pem (CA, EC P-256, 10 years, name-constrained to loopback names),
-#        server.key server.pem (EC P-256, 825 days, SAN localhost 127.0.0.1 ::1, serverAuth),
+# Files: ca.key ca.pem (CA, EC P-256, 10 years, name-constrained to loopback names and gatehouse.test),
+#        server.key server.pem (EC P-256, 825 days, SAN localhost 127.0.0.1 ::1 + the two compose names, serverAuth),
 #        server-chain.pem (server.pem followed by ca.pem). Keys are mode 600.
 set -euo pipefail
 
@@ -17,7 +18,7 @@ force=0
 for arg in "$@"; do
     case $arg in
     --force) force=1 ;;
-    -h | --help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: $0 [--force]" >&2; exit 2 ;;
     esac
 done
@@ -69,14 +70,15 @@ CN = unused
 basicConstraints       = critical, CA:TRUE, pathlen:0
 keyUsage               = critical, keyCertSign, cRLSign
 subjectKeyIdentifier   = hash
-# Even if this CA is trusted by mistake, it can only vouch for loopback names.
-nameConstraints        = critical, permitted;DNS:localhost, permitted;IP:127.0.0.0/255.0.0.0, permitted;IP:::1/ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff
+# Even if this CA is trusted by mistake, it can only vouch for loopback names and gatehouse.test (a name under
+# the reserved .test TLD, RFC 6761: never a real host), which docker-compose.yml's load balancer answers to.
+nameConstraints        = critical, permitted;DNS:localhost, permitted;DNS:gatehouse.test, permitted;IP:127.0.0.0/255.0.0.0, permitted;IP:::1/ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff
 
 [ server_ext ]
 basicConstraints       = critical, CA:FALSE
 keyUsage               = critical, digitalSignature
 extendedKeyUsage       = serverAuth
-subjectAltName         = DNS:localhost, IP:127.0.0.1, IP:::1
+subjectAltName         = DNS:localhost, DNS:auth.gatehouse.test, DNS:gateway.gatehouse.test, IP:127.0.0.1, IP:::1
 subjectKeyIdentifier   = hash
 authorityKeyIdentifier = keyid:always
 CNF
