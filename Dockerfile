@@ -7,11 +7,15 @@
 # The default command runs the authorization server with config/auth.yaml. Other subcommands
 # work the same way, e.g.
 #   docker run --rm -v gatehouse-data:/var/lib/gatehouse gatehouse clients list --data-dir /var/lib/gatehouse
+#   docker run --rm -v $PWD/config:/srv/gatehouse/config:ro gatehouse gateway --config /srv/gatehouse/config/compose/gateway.yaml
+# docker-compose.yml runs the whole cluster from this one image (auth, gateway, migrate); deploy/kubernetes too.
 #
 # Plain Dockerfile syntax only (no BuildKit cache mounts), so the legacy builder that
 # docker-compose v1 uses can build it too.
 
-ARG SWIFT_IMAGE=swift:6.1-bookworm
+# The toolchain the code is developed and tested with (swift --version: 6.3.1); the runtime is the same Debian
+# release, so the binary's glibc matches.
+ARG SWIFT_IMAGE=swift:6.3-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 # ---------------------------------------------------------------------------------------------
@@ -76,7 +80,9 @@ ENV SWIFT_BACKTRACE=enable=yes,sanitize=yes,threads=all,images=all,interactive=n
 VOLUME ["/var/lib/gatehouse"]
 # The gatehouse user, by number: Kubernetes' runAsNonRoot can only check a numeric USER.
 USER 10001:10001
-EXPOSE 9000
+# Authorization server 9000 (admin 9902), gateway 8080 (admin 9901): the ports of config/compose/*.yaml and the
+# Kubernetes ConfigMaps. Documentation only; the configuration decides.
+EXPOSE 9000 9902 8080 9901
 
 ENTRYPOINT ["/usr/local/bin/gatehouse"]
 CMD ["auth", "--config", "/srv/gatehouse/config/auth.yaml", "--data-dir", "/var/lib/gatehouse"]
