@@ -17,7 +17,10 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# SECRETS_DIR, CERTS_DIR (certs/generate.sh's) and ENV_FILE move the outputs elsewhere (the manifest test uses them).
 dir="${SECRETS_DIR:-$ROOT/secrets}"
+certs="${CERTS_DIR:-$ROOT/certs/dev}"
+env_file="${ENV_FILE:-$ROOT/.env}"
 force=0
 case "${1:-}" in
 --force) force=1 ;;
@@ -41,16 +44,15 @@ for name in postgres_password redis_password gateway_client_secret example_servi
 done
 
 # HAProxy wants the certificate chain and the key in one file.
-"$ROOT/certs/generate.sh" >/dev/null 2>&1 || "$ROOT/certs/generate.sh"
-if [ "$force" -eq 1 ] || [ ! -s "$dir/haproxy_tls" ] || [ "$ROOT/certs/dev/server.pem" -nt "$dir/haproxy_tls" ]; then
-    cat "$ROOT/certs/dev/server-chain.pem" "$ROOT/certs/dev/server.key" >"$dir/haproxy_tls"
+CERTS_DIR="$certs" "$ROOT/certs/generate.sh" >/dev/null 2>&1 || CERTS_DIR="$certs" "$ROOT/certs/generate.sh"
+if [ "$force" -eq 1 ] || [ ! -s "$dir/haproxy_tls" ] || [ "$certs/server.pem" -nt "$dir/haproxy_tls" ]; then
+    cat "$certs/server-chain.pem" "$certs/server.key" >"$dir/haproxy_tls"
     echo "compose-secrets: wrote $dir/haproxy_tls" >&2
 fi
 chmod 644 "$dir/haproxy_tls"
-cp "$ROOT/certs/dev/ca.pem" "$dir/gatehouse_ca.pem"
+cp "$certs/ca.pem" "$dir/gatehouse_ca.pem"
 chmod 644 "$dir/gatehouse_ca.pem"
 
-env_file="$ROOT/.env"
 if ! grep -q '^GATEHOUSE_KEY_ENCRYPTION_KEY=' "$env_file" 2>/dev/null; then
     echo "GATEHOUSE_KEY_ENCRYPTION_KEY=$(openssl rand -base64 32)" >>"$env_file"
     chmod 600 "$env_file"
