@@ -438,7 +438,8 @@ class GatehouseServer(_SupervisedProcess):
         if not line.startswith("{"):
             return
         obj = json.loads(line)
-        if isinstance(obj, dict) and obj.get("event") == "listening" and not self._listening_event.is_set():
+        # The server's own line; with an `admin:` section the admin listener's ("service":"auth-admin") may come first.
+        if isinstance(obj, dict) and obj.get("event") == "listening" and obj.get("service", "auth") == "auth" and not self._listening_event.is_set():
             self.listening = obj
             self._listening_event.set()
 
