@@ -2,6 +2,7 @@
 # Installs what the interop/browser tests (Tests/interop) and the load/compose checks need.
 # Idempotent: apt-get runs only when a package is missing, pip only when an import fails.
 #   apt:  chromium chromium-driver python3-selenium docker-compose wrk sqlite3 postgresql (+ python3-pip), and openssl, curl
+#   apt:  haproxy nginx-light (test_deploy_manifests.py runs haproxy -c and the demo backend's nginx config)
 #   apt:  chromium chromium-driver python3-selenium docker-compose wrk sqlite3 redis-server (GatehouseRedisTests start
 #         their own servers; redis-benchmark for scripts/bench-redis.sh) (+ python3-pip), and openssl, curl
 #         and ca-certificates (test_gateway_tls.py makes its certificates with certs/generate.sh and drives curl)
@@ -20,6 +21,9 @@ APT_PACKAGES+=(prometheus)
 APT_PACKAGES+=(postgresql)
 # The Redis client's tests start their own redis-server on a free port.
 APT_PACKAGES+=(redis-server)
+# test_deploy_manifests.py: `haproxy -c` on config/haproxy/haproxy.cfg, and nginx serving the compose/Kubernetes demo
+# backend's configuration (nginx-light is enough: it only uses `return` and `map`).
+APT_PACKAGES+=(haproxy nginx-light)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -46,7 +50,7 @@ fi
 
 # PyJWT without its `cryptography` backend imports fine but cannot verify ES256/RS256/EdDSA (test_jwt_interop.py
 # then fails with "algorithm not supported"): Debian's python3-jwt does not pull python3-cryptography in.
-PY_CHECK='import authlib, jwt, jwt.algorithms, requests, pytest, selenium, h2, opentelemetry.proto.collector.trace.v1.trace_service_pb2; assert jwt.algorithms.has_crypto, "PyJWT lacks its cryptography backend"'
+PY_CHECK='import authlib, jwt, jwt.algorithms, requests, pytest, selenium, h2, yaml, opentelemetry.proto.collector.trace.v1.trace_service_pb2; assert jwt.algorithms.has_crypto, "PyJWT lacks its cryptography backend"'
 if "$PY" -c "$PY_CHECK" >/dev/null 2>&1; then
   echo "install-test-deps: python packages already importable by $PY"
 else
