@@ -115,9 +115,20 @@ def test_compose_is_consistent(compose, haproxy, prometheus):
     assert dc.check_compose(compose, ROOT, haproxy, prometheus) == []
 
 
-def test_backend_nginx_config_is_valid_and_the_same_in_kubernetes(kubernetes, tmp_path):
+def test_backend_nginx_config_is_valid_and_the_same_in_kubernetes(kubernetes, compose, tmp_path):
     conf = ROOT / "config" / "compose" / "backend-nginx.conf"
     assert dc.configmap_text(kubernetes, "demo-backend", "nginx.conf") == conf.read_text()
+    # Both start nginx on that file: compose through its bind mount, Kubernetes through the ConfigMap volume.
+    backend = compose["services"]["backend"]
+    path = backend["entrypoint"][backend["entrypoint"].index("-c") + 1]
+    assert dc.compose_host_path(backend, path, ROOT) == ROOT / "config" / "compose" / "backend-nginx.conf"
+    deployment = workload(kubernetes, "Deployment", "demo-backend")
+    c = container(deployment, "backend")
+    path = c["command"][c["command"].index("-c") + 1]
+    mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in deployment.doc["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == "demo-backend"
+    assert [i["path"] for i in volume["configMap"]["items"]] == [path[len(mount["mountPath"]) + 1:]]
     result = subprocess.run(["nginx", "-t", "-e", "stderr", "-c", str(conf)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
 
