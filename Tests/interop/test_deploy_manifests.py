@@ -180,66 +180,73 @@ def test_haproxy_accepts_its_configuration(haproxy, tmp_path):
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _pod(manifests, deployment):
+    return _one(manifests, "Deployment", deployment).doc["spec"]["template"]["spec"]
+
+
+def _edit_config(manifests, configmap, key, old, new):
+    data = _one(manifests, "ConfigMap", configmap).doc["data"]
+    assert old in data[key]
+    data[key] = data[key].replace(old, new)
+
+
+def _one(manifests, kind, name=None):
+    return next(m for m in manifests if m.kind == kind and (name is None or m.name == name))
+
+
 def _k8s_mutations():
     def secret_key(ms):
-        auth = next(m for m in ms if m.kind == "Deployment" and m.name == "gatehouse-auth")
-        auth.doc["spec"]["template"]["spec"]["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["key"] = "no-such-key"
+        _pod(ms, "gatehouse-auth")["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["key"] = "no-such-key"
         return "has no key 'no-such-key'"
 
     def config_key(ms):
-        cm = next(m for m in ms if m.kind == "ConfigMap" and m.name == "gatehouse-gateway")
+        cm = _one(ms, "ConfigMap", "gatehouse-gateway")
         cm.doc["data"] = {"other.yaml": cm.doc["data"]["gateway.yaml"]}
         return "has no key 'gateway.yaml'"
 
     def probe_port(ms):
-        gw = next(m for m in ms if m.kind == "Deployment" and m.name == "gatehouse-gateway")
-        gw.doc["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] = "metrics"
+        _pod(ms, "gatehouse-gateway")["containers"][0]["readinessProbe"]["httpGet"]["port"] = "metrics"
         return "readinessProbe port 'metrics' is none of the container's ports"
 
     def admin_port(ms):
-        cm = next(m for m in ms if m.kind == "ConfigMap" and m.name == "gatehouse-auth")
-        cm.doc["data"]["auth.yaml"] = cm.doc["data"]["auth.yaml"].replace("port: 9902", "port: 9999")
+        _edit_config(ms, "gatehouse-auth", "auth.yaml", "port: 9902", "port: 9999")
         return "has admin port 9999"
 
     def grace(ms):
-        gw = next(m for m in ms if m.kind == "Deployment" and m.name == "gatehouse-gateway")
-        gw.doc["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 25
+        _pod(ms, "gatehouse-gateway")["terminationGracePeriodSeconds"] = 25
         return "terminationGracePeriodSeconds 25 < preStop 10 s + drain_timeout 20 s"
 
     def drain(ms):
-        cm = next(m for m in ms if m.kind == "ConfigMap" and m.name == "gatehouse-gateway")
-        cm.doc["data"]["gateway.yaml"] = cm.doc["data"]["gateway.yaml"].replace("drain_timeout: 20s", "drain_timeout: 1m")
+        _edit_config(ms, "gatehouse-gateway", "gateway.yaml", "drain_timeout: 20s", "drain_timeout: 1m")
         return "drain_timeout 60 s"
 
     def selector(ms):
-        pdb = next(m for m in ms if m.kind == "PodDisruptionBudget" and m.name == "gatehouse-gateway")
+        pdb = _one(ms, "PodDisruptionBudget", "gatehouse-gateway")
         pdb.doc["spec"]["selector"]["matchLabels"] = {"app.kubernetes.io/name": "gateway"}
         return "matches no workload's pods"
 
     def hpa_target(ms):
-        hpa = next(m for m in ms if m.kind == "HorizontalPodAutoscaler")
+        hpa = _one(ms, "HorizontalPodAutoscaler")
         hpa.doc["spec"]["scaleTargetRef"]["name"] = "gateway"
         return "scaleTargetRef Deployment/gateway does not exist"
 
     def deployment_selector(ms):
-        auth = next(m for m in ms if m.kind == "Deployment" and m.name == "gatehouse-auth")
+        auth = _one(ms, "Deployment", "gatehouse-auth")
         auth.doc["spec"]["template"]["metadata"]["labels"] = {"app": "auth"}
         return "does not match its pod labels"
 
     def secret_file(ms):
-        gw = next(m for m in ms if m.kind == "Deployment" and m.name == "gatehouse-gateway")
-        volume = next(v for v in gw.doc["spec"]["template"]["spec"]["volumes"] if v["name"] == "secrets")
+        volume = next(v for v in _pod(ms, "gatehouse-gateway")["volumes"] if v["name"] == "secrets")
         volume["secret"]["items"] = [i for i in volume["secret"]["items"] if i["key"] != "redis-password"]
         return "reads /run/secrets/gatehouse/redis-password, which no mounted Secret provides"
 
     def real_secret(ms):
-        secret = next(m for m in ms if m.kind == "Secret")
+        secret = _one(ms, "Secret")
         secret.doc["stringData"]["redis-password"] = "hunter2"
         return "redis-password is not a CHANGE-ME placeholder"
 
     def root_filesystem(ms):
-        gw = next(m for m in ms if m.kind == "Deployment" and m.name == "gatehouse-gateway")
-        gw.doc["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
+        _pod(ms, "gatehouse-gateway")["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
         return "needs readOnlyRootFilesystem: true"
 
     return [secret_key, config_key, probe_port, admin_port, grace, drain, selector, hpa_target, deployment_selector, secret_file, real_secret, root_filesystem]
