@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import requests
@@ -530,3 +531,94 @@ def test_backend_health_check_answers(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _haproxy_on_loopback(tmp_path: Path, servers: dict[str, tuple[int, int]]) -> tuple[subprocess.Popen, dict[int, int], Path]:
+    """The real haproxy.cfg run by the real HAProxy, changed only where a container address cannot work here: each
+    `bind :PORT` on a free loopback port, each server NAME at 127.0.0.1 with the (traffic, admin) ports of `servers`
+    (servers not given point at a closed port), the TLS bundle from a fresh certs/generate.sh. Returns the process, the
+    map deployed port -> loopback port, and the CA file."""
+    env = dict(os.environ, CERTS_DIR=str(tmp_path / "certs"))
+    subprocess.run(["bash", str(ROOT / "certs" / "generate.sh")], env=env, check=True, capture_output=True, timeout=60)
+    bundle = tmp_path / "haproxy_tls"
+    bundle.write_text((tmp_path / "certs" / "server-chain.pem").read_text() + (tmp_path / "certs" / "server.key").read_text())
+    text = dc.HAPROXY_CONFIG.read_text().replace("/run/secrets/haproxy_tls", str(bundle))
+    ports: dict[int, int] = {}
+
+    def bind(match: re.Match) -> str:
+        ports[int(match.group(1))] = ports.get(int(match.group(1))) or free_port()
+        return f"bind 127.0.0.1:{ports[int(match.group(1))]}"
+
+    text = re.sub(r"bind :(\d+)", bind, text)
+    closed = free_port()
+
+    def server(match: re.Match) -> str:
+        traffic, admin = servers.get(match.group(1), (closed, closed))
+        return f"server {match.group(1)} 127.0.0.1:{traffic} check port {admin}"
+
+    text = re.sub(r"server (\S+) \S+:\d+ check port \d+", server, text)
+    (tmp_path / "haproxy.cfg").write_text(text)
+    proc = subprocess.Popen(["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return proc, ports, tmp_path / "certs" / "ca.pem"
+
+
+def _monitor_status(port: int) -> Optional[int]:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code
+    except requests.RequestException:
+        return None
+
+
+def test_haproxy_sends_traffic_only_to_ready_authorization_servers(compose, postgres, tmp_path):
+    """HAProxy with the compose haproxy.cfg in front of two real authorization servers (the compose auth.yaml on a
+    real PostgreSQL): its monitor says healthy once one is ready, https at the issuer's name reaches them, a stopped
+    replica is taken out by the /readyz check while the other keeps answering, and with none left the monitor fails."""
+    config = dc.compose_server_config(compose["services"]["auth-1"], ROOT)
+    first, admin1, _ = _start_auth(config, tmp_path / "auth-1", postgres)
+    second, admin2, _ = _start_auth(config, tmp_path / "auth-2", postgres)
+    proc, ports, ca = _haproxy_on_loopback(tmp_path / "lb", {"auth-1": (first.port, admin1), "auth-2": (second.port, admin2)})
+    issuer_port = int(config.raw["issuer"].rsplit(":", 1)[1])
+    host = config.raw["issuer"].split("://", 1)[1].split(":", 1)[0]
+
+    def metadata() -> tuple[int, str]:
+        result = subprocess.run(
+            ["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "--cacert", str(ca), "--resolve", f"{host}:{ports[issuer_port]}:127.0.0.1",
+             f"https://{host}:{ports[issuer_port]}/.well-known/oauth-authorization-server"],
+            capture_output=True, text=True, timeout=10,
+        )
+        body, _, status = result.stdout.rpartition("\n")
+        return int(status or 0), body
+
+    try:
+        def healthy() -> bool:
+            assert proc.poll() is None, f"haproxy exited: {proc.stderr.read()}"
+            return _monitor_status(ports[8404]) == 200
+
+        wait_until(healthy, timeout=20, interval=0.1, what="HAProxy's monitor to report healthy")
+        issuers = set()
+        for _ in range(4):
+            status, body = metadata()
+            assert status == 200, f"https through HAProxy: {status} {body[:200]}"
+            issuers.add(yaml.safe_load(body)["issuer"])
+        # Round robin: both replicas answered (each names its own loopback issuer here).
+        assert issuers == {first.issuer, second.issuer}
+
+        second.stop()
+        # Every request is answered while the check notices (a refused connection is retried on the other server) ...
+        for _ in range(10):
+            status, body = metadata()
+            assert status == 200, f"with one replica stopped: {status} {body[:200]}"
+        # ... and once it has, only the live replica answers.
+        def only_first() -> bool:
+            return all(yaml.safe_load(metadata()[1])["issuer"] == first.issuer for _ in range(3))
+
+        wait_until(only_first, timeout=20, interval=0.2, what="HAProxy to take the stopped replica out")
+        assert _monitor_status(ports[8404]) == 200
+
+        first.stop()
+        wait_until(lambda: _monitor_status(ports[8404]) == 503, timeout=20, interval=0.1, what="HAProxy's monitor to fail with no replica")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        second.stop(check=False)
+        first.stop(check=False)
