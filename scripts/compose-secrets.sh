@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes the secrets docker-compose.yml reads (secrets/, gitignored) and the .env entry it needs.
+# Makes the secrets docker-compose.yml reads (secrets/, gitignored).
 #
 #   scripts/compose-secrets.sh            # create what is missing; keeps existing secrets
 #   scripts/compose-secrets.sh --force    # new secrets (the database keeps its old password: recreate its volume)
@@ -12,15 +12,12 @@
 #   example_service_secret   the client `example-service` of config/compose/auth.yaml
 #   haproxy_tls              HAProxy's certificate, key and CA (from certs/dev, made by certs/generate.sh)
 #   gatehouse_ca.pem         the CA certificate alone (certs/dev/ca.pem): the gateways verify HAProxy with it
-# .env: GATEHOUSE_KEY_ENCRYPTION_KEY (32 random bytes, base64), the key the authorization servers encrypt their
-# shared signing keys under. Keep a copy: without it the keys in the database cannot be read.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# SECRETS_DIR, CERTS_DIR (certs/generate.sh's) and ENV_FILE move the outputs elsewhere (the manifest test uses them).
+# SECRETS_DIR and CERTS_DIR (certs/generate.sh's) move the outputs elsewhere (the manifest test uses them).
 dir="${SECRETS_DIR:-$ROOT/secrets}"
 certs="${CERTS_DIR:-$ROOT/certs/dev}"
-env_file="${ENV_FILE:-$ROOT/.env}"
 force=0
 case "${1:-}" in
 --force) force=1 ;;
@@ -52,9 +49,3 @@ fi
 chmod 644 "$dir/haproxy_tls"
 cp "$certs/ca.pem" "$dir/gatehouse_ca.pem"
 chmod 644 "$dir/gatehouse_ca.pem"
-
-if ! grep -q '^GATEHOUSE_KEY_ENCRYPTION_KEY=' "$env_file" 2>/dev/null; then
-    echo "GATEHOUSE_KEY_ENCRYPTION_KEY=$(openssl rand -base64 32)" >>"$env_file"
-    chmod 600 "$env_file"
-    echo "compose-secrets: added GATEHOUSE_KEY_ENCRYPTION_KEY to $env_file" >&2
-fi

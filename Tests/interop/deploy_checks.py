@@ -228,6 +228,10 @@ def check_kubernetes(manifests: list[Manifest]) -> list[str]:
                     problems += _check_key(manifests, "ConfigMap", volume["configMap"]["name"], item["key"], f"{w.label()} volume {name}")
                 if _find(manifests, "ConfigMap", volume["configMap"]["name"]) is None and not volume["configMap"].get("items"):
                     problems.append(f"{w.label()} volume {name}: ConfigMap {volume['configMap']['name']} does not exist")
+            if "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                if _find(manifests, "PersistentVolumeClaim", claim) is None:
+                    problems.append(f"{w.label()} volume {name}: PersistentVolumeClaim {claim} does not exist")
             if "secret" in volume:
                 for item in volume["secret"].get("items", []):
                     problems += _check_key(manifests, "Secret", volume["secret"]["secretName"], item["key"], f"{w.label()} volume {name}")
@@ -298,6 +302,15 @@ def _check_gatehouse_container(manifests: list[Manifest], w: Manifest, container
     for path in config.secret_files:
         if not _secret_mount_provides(container, volumes, manifests, path):
             problems.append(f"{where}: {source} reads {path}, which no mounted Secret provides")
+    if config.kind == "auth" and w.doc["spec"].get("replicas", 1) > 1:
+        # Replicas share their signing keys as files in the data directory (signing.key_directory inside it): it
+        # must be one volume every replica mounts read-write, wherever it is scheduled.
+        data_dir = args[args.index("--data-dir") + 1] if "--data-dir" in args else None
+        mount = next((m for m in container.get("volumeMounts", []) if m["mountPath"].rstrip("/") == (data_dir or "").rstrip("/")), None)
+        volume = volumes.get(mount["name"], {}) if mount else {}
+        claim = _find(manifests, "PersistentVolumeClaim", volume.get("persistentVolumeClaim", {}).get("claimName", ""))
+        if claim is None or "ReadWriteMany" not in claim.doc["spec"].get("accessModes", []):
+            problems.append(f"{where}: the data directory {data_dir} (signing keys) is not one ReadWriteMany claim shared by the replicas")
     if config.kind == "gateway":
         grace = _pod_spec(w).get("terminationGracePeriodSeconds", 30)
         pause = _pre_stop_seconds(container)
@@ -417,6 +430,7 @@ def check_compose(compose: dict, root: Path, haproxy: HAProxyConfig, prometheus:
             dependents.setdefault(dep, []).append((name, (spec or {}).get("condition")))
 
     configs: dict[str, ServerConfig] = {}
+    key_volumes: dict[Optional[str], list[str]] = {}
     for name, service in services.items():
         where = f"docker-compose.yml: service {name}"
         # Health: every long-running service has one; a one-shot (restart "no") is waited on by its exit status.
@@ -457,6 +471,12 @@ def check_compose(compose: dict, root: Path, haproxy: HAProxyConfig, prometheus:
         for path in config.secret_files:
             if path not in provided:
                 problems.append(f"{where}: its configuration reads {path}, which is not one of its secrets")
+        if command[0] == "auth":
+            data_dir = command[command.index("--data-dir") + 1] if "--data-dir" in command else None
+            volume = next((v.split(":")[0] for v in service.get("volumes", []) if v.split(":")[1] == data_dir), None)
+            key_volumes.setdefault(volume, []).append(name)
+            if volume is None or volume.startswith("."):
+                problems.append(f"{where}: the data directory {data_dir} (signing keys) is not a named volume")
         if command[0] in ("auth", "gateway"):
             configs[name] = config
             health = _healthcheck_url(service)
@@ -466,6 +486,9 @@ def check_compose(compose: dict, root: Path, haproxy: HAProxyConfig, prometheus:
                 grace = duration_seconds(service.get("stop_grace_period", "10s"))
                 if grace < (config.drain_seconds or 0):
                     problems.append(f"{where}: stop_grace_period {grace:g} s < drain_timeout {config.drain_seconds:g} s")
+
+    if len(key_volumes) > 1:
+        problems.append(f"docker-compose.yml: the authorization servers do not share one data directory (signing keys): {key_volumes}")
 
     # HAProxy: every server is a compose service; traffic and check ports are that service's configuration's.
     for backend in haproxy.backends.values():

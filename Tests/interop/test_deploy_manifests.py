@@ -135,7 +135,7 @@ def test_backend_nginx_config_is_valid_and_the_same_in_kubernetes(kubernetes, co
 
 
 def test_compose_secrets_script_makes_every_secret_compose_declares(compose, tmp_path):
-    env = dict(os.environ, SECRETS_DIR=str(tmp_path / "secrets"), CERTS_DIR=str(tmp_path / "certs"), ENV_FILE=str(tmp_path / "env"))
+    env = dict(os.environ, SECRETS_DIR=str(tmp_path / "secrets"), CERTS_DIR=str(tmp_path / "certs"))
     result = subprocess.run(["bash", str(ROOT / "scripts" / "compose-secrets.sh")], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     declared = compose["secrets"]
@@ -145,16 +145,12 @@ def test_compose_secrets_script_makes_every_secret_compose_declares(compose, tmp
         made = tmp_path / "secrets" / relative
         assert made.is_file() and made.stat().st_size > 0, f"compose-secrets.sh did not make {spec['file']} (secret {name})"
     assert (tmp_path / "secrets").stat().st_mode & 0o077 == 0, "secrets/ must be private to its owner"
-    env_lines = (tmp_path / "env").read_text().splitlines()
-    assert any(re.fullmatch(r"GATEHOUSE_KEY_ENCRYPTION_KEY=[A-Za-z0-9+/]{43}=", line) for line in env_lines)
-    # The variable compose requires is the one the script provides.
-    required = set(re.findall(r"\$\{(\w+):\?", dc.COMPOSE_FILE.read_text()))
-    assert required == {"GATEHOUSE_KEY_ENCRYPTION_KEY"}
+    # Compose requires no variable: everything secret is one of these files.
+    assert re.findall(r"\$\{(\w+)", dc.COMPOSE_FILE.read_text()) == []
     # A second run keeps what is there (idempotent: the database's password must not change under it).
     before = (tmp_path / "secrets" / "postgres_password").read_text()
     subprocess.run(["bash", str(ROOT / "scripts" / "compose-secrets.sh")], env=env, check=True, capture_output=True, timeout=60)
     assert (tmp_path / "secrets" / "postgres_password").read_text() == before
-    assert len((tmp_path / "env").read_text().splitlines()) == len(env_lines)
 
 
 def test_haproxy_accepts_its_configuration(haproxy, tmp_path):
@@ -197,8 +193,15 @@ def _one(manifests, kind, name=None):
 
 def _k8s_mutations():
     def secret_key(ms):
-        _pod(ms, "gatehouse-auth")["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["key"] = "no-such-key"
-        return "has no key 'no-such-key'"
+        volume = next(v for v in _pod(ms, "gatehouse-auth")["volumes"] if v["name"] == "secrets")
+        volume["secret"]["items"][0]["key"] = "no-such-key"
+        return "Secret gatehouse-secrets has no key 'no-such-key'"
+
+    def env_secret_key(ms):
+        _pod(ms, "gatehouse-auth")["containers"][0]["env"] = [
+            {"name": "X", "valueFrom": {"secretKeyRef": {"name": "gatehouse-secrets", "key": "other-key"}}}
+        ]
+        return "env X: Secret gatehouse-secrets has no key 'other-key'"
 
     def config_key(ms):
         cm = _one(ms, "ConfigMap", "gatehouse-gateway")
@@ -246,11 +249,22 @@ def _k8s_mutations():
         secret.doc["stringData"]["redis-password"] = "hunter2"
         return "redis-password is not a CHANGE-ME placeholder"
 
+    def keys_not_shared(ms):
+        volume = next(v for v in _pod(ms, "gatehouse-auth")["volumes"] if v["name"] == "data")
+        volume.pop("persistentVolumeClaim")
+        volume["emptyDir"] = {}
+        return "the data directory /var/lib/gatehouse (signing keys) is not one ReadWriteMany claim"
+
+    def keys_claim_missing(ms):
+        ms.remove(_one(ms, "PersistentVolumeClaim", "gatehouse-auth-keys"))
+        return "PersistentVolumeClaim gatehouse-auth-keys does not exist"
+
     def root_filesystem(ms):
         _pod(ms, "gatehouse-gateway")["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
         return "needs readOnlyRootFilesystem: true"
 
-    return [secret_key, config_key, probe_port, admin_port, grace, drain, selector, hpa_target, deployment_selector, secret_file, real_secret, root_filesystem]
+    return [secret_key, env_secret_key, config_key, probe_port, admin_port, grace, drain, selector, hpa_target, deployment_selector, secret_file, real_secret,
+            keys_not_shared, keys_claim_missing, root_filesystem]
 
 
 @pytest.mark.parametrize("mutate", _k8s_mutations(), ids=lambda f: f.__name__)
@@ -279,6 +293,11 @@ def _compose_mutations():
     def missing_mount(c, h):
         c["services"]["backend"]["volumes"] = ["./config/compose/no-such.conf:/etc/nginx/gatehouse/backend-nginx.conf:ro"]
         return "mounts ./config/compose/no-such.conf, which does not exist"
+
+    def keys_per_replica(c, h):
+        c["services"]["auth-2"]["volumes"] = ["./config:/srv/gatehouse/config:ro", "auth-keys-2:/var/lib/gatehouse"]
+        c["volumes"]["auth-keys-2"] = None
+        return "the authorization servers do not share one data directory"
 
     def writable_mount(c, h):
         c["services"]["auth-1"]["volumes"] = ["./config:/srv/gatehouse/config", "auth-keys:/var/lib/gatehouse"]
@@ -318,7 +337,7 @@ def _compose_mutations():
         c["services"]["lb"]["ports"] = [p for p in c["services"]["lb"]["ports"] if "9443" not in str(p)]
         return "binds :9443, which the lb service does not publish"
 
-    return [healthcheck, missing_mount, writable_mount, undeclared_secret, secret_not_given, haproxy_check_port, haproxy_server,
+    return [healthcheck, missing_mount, keys_per_replica, writable_mount, undeclared_secret, secret_not_given, haproxy_check_port, haproxy_server,
             healthcheck_port, one_shot_not_waited, grace, unpublished_bind]
 
 
