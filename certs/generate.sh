@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Development-only TLS material for Gatehouse: a throw-away CA and a server certificate for
-# localhost / 127.0.0.1 / ::1 (and auth.gatehouse.test, gateway.gatehouse.test: the compose load balancer's
-# names) signed by it. Written to certs/dev/ (gitignored).
+# localhost (and auth.gatehouse.test, gateway.gatehouse.test: the compose load balancer's names) signed by it.
+# Written to certs/dev/ (gitignored).
 #
 #   certs/generate.sh            # create certs/dev/ if it is not there yet (idempotent)
 #   certs/generate.sh --force    # replace whatever is in certs/dev/
 #   CERTS_DIR=/tmp/x certs/generate.sh   # write somewhere else
 #
 # Files: ca.key ca.pem (CA, EC P-256, 10 years, name-constrained to loopback names and gatehouse.test),
-#        server.key server.pem (EC P-256, 825 days, SAN localhost 127.0.0.1 ::1 + the two compose names, serverAuth),
+#        server.key server.pem (EC P-256, 825 days, SAN localhost + the two compose names, no IP, serverAuth),
 #        server-chain.pem (server.pem followed by ca.pem). Keys are mode 600.
 set -euo pipefail
 
@@ -78,7 +78,10 @@ nameConstraints        = critical, permitted;DNS:localhost, permitted;DNS:gateho
 basicConstraints       = critical, CA:FALSE
 keyUsage               = critical, digitalSignature
 extendedKeyUsage       = serverAuth
-subjectAltName         = DNS:localhost, DNS:auth.gatehouse.test, DNS:gateway.gatehouse.test, IP:127.0.0.1, IP:::1
+# Names only, no IP address: BoringSSL (swift-nio-ssl: the gateway's client when it verifies an authorization server
+# with `ca_file`) refuses a certificate whose IP address entries fall under the CA's IP name constraints (checked:
+# CERTIFICATE_VERIFY_FAILED with IP:127.0.0.1 here, accepted without), so clients use https://localhost.
+subjectAltName         = DNS:localhost, DNS:auth.gatehouse.test, DNS:gateway.gatehouse.test
 subjectKeyIdentifier   = hash
 authorityKeyIdentifier = keyid:always
 CNF

@@ -52,11 +52,13 @@ class ServerConfig:
 
 
 def secret_file_paths(node: Any) -> list[str]:
-    """Every `{file: PATH}` secret reference in a configuration tree."""
+    """Every file a configuration tree reads that the deployment must provide: `{file: PATH}` secrets and `ca_file`."""
     found: list[str] = []
     if isinstance(node, dict):
         if set(node) == {"file"} and isinstance(node["file"], str):
             found.append(node["file"])
+        if isinstance(node.get("ca_file"), str):
+            found.append(node["ca_file"])
         for value in node.values():
             found += secret_file_paths(value)
     elif isinstance(node, list):

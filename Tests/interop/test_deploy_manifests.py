@@ -433,7 +433,7 @@ def _replace_files(node, mapping):
     if isinstance(node, dict):
         if set(node) == {"file"}:
             return {"file": mapping[node["file"]]}
-        return {k: _replace_files(v, mapping) for k, v in node.items()}
+        return {k: (mapping[v] if k == "ca_file" else _replace_files(v, mapping)) for k, v in node.items()}
     if isinstance(node, list):
         return [_replace_files(v, mapping) for v in node]
     return node
@@ -444,16 +444,17 @@ REDIS_NAMES = ("redis-password", "redis_password")
 GATEWAY_SECRET_NAMES = ("gateway-client-secret", "gateway_client_secret")
 
 
-def _start_auth(config: dc.ServerConfig, directory: Path, postgres) -> tuple[GatehouseServer, int, str]:
+def _start_auth(config: dc.ServerConfig, directory: Path, postgres, issuer: Optional[str] = None,
+                gateway_secret: Optional[str] = None) -> tuple[GatehouseServer, int, str]:
     """`gatehouse auth` with the configuration as deployed, except: loopback ports, the test's PostgreSQL, temporary
     secret files and a loopback issuer (so that a gateway here can discover it)."""
     directory.mkdir(parents=True, exist_ok=True)
     raw = copy.deepcopy(config.raw)
-    gateway_secret = os.urandom(16).hex()
+    gateway_secret = gateway_secret or os.urandom(16).hex()
     values = {n: postgres["password"] for n in PASSWORD_NAMES} | {n: gateway_secret for n in GATEWAY_SECRET_NAMES}
     raw = _replace_files(raw, _write_secrets(config, directory, values))
     port, admin = free_port(), free_port()
-    raw["issuer"] = f"http://127.0.0.1:{port}"
+    raw["issuer"] = issuer or f"http://127.0.0.1:{port}"
     raw["listen"] = {**raw["listen"], "host": "127.0.0.1", "port": port}
     raw["admin"] = {"host": "127.0.0.1", "port": admin}
     raw["storage"]["postgres"]["url"] = postgres["url"]
@@ -552,17 +553,18 @@ def test_backend_health_check_answers(tmp_path):
         proc.wait(10)
 
 
-def _haproxy_on_loopback(tmp_path: Path, servers: dict[str, tuple[int, int]]) -> tuple[subprocess.Popen, dict[int, int], Path]:
+def _haproxy_on_loopback(tmp_path: Path, servers: dict[str, tuple[int, int]], ports: Optional[dict[int, int]] = None) -> tuple[subprocess.Popen, dict[int, int], Path]:
     """The real haproxy.cfg run by the real HAProxy, changed only where a container address cannot work here: each
     `bind :PORT` on a free loopback port, each server NAME at 127.0.0.1 with the (traffic, admin) ports of `servers`
     (servers not given point at a closed port), the TLS bundle from a fresh certs/generate.sh. Returns the process, the
-    map deployed port -> loopback port, and the CA file."""
+    map deployed port -> loopback port (`ports` may fix some in advance), and the CA file (certificates made before
+    unless `tmp_path/certs` holds them already)."""
     env = dict(os.environ, CERTS_DIR=str(tmp_path / "certs"))
     subprocess.run(["bash", str(ROOT / "certs" / "generate.sh")], env=env, check=True, capture_output=True, timeout=60)
     bundle = tmp_path / "haproxy_tls"
     bundle.write_text((tmp_path / "certs" / "server-chain.pem").read_text() + (tmp_path / "certs" / "server.key").read_text())
     text = dc.HAPROXY_CONFIG.read_text().replace("/run/secrets/haproxy_tls", str(bundle))
-    ports: dict[int, int] = {}
+    ports = dict(ports or {})
 
     def bind(match: re.Match) -> str:
         ports[int(match.group(1))] = ports.get(int(match.group(1))) or free_port()
@@ -641,3 +643,61 @@ def test_haproxy_sends_traffic_only_to_ready_authorization_servers(compose, post
         proc.wait(10)
         second.stop(check=False)
         first.stop(check=False)
+
+
+def test_gateway_discovers_the_authorization_servers_through_haproxy(compose, postgres, redis, tmp_path):
+    """The compose wiring end to end, on loopback: a gateway with the compose gateway.yaml discovers the authorization
+    servers at an https issuer served by HAProxy (haproxy.cfg's TLS frontend, the dev certificate) and verifies it
+    with its `ca_file`, and becomes ready; HAProxy then counts it up through its /readyz. The issuer's host is
+    `localhost` here (the certificate names it too): this machine cannot make auth.gatehouse.test resolve to loopback,
+    which compose does with the load balancer's network alias."""
+    auth_config = dc.compose_server_config(compose["services"]["auth-1"], ROOT)
+    config = dc.compose_server_config(compose["services"]["gateway-1"], ROOT)
+    issuer_port = int(auth_config.raw["issuer"].rsplit(":", 1)[1])
+    assert config.raw["authorization_server"]["issuer"] == auth_config.raw["issuer"]
+    lb_ports = {issuer_port: free_port()}
+    issuer = f"https://localhost:{lb_ports[issuer_port]}"
+    gateway_secret = os.urandom(16).hex()
+    auth, auth_admin, _ = _start_auth(auth_config, tmp_path / "auth", postgres, issuer=issuer, gateway_secret=gateway_secret)
+    directory = tmp_path / "gateway"
+    directory.mkdir()
+    raw = copy.deepcopy(config.raw)
+    values = {n: redis["password"] for n in REDIS_NAMES} | {n: gateway_secret for n in GATEWAY_SECRET_NAMES}
+    mapping = _write_secrets(config, directory, values)
+    gateway_port, gateway_admin = free_port(), free_port()
+    lb = None
+    gateway = None
+    try:
+        lb, ports, ca = _haproxy_on_loopback(
+            tmp_path / "lb", {"auth-1": (auth.port, auth_admin), "gateway-1": (gateway_port, gateway_admin)}, lb_ports
+        )
+        # The CA file the compose gateway reads as the secret gatehouse_ca is the dev CA.
+        assert config.raw["authorization_server"]["ca_file"] == "/run/secrets/gatehouse_ca"
+        Path(mapping["/run/secrets/gatehouse_ca"]).write_text(ca.read_text())
+        raw = _replace_files(raw, mapping)
+        raw["listeners"] = [{"host": "127.0.0.1", "port": gateway_port}]
+        raw["admin"] = {"host": "127.0.0.1", "port": gateway_admin}
+        raw["redis"]["url"] = redis["url"]
+        raw["authorization_server"]["issuer"] = issuer
+        (directory / "gateway.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        gateway = GatewayProcess(directory / "gateway.yaml", admin_port=gateway_admin).start()
+        gateway.wait_ready(timeout=30)
+        # Discovery went through HAProxy's TLS frontend: the gateway's view names the issuer it verified.
+        assert gateway.token_cache()["discovered"] is True
+
+        def lb_counts_gateway_up() -> bool:
+            csv = requests.get(f"http://127.0.0.1:{ports[8404]}/stats;csv", timeout=2).text
+            return any(line.startswith("be_gateway,gateway-1,") and ",UP," in line for line in csv.splitlines())
+
+        wait_until(lb_counts_gateway_up, timeout=20, interval=0.2, what="HAProxy to count gateway-1 up by its /readyz")
+        r = requests.get(f"http://127.0.0.1:{ports[8080]}/public/x", timeout=5)
+        # No backend runs here: the gateway (not HAProxy, whose own error pages carry no request id) answers for it.
+        assert r.status_code in (502, 503), f"{r.status_code} {r.text[:200]}"
+        assert r.json()["request_id"] == r.headers["X-Request-Id"], (r.headers, r.text[:200])
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        if lb is not None:
+            lb.terminate()
+            lb.wait(10)
+        auth.stop()
