@@ -50,7 +50,7 @@ fi
 
 # PyJWT without its `cryptography` backend imports fine but cannot verify ES256/RS256/EdDSA (test_jwt_interop.py
 # then fails with "algorithm not supported"): Debian's python3-jwt does not pull python3-cryptography in.
-PY_CHECK='import authlib, jwt, jwt.algorithms, requests, pytest, selenium, h2, yaml, opentelemetry.proto.collector.trace.v1.trace_service_pb2; assert jwt.algorithms.has_crypto, "PyJWT lacks its cryptography backend"'
+PY_CHECK='import authlib, jwt, jwt.algorithms, requests, pytest, selenium, h2, yaml, kubernetes_validate, opentelemetry.proto.collector.trace.v1.trace_service_pb2; assert jwt.algorithms.has_crypto, "PyJWT lacks its cryptography backend"'
 if "$PY" -c "$PY_CHECK" >/dev/null 2>&1; then
   echo "install-test-deps: python packages already importable by $PY"
 else

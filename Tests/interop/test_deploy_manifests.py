@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+import kubernetes_validate
 import pytest
 import requests
 import yaml
@@ -88,6 +89,38 @@ def test_kubernetes_manifests_are_consistent(kubernetes):
     assert workload(kubernetes, "Deployment", "gatehouse-auth").doc["spec"]["replicas"] >= 2
     assert workload(kubernetes, "Deployment", "gatehouse-gateway").doc["spec"]["replicas"] >= 2
     assert dc.check_kubernetes(kubernetes) == []
+
+
+# The oldest Kubernetes these manifests are meant for (HPA autoscaling/v2 and PDB policy/v1 are GA; the preStop pause
+# is an exec `sleep`, not the 1.30+ sleep action) and the newest whose schemas kubernetes-validate carries.
+SCHEMA_VERSIONS = ("1.28.0", "1.37.0")
+
+
+def schema_problems(manifests) -> list[str]:
+    problems = []
+    for version in SCHEMA_VERSIONS:
+        for m in manifests:
+            try:
+                kubernetes_validate.validate(m.doc, version, strict=True)
+            except (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError) as error:
+                problems.append(f"{m.label()} (Kubernetes {version}): {str(error).splitlines()[0]}")
+    return problems
+
+
+def test_kubernetes_manifests_match_the_api_schema(kubernetes):
+    """Each object against the API's OpenAPI schema (kubernetes-validate's copy, strict: an unknown field fails)."""
+    assert len(kubernetes) >= 15
+    assert schema_problems(kubernetes) == []
+
+
+def test_kubernetes_schema_check_reports_a_broken_copy(kubernetes):
+    broken = copy.deepcopy(kubernetes)
+    probe = _pod(broken, "gatehouse-gateway")["containers"][0]["readinessProbe"]
+    probe["httpGet"]["portt"] = probe["httpGet"].pop("port")
+    _one(broken, "HorizontalPodAutoscaler").doc["spec"]["minReplicas"] = "two"
+    problems = schema_problems(broken)
+    assert any("Deployment/gatehouse-gateway" in p and "'port' is a required property" in p for p in problems), problems
+    assert any("HorizontalPodAutoscaler/gatehouse-gateway" in p and "'two' is not of type 'integer'" in p for p in problems), problems
 
 
 def test_kubernetes_gateway_grace_covers_the_drain(kubernetes):
