@@ -186,6 +186,17 @@ def test_compose_secrets_script_makes_every_secret_compose_declares(compose, tmp
     assert (tmp_path / "secrets" / "postgres_password").read_text() == before
 
 
+def test_prometheus_accepts_its_configuration(compose, tmp_path):
+    """`promtool check config` on config/prometheus/prometheus.yml with its rule file at the path compose mounts it."""
+    mounts = {v.split(":")[1]: ROOT / v.split(":")[0] for v in compose["services"]["prometheus"]["volumes"] if v.startswith(".")}
+    text = dc.PROMETHEUS_CONFIG.read_text()
+    assert "/etc/prometheus/alerts.yml" in text and "/etc/prometheus/alerts.yml" in mounts
+    (tmp_path / "prometheus.yml").write_text(text.replace("/etc/prometheus/alerts.yml", str(mounts["/etc/prometheus/alerts.yml"])))
+    result = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
 def test_haproxy_accepts_its_configuration(haproxy, tmp_path):
     env = dict(os.environ, CERTS_DIR=str(tmp_path / "certs"))
     subprocess.run(["bash", str(ROOT / "certs" / "generate.sh")], env=env, check=True, capture_output=True, timeout=60)
