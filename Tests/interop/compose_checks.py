@@ -13,7 +13,7 @@ from typing import Optional
 
 import yaml
 
-from deploy_checks import REPO_ROOT, ServerConfig, duration_seconds, parse_server_config
+from deploy_checks import REPO_ROOT, ServerConfig, check_pairing, duration_seconds, parse_server_config
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 HAPROXY_CONFIG = REPO_ROOT / "config" / "haproxy" / "haproxy.cfg"
@@ -162,6 +162,9 @@ def check_compose(compose: dict, root: Path, haproxy: HAProxyConfig, prometheus:
                 if grace < (config.drain_seconds or 0):
                     problems.append(f"{where}: stop_grace_period {grace:g} s < drain_timeout {config.drain_seconds:g} s")
 
+    for gateway_name, gateway in ((n, c) for n, c in configs.items() if c.kind == "gateway"):
+        for auth_name, auth in ((n, c) for n, c in configs.items() if c.kind == "auth"):
+            problems += check_pairing(auth, gateway, f"docker-compose.yml: {gateway_name} with {auth_name}")
     if len(key_volumes) > 1:
         problems.append(f"docker-compose.yml: the authorization servers do not share one data directory (signing keys): {key_volumes}")
 

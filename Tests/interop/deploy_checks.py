@@ -261,6 +261,15 @@ def check_kubernetes(manifests: list[Manifest]) -> list[str]:
         if "Resource" not in kinds:
             problems.append(f"{h.label()}: no CPU (Resource) metric to fall back on")
 
+    gatehouse = [
+        found for w in workloads for c in _pod_spec(w).get("containers", [])
+        if (found := gatehouse_container_config(manifests, w, c)) is not None
+    ]
+    auths = [(source, config) for source, config in gatehouse if config.kind == "auth"]
+    for source, config in (g for g in gatehouse if g[1].kind == "gateway"):
+        for auth_source, auth in auths:
+            problems += check_pairing(auth, config, f"{source} with {auth_source}")
+
     for secret in (m for m in manifests if m.kind == "Secret"):
         for key, value in (secret.doc.get("stringData") or {}).items():
             if "CHANGE-ME" not in str(value):
@@ -347,3 +356,28 @@ def find_workload(manifests: list[Manifest], kind: str, name: str) -> Manifest:
 
 def find_container(manifest: Manifest, name: str) -> dict:
     return next(c for c in _pod_spec(manifest)["containers"] if c["name"] == name)
+
+
+def check_pairing(auth: ServerConfig, gateway: ServerConfig, where: str) -> list[str]:
+    """A gateway configuration against the authorization server configuration it is deployed with: the issuer it
+    discovers is the server's, its client is one of the server's clients allowed to exchange tokens, both read that
+    client's secret from the same secret (file name), and the routes accept the audience of the JWTs it gets."""
+    problems: list[str] = []
+    settings = gateway.raw.get("authorization_server") or {}
+    if settings.get("issuer") != auth.raw.get("issuer"):
+        problems.append(f"{where}: the gateway discovers {settings.get('issuer')}, the authorization server is {auth.raw.get('issuer')}")
+    client = next((c for c in auth.raw.get("clients", []) if c.get("id") == settings.get("client_id")), None)
+    if client is None:
+        problems.append(f"{where}: the gateway's client {settings.get('client_id')} is not a client of the authorization server")
+    else:
+        if "urn:ietf:params:oauth:grant-type:token-exchange" not in client.get("grants", []):
+            problems.append(f"{where}: client {client['id']} may not exchange tokens")
+        ours, theirs = settings.get("client_secret"), client.get("secret")
+        if not (isinstance(ours, dict) and isinstance(theirs, dict) and Path(str(ours.get("file"))).name == Path(str(theirs.get("file"))).name):
+            problems.append(f"{where}: the gateway's client secret {ours} and the authorization server's {theirs} are not the same secret")
+    audience = (auth.raw.get("tokens") or {}).get("jwt_audience")
+    for route in gateway.raw.get("routes", []):
+        audiences = (route.get("auth") or {}).get("audiences")
+        if audiences and audience not in audiences:
+            problems.append(f"{where}: route {route.get('name')} accepts {audiences}, the exchanged JWTs are for {audience}")
+    return problems

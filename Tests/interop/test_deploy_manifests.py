@@ -278,12 +278,20 @@ def _k8s_mutations():
         ms.remove(_one(ms, "PersistentVolumeClaim", "gatehouse-auth-keys"))
         return "PersistentVolumeClaim gatehouse-auth-keys does not exist"
 
+    def audience(ms):
+        _edit_config(ms, "gatehouse-auth", "auth.yaml", "jwt_audience: https://api.example.com", "jwt_audience: https://other.example.com")
+        return "route api accepts ['https://api.example.com'], the exchanged JWTs are for https://other.example.com"
+
+    def issuer(ms):
+        _edit_config(ms, "gatehouse-gateway", "gateway.yaml", "issuer: https://auth.example.com", "issuer: https://login.example.com")
+        return "the gateway discovers https://login.example.com, the authorization server is https://auth.example.com"
+
     def root_filesystem(ms):
         _pod(ms, "gatehouse-gateway")["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
         return "needs readOnlyRootFilesystem: true"
 
     return [secret_key, env_secret_key, config_key, probe_port, admin_port, grace, drain, selector, hpa_target, deployment_selector, secret_file, real_secret,
-            keys_not_shared, keys_claim_missing, root_filesystem]
+            keys_not_shared, keys_claim_missing, audience, issuer, root_filesystem]
 
 
 @pytest.mark.parametrize("mutate", _k8s_mutations(), ids=lambda f: f.__name__)
@@ -375,3 +383,18 @@ def test_compose_check_reports_an_unscraped_admin_listener(compose, haproxy, pro
             static["targets"] = [t for t in static["targets"] if t != "auth-2:9902"]
     problems = cc.check_compose(compose, ROOT, haproxy, broken)
     assert "prometheus.yml: does not scrape auth-2:9902" in problems
+
+
+def test_pairing_check_reports_a_gateway_that_does_not_fit_its_authorization_server(compose):
+    auth = cc.compose_server_config(compose["services"]["auth-1"], ROOT)
+    gateway = cc.compose_server_config(compose["services"]["gateway-1"], ROOT)
+    assert dc.check_pairing(auth, gateway, "compose") == []
+    other_secret = copy.deepcopy(gateway)
+    other_secret.raw["authorization_server"]["client_secret"] = {"file": "/run/secrets/example_service_secret"}
+    assert any("are not the same secret" in p for p in dc.check_pairing(auth, other_secret, "compose"))
+    unknown_client = copy.deepcopy(gateway)
+    unknown_client.raw["authorization_server"]["client_id"] = "gateway"
+    assert any("client gateway is not a client" in p for p in dc.check_pairing(auth, unknown_client, "compose"))
+    no_exchange = copy.deepcopy(auth)
+    next(c for c in no_exchange.raw["clients"] if c["id"] == "gatehouse-gateway")["grants"] = ["client_credentials"]
+    assert any("may not exchange tokens" in p for p in dc.check_pairing(no_exchange, gateway, "compose"))
