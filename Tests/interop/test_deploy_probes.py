@@ -169,30 +169,44 @@ def test_gateway_probes_answer(origin, kubernetes, compose, postgres, redis, tmp
     assert config.raw.get("redis"), "the deployed gateway shares its limits through Redis"
     assert any(limit.get("scope") == "cluster" for route in config.raw["routes"] for limit in route.get("rate_limits", []))
     auth, _, gateway_secret = _start_auth(auth_config, tmp_path / "auth", postgres)
-    directory = tmp_path / "gateway"
-    directory.mkdir()
-    raw = copy.deepcopy(config.raw)
+    try:
+        admin = free_port()
+        gateway_yaml = _write_gateway_config(config, tmp_path / "gateway", redis, gateway_secret, auth.issuer, free_port(), admin)
+        gateway = GatewayProcess(gateway_yaml, admin_port=admin).start()
+        try:
+            # Ready once the authorization server is discovered: poll, as the probes do.
+            gateway.wait_ready(timeout=20)
+            for name, path in probes:
+                r = requests.get(gateway.admin_url(path), timeout=5)
+                assert r.status_code == 200, f"{origin} {name} GET {path} -> {r.status_code} {r.text[:200]}"
+            metrics = requests.get(gateway.admin_url("/metrics"), timeout=5).text
+            assert re.search(r"^gatehouse_gateway_in_flight_requests \d+", metrics, re.M), "the HPA's metric is not exported"
+        finally:
+            gateway.stop()
+    finally:
+        auth.stop()
+
+
+def _write_gateway_config(config: dc.ServerConfig, directory: Path, redis, gateway_secret: str, issuer: str, port: int, admin: int,
+                          ca: Optional[Path] = None) -> Path:
+    """The gateway's configuration as deployed, except: loopback ports, the test's Redis, temporary secret files, the
+    test's issuer, and the CA file (dropped for an http issuer)."""
+    directory.mkdir(parents=True, exist_ok=True)
     values = {n: redis["password"] for n in REDIS_NAMES} | {n: gateway_secret for n in GATEWAY_SECRET_NAMES}
-    raw = _replace_files(raw, _write_secrets(config, directory, values))
-    admin = free_port()
-    raw["listeners"] = [{"host": "127.0.0.1", "port": free_port()}]
+    mapping = _write_secrets(config, directory, values)
+    raw = copy.deepcopy(config.raw)
+    ca_file = raw.get("authorization_server", {}).get("ca_file")
+    if ca_file and ca is not None:
+        Path(mapping[ca_file]).write_text(ca.read_text())
+    raw = _replace_files(raw, mapping)
+    if ca is None:
+        raw["authorization_server"].pop("ca_file", None)  # only for an https issuer
+    raw["listeners"] = [{"host": "127.0.0.1", "port": port}]
     raw["admin"] = {"host": "127.0.0.1", "port": admin}
     raw["redis"]["url"] = redis["url"]
-    raw["authorization_server"]["issuer"] = auth.issuer
-    raw["authorization_server"].pop("ca_file", None)  # only for an https issuer
+    raw["authorization_server"]["issuer"] = issuer
     (directory / "gateway.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    gateway = GatewayProcess(directory / "gateway.yaml", admin_port=admin).start()
-    try:
-        # Ready once the authorization server is discovered: poll, as the probes do.
-        gateway.wait_ready(timeout=20)
-        for name, path in probes:
-            r = requests.get(gateway.admin_url(path), timeout=5)
-            assert r.status_code == 200, f"{origin} {name} GET {path} -> {r.status_code} {r.text[:200]}"
-        metrics = requests.get(gateway.admin_url("/metrics"), timeout=5).text
-        assert re.search(r"^gatehouse_gateway_in_flight_requests \d+", metrics, re.M), "the HPA's metric is not exported"
-    finally:
-        gateway.stop()
-        auth.stop()
+    return directory / "gateway.yaml"
 
 
 def test_backend_health_check_answers(tmp_path):
@@ -269,8 +283,17 @@ def test_haproxy_sends_traffic_only_to_ready_authorization_servers(compose, post
     replica is taken out by the /readyz check while the other keeps answering, and with none left the monitor fails."""
     config = cc.compose_server_config(compose["services"]["auth-1"], ROOT)
     first, admin1, _ = _start_auth(config, tmp_path / "auth-1", postgres)
-    second, admin2, _ = _start_auth(config, tmp_path / "auth-2", postgres)
-    proc, ports, ca = _haproxy_on_loopback(tmp_path / "lb", {"auth-1": (first.port, admin1), "auth-2": (second.port, admin2)})
+    try:
+        second, admin2, _ = _start_auth(config, tmp_path / "auth-2", postgres)
+    except BaseException:
+        first.stop(check=False)
+        raise
+    try:
+        proc, ports, ca = _haproxy_on_loopback(tmp_path / "lb", {"auth-1": (first.port, admin1), "auth-2": (second.port, admin2)})
+    except BaseException:
+        first.stop(check=False)
+        second.stop(check=False)
+        raise
     issuer_port = int(config.raw["issuer"].rsplit(":", 1)[1])
     host = config.raw["issuer"].split("://", 1)[1].split(":", 1)[0]
 
@@ -332,11 +355,6 @@ def test_gateway_discovers_the_authorization_servers_through_haproxy(compose, po
     issuer = f"https://localhost:{lb_ports[issuer_port]}"
     gateway_secret = os.urandom(16).hex()
     auth, auth_admin, _ = _start_auth(auth_config, tmp_path / "auth", postgres, issuer=issuer, gateway_secret=gateway_secret)
-    directory = tmp_path / "gateway"
-    directory.mkdir()
-    raw = copy.deepcopy(config.raw)
-    values = {n: redis["password"] for n in REDIS_NAMES} | {n: gateway_secret for n in GATEWAY_SECRET_NAMES}
-    mapping = _write_secrets(config, directory, values)
     gateway_port, gateway_admin = free_port(), free_port()
     lb = None
     gateway = None
@@ -346,16 +364,10 @@ def test_gateway_discovers_the_authorization_servers_through_haproxy(compose, po
         )
         # The CA file the compose gateway reads as the secret gatehouse_ca is the dev CA.
         assert config.raw["authorization_server"]["ca_file"] == "/run/secrets/gatehouse_ca"
-        Path(mapping["/run/secrets/gatehouse_ca"]).write_text(ca.read_text())
-        raw = _replace_files(raw, mapping)
-        raw["listeners"] = [{"host": "127.0.0.1", "port": gateway_port}]
-        raw["admin"] = {"host": "127.0.0.1", "port": gateway_admin}
-        raw["redis"]["url"] = redis["url"]
-        raw["authorization_server"]["issuer"] = issuer
-        (directory / "gateway.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-        gateway = GatewayProcess(directory / "gateway.yaml", admin_port=gateway_admin).start()
+        gateway_yaml = _write_gateway_config(config, tmp_path / "gateway", redis, gateway_secret, issuer, gateway_port, gateway_admin, ca)
+        gateway = GatewayProcess(gateway_yaml, admin_port=gateway_admin).start()
         gateway.wait_ready(timeout=30)
-        # Discovery went through HAProxy's TLS frontend: the gateway's view names the issuer it verified.
+        # Discovery went through HAProxy's TLS frontend, the only way to the issuer here.
         assert gateway.token_cache()["discovered"] is True
 
         def lb_counts_gateway_up() -> bool:
