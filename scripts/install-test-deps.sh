@@ -20,6 +20,8 @@ APT_PACKAGES+=(prometheus)
 APT_PACKAGES+=(postgresql)
 # The Redis client's tests start their own redis-server on a free port.
 APT_PACKAGES+=(redis-server)
+# scripts/cluster.sh (and test_cluster_script.py) put HAProxy in front of the replicas.
+APT_PACKAGES+=(haproxy)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

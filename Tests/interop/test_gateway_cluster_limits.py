@@ -23,9 +23,9 @@ from typing import Optional
 import pytest
 import requests
 
-from gatehouse_testlib import GatewayProcess, free_port, wait_until
-from test_gateway_e2e import gateway_config, to_yaml
-from test_gateway_fault_tolerance import ControlledUpstream
+from gatehouse_testlib import free_port, wait_until
+from test_gateway_e2e import gateway_config
+from test_gateway_fault_tolerance import ControlledUpstream, Gateway as FaultToleranceGateway
 
 RATE = 100  # per second
 BURST = 100  # the default: one second's worth
@@ -93,27 +93,16 @@ def upstream():
     u.close()
 
 
-class Gateway:
+class Gateway(FaultToleranceGateway):
     """A gateway process with an admin listener, log level info (the fallback's transitions are logged at warning
     and notice)."""
 
     def __init__(self, tmp_path: Path, name: str, config: dict):
-        self.admin_port = free_port()
-        config = dict(config)
-        config["admin"] = {"host": "127.0.0.1", "port": self.admin_port}
-        self.path = tmp_path / f"{name}.yaml"
-        self.path.write_text(to_yaml(config) + "\n")
-        self.process = GatewayProcess(self.path, admin_port=self.admin_port, log_level="info").start()
-        self.process.wait_ready()
+        super().__init__(tmp_path, config, name=name, log_level="info")
 
     @property
     def port(self) -> int:
         return self.process.port
-
-    def admin(self, path: str) -> dict:
-        r = requests.get(self.process.admin_url(path), timeout=5)
-        assert r.status_code == 200, f"GET {path} -> {r.status_code}: {r.text[:300]}"
-        return r.json()
 
     def limit(self) -> dict:
         return self.admin("/rate-limits")["routes"][0]["limits"][0]
@@ -125,9 +114,6 @@ class Gateway:
                 assert 'route="api"' in line and 'limit="cluster"' in line, line
                 return float(line.rsplit(" ", 1)[1])
         return None
-
-    def stop(self):
-        self.process.stop()
 
 
 @pytest.fixture
