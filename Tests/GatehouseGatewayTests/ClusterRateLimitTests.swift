@@ -73,3 +73,33 @@ import Testing
         #expect(limit.fallbackLimiter.stats().limited == 5)
     }
 }
+
+/// What a reload keeps: a cluster limit with its Redis client while the `redis:` section is unchanged, a local
+/// limit whatever happens to `redis:`.
+@Suite struct ClusterRateLimitReloadTests {
+    static func yaml(redisPort: Int) -> String {
+        """
+        listeners: [{port: 8080}]
+        redis: {url: 'redis://127.0.0.1:\(redisPort)'}
+        clusters: [{name: one, targets: ['http://127.0.0.1:9001']}]
+        routes:
+          - name: api
+            match: {path_prefix: /}
+            cluster: one
+            rate_limits: [{name: shared, key: ip, rate: 10/s, scope: cluster, cluster_instances: 2}, {name: own, key: ip, rate: 5/s}]
+        """
+    }
+
+    @Test func aReloadKeepsLimitsUnlessTheirDefinitionOrRedisChanged() throws {
+        let compiler = GatewayCompiler()
+        let first = compiler.compile(try GatewayConfiguration.parse(yaml: Self.yaml(redisPort: 1)))
+        let again = compiler.compile(try GatewayConfiguration.parse(yaml: Self.yaml(redisPort: 1)))
+        let moved = compiler.compile(try GatewayConfiguration.parse(yaml: Self.yaml(redisPort: 2)))
+        let limits = [first, again, moved].map { $0.routeList[0].rateLimits!.limits }
+        #expect(limits[0][0].cluster != nil && limits[0][1].cluster == nil)
+        #expect(limits[1][0] === limits[0][0] && limits[1][1] === limits[0][1])
+        // Another Redis: the cluster limit is rebuilt on the new client, the local one keeps its counts.
+        #expect(limits[2][0] !== limits[0][0] && limits[2][0].cluster?.redis.configuration.port == 2)
+        #expect(limits[2][1] === limits[0][1])
+    }
+}

@@ -166,7 +166,11 @@ public final class GatewayCompiler: Sendable {
                     route.rateLimits.map { definition in
                         let key = route.name + "\u{0}" + definition.name
                         let limit =
-                            previous.limits[key].flatMap { $0.definition == definition && $0.cluster?.redis === redisClient ? $0 : nil }
+                            previous.limits[key].flatMap { kept in
+                                // A cluster limit is kept only with the same Redis client (a changed redis: section
+                                // makes a new one).
+                                kept.definition == definition && (kept.cluster == nil || kept.cluster?.redis === redisClient) ? kept : nil
+                            }
                             ?? compileLimit(definition, route: route.name, redis: redisClient)
                         registry.limits[key] = limit
                         return limit
