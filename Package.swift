@@ -133,7 +133,7 @@ let package = Package(
         .target(
             name: "GatehouseGateway",
             dependencies: [
-                "GatehouseConfiguration", "GatehouseObservability", "GatehousePolicies", "GatehouseTokens", "GatehouseHTTPClient",
+                "GatehouseConfiguration", "GatehouseObservability", "GatehousePolicies", "GatehouseTokens", "GatehouseHTTPClient", "GatehouseRedis",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -233,6 +233,7 @@ let package = Package(
             name: "GatehouseGatewayTests",
             dependencies: [
                 "GatehouseGateway", "GatehouseConfiguration", "GatehouseDemoBackend", "GatehouseServiceAuth", "GatehouseObservability",
+                "GatehousePolicies", "GatehouseRedis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -11,6 +11,7 @@
 # during one event-loop tick share one write. Starts its own redis-server on $PORT (temporary dir, no
 # persistence) and stops it at the end.
 # Env: CONFIG (release), DURATION (s, 5), IN_FLIGHT (decisions outstanding per event loop, 32), PORT (16399).
+# The limiter inside the gateway, proxying, against the local limiter: scripts/bench-cluster-limits.sh.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

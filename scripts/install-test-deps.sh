@@ -21,7 +21,8 @@ APT_PACKAGES+=(prometheus)
 APT_PACKAGES+=(postgresql)
 # The Redis client's tests start their own redis-server on a free port.
 APT_PACKAGES+=(redis-server)
-# test_deploy_manifests.py: `haproxy -c` on config/haproxy/haproxy.cfg, and nginx serving the compose/Kubernetes demo
+# scripts/cluster.sh (and test_cluster_script.py) put HAProxy in front of the replicas; test_deploy_manifests.py runs
+# `haproxy -c` on config/haproxy/haproxy.cfg, and nginx serving the compose/Kubernetes demo
 # backend's configuration (nginx-light is enough: it only uses `return` and `map`).
 APT_PACKAGES+=(haproxy nginx-light)
 

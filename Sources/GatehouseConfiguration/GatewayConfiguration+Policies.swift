@@ -243,11 +243,6 @@ extension GatewayConfiguration {
             }
             if let scope = try item.string("scope") {
                 guard let value = RateLimit.Scope(rawValue: scope) else { throw item.error("scope", "expected local or cluster, got '\(scope)'") }
-                // Refused rather than quietly enforced per gateway: the Redis client exists (GatehouseRedis) but the
-                // gateway does not call it yet (issue 14).
-                guard value == .local else {
-                    throw item.error("scope", "scope: cluster (a limit shared through Redis) is not available yet; use local (the default)")
-                }
                 limit.scope = value
             }
             if let instances = try item.int("cluster_instances", range: 1...10_000) {

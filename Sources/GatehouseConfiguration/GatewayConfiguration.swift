@@ -257,6 +257,18 @@ public struct GatewayConfiguration: Sendable, Equatable {
             routes.append(route)
         }
         guard !routes.isEmpty else { throw root.error("routes", "list at least one route", code: .missingKey) }
+        // A cluster limit without Redis is refused rather than quietly enforced per gateway (N gateways would admit N
+        // times the limit).
+        if redis == nil {
+            for (routeIndex, route) in routes.enumerated() {
+                for (limitIndex, limit) in route.rateLimits.enumerated() where limit.scope == .cluster {
+                    throw ConfigurationError(
+                        code: .missingKey, file: root.file, keyPath: "routes[\(routeIndex)].rate_limits[\(limitIndex)].scope",
+                        reason: "scope: cluster needs the top-level redis: section (redis: {url: \"redis://host:6379\"}) that the gateways share"
+                    )
+                }
+            }
+        }
 
         let accessLog = try root.accessLog(baseDirectory: baseDirectory)
 

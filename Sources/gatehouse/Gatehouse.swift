@@ -6,7 +6,7 @@ struct Gatehouse: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gatehouse",
         abstract: "Gatehouse: an OAuth 2.0 authorization server and gateway for microservices.",
-        subcommands: [AuthCommand.self, DemoCommand.self, ClientsCommand.self, UsersCommand.self, KeysCommand.self, GatewayCommand.self, MigrateCommand.self, RedisBenchCommand.self]
+        subcommands: [AuthCommand.self, DemoCommand.self, ClientsCommand.self, UsersCommand.self, KeysCommand.self, GatewayCommand.self, MigrateCommand.self, DemoBackendCommand.self, RedisBenchCommand.self]
     )
 }
 

@@ -98,6 +98,23 @@ private let auth = "authorization_server: {issuer: 'http://127.0.0.1:9000', clie
         #expect(configuration.clusters[0].admission == .init(maxInFlight: 5, queueSize: 200, queueTimeoutMilliseconds: 1000))
     }
 
+    @Test func aClusterLimitWithRedisIsReadWithItsInstances() throws {
+        let configuration = try Gateway.parse(
+            yaml: gateway(route: "rate_limits: [{key: ip, rate: 100/s, scope: cluster, cluster_instances: 2}, {name: own, key: ip, rate: 5/s}]", extra: "redis: {url: 'redis://127.0.0.1:6390', timeout: 20ms}")
+        )
+        let limits = configuration.routes[0].rateLimits
+        #expect(limits[0].scope == .cluster && limits[0].clusterInstances == 2 && limits[0].burst == 100)
+        #expect(limits[1].scope == .local && limits[1].clusterInstances == 1)
+        #expect(configuration.redis?.port == 6390 && configuration.redis?.timeoutMilliseconds == 20)
+    }
+
+    @Test func aClusterLimitWithoutRedisNamesTheSectionItNeeds() throws {
+        let error = #expect(throws: ConfigurationError.self) { try Gateway.parse(yaml: gateway(route: "rate_limits: [{key: ip, rate: 1/s, scope: cluster}]")) }
+        #expect(error?.code == .missingKey)
+        #expect(error?.description.contains("redis:") == true, "\(error?.description ?? "")")
+        #expect(error?.description.contains("not available yet") == false)
+    }
+
     @Test(arguments: [
         (gateway(route: "priority: urgent"), "routes[0].priority"),
         (gateway(route: "rate_limits: [{key: ip}]"), "routes[0].rate_limits[0].rate"),
@@ -112,7 +129,9 @@ private let auth = "authorization_server: {issuer: 'http://127.0.0.1:9000', clie
         (gateway(route: "rate_limits: [{name: a, key: ip, rate: 1/s}, {name: a, key: ip, rate: 2/s}]"), "routes[0].rate_limits[1].name"),
         (gateway(route: "rate_limits: [{name: 'a b', key: ip, rate: 1/s}]"), "routes[0].rate_limits[0].name"),
         (gateway(route: "rate_limits: [{key: ip, rate: 1/s, cluster_instances: 2}]"), "routes[0].rate_limits[0].cluster_instances"),
-        (gateway(route: "rate_limits: [{key: ip, rate: 1/s, scope: cluster}]"), "routes[0].rate_limits[0].scope"),  // not wired yet (issue 14)
+        (gateway(route: "rate_limits: [{key: ip, rate: 1/s, scope: cluster}]"), "routes[0].rate_limits[0].scope"),  // no redis: section
+        (gateway(route: "rate_limits: [{name: a, key: ip, rate: 1/s}, {name: b, key: ip, rate: 1/s, scope: cluster, cluster_instances: 2}]"), "routes[0].rate_limits[1].scope"),
+        (gateway(route: "rate_limits: [{key: ip, rate: 1/s, scope: cluster, cluster_instances: 0}]", extra: "redis: {url: 'redis://127.0.0.1:6379'}"), "routes[0].rate_limits[0].cluster_instances"),
         (gateway(route: "rate_limits: [{key: ip, rate: 1/s, scope: global}]"), "routes[0].rate_limits[0].scope"),
         (gateway(route: "rate_limits: [{key: ip, rate: 1/s, per: 1s}]"), "routes[0].rate_limits[0].per"),
         (gateway(route: "priority_overrides: [{client_ids: [a], priority: critical}]"), "routes[0].priority_overrides"),

@@ -93,7 +93,7 @@ import Testing
             "gatehouse_gateway_requests_total counter", "gatehouse_gateway_request_duration_seconds histogram",
             "gatehouse_gateway_upstream_requests_total counter", "gatehouse_gateway_upstream_duration_seconds histogram",
             "gatehouse_gateway_in_flight_requests gauge", "gatehouse_gateway_connections gauge", "gatehouse_gateway_upstream_pool_connections gauge",
-            "gatehouse_gateway_admission_queue_depth gauge", "gatehouse_gateway_event_loop_lag_seconds gauge", "gatehouse_gateway_rate_limited_total counter",
+            "gatehouse_gateway_admission_queue_depth gauge", "gatehouse_gateway_event_loop_lag_seconds gauge", "gatehouse_gateway_rate_limited_total counter", "gatehouse_gateway_rate_limit_fallback gauge",
             "gatehouse_gateway_circuit_breaker_state gauge", "gatehouse_gateway_shed_total counter", "gatehouse_gateway_token_cache_total counter",
             "gatehouse_gateway_token_exchange_duration_seconds histogram", "gatehouse_gateway_jwks_refreshes_total counter",
         ] {

@@ -34,6 +34,20 @@ import Testing
         #expect(used === connection)
     }
 
+    @Test func consecutiveFailuresCountUntilTheSlotConnects() {
+        // What the client's log level follows: the first failure of an outage is a warning, its retries are not.
+        var machine = Machine(size: 1, initialBackoff: .milliseconds(50), maximumBackoff: .seconds(2))
+        _ = machine.start()
+        _ = machine.connectFailed(slot: 0, jitter: 0)
+        #expect(machine.consecutiveFailures(slot: 0) == 1)
+        _ = machine.backoffElapsed(slot: 0)
+        _ = machine.connectFailed(slot: 0, jitter: 0)
+        #expect(machine.consecutiveFailures(slot: 0) == 2)
+        _ = machine.backoffElapsed(slot: 0)
+        _ = machine.connected(slot: 0, Connection())
+        #expect(machine.consecutiveFailures(slot: 0) == 0)
+    }
+
     @Test func failuresBackOffExponentiallyWithJitterUpToTheCap() {
         let machine = Machine(size: 1, initialBackoff: .milliseconds(50), maximumBackoff: .seconds(2))
         #expect(machine.backoff(failures: 1, jitter: 0) == .milliseconds(25))

@@ -122,13 +122,15 @@ def upstream():
 
 
 class Gateway:
-    def __init__(self, tmp_path: Path, config: dict):
+    """A gateway process with an admin listener on a free port, its config in `tmp_path/<name>.yaml`."""
+
+    def __init__(self, tmp_path: Path, config: dict, name: str = "gateway", log_level: str = "warning"):
         self.admin_port = free_port()
         config = dict(config)
         config["admin"] = {"host": "127.0.0.1", "port": self.admin_port}
-        self.path = tmp_path / "gateway.yaml"
+        self.path = tmp_path / f"{name}.yaml"
         self.path.write_text(to_yaml(config) + "\n")
-        self.process = GatewayProcess(self.path, admin_port=self.admin_port, log_level="warning").start()
+        self.process = GatewayProcess(self.path, admin_port=self.admin_port, log_level=log_level).start()
         self.process.wait_ready()
 
     def url(self, path: str) -> str:

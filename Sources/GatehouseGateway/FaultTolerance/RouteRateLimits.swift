@@ -9,6 +9,8 @@ final class CompiledRateLimit: Sendable {
     let name: String
     let keyParts: [GatewayConfiguration.RateLimit.KeyPart]
     let limiter: RateLimiter
+    /// With `scope: cluster`: the Redis-backed decisions (and `limiter` is unused: the fallback has its own share).
+    let cluster: ClusterRateLimit?
     /// The definition it was compiled from: a reload keeps the limiter (and its counts) while this is unchanged.
     let definition: GatewayConfiguration.RateLimit
     /// This limit's item of `RateLimit-Policy` (`"name";q=20;w=1`), built once.
@@ -17,10 +19,11 @@ final class CompiledRateLimit: Sendable {
     /// quota and `;t=` with the seconds until reset.
     let limitItemPrefix: String
 
-    init(_ definition: GatewayConfiguration.RateLimit, limiter: RateLimiter) {
+    init(_ definition: GatewayConfiguration.RateLimit, limiter: RateLimiter, cluster: ClusterRateLimit? = nil) {
         self.name = definition.name
         self.keyParts = definition.key
         self.limiter = limiter
+        self.cluster = cluster
         self.definition = definition
         self.policyItem = RateLimitHeaders.policy(limiter.rule)
         let item = RateLimitHeaders.rateLimit(name: definition.name, decision: .allow(remaining: 0, resetAfter: 0))
@@ -32,6 +35,18 @@ final class CompiledRateLimit: Sendable {
     func limitItem(remaining: Int, resetAfter: UInt64) -> String {
         let seconds = resetAfter / 1_000_000_000 + (resetAfter % 1_000_000_000 == 0 ? 0 : 1)
         return limitItemPrefix + String(max(0, remaining)) + ";t=" + String(seconds)
+    }
+
+    /// Requests allowed, limited and delayed, by Redis and locally (the fallback's share, for a cluster limit).
+    func stats() -> RateLimitStats {
+        var stats = cluster?.fallbackLimiter.stats() ?? limiter.stats()
+        if let counts = cluster?.snapshot {
+            let (allowed, limited, delayed) = (counts.allowed, counts.limited, counts.delayed)
+            stats.allowed += allowed
+            stats.limited += limited
+            stats.delayed += delayed
+        }
+        return stats
     }
 
     static func rule(_ definition: GatewayConfiguration.RateLimit) -> RateLimitRule {
@@ -59,57 +74,121 @@ final class RouteRateLimits: Sendable {
         self.policyHeader = limits.map(\.policyItem).joined(separator: ", ")
     }
 
-    /// Decides for one request. `now` is the request's receive time (the pipeline's one clock read).
+    /// Decides for one request. `now` is the request's receive time (the pipeline's one clock read). Local limits
+    /// answer at once; a `scope: cluster` limit asks Redis, and the request (not the loop) is suspended until every
+    /// such answer is in, then concluded on its own loop with the same headers and 429 as a local refusal.
     func evaluate(
         _ context: inout RequestContext, connection: inout ConnectionPolicyState, peer: HeaderHygiene.Peer, gateway: CompiledGateway, now: NIODeadline,
         on eventLoop: any EventLoop
     ) -> PolicyVerdict {
         let nanoseconds = now.uptimeNanoseconds
-        // The most constrained allowing limit (fewest remaining), for the `RateLimit` header.
+        var tally = Tally()
+        var pending: [(index: Int, future: EventLoopFuture<RateLimitDecision>)] = []
+        for index in limits.indices {
+            let limit = limits[index]
+            let key = Self.key(limit.keyParts, context: context, connection: &connection, peer: peer, gateway: gateway)
+            let decision: RateLimitDecision
+            if let cluster = limit.cluster {
+                switch cluster.decide(key, now: nanoseconds, on: eventLoop) {
+                case .now(let local):
+                    decision = local
+                case .later(let future):
+                    pending.append((index, future))
+                    continue
+                }
+            } else {
+                decision = limit.limiter.decide(key, now: nanoseconds)
+            }
+            tally.add(index, decision)
+            if tally.refusal != nil { break }
+        }
+        if pending.isEmpty || tally.refusal != nil {
+            let resolution = conclude(tally, closes: Self.closesOnRefusal(context))
+            resolution.apply(to: &context)
+            if let reply = resolution.reply { return .reject(reply) }
+            guard resolution.delay > 0 else { return .proceed }
+            return .suspend(Self.delayed(.proceed(identity: nil), by: resolution.delay, on: eventLoop))
+        }
+        let closes = Self.closesOnRefusal(context)
+        let decided: EventLoopFuture<Tally>
+        let sofar = tally
+        if pending.count == 1 {
+            let (index, future) = pending[0]
+            decided = future.map { decision in
+                var result = sofar
+                result.add(index, decision)
+                return result
+            }
+        } else {
+            let indices = pending.map { $0.index }
+            decided = EventLoopFuture.whenAllSucceed(pending.map { $0.future }, on: eventLoop).map { decisions in
+                var result = sofar
+                for (index, decision) in zip(indices, decisions) where result.refusal == nil { result.add(index, decision) }
+                return result
+            }
+        }
+        return .suspend(
+            decided.flatMap { [self] tally in
+                let resolution = conclude(tally, closes: closes)
+                guard resolution.reply == nil, resolution.delay > 0 else { return eventLoop.makeSucceededFuture(.rateLimit(resolution)) }
+                return Self.delayed(.rateLimit(resolution), by: resolution.delay, on: eventLoop)
+            }
+        )
+    }
+
+    /// The decisions of a request's limits so far: the first refusal, or the longest delay and the most constrained
+    /// allowing limit (fewest remaining, for the `RateLimit` header).
+    struct Tally {
         var tightest = -1
         var tightestRemaining = Int.max
         var tightestReset: UInt64 = 0
         var delay: UInt64 = 0
-        for index in limits.indices {
-            let limit = limits[index]
-            let key = Self.key(limit.keyParts, context: context, connection: &connection, peer: peer, gateway: gateway)
-            let decision = limit.limiter.decide(key, now: nanoseconds)
+        var refusal: (index: Int, decision: RateLimitDecision)?
+
+        mutating func add(_ index: Int, _ decision: RateLimitDecision) {
             switch decision {
             case .allow(let remaining, let resetAfter):
                 if remaining < tightestRemaining { (tightest, tightestRemaining, tightestReset) = (index, remaining, resetAfter) }
             case .delay(let wait, let remaining, let resetAfter):
                 delay = max(delay, wait)
                 if remaining < tightestRemaining { (tightest, tightestRemaining, tightestReset) = (index, remaining, resetAfter) }
-            case .refuse(let retryAfter, _):
-                let seconds = RateLimiter.retryAfterSeconds(retryAfter)
-                context.limitOutcome = .limited
-                context.limitedBy = limit.name
-                return .reject(
-                    GatewayReply(
-                        .tooManyRequests, "rate limit '\(limit.name)' exceeded; retry after \(seconds) s", error: "rate_limited",
-                        closes: Self.closesOnRefusal(context), cause: .rejected(by: .rateLimit),
-                        headers: [
-                            ("Retry-After", String(seconds)),
-                            ("RateLimit-Policy", policyHeader),
-                            ("RateLimit", RateLimitHeaders.rateLimit(name: limit.name, decision: decision)),
-                        ]
-                    )
-                )
+            case .refuse:
+                if refusal == nil { refusal = (index, decision) }
             }
         }
-        context.responseAdditions.append("RateLimit-Policy", policyHeader)
-        if tightest >= 0 {
-            context.responseAdditions.append("RateLimit", limits[tightest].limitItem(remaining: tightestRemaining, resetAfter: tightestReset))
+    }
+
+    /// What the limits' decisions do to the request: its headers, its outcome, and a 429 or a delay.
+    func conclude(_ tally: Tally, closes: Bool) -> RateLimitResolution {
+        if let refusal = tally.refusal, case .refuse(let retryAfter, _) = refusal.decision {
+            let decision = refusal.decision
+            let limit = limits[refusal.index]
+            let seconds = RateLimiter.retryAfterSeconds(retryAfter)
+            return RateLimitResolution(
+                outcome: .limited, limitedBy: limit.name, policyHeader: nil, limitHeader: nil, delay: 0,
+                reply: GatewayReply(
+                    .tooManyRequests, "rate limit '\(limit.name)' exceeded; retry after \(seconds) s", error: "rate_limited",
+                    closes: closes, cause: .rejected(by: .rateLimit),
+                    headers: [
+                        ("Retry-After", String(seconds)),
+                        ("RateLimit-Policy", policyHeader),
+                        ("RateLimit", RateLimitHeaders.rateLimit(name: limit.name, decision: decision)),
+                    ]
+                )
+            )
         }
-        guard delay > 0 else {
-            context.limitOutcome = .allowed
-            return .proceed
-        }
+        let limitHeader = tally.tightest >= 0 ? limits[tally.tightest].limitItem(remaining: tally.tightestRemaining, resetAfter: tally.tightestReset) : nil
         // Shaping: the request waits its turn (the limiter has already counted it at its turn's time).
-        context.limitOutcome = .delayed
-        let resumption = eventLoop.makePromise(of: PolicyResumption.self)
-        eventLoop.scheduleTask(in: .nanoseconds(Int64(delay))) { resumption.succeed(.proceed(identity: nil)) }
-        return .suspend(resumption.futureResult)
+        return RateLimitResolution(
+            outcome: tally.delay > 0 ? .delayed : .allowed, limitedBy: nil, policyHeader: policyHeader, limitHeader: limitHeader, delay: tally.delay,
+            reply: nil
+        )
+    }
+
+    private static func delayed(_ resumption: PolicyResumption, by delay: UInt64, on eventLoop: any EventLoop) -> EventLoopFuture<PolicyResumption> {
+        let promise = eventLoop.makePromise(of: PolicyResumption.self)
+        eventLoop.scheduleTask(in: .nanoseconds(Int64(delay))) { promise.succeed(resumption) }
+        return promise.futureResult
     }
 
     /// A refused request whose body was not read cannot leave the connection usable.
@@ -191,5 +270,26 @@ extension String {
         while let first = slice.first, first == " " || first == "\t" { slice = slice.dropFirst() }
         while let last = slice.last, last == " " || last == "\t" { slice = slice.dropLast() }
         return String(slice)
+    }
+}
+
+/// A rate-limit policy's conclusion for one request, applied to its context when the policy answers (at once, or
+/// on resuming after Redis answered).
+struct RateLimitResolution {
+    let outcome: LimitOutcome
+    let limitedBy: String?
+    /// `RateLimit-Policy` and `RateLimit` for the response of a request let through.
+    let policyHeader: String?
+    let limitHeader: String?
+    /// ns to hold the request before it goes on (shaping), 0 for none.
+    let delay: UInt64
+    /// The 429 when a limit refused.
+    let reply: GatewayReply?
+
+    func apply(to context: inout RequestContext) {
+        context.limitOutcome = outcome
+        if let limitedBy { context.limitedBy = limitedBy }
+        if let policyHeader { context.responseAdditions.append("RateLimit-Policy", policyHeader) }
+        if let limitHeader { context.responseAdditions.append("RateLimit", limitHeader) }
     }
 }

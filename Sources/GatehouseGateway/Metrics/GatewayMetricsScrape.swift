@@ -106,7 +106,18 @@ enum GatewayMetricsText {
         text.family("gatehouse_gateway_rate_limited_total", .counter, help: "Requests refused by a route's rate limit, by route and limit.")
         for route in gateway.routeList {
             for limit in route.rateLimits?.limits ?? [] {
-                text.sample("gatehouse_gateway_rate_limited_total", [("route", route.name), ("limit", limit.name)], limit.limiter.stats().limited)
+                text.sample("gatehouse_gateway_rate_limited_total", [("route", route.name), ("limit", limit.name)], limit.stats().limited)
+            }
+        }
+
+        text.family(
+            "gatehouse_gateway_rate_limit_fallback", .gauge,
+            help: "1 while a scope: cluster limit decides locally (Redis unreachable or slower than its timeout), else 0; by route and limit."
+        )
+        for route in gateway.routeList {
+            for limit in route.rateLimits?.limits ?? [] {
+                guard let cluster = limit.cluster else { continue }
+                text.sample("gatehouse_gateway_rate_limit_fallback", [("route", route.name), ("limit", limit.name)], cluster.isFallingBack ? 1 : 0)
             }
         }
 

@@ -55,6 +55,8 @@ enum PolicyResumption {
     /// Go on; `identity`, when set, is the request's validated token.
     case proceed(identity: ValidatedToken?)
     case reject(GatewayReply)
+    /// The route's rate limits concluded after Redis answered: applied to the request, then proceed or refuse.
+    case rateLimit(RateLimitResolution)
 }
 
 /// Per-connection state policies keep between requests (confined to the connection's loop).

@@ -67,6 +67,10 @@ extension DownstreamHandler {
                             exchange.context.admissionOutcome = .shed
                         }
                         self.fail(exchange, reply)
+                    case .success(.rateLimit(let resolution)):
+                        resolution.apply(to: &exchange.context)
+                        if let reply = resolution.reply { return self.fail(exchange, reply) }
+                        self.runPolicies(exchange, from: resumeAt)
                     case .failure:
                         self.fail(exchange, RoutePolicy.unavailable("the request could not be checked; retry later", close: true))
                     }

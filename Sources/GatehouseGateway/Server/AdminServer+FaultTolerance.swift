@@ -11,16 +11,31 @@ extension AdminServer {
         for route in gateway.routeList {
             guard let limits = route.rateLimits else { continue }
             let items = limits.limits.map { limit -> String in
-                let stats = limit.limiter.stats()
+                let stats = limit.stats()
                 let definition = limit.definition
                 return "{\"name\":\(JSONEscaping.quoted(limit.name)),\"key\":\(JSONEscaping.quoted(definition.key.map(\.description).joined(separator: ",")))"
                     + ",\"rate\":\(definition.rate),\"per_seconds\":\(definition.perSeconds),\"burst\":\(definition.burst)"
                     + ",\"max_delay_ms\":\(definition.maxDelayMilliseconds),\"scope\":\"\(definition.scope.rawValue)\""
-                    + ",\"tracked_keys\":\(stats.trackedKeys),\"allowed\":\(stats.allowed),\"limited\":\(stats.limited),\"delayed\":\(stats.delayed)}"
+                    + ",\"tracked_keys\":\(stats.trackedKeys),\"allowed\":\(stats.allowed),\"limited\":\(stats.limited),\"delayed\":\(stats.delayed)"
+                    + clusterJSON(limit) + "}"
             }
             routes.append("{\"route\":\(JSONEscaping.quoted(route.name)),\"limits\":[\(items.joined(separator: ","))]}")
         }
-        return "{\"routes\":[\(routes.joined(separator: ","))]}"
+        // The Redis the cluster limits share: reachable now, and writes (round trips) so far, for benchmarks.
+        let redis = gateway.routeList.lazy.compactMap { $0.rateLimits?.limits.lazy.compactMap(\.cluster).first }.first?.redis
+        let redisJSON = redis.map {
+            ",\"redis\":{\"server\":\(JSONEscaping.quoted($0.configuration.description)),\"connected\":\($0.isConnected),\"writes\":\($0.statistics.flushCount)}"
+        } ?? ""
+        return "{\"routes\":[\(routes.joined(separator: ","))]\(redisJSON)}"
+    }
+
+    /// A cluster limit's Redis state: whether it is falling back now (decisions local at this gateway's share), how
+    /// often it fell back, and the share it enforces meanwhile. Empty for a local limit.
+    private static func clusterJSON(_ limit: CompiledRateLimit) -> String {
+        guard let cluster = limit.cluster else { return "" }
+        let share = cluster.fallbackLimiter.rule
+        return ",\"cluster_instances\":\(cluster.instances),\"fallback\":\(cluster.isFallingBack),\"fallbacks\":\(cluster.snapshot.fallbacks)"
+            + ",\"fallback_rate\":\(JSONEscaping.quoted("\(share.rate)/\(share.unit / 1_000_000_000)s")),\"fallback_burst\":\(share.burst)"
     }
 
     /// Per route with a breaker: its state (`closed`, `open`, `half_open`), failures and requests in the window,

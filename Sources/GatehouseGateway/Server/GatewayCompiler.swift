@@ -1,10 +1,12 @@
 import GatehouseConfiguration
 import GatehouseObservability
 import GatehousePolicies
+import GatehouseRedis
 import GatehouseTokens
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 
 /// Turns a validated configuration into the immutable tables the data path reads. Target health survives a
 /// reload for clusters that keep their name; the token validator (and its cache) survives one that keeps the
@@ -12,6 +14,8 @@ import NIOCore
 public final class GatewayCompiler: Sendable {
     private let health = NIOLockedValueBox([String: TargetHealth]())
     private let validator = NIOLockedValueBox<TokenValidator?>(nil)
+    /// The Redis client of the `redis:` section, kept across reloads that leave the section as it was.
+    private let redis = NIOLockedValueBox<(settings: GatewayConfiguration.Redis, client: RedisClient)?>(nil)
     /// Fault-tolerance state by what it belongs to: a reload keeps a limiter (its counts), a breaker (its window and
     /// state) and an admission queue (its slots and waiters) whose definition did not change, and starts afresh
     /// those whose definition did.
@@ -63,8 +67,34 @@ public final class GatewayCompiler: Sendable {
         }
     }
 
+    /// The client for `settings`: the current one when they did not change, else a new one (started; the old one
+    /// shut down). Its connections live on the process's shared loops (`MultiThreadedEventLoopGroup.singleton`): the
+    /// gateway's own loops are made when the server runs, after the first compile, so a decision's reply hops back
+    /// to the request's loop (measured in the README's cluster-limit benchmark).
+    private func sharedRedisClient(for settings: GatewayConfiguration.Redis?) -> RedisClient? {
+        redis.withLockedValue { current in
+            if let current, current.settings == settings { return current.client }
+            if let old = current?.client { _ = old.shutdown() }
+            current = nil
+            guard let settings else { return nil }
+            let client = RedisClient(
+                configuration: RedisConfiguration(
+                    host: settings.host, port: settings.port, username: settings.username, password: settings.password, database: settings.database,
+                    poolSize: settings.poolSize, commandTimeout: .milliseconds(Int64(settings.timeoutMilliseconds)),
+                    // A connect that takes longer than a command may is an outage too: fall back rather than wait.
+                    connectTimeout: .milliseconds(Int64(max(settings.timeoutMilliseconds, 100))), resp3: settings.protocolVersion == 3
+                ),
+                eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger
+            )
+            client.start()
+            current = (settings, client)
+            return client
+        }
+    }
+
     public func compile(_ configuration: GatewayConfiguration) -> CompiledGateway {
         let tokenValidator = tokenValidator(for: configuration.authorizationServer)
+        let redisClient = sharedRedisClient(for: configuration.redis)
         let forwardHeader = configuration.authorizationServer?.forwardHeader ?? "Authorization"
 
         let previous = faultTolerance.withLockedValue { $0 }
@@ -136,8 +166,12 @@ public final class GatewayCompiler: Sendable {
                     route.rateLimits.map { definition in
                         let key = route.name + "\u{0}" + definition.name
                         let limit =
-                            previous.limits[key].flatMap { $0.definition == definition ? $0 : nil }
-                            ?? CompiledRateLimit(definition, limiter: RateLimiter(rule: CompiledRateLimit.rule(definition)))
+                            previous.limits[key].flatMap { kept in
+                                // A cluster limit is kept only with the same Redis client (a changed redis: section
+                                // makes a new one).
+                                kept.definition == definition && (kept.cluster == nil || kept.cluster?.redis === redisClient) ? kept : nil
+                            }
+                            ?? compileLimit(definition, route: route.name, redis: redisClient)
                         registry.limits[key] = limit
                         return limit
                     }
@@ -184,6 +218,14 @@ public final class GatewayCompiler: Sendable {
             metricLabels: metricLabels,
             tracing: tracing(configuration)
         )
+    }
+
+    /// A new limit: local, or — `scope: cluster`, validation guarantees a `redis:` section — decided by Redis.
+    private func compileLimit(_ definition: GatewayConfiguration.RateLimit, route: String, redis: RedisClient?) -> CompiledRateLimit {
+        let rule = CompiledRateLimit.rule(definition)
+        let cluster = definition.scope == .cluster ? redis.map { ClusterRateLimit(route: route, definition: definition, rule: rule, redis: $0, logger: logger) } : nil
+        // A cluster limit's own `limiter` never decides (its fallback has the share); a one-key table keeps it small.
+        return CompiledRateLimit(definition, limiter: RateLimiter(rule: rule, maxKeys: cluster == nil ? 100_000 : 1), cluster: cluster)
     }
 
     /// The server settings (listeners, threads, hard limits) of a configuration.

@@ -114,8 +114,16 @@ public final class RedisClient: Sendable {
                 }
                 run(state.withLockedValue { $0.connected(slot: slot, connection) })
             case .failure(let error):
-                logger.warning("redis connect failed", metadata: ["slot": "\(slot)", "server": "\(configuration)", "error": "\(error)"])
-                run(state.withLockedValue { $0.connectFailed(slot: slot, jitter: Double.random(in: 0..<1)) })
+                let (actions, failures) = state.withLockedValue { pool in
+                    (pool.connectFailed(slot: slot, jitter: Double.random(in: 0..<1)), pool.consecutiveFailures(slot: slot))
+                }
+                // The first failure of a slot is a warning; its retries during the same outage (one per backoff, up
+                // to every 2 s per slot) are debug, so an outage is not a log line per attempt.
+                logger.log(
+                    level: failures <= 1 ? .warning : .debug, "redis connect failed",
+                    metadata: ["slot": "\(slot)", "server": "\(configuration)", "error": "\(error)", "consecutive_failures": "\(failures)"]
+                )
+                run(actions)
             }
         }
     }

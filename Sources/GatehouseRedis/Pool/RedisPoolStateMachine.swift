@@ -113,6 +113,9 @@ struct RedisPoolStateMachine<Connection: AnyObject, Waiter> {
         return actions
     }
 
+    /// Connect attempts of `slot` that failed since it last connected.
+    func consecutiveFailures(slot: Int) -> Int { failures[slot] }
+
     /// The wait before attempt `failures + 1`: min(cap, initial × 2^(failures−1)), of which the upper half is
     /// jittered.
     func backoff(failures: Int, jitter: Double) -> TimeAmount {
