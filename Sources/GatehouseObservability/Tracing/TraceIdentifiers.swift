@@ -95,6 +95,13 @@ enum Hex {
         }
     }
 
+    /// 16 hex digits of `value` appended to `bytes`.
+    static func append(_ value: UInt64, to bytes: inout [UInt8]) {
+        for shift in stride(from: 60, through: 0, by: -4) {
+            bytes.append(digits[Int((value >> UInt64(shift)) & 0xF)])
+        }
+    }
+
     static func format(byte: UInt8) -> String {
         String(unsafeUninitializedCapacity: 2) { buffer in
             buffer[0] = digits[Int(byte >> 4)]
