@@ -106,9 +106,13 @@ public struct AccessLogLine {
     }
 
     private mutating func key(_ name: StaticString) {
-        bytes.append(contentsOf: ",\"".utf8)
+        // Byte by byte rather than `append(contentsOf: ",\"".utf8)`: the string views' generic append showed in the
+        // profile of a logged request (every field starts here).
+        bytes.append(UInt8(ascii: ","))
+        bytes.append(UInt8(ascii: "\""))
         name.withUTF8Buffer { bytes.append(contentsOf: $0) }
-        bytes.append(contentsOf: "\":".utf8)
+        bytes.append(UInt8(ascii: "\""))
+        bytes.append(UInt8(ascii: ":"))
     }
 
     private mutating func appendInteger(_ value: Int) {

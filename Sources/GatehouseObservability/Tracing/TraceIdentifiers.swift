@@ -97,8 +97,10 @@ enum Hex {
 
     /// 16 hex digits of `value` appended to `bytes`.
     static func append(_ value: UInt64, to bytes: inout [UInt8]) {
-        for shift in stride(from: 60, through: 0, by: -4) {
-            bytes.append(digits[Int((value >> UInt64(shift)) & 0xF)])
+        // Into a buffer on the stack, then one append (an append per digit checked capacity and uniqueness 16 times).
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 16) { buffer in
+            write(value, into: buffer, at: 0)
+            bytes.append(contentsOf: UnsafeBufferPointer(buffer))
         }
     }
 
