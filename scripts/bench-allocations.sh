@@ -23,6 +23,11 @@ CONNS=${CONNS:-16}
 command -v wrk >/dev/null || { echo "error: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 command -v nginx >/dev/null || { echo "error: nginx is not installed (apt-get install nginx), it serves as the backend" >&2; exit 1; }
 
+# Someone else's server on one of these ports would be measured instead (wait_port only waits for it to open).
+for port in 18080 18084 9000; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "error: port $port is already in use (another benchmark?)" >&2; exit 1; fi
+done
+
 work=$(mktemp -d -t bench-alloc.XXXXXX)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }

@@ -23,6 +23,10 @@ log=/tmp/gatehouse-bench-observability.log  # the access_log path of the observa
 [ -x "$BIN" ] || { echo "error: no gatehouse binary at $BIN (scripts/build-release.sh)" >&2; exit 1; }
 [ -f "$bench" ] || { echo "error: no peer harness at $bench" >&2; exit 1; }
 command -v curl >/dev/null || { echo "error: curl is not installed" >&2; exit 1; }
+# Someone else's server on a benchmark port would be measured instead (the harness only waits for the port to open).
+for port in 18080 18081 18084 18094; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "error: port $port is already in use (another benchmark?)" >&2; exit 1; fi
+done
 
 work=$(mktemp -d -t bench-observability.XXXXXX)
 scraper=
