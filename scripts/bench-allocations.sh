@@ -6,7 +6,8 @@
 # exchange (the downstream request and response, the upstream request and response). Further runs: the
 # fault-tolerance route (config/bench/gateway-fault-tolerance.yaml), the access log to a file
 # (config/bench/gateway-access-log.yaml; metrics are always on), and span export at sample_ratio 0.01 and 1.0
-# (config/bench/gateway-tracing-001.yaml, gateway-tracing-1.yaml).
+# (config/bench/gateway-tracing-001.yaml, gateway-tracing-1.yaml), and all of them together
+# (config/bench/gateway-observability-001.yaml, gateway-observability-1.yaml).
 #
 #   scripts/build-release.sh                # once
 #   scripts/bench-allocations.sh
@@ -21,6 +22,11 @@ CONNS=${CONNS:-16}
 [ -x "$BIN" ] || { echo "error: no gatehouse binary at $BIN (scripts/build-release.sh)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "error: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 command -v nginx >/dev/null || { echo "error: nginx is not installed (apt-get install nginx), it serves as the backend" >&2; exit 1; }
+
+# Someone else's server on one of these ports would be measured instead (wait_port only waits for it to open).
+for port in 18080 18084 9000; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "error: port $port is already in use (another benchmark?)" >&2; exit 1; fi
+done
 
 work=$(mktemp -d -t bench-alloc.XXXXXX)
 pids=()
@@ -76,3 +82,10 @@ rm -f /tmp/gatehouse-bench-access.log
 # exports nothing; these add span export at two sample ratios.
 measure gateway-tracing-001 "tracing, sample 0.01"
 measure gateway-tracing-1 "tracing, sample 1.0"
+# Everything together (scripts/bench-observability.sh's configurations): metrics, the access log to a file and span
+# export, at both sample ratios.
+rm -f /tmp/gatehouse-bench-observability.log
+measure gateway-observability-001 "access log + tracing 0.01"
+rm -f /tmp/gatehouse-bench-observability.log
+measure gateway-observability-1 "access log + tracing 1.0"
+rm -f /tmp/gatehouse-bench-observability.log

@@ -98,7 +98,26 @@ import Testing
         trace.attemptSpanID = ids.nextSpanID()
         trace.attemptStartedAt = .now()
         trace.endAttempt(target: TargetKey(host: "127.0.0.1", port: 1), method: "GET", status: 200, error: nil, at: .now())
-        trace.note("gatehouse.rate_limit", "allowed")
-        #expect(trace.attemptSpans.isEmpty && trace.decisions.isEmpty && trace.attemptSpanID == nil)
+        #expect(trace.attemptSpans.isEmpty && trace.attemptSpanID == nil)
+    }
+
+    @Test func aSuspensionsWaitIsNotedByThePolicyThatHeldTheRequest() {
+        var ids = TraceIDGenerator(seed: (1, 2, 1, 2))
+        let tracing = GatewayTracing(configuration: .init(sampleRatio: 1))
+        var trace = GatewayTrace.begin(scan([]), peerIsTrustedProxy: false, tracing: tracing, ids: &ids)
+        let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        // A token exchange's wait is the exchange's own client span, not a decision.
+        trace.suspendedAt = start
+        trace.endSuspension(.bearer, at: start + .milliseconds(3))
+        #expect(trace.suspendedAt == nil && trace.rateLimitDelayNanoseconds == nil && trace.admissionWaitNanoseconds == nil)
+        trace.suspendedAt = start + .milliseconds(10)
+        trace.endSuspension(.rateLimit, at: start + .milliseconds(210))
+        trace.suspendedAt = start + .milliseconds(300)
+        trace.endSuspension(.admission, at: start + .milliseconds(345))
+        #expect(trace.rateLimitDelayNanoseconds == 200_000_000 && trace.admissionWaitNanoseconds == 45_000_000)
+        // Ended twice (resumed, then the exchange's end): the first end counts.
+        trace.endSuspension(.admission, at: start + .milliseconds(900))
+        #expect(trace.admissionWaitNanoseconds == 45_000_000)
+        #expect(PolicyDecisions.milliseconds(45_000_000) == 45 && PolicyDecisions.name(.sheddable) == "sheddable")
     }
 }

@@ -121,6 +121,17 @@ import Testing
         #expect(object["upstream"] as? String == "127.0.0.1:8081")
     }
 
+    @Test func traceIdsAreWrittenAsTheirHexForm() throws {
+        var storage: [UInt8] = []
+        let trace = TraceID(high: 0x0af7_6519_16cd_43dd, low: 0x8448_eb21_1c80_319c)
+        var line = AccessLogLine(service: "s", requestID: "r", trace: trace, span: SpanID(0x00f0_67aa_0ba9_02b7), reusing: &storage)
+        line.finish()
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(line.bytes)) as? [String: Any])
+        #expect(object["trace_id"] as? String == "0af7651916cd43dd8448eb211c80319c" && object["trace_id"] as? String == trace.description)
+        #expect(object["span_id"] as? String == "00f067aa0ba902b7")
+        #expect(object["request_id"] as? String == "r")
+    }
+
     @Test func aLineReusesTheBufferItIsGiven() {
         var storage: [UInt8] = []
         storage.reserveCapacity(1024)

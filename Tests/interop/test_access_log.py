@@ -22,6 +22,7 @@ import requests
 
 from gatehouse_testlib import drive_authorization, pkce_pair, wait_until
 from observability_demo import ObservedDemo
+from test_tracing import SPAN_KIND_SERVER, OTLPReceiver
 
 FIELDS = {
     "time", "service", "request_id", "trace_id", "span_id", "route", "method", "path", "status", "bytes_in", "bytes_out",
@@ -148,3 +149,70 @@ def test_access_logs_have_one_line_per_request_rotate_and_hold_no_secrets(tmp_pa
     assert len(searched) > 2000 and demo.logs, "the logs searched are (nearly) empty: the check would prove nothing"
     leaked = sorted({v for v in used if v in searched})
     assert not leaked, f"secrets in the logs: {[v[:10] + '…' for v in leaked]}"
+
+
+def test_the_authorization_servers_lines_name_the_trace_and_the_span_it_exported(tmp_path, monkeypatch):
+    """Each of the authorization server's access-log lines carries the request's trace id and the id of the server
+    span it exported for the request (the span an OTLP receiver got, with the line's request id): through the
+    router (client_credentials), through the in-memory fast path (a repeated token exchange), and for the gateway's
+    own exchange call. An unsampled caller's line keeps the trace id and names no span (none was exported)."""
+    receiver = OTLPReceiver()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.base)
+    demo = ObservedDemo(tmp_path)
+    traces = {name: secrets.token_hex(16) for name in ("sampled", "unsampled", "exchange-1", "exchange-2", "gateway")}
+    caller_span = secrets.token_hex(8)
+    try:
+        service = ("demo-service", demo.secrets["demo-service-secret"])
+        gateway_client = ("gatehouse-gateway", demo.secrets["gatehouse-gateway-secret"])
+        session = requests.Session()
+
+        def post_token(name: str, flags: str, auth, data) -> dict:
+            headers = {"X-Request-Id": f"as-{name}", "traceparent": f"00-{traces[name]}-{caller_span}-{flags}"}
+            r = session.post(demo.auth + "/token", headers=headers, auth=auth, data=data, timeout=10)
+            assert r.status_code == 200 and r.headers["X-Request-Id"] == f"as-{name}", (r.status_code, r.text)
+            return r.json()
+
+        credentials = {"grant_type": "client_credentials", "scope": "orders:read"}
+        opaque = post_token("sampled", "01", service, credentials)["access_token"]
+        post_token("unsampled", "00", service, credentials)
+        exchange = {"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": opaque,
+                    "subject_token_type": "urn:ietf:params:oauth:token-type:access_token", "requested_token_type": "urn:ietf:params:oauth:token-type:jwt"}
+        post_token("exchange-1", "01", gateway_client, exchange)
+        post_token("exchange-2", "01", gateway_client, exchange)  # everything cached now: answered from memory
+        # A fresh token through the gateway: its exchange call to the authorization server continues the trace.
+        r = requests.post(demo.auth + "/token", auth=service, data=credentials, timeout=10)
+        assert r.status_code == 200, r.text
+        r = requests.get(demo.gateway + "/api/orders", headers={"Authorization": f"Bearer {r.json()['access_token']}",
+                                                                 "traceparent": f"00-{traces['gateway']}-{caller_span}-01"}, timeout=10)
+        assert r.status_code == 200, r.text
+
+        def auth_spans(name: str) -> list:
+            return [s for s in receiver.trace(traces[name]) if s.service == "gatehouse-auth" and s.kind == SPAN_KIND_SERVER]
+
+        exported = ("sampled", "exchange-1", "exchange-2", "gateway")
+        receiver.wait_for(lambda: all(auth_spans(name) for name in exported), timeout=15, what="the authorization server's spans")
+    finally:
+        code = demo.stop()
+        receiver.close()
+    assert code == 0, f"demo exited with {code}\n{demo.logs[-3000:]}"
+
+    lines = _lines(demo.auth_log)
+    assert lines and all(FIELDS <= set(line) for line in lines), lines
+    by_request = {line["request_id"]: line for line in lines}
+    for name in ("sampled", "exchange-1", "exchange-2"):
+        line = by_request[f"as-{name}"]
+        [span] = auth_spans(name)
+        assert (line["trace_id"], line["span_id"]) == (traces[name], span.span_id), (name, line, span)
+        assert span.parent_id == caller_span and span.attributes.get("gatehouse.request_id") == f"as-{name}", (span, span.attributes)
+    assert auth_spans("exchange-2")[0].attributes.get("gatehouse.path_taken") == "memory", "the premise: the fast path answered"
+    assert "gatehouse.path_taken" not in auth_spans("sampled")[0].attributes, "the premise: the router answered"
+    # The unsampled caller: the trace is named, no span (none was exported for it).
+    unsampled = by_request["as-unsampled"]
+    assert (unsampled["trace_id"], unsampled["span_id"]) == (traces["unsampled"], ""), unsampled
+    assert not receiver.trace(traces["unsampled"]), receiver.trace(traces["unsampled"])
+    # The gateway's exchange call: the line's span is the server span whose parent is the gateway's client span.
+    [via_gateway] = [line for line in lines if line["trace_id"] == traces["gateway"]]
+    [span] = auth_spans("gateway")
+    gateway_call = next(s for s in receiver.trace(traces["gateway"]) if s.span_id == span.parent_id)
+    assert via_gateway["span_id"] == span.span_id and via_gateway["route"] == "token", (via_gateway, span)
+    assert gateway_call.service == "gatehouse-gateway" and gateway_call.attributes.get("gatehouse.operation") == "token_exchange", gateway_call

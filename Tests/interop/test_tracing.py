@@ -214,6 +214,15 @@ def test_one_request_through_the_demo_is_one_trace(tmp_path, receiver, monkeypat
             for value in span.attributes.values():
                 assert opaque not in str(value) and "secret" not in str(value), (span, span.attributes)
         assert receiver.content_types == {"application/x-protobuf"}, receiver.content_types
+
+        # A token the authorization server does not know: the span says it was refused.
+        refused_trace = "5ae7651916cd43dd8448eb211c80319d"
+        r = requests.get(gateway + "/api/orders", headers={"Authorization": "Bearer not-a-token-of-ours", "traceparent": f"00-{refused_trace}-{client_span}-01"}, timeout=10)
+        assert r.status_code == 401, r.text
+        receiver.wait_for(lambda: any(s.kind == SPAN_KIND_SERVER and s.service == "gatehouse-gateway" for s in receiver.trace(refused_trace)), timeout=15,
+                          what="the refused request's server span")
+        [refused] = [s for s in receiver.trace(refused_trace) if s.kind == SPAN_KIND_SERVER and s.service == "gatehouse-gateway"]
+        assert refused.attributes.get("gatehouse.token.outcome") == "refused" and refused.attributes.get("http.response.status_code") == 401, refused.attributes
     finally:
         demo.stop()
 

@@ -36,12 +36,17 @@ struct RequestIDMiddleware: RouterMiddleware {
             response = Responses.httpError(status: .internalServerError, message: "internal error", requestID: id)
         }
         response.headers[.requestID] = id
+        // The tracing middleware runs outside this one: its span is still open here (see `makeRouter`).
+        let span = ActiveSpan.current
+        span?.attributes["gatehouse.request_id"] = id
         let endpoint = AuthMetrics.Endpoint(path: request.uri.path)
         let nanoseconds = (ContinuousClock.now - start).nanoseconds
         metrics.request(endpoint, status: response.status.code, nanoseconds: nanoseconds)
         if let accessLog {
+            let headers = request.headers
+            let trace = AuthAccessLog.traceIdentifiers(span: span) { name in HTTPField.Name(name).flatMap { headers[$0] } }
             AuthAccessLog.write(
-                to: accessLog, requestID: id, endpoint: endpoint, method: request.method.rawValue, path: request.uri.path, status: response.status.code,
+                to: accessLog, requestID: id, trace: trace, endpoint: endpoint, method: request.method.rawValue, path: request.uri.path, status: response.status.code,
                 bytesIn: request.headers[.contentLength].flatMap { Int($0) } ?? 0, bytesOut: response.body.contentLength ?? 0, nanoseconds: nanoseconds
             )
         }

@@ -7,8 +7,10 @@ extension AuthorizationServer {
     func makeRouter() -> Router<AuthRequestContext> {
         let router = Router(context: AuthRequestContext.self)
         router.add(middleware: ClientAddressMiddleware(trustedProxies: configuration.trustedProxies))
-        router.add(middleware: RequestIDMiddleware(logger: logger, metrics: metrics, accessLog: accessLog))
+        // Tracing outside the request id: the server span is still open when the access-log line is written (its
+        // trace and span ids go in the line), and the span's status is that of the answer sent, errors included.
         if let tracer { router.add(middleware: AuthTracingMiddleware(tracer: tracer)) }
+        router.add(middleware: RequestIDMiddleware(logger: logger, metrics: metrics, accessLog: accessLog))
 
         router.get("/.well-known/oauth-authorization-server") { _, _ in self.metadataResponse() }
         router.get("/.well-known/openid-configuration") { _, _ in self.metadataResponse() }

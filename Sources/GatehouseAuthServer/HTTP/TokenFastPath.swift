@@ -211,27 +211,32 @@ final class TokenFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         let nanoseconds = (ContinuousClock.now - startedAt).nanoseconds
         metrics.request(metricsEndpoint, status: 200, nanoseconds: nanoseconds)
         if endpoint == .token { metrics.tokenIssued(grantType: form["grant_type"]) }
+        // The span is open while the access-log line is written (its ids go in the line), and ends after it.
+        let span = tracer.flatMap { serverSpan($0, head: head, path: path, grantType: form["grant_type"], requestID: requestID, started: started) }
         if let accessLog {
+            let headers = head.headers
             AuthAccessLog.write(
-                to: accessLog, requestID: requestID, endpoint: metricsEndpoint, method: "POST", path: path, status: 200, bytesIn: body.readableBytes,
-                bytesOut: json.count, nanoseconds: nanoseconds
+                to: accessLog, requestID: requestID, trace: AuthAccessLog.traceIdentifiers(span: span) { headers.first(name: $0) }, endpoint: metricsEndpoint,
+                method: "POST", path: path, status: 200, bytesIn: body.readableBytes, bytesOut: json.count, nanoseconds: nanoseconds
             )
         }
         if logger.logLevel <= .info {
             logger.info("request", metadata: ["method": "POST", "path": "\(path)", "status": "200", "request_id": "\(requestID)", "path_taken": "memory"])
         }
-        if let tracer { recordSpan(tracer, head: head, path: path, grantType: form["grant_type"], requestID: requestID, started: started) }
+        span?.end()
         return true
     }
 
-    /// The server span of a request answered from memory: it continues the caller's context like the router's
-    /// middleware does (the gateway's exchange call is the parent).
-    private func recordSpan(_ tracer: GatehouseTracer, head: HTTPRequestHead, path: String, grantType: String?, requestID: String, started: DefaultTracerClock.Instant) {
+    /// The server span of a request answered from memory (nil for an unsampled caller: no span): it continues the
+    /// caller's context like the router's middleware does (the gateway's exchange call is the parent).
+    private func serverSpan(
+        _ tracer: GatehouseTracer, head: HTTPRequestHead, path: String, grantType: String?, requestID: String, started: DefaultTracerClock.Instant
+    ) -> GatehouseSpan? {
         let headers = head.headers
         var parent = ServiceContext.topLevel
         tracer.extract({ name in headers.first(name: name) }, into: &parent, using: HeaderLookupExtractor())
         // An unsampled caller's request costs no span here (the fast path is the exchange's hot path).
-        if let caller = parent.spanContext, !caller.sampled { return }
+        if let caller = parent.spanContext, !caller.sampled { return nil }
         let span = tracer.startSpan("POST \(path)", context: parent, ofKind: .server, at: started)
         span.attributes["http.request.method"] = "POST"
         span.attributes["url.path"] = path
@@ -243,7 +248,7 @@ final class TokenFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             span.attributes["oauth.grant_type"] = grantType == "urn:ietf:params:oauth:grant-type:token-exchange" ? grantType : "other"
             span.attributes["gatehouse.outcome"] = "issued"
         }
-        span.end()
+        return span
     }
 }
 

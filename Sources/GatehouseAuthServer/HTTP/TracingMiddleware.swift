@@ -27,8 +27,7 @@ struct AuthTracingMiddleware: RouterMiddleware {
         defer { span.end() }
         span.attributes["http.request.method"] = request.method.rawValue
         span.attributes["url.path"] = path
-        span.attributes["http.route"] = endpoint
-        span.attributes["gatehouse.request_id"] = context.requestID
+        span.attributes["http.route"] = endpoint  // `gatehouse.request_id`: set by `RequestIDMiddleware`, inside this one
         let response = try await ActiveSpan.$current.withValue(span) {
             try await ServiceContext.$current.withValue(span.context) { try await next(request, context) }
         }

@@ -5,12 +5,10 @@ import GatehouseObservability
 /// header or body value is written.
 enum AuthAccessLog {
     static func write(
-        to writer: AccessLogWriter, requestID: String, endpoint: AuthMetrics.Endpoint, method: String, path: String, status: Int, bytesIn: Int, bytesOut: Int,
-        nanoseconds: Int64
+        to writer: AccessLogWriter, requestID: String, trace: (traceID: String, spanID: String), endpoint: AuthMetrics.Endpoint, method: String, path: String,
+        status: Int, bytesIn: Int, bytesOut: Int, nanoseconds: Int64
     ) {
-        // `trace_id` and `span_id` stay empty here: the line is written by the outermost middleware, after the tracing
-        // middleware's server span has ended (and spans exist only while exporting). The gateway's lines carry them.
-        var line = AccessLogLine(service: "gatehouse-auth", requestID: requestID)
+        var line = AccessLogLine(service: "gatehouse-auth", requestID: requestID, traceID: trace.traceID, spanID: trace.spanID)
         line.field("route", endpoint.name)
         line.field("method", method)
         // Only known endpoints' paths: anything else (a probe, a typo carrying a secret) is logged as its label.
@@ -27,5 +25,26 @@ enum AuthAccessLog {
         line.field("cause", status >= 400 ? "error" : "completed")
         line.finish()
         writer.append(line)
+    }
+}
+
+extension AuthAccessLog {
+    /// The line's `trace_id` and `span_id`: the request's trace, and the authorization server's server span of the
+    /// request (`span`, made by the tracing middleware or the fast path, still open while the line is written).
+    ///
+    /// `span_id` names only a span that is exported — a line's span can always be found in the trace store — so it
+    /// is empty when the request was not sampled or no exporter is configured (then there is no span). `trace_id`
+    /// is written whenever the trace is known: the span's, else the caller's context read from the headers by
+    /// `lookup` (lower-case names), so the line joins the gateway's line of the same trace even without export.
+    static func traceIdentifiers(span: GatehouseSpan?, lookup: (String) -> String?) -> (traceID: String, spanID: String) {
+        if let span {
+            let context = span.spanContext
+            return (context.traceID.description, span.isRecording ? context.spanID.description : "")
+        }
+        let incoming = IncomingTraceContext.extract(
+            traceparent: lookup("traceparent"), tracestate: nil, b3: lookup("b3"), b3TraceID: lookup("x-b3-traceid"), b3SpanID: lookup("x-b3-spanid"),
+            b3Sampled: lookup("x-b3-sampled"), b3Flags: lookup("x-b3-flags"), amznTraceID: lookup("x-amzn-trace-id")
+        )
+        return (incoming?.traceID?.description ?? "", "")
     }
 }

@@ -14,8 +14,14 @@ extension LoopState {
     func logAccess(_ outcome: ExchangeOutcome) {
         guard let writer = accessLogWriter else { return }
         let exchange = outcome.exchange
-        let (traceID, spanID) = GatewayAccessLog.traceIdentifiers(outcome)
-        var line = AccessLogLine(service: "gatehouse-gateway", requestID: outcome.requestID, traceID: traceID, spanID: spanID, reusing: &accessLogLineStorage)
+        var line: AccessLogLine
+        if let request = outcome.trace?.trace.request {
+            // The request's trace id and the gateway's server span id (the ones `traceresponse` carries), written as
+            // hex straight into the line; every request has them, sampled or not.
+            line = AccessLogLine(service: "gatehouse-gateway", requestID: outcome.requestID, trace: request.traceID, span: request.spanID, reusing: &accessLogLineStorage)
+        } else {
+            line = AccessLogLine(service: "gatehouse-gateway", requestID: outcome.requestID, reusing: &accessLogLineStorage)
+        }
         line.field("route", outcome.route ?? "-")
         line.field("method", outcome.method)
         line.field("path", exchange?.context.admitted.target.path ?? "-")
@@ -52,13 +58,6 @@ extension LoopState {
 }
 
 enum GatewayAccessLog {
-    /// The request's trace id and the gateway's server span id (the ones `traceresponse` carries); every request
-    /// has them, sampled or not.
-    static func traceIdentifiers(_ outcome: ExchangeOutcome) -> (String, String) {
-        guard let request = outcome.trace?.trace.request else { return ("", "") }
-        return (request.traceID.description, request.spanID.description)
-    }
-
     /// `none` (the route takes no token, or the request never got that far), `valid`, or `refused`.
     static func tokenOutcome(_ outcome: ExchangeOutcome) -> String {
         if case .rejected(by: .bearer) = outcome.cause { return "refused" }

@@ -1,6 +1,7 @@
 import Foundation
 import GatehouseConfiguration
 import GatehouseObservability
+import GatehousePolicies
 import NIOCore
 
 /// The gateway's compiled tracing settings (`tracing:`): whose context it continues, which formats it sends
@@ -36,8 +37,10 @@ enum TokenOutcome: String {
     case cacheHit = "cache_hit"
     /// Resolved by a call to the authorization server (exchange or introspection).
     case exchange
-    /// Refused (missing, malformed, inactive, wrong audience or scope, or not checkable).
+    /// Refused: missing, malformed, inactive, wrong audience or scope (401, 400 or 403).
     case refused
+    /// Not checkable now (the authorization server unreachable or too many checks under way): 503, fail closed.
+    case unavailable
 }
 
 /// One request's trace at the gateway: the server span (ids, parent, decision), the current upstream attempt's span,
@@ -50,14 +53,23 @@ struct GatewayTrace {
     /// Ended attempts (sampled requests only: an unsampled request allocates no span).
     var attemptSpans: [FinishedSpan] = []
     var tokenOutcome: TokenOutcome?
-    /// Further attributes of the server span (the hook for policy decisions: rate limit, breaker, admission).
-    private(set) var decisions: [FinishedSpan.Attribute] = []
+    /// When a policy suspended the request (sampled requests only): the wait becomes a span attribute.
+    var suspendedAt: NIODeadline?
+    /// How long the rate limit held the request back (`max_delay` shaping), and how long it waited in its cluster's
+    /// admission queue (sampled requests only).
+    var rateLimitDelayNanoseconds: Int64?
+    var admissionWaitNanoseconds: Int64?
 
-    /// Notes a policy's decision on the server span (e.g. `note("gatehouse.rate_limit", "allowed")`). Nothing is
-    /// kept for an unsampled request, so the call costs no allocation there.
-    mutating func note(_ key: String, _ value: String) {
-        guard request.sampled else { return }
-        decisions.append(.init(key, .string(value)))
+    /// A suspended policy resumed (or the exchange ended while suspended): its wait is noted.
+    mutating func endSuspension(_ kind: PolicyKind, at now: NIODeadline) {
+        guard let since = suspendedAt else { return }
+        suspendedAt = nil
+        let waited = (now - since).nanoseconds
+        switch kind {
+        case .rateLimit: rateLimitDelayNanoseconds = waited
+        case .admission: admissionWaitNanoseconds = waited
+        case .bearer, .priority, .circuitBreaker: break
+        }
     }
 
     /// Continues the request's context if its source is trusted (`tracing.incoming`), else starts a trace.
@@ -142,6 +154,72 @@ struct ExchangeTrace {
     var host: String?
     var clientID: String?
     var peerAddress: String?
+    /// What the route's fault-tolerance policies decided.
+    var decisions: PolicyDecisions?
+}
+
+/// The fault-tolerance policies' decisions on one request, as its server span reports them. Read from the request
+/// context at the one exit, for sampled requests only (an unsampled request pays nothing for them: the policies
+/// set the same few enum fields whether traced or not, for the access log and the admin views).
+///
+/// Attributes (absent when the route has no such policy, or the request ended before it ran):
+/// - `gatehouse.rate_limit.decision`: `allowed`, `delayed` (held back by `max_delay` shaping) or `limited` (429);
+///   `gatehouse.rate_limit.limit`: the name of the limit that refused it; `gatehouse.rate_limit.delay_ms`: the
+///   time it was held back.
+/// - `gatehouse.circuit_breaker.decision`: `closed`, `trial` (a half-open trial) or `open` (answered without the
+///   upstream); `gatehouse.circuit_breaker.fallback`: true when the route's fallback answered.
+/// - `gatehouse.admission.decision`: `admitted` (a slot at once), `queued` (a slot after waiting, or still waiting
+///   when the request ended) or `shed` (503 `overloaded`: the queue full, displaced, or its timeout passed);
+///   `gatehouse.admission.wait_ms`: the time spent in the queue; `gatehouse.priority`: the request's class.
+struct PolicyDecisions {
+    var limit: LimitOutcome
+    var limitedBy: String?
+    var rateLimitDelayNanoseconds: Int64?
+    var breaker: BreakerOutcome
+    var breakerFallback: Bool
+    var admission: AdmissionOutcome
+    var admissionWaitNanoseconds: Int64?
+    var priority: PriorityClass
+
+    init(_ context: RequestContext, trace: GatewayTrace) {
+        limit = context.limitOutcome
+        limitedBy = context.limitedBy
+        rateLimitDelayNanoseconds = trace.rateLimitDelayNanoseconds
+        breaker = context.breakerOutcome
+        breakerFallback = context.breakerOutcome == .open && context.route.breaker?.fallback != nil
+        // A request that waited for its slot was queued, whatever came of the wait (the context says `admitted`
+        // once the slot is granted).
+        admission = context.admissionOutcome == .admitted && trace.admissionWaitNanoseconds != nil ? .queued : context.admissionOutcome
+        admissionWaitNanoseconds = trace.admissionWaitNanoseconds
+        priority = context.priority
+    }
+
+    func append(to attributes: inout [FinishedSpan.Attribute]) {
+        if limit != .none {
+            attributes.append(.init("gatehouse.rate_limit.decision", .string(limit.rawValue)))
+            if let limitedBy { attributes.append(.init("gatehouse.rate_limit.limit", .string(limitedBy))) }
+            if let delay = rateLimitDelayNanoseconds { attributes.append(.init("gatehouse.rate_limit.delay_ms", .double(Self.milliseconds(delay)))) }
+        }
+        if breaker != .none {
+            attributes.append(.init("gatehouse.circuit_breaker.decision", .string(breaker.rawValue)))
+            if breakerFallback { attributes.append(.init("gatehouse.circuit_breaker.fallback", .bool(true))) }
+        }
+        if admission != .none {
+            attributes.append(.init("gatehouse.admission.decision", .string(admission.rawValue)))
+            if let wait = admissionWaitNanoseconds { attributes.append(.init("gatehouse.admission.wait_ms", .double(Self.milliseconds(wait)))) }
+            attributes.append(.init("gatehouse.priority", .string(Self.name(priority))))
+        }
+    }
+
+    static func milliseconds(_ nanoseconds: Int64) -> Double { Double(max(nanoseconds, 0)) / 1_000_000 }
+
+    static func name(_ priority: PriorityClass) -> String {
+        switch priority {
+        case .sheddable: "sheddable"
+        case .normal: "normal"
+        case .critical: "critical"
+        }
+    }
 }
 
 /// Unix time of the monotonic clock's deadlines: the offset is read once (spans need wall-clock times; the data
@@ -173,7 +251,7 @@ extension ExchangeOutcome {
         if let clientID = record.clientID { attributes.append(.init("gatehouse.client_id", .string(clientID))) }
         if let token = record.trace.tokenOutcome { attributes.append(.init("gatehouse.token.outcome", .string(token.rawValue))) }
         attributes.append(.init("gatehouse.request_id", .string(requestID)))
-        attributes.append(contentsOf: record.trace.decisions)
+        record.decisions?.append(to: &attributes)
         return FinishedSpan(
             traceID: trace.traceID, spanID: trace.spanID, parentSpanID: trace.parentSpanID, traceState: trace.traceState,
             name: route.map { "\(method) \($0)" } ?? method, kind: .server, startUnixNanoseconds: UnixTime.nanoseconds(receivedAt),

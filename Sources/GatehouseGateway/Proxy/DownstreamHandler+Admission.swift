@@ -41,6 +41,7 @@ extension DownstreamHandler {
             case .suspend(let future):
                 // Reads stay paused (no upstream connection yet), so a body waits in the socket.
                 exchange.suspendedBy = policy.kind
+                traceSuspended(exchange)  // tracing
                 let resumeAt = position + 1
                 future.whenComplete { result in
                     guard self.exchange === exchange else {
@@ -49,6 +50,7 @@ extension DownstreamHandler {
                         return
                     }
                     exchange.suspendedBy = nil
+                    self.traceResumed(exchange, policy.kind)  // tracing
                     switch result {
                     case .success(.proceed(let identity)):
                         switch policy {

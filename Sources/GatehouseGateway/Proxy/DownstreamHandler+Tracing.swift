@@ -59,12 +59,28 @@ extension DownstreamHandler {
     /// sampled requests.
     func traceRecord(_ exchange: Exchange, cause: EndCause) -> ExchangeTrace? {
         guard var trace = exchange.context.trace else { return nil }
-        if case .rejected(by: .bearer) = cause { trace.tokenOutcome = .refused }
         guard trace.request.sampled else { return ExchangeTrace(trace: trace) }
+        if case .rejected(by: .bearer) = cause { trace.tokenOutcome = exchange.responseStatus == 503 ? .unavailable : .refused }
+        // Still suspended (a timeout answered, the client left): the wait so far.
+        if let kind = exchange.suspendedBy { trace.endSuspension(kind, at: clock.now()) }
         let context = exchange.context
         return ExchangeTrace(
-            trace: trace, path: context.admitted.target.path, host: context.admitted.host, clientID: context.identity?.clientID, peerAddress: peer.address
+            trace: trace, path: context.admitted.target.path, host: context.admitted.host, clientID: context.identity?.clientID, peerAddress: peer.address,
+            decisions: PolicyDecisions(context, trace: trace)
         )
+    }
+
+    /// A policy suspended the request (a token exchange, a rate-limit delay, the admission queue): a sampled
+    /// request notes when, for the wait on its span. An unsampled one reads no clock.
+    func traceSuspended(_ exchange: Exchange) {
+        guard exchange.context.trace?.request.sampled == true else { return }
+        exchange.context.trace!.suspendedAt = clock.now()
+    }
+
+    /// The suspension of a sampled request ended (the policy resumed it, or refused it from the queue).
+    func traceResumed(_ exchange: Exchange, _ kind: PolicyKind) {
+        guard exchange.context.trace?.suspendedAt != nil else { return }
+        exchange.context.trace!.endSuspension(kind, at: clock.now())
     }
 
     /// The trace of a request refused before it became an exchange (nil: not even its head was read; a new trace).

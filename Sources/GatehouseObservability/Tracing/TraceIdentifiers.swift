@@ -95,6 +95,15 @@ enum Hex {
         }
     }
 
+    /// 16 hex digits of `value` appended to `bytes`.
+    static func append(_ value: UInt64, to bytes: inout [UInt8]) {
+        // Into a buffer on the stack, then one append (an append per digit checked capacity and uniqueness 16 times).
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 16) { buffer in
+            write(value, into: buffer, at: 0)
+            bytes.append(contentsOf: UnsafeBufferPointer(buffer))
+        }
+    }
+
     static func format(byte: UInt8) -> String {
         String(unsafeUninitializedCapacity: 2) { buffer in
             buffer[0] = digits[Int(byte >> 4)]
