@@ -322,6 +322,18 @@ public final class PostgresAuthStore: AuthStore {
 
     /// One multi-row INSERT: the tokens of a batch (and so those of one response) commit together or not at all.
     static func insertTokenRows(_ tokens: [TokenRecord], client: PostgresClient, logger: Logger, deadline: Duration) async throws {
+        let query = insertQuery(tokens)
+        do {
+            try await Deadline.run(deadline, operation: "insertTokens") {
+                for try await _ in try await client.query(query, logger: logger) {}
+            }
+        } catch {
+            throw PostgresErrors.storeError(error, doing: "insertTokens")
+        }
+    }
+
+    /// The multi-row INSERT of `tokens` (14 binds a row).
+    static func insertQuery(_ tokens: [TokenRecord]) -> PostgresQuery {
         var binds = PostgresBindings(capacity: tokens.count * 14)
         var sql = "INSERT INTO tokens(\(Self.tokenColumns)) VALUES "
         for (index, token) in tokens.enumerated() {
@@ -344,14 +356,7 @@ public final class PostgresAuthStore: AuthStore {
             binds.append(token.revoked)
             binds.append(token.rotatedAt)
         }
-        let query = PostgresQuery(unsafeSQL: sql, binds: binds)
-        do {
-            try await Deadline.run(deadline, operation: "insertTokens") {
-                for try await _ in try await client.query(query, logger: logger) {}
-            }
-        } catch {
-            throw PostgresErrors.storeError(error, doing: "insertTokens")
-        }
+        return PostgresQuery(unsafeSQL: sql, binds: binds)
     }
 
     public func token(_ locator: TokenLocator) async throws -> TokenRecord? {
@@ -370,6 +375,27 @@ public final class PostgresAuthStore: AuthStore {
               SecureToken.constantTimeEquals(record.tokenHash, locator.hash)
         else { return .notFound }
         return record.revoked ? .revoked(record) : .rotatedBefore(record)
+    }
+
+    public func rotate(_ locator: TokenLocator, at now: Int, successors: [TokenRecord]) async throws -> RotationMark {
+        // The mark and the successors commit together: a database that goes away between them (a restart under
+        // load) rolls the mark back, so the client's retry with the same refresh token is a first use again rather
+        // than a reuse that would revoke its family — a rotation is never half done.
+        let rotated = try await transaction("rotate") { connection, logger in
+            var marked: TokenRecord?
+            let rows = try await connection.query("""
+                UPDATE tokens SET rotated_at = \(now)
+                WHERE id = \(locator.id) AND token_hash = \(locator.hash) AND kind = 'refresh' AND rotated_at IS NULL AND NOT revoked
+                RETURNING *
+                """, logger: logger)
+            for try await row in rows { marked = try Self.tokenRecord(row) }
+            if marked != nil, !successors.isEmpty {
+                try await connection.query(Self.insertQuery(successors), logger: logger)
+            }
+            return marked
+        }
+        if let rotated { return .rotatedNow(rotated) }
+        return try await markRotated(locator, at: now)  // not rotated by this call: what it was (rotated, revoked, unknown)
     }
 
     public func revokeFamily(_ familyID: String) async throws {
@@ -450,10 +476,16 @@ public final class PostgresAuthStore: AuthStore {
             SELECT count(*) FROM gone
             """,
         ]
+        return try await deleteInBatches("purgeExpired", statements, limit: limit)
+    }
+
+    /// Runs each `DELETE … LIMIT limit` statement (returning its count) until it deletes fewer than `limit` rows:
+    /// many short transactions instead of one long one, so a large purge never holds locks for long.
+    func deleteInBatches(_ operation: String, _ statements: [PostgresQuery], limit: Int) async throws -> Int {
         var removed = 0
         for statement in statements {
             while true {
-                let counts = try await rows("purgeExpired", statement) { row in try row.decode(Int.self) }
+                let counts = try await rows(operation, statement) { row in try row.decode(Int.self) }
                 let batch = counts.first ?? 0
                 removed += batch
                 if batch < limit { break }
