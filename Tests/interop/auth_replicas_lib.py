@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 from typing import Optional
@@ -31,9 +33,11 @@ PG_SCRIPT = REPO_ROOT / "scripts" / "postgres-temp.sh"
 class TempPostgres:
     """`scripts/postgres-temp.sh start DIR`: a PostgreSQL server of its own (SCRAM password in a file)."""
 
-    def __init__(self, root: Path):
-        root.mkdir(parents=True, exist_ok=True)
-        self.dir = root / "pg"
+    def __init__(self):
+        # Its own directory under /tmp, not pytest's: the server runs as `nobody` under root and must traverse every
+        # parent (pytest's base directory is 0700).
+        self.parent = Path(tempfile.mkdtemp(prefix="gatehouse-pg-"))
+        self.dir = self.parent / "pg"
         out = subprocess.run(["bash", str(PG_SCRIPT), "start", str(self.dir)], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, f"postgres-temp.sh start failed: {out.stderr[-2000:]}"
         values = dict(part.split("=", 1) for part in shlex.split(out.stdout.strip()))
@@ -64,6 +68,7 @@ class TempPostgres:
 
     def close(self):
         subprocess.run(["bash", str(PG_SCRIPT), "stop", str(self.dir)], capture_output=True, timeout=120)
+        shutil.rmtree(self.parent, ignore_errors=True)
 
 
 class ReplicaSet:

@@ -440,7 +440,8 @@ class GatehouseServer(_SupervisedProcess):
         if not line.startswith("{"):
             return
         obj = json.loads(line)
-        if isinstance(obj, dict) and obj.get("event") == "listening" and not self._listening_event.is_set():
+        # the public listener's line (with an admin listener configured, its own line may come first)
+        if isinstance(obj, dict) and obj.get("event") == "listening" and obj.get("service") != "auth-admin" and not self._listening_event.is_set():
             self.listening = obj
             self._listening_event.set()
 

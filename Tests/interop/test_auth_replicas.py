@@ -70,7 +70,7 @@ def extra_clients(creds) -> str:
 
 @pytest.fixture
 def pg(tmp_path):
-    server = TempPostgres(tmp_path)
+    server = TempPostgres()
     yield server
     server.close()
 
