@@ -39,7 +39,8 @@ pg_config=$BENCH_CONFIG_DIR
 pg_label=$BENCH_STORAGE
 
 start_server() {  # PORT CONFIG_DIR DATA_DIR
-    (cd "$root" && exec "$BIN" demo --auth-only --data-dir "$3" --auth-port "$1" --config-dir "$2" --log-level warning) >"$3.log" 2>&1 &
+    # Each replica its own admin port too (the demo opens the authorization server's admin listener).
+    (cd "$root" && exec "$BIN" demo --auth-only --data-dir "$3" --auth-port "$1" --auth-admin-port $(($1 + 50)) --config-dir "$2" --log-level warning) >"$3.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0; sleep 0.05; done
     echo "error: server on $1 did not start" >&2; tail -n 20 "$3.log" >&2; exit 1
