@@ -10,7 +10,7 @@ import Glibc
 
 /// Test tokens: a stable split token per name (ids from the name's position in `names`).
 enum TestTokens {
-    static let names = ["dup", "after", "r1", "a1", "other", "plain-token-value", "t", "old", "live", "r", "fa", "fr"] + (0..<500).map { "token-\($0)" }
+    static let names = ["dup", "after", "r1", "a1", "other", "plain-token-value", "t", "old", "live", "r", "fa", "fr"] + (0..<500).map { "token-\($0)" } + ["r2", "r3", "taken"]
     static let tokens: [String: String] = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, TokenLocator.make(id: Int64($0 + 1)).token) })
     static func locator(_ name: String) -> TokenLocator { TokenLocator(token: tokens[name]!)! }
 

@@ -146,6 +146,28 @@ import Testing
         }
     }
 
+    /// A rotation whose successors cannot be stored (here: an id already taken; in production the database going
+    /// away) is rolled back with them: the token stays unrotated, so the client's retry is a first use, not a
+    /// reuse that would revoke its family. A rotation that succeeds stores its successors with the mark.
+    @Test func aRotationIsNeverHalfDone() async throws {
+        try await withReplicas { stores in
+            try await stores[0].insertTokens([TestTokens.refreshToken("r1", family: "fam"), TestTokens.accessToken("taken")])
+            let clash = TestTokens.accessToken("taken", family: "fam")  // same id as a stored row: the INSERT fails
+            await #expect(throws: StoreError.self) {
+                try await stores[0].rotate(TestTokens.locator("r1"), at: 500, successors: [clash])
+            }
+            #expect(try await stores[1].token(TestTokens.locator("r1"))?.rotatedAt == nil)
+            let successor = TestTokens.refreshToken("r2", family: "fam")
+            let mark = try await stores[1].rotate(TestTokens.locator("r1"), at: 501, successors: [successor])
+            guard case .rotatedNow = mark else { Issue.record("expected rotatedNow, got \(mark)"); return }
+            #expect(try await stores[0].token(TestTokens.locator("r2")) == successor)
+            // Rotated once: a second rotation stores nothing.
+            let again = try await stores[0].rotate(TestTokens.locator("r1"), at: 502, successors: [TestTokens.refreshToken("r3", family: "fam")])
+            guard case .rotatedBefore = again else { Issue.record("expected rotatedBefore, got \(again)"); return }
+            #expect(try await stores[0].token(TestTokens.locator("r3")) == nil)
+        }
+    }
+
     /// A browser session made on one replica is found, replaced (sign-in) and ended on the other; a pending request
     /// is taken exactly once however many replicas race for it; the purge trims each tier to its cap.
     @Test func loginStateCrossesReplicasAndStaysBounded() async throws {
