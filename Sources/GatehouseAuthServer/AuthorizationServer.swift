@@ -20,6 +20,8 @@ public final class AuthorizationServer: Sendable {
     let flow: AuthorizationFlow
     let sessions: SessionStore
     let pending: PendingAuthorizations
+    /// The shared store of sessions and pending requests, when replicas share one (else they are in memory).
+    let loginState: (any LoginStateStore)?
     let passwords: PasswordHasher
     let pages: Pages
     let metadataJSON: NIOLockedValueBox<String>
@@ -40,11 +42,15 @@ public final class AuthorizationServer: Sendable {
     /// - Parameters:
     ///   - passwordAlgorithm: how passwords are hashed (bcrypt; tests inject one that counts or blocks).
     ///   - passwordHashingPool: a pool of `login.hashing_threads` threads to hash on instead of the process-wide one.
+    ///   - loginState: where browser sessions and pending requests live when replicas share a database (the
+    ///     PostgreSQL store); nil keeps them in this process.
     public init(
         configuration: AuthServerConfiguration, store: any AuthStore, keys: KeyManager, clock: any AuthClock = SystemAuthClock(), logger: Logger,
         passwordAlgorithm: any PasswordAlgorithm = BcryptAlgorithm(), passwordHashingPool: NIOThreadPool? = nil,
-        metrics: AuthMetrics = AuthMetrics(), accessLog: AccessLogWriter? = nil, tracer: GatehouseTracer? = nil
+        metrics: AuthMetrics = AuthMetrics(), accessLog: AccessLogWriter? = nil, tracer: GatehouseTracer? = nil,
+        loginState: (any LoginStateStore)? = nil
     ) throws {
+        self.loginState = loginState
         self.metrics = metrics
         self.accessLog = accessLog
         self.tracer = tracer
@@ -67,10 +73,11 @@ public final class AuthorizationServer: Sendable {
             )
         )
         self.tokens = TokenService(configuration: configuration, store: store, clock: clock, directory: directory, passwords: passwords, throttle: throttle, keys: keys, logger: logger)
-        self.pending = PendingAuthorizations(maxAnonymous: configuration.login.maxAnonymousSessions)
+        self.pending = PendingAuthorizations(maxAnonymous: configuration.login.maxAnonymousSessions, shared: loginState)
         self.flow = AuthorizationFlow(configuration: configuration, store: store, clock: clock, directory: directory, pending: pending, logger: logger)
         self.sessions = SessionStore(
-            lifetime: configuration.login.sessionLifetime, maxSignedIn: configuration.login.maxSessions, maxAnonymous: configuration.login.maxAnonymousSessions
+            lifetime: configuration.login.sessionLifetime, maxSignedIn: configuration.login.maxSessions, maxAnonymous: configuration.login.maxAnonymousSessions,
+            shared: loginState
         )
         self.pages = try Pages()
         self.metadataJSON = NIOLockedValueBox(Self.metadata(configuration: configuration, scopes: [], algorithms: keys.signingAlgorithms))
@@ -168,7 +175,10 @@ public final class AuthorizationServer: Sendable {
         sessions.purge(now: now)
         pending.purge(now: now)
         do {
-            let removed = try await store.purgeExpired(now: now)
+            var removed = try await store.purgeExpired(now: now)
+            if let loginState {
+                removed += try await loginState.purgeLoginState(now: now, maxAnonymousSessions: sessions.maxAnonymous, maxSignedInSessions: sessions.maxSignedIn)
+            }
             if removed > 0 { logger.debug("purged expired rows", metadata: ["rows": "\(removed)"]) }
         } catch {
             logger.error("purge failed", metadata: ["error": "\(error)"])

@@ -43,6 +43,10 @@ public protocol AuthStore: Sendable {
     func token(_ locator: TokenLocator) async throws -> TokenRecord?
     /// Atomically marks a refresh token rotated at `now` unless it was rotated or revoked before.
     func markRotated(_ locator: TokenLocator, at now: Int) async throws -> RotationMark
+    /// `markRotated`, and when this call rotated the token, stores its `successors` in the same transaction: a
+    /// failure (the database going away between the two) leaves the token unrotated, so the client's retry with it
+    /// is a first use, not a reuse that would revoke its family. The default runs the two steps one after the other.
+    func rotate(_ locator: TokenLocator, at now: Int, successors: [TokenRecord]) async throws -> RotationMark
     /// Revokes every token of a family.
     func revokeFamily(_ familyID: String) async throws
     /// Revokes one token. Returns whether it existed.
@@ -61,6 +65,14 @@ public protocol AuthStore: Sendable {
 
     /// Closes connections. No call may follow.
     func close() async throws
+}
+
+extension AuthStore {
+    public func rotate(_ locator: TokenLocator, at now: Int, successors: [TokenRecord]) async throws -> RotationMark {
+        let mark = try await markRotated(locator, at: now)
+        if case .rotatedNow = mark { try await insertTokens(successors) }
+        return mark
+    }
 }
 
 /// A storage failure that is not the caller's fault.

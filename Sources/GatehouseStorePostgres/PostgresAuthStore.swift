@@ -322,6 +322,18 @@ public final class PostgresAuthStore: AuthStore {
 
     /// One multi-row INSERT: the tokens of a batch (and so those of one response) commit together or not at all.
     static func insertTokenRows(_ tokens: [TokenRecord], client: PostgresClient, logger: Logger, deadline: Duration) async throws {
+        let query = insertQuery(tokens)
+        do {
+            try await Deadline.run(deadline, operation: "insertTokens") {
+                for try await _ in try await client.query(query, logger: logger) {}
+            }
+        } catch {
+            throw PostgresErrors.storeError(error, doing: "insertTokens")
+        }
+    }
+
+    /// The multi-row INSERT of `tokens` (14 binds a row).
+    static func insertQuery(_ tokens: [TokenRecord]) -> PostgresQuery {
         var binds = PostgresBindings(capacity: tokens.count * 14)
         var sql = "INSERT INTO tokens(\(Self.tokenColumns)) VALUES "
         for (index, token) in tokens.enumerated() {
@@ -344,14 +356,7 @@ public final class PostgresAuthStore: AuthStore {
             binds.append(token.revoked)
             binds.append(token.rotatedAt)
         }
-        let query = PostgresQuery(unsafeSQL: sql, binds: binds)
-        do {
-            try await Deadline.run(deadline, operation: "insertTokens") {
-                for try await _ in try await client.query(query, logger: logger) {}
-            }
-        } catch {
-            throw PostgresErrors.storeError(error, doing: "insertTokens")
-        }
+        return PostgresQuery(unsafeSQL: sql, binds: binds)
     }
 
     public func token(_ locator: TokenLocator) async throws -> TokenRecord? {
@@ -370,6 +375,27 @@ public final class PostgresAuthStore: AuthStore {
               SecureToken.constantTimeEquals(record.tokenHash, locator.hash)
         else { return .notFound }
         return record.revoked ? .revoked(record) : .rotatedBefore(record)
+    }
+
+    public func rotate(_ locator: TokenLocator, at now: Int, successors: [TokenRecord]) async throws -> RotationMark {
+        // The mark and the successors commit together: a database that goes away between them (a restart under
+        // load) rolls the mark back, so the client's retry with the same refresh token is a first use again rather
+        // than a reuse that would revoke its family — a rotation is never half done.
+        let rotated = try await transaction("rotate") { connection, logger in
+            var marked: TokenRecord?
+            let rows = try await connection.query("""
+                UPDATE tokens SET rotated_at = \(now)
+                WHERE id = \(locator.id) AND token_hash = \(locator.hash) AND kind = 'refresh' AND rotated_at IS NULL AND NOT revoked
+                RETURNING *
+                """, logger: logger)
+            for try await row in rows { marked = try Self.tokenRecord(row) }
+            if marked != nil, !successors.isEmpty {
+                try await connection.query(Self.insertQuery(successors), logger: logger)
+            }
+            return marked
+        }
+        if let rotated { return .rotatedNow(rotated) }
+        return try await markRotated(locator, at: now)  // not rotated by this call: what it was (rotated, revoked, unknown)
     }
 
     public func revokeFamily(_ familyID: String) async throws {
@@ -426,40 +452,6 @@ public final class PostgresAuthStore: AuthStore {
               SELECT COALESCE(string_agg(DISTINCT scope, ' ' ORDER BY scope), '')
               FROM unnest(string_to_array(consents.scopes || ' ' || excluded.scopes, ' ')) AS scope WHERE scope <> '')
             """)
-    }
-
-    // MARK: Maintenance
-
-    public func purgeExpired(now: Int) async throws -> Int {
-        let limit = max(1, configuration.purgeBatchSize)
-        // Codes stay ten minutes past their expiry (as in the SQLite store), so that a late replay is still
-        // recognised as one. A refresh token stays while its family can live, so that reuse of an old member is
-        // still detected.
-        let codeCutoff = now - 600
-        let statements: [PostgresQuery] = [
-            """
-            WITH gone AS (DELETE FROM authorization_codes WHERE ctid IN (
-              SELECT ctid FROM authorization_codes WHERE expires_at < \(codeCutoff) LIMIT \(limit)) RETURNING 1)
-            SELECT count(*) FROM gone
-            """,
-            """
-            WITH gone AS (DELETE FROM tokens WHERE ctid IN (
-              SELECT ctid FROM tokens WHERE (kind = 'access' AND expires_at < \(now))
-                OR (kind = 'refresh' AND expires_at < \(now) AND (family_expires_at IS NULL OR family_expires_at < \(now)))
-              LIMIT \(limit)) RETURNING 1)
-            SELECT count(*) FROM gone
-            """,
-        ]
-        var removed = 0
-        for statement in statements {
-            while true {
-                let counts = try await rows("purgeExpired", statement) { row in try row.decode(Int.self) }
-                let batch = counts.first ?? 0
-                removed += batch
-                if batch < limit { break }
-            }
-        }
-        return removed
     }
 
     // MARK: Helpers

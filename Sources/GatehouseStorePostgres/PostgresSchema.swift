@@ -49,6 +49,21 @@ enum PostgresSchema {
             """,
             "CREATE SEQUENCE token_ids START WITH 1 INCREMENT BY \(tokenIDBlockSize)",
         ],
+        // 2: browser sign-in state shared by the replicas (`LoginStateStore`): sessions under the hash of the
+        // cookie's id, pending authorization requests under the hash of theirs. The (signed_in, expires_at)
+        // indexes serve both the purge of expired rows and the trim of the oldest beyond the caps.
+        [
+            """
+            CREATE TABLE browser_sessions(id_hash TEXT PRIMARY KEY, csrf_token TEXT NOT NULL, user_id TEXT, username TEXT,
+              auth_time BIGINT, signed_in BOOLEAN NOT NULL, expires_at BIGINT NOT NULL)
+            """,
+            "CREATE INDEX browser_sessions_expiry ON browser_sessions(signed_in, expires_at)",
+            """
+            CREATE TABLE pending_authorizations(id_hash TEXT PRIMARY KEY, session_hash TEXT NOT NULL, signed_in BOOLEAN NOT NULL,
+              expires_at BIGINT NOT NULL, payload TEXT NOT NULL)
+            """,
+            "CREATE INDEX pending_authorizations_expiry ON pending_authorizations(expires_at)",
+        ],
     ]
 
     /// Applies the pending migrations; returns how many ran (0 when the database was current).

@@ -207,7 +207,9 @@ enum AuthRunner {
             let tracing = ServerTracing(configuration.tracing, defaultServiceName: "gatehouse-auth", logger: logger)
             let server = try AuthorizationServer(
                 configuration: configuration, store: InstrumentedAuthStore(store, metrics: metrics), keys: keys, logger: logger, metrics: metrics,
-                accessLog: accessLog, tracer: tracing.exportingTracer
+                accessLog: accessLog, tracer: tracing.exportingTracer,
+                // A store that replicas share keeps the browser sessions too, so a sign-in survives landing on another.
+                loginState: store as? any LoginStateStore
             )
             try await server.registerConfiguredClientsAndUsers()
             let issuer = configuration.issuer

@@ -110,23 +110,23 @@ import Testing
         }
     }
 
-    @Test func sessionTiersAreBoundedApart() {
+    @Test func sessionTiersAreBoundedApart() async throws {
         let store = SessionStore(lifetime: 3600, maxSignedIn: 3, maxAnonymous: 10)
-        let anonymous = store.create(now: 0)
-        let signedIn = store.signIn(replacing: anonymous.id, userID: "u1", username: "alice", now: 0)
-        #expect(store.session(id: anonymous.id, now: 1) == nil)  // no fixation: the old id is gone
+        let anonymous = try await store.create(now: 0)
+        let signedIn = try await store.signIn(replacing: anonymous.id, userID: "u1", username: "alice", now: 0).id
+        #expect(try await store.session(id: anonymous.id, now: 1) == nil)  // no fixation: the old id is gone
         var first: String?
         for index in 0..<10_000 {
-            let created = store.create(now: 1)
+            let created = try await store.create(now: 1)
             if index == 0 { first = created.id }
         }
         #expect(store.counts.anonymous == 10)
         #expect(store.counts.signedIn == 1)
-        #expect(store.session(id: signedIn, now: 2)?.userID == "u1")
-        #expect(store.session(id: first, now: 2) == nil)  // the oldest anonymous ones went
-        #expect(store.signOut(id: signedIn))
-        #expect(store.session(id: signedIn, now: 2) == nil)
-        #expect(!store.signOut(id: signedIn))
+        #expect(try await store.session(id: signedIn, now: 2)?.userID == "u1")
+        #expect(try await store.session(id: first, now: 2) == nil)  // the oldest anonymous ones went
+        #expect(try await store.signOut(id: signedIn))
+        #expect(try await store.session(id: signedIn, now: 2) == nil)
+        #expect(try await store.signOut(id: signedIn) == false)
     }
 
     @Test func boundedExpiringMapEvictsAndPurgesFromTheFront() {

@@ -1,4 +1,6 @@
+import Foundation
 import GatehouseTokens
+import Logging
 import Testing
 
 @testable import GatehouseAuthServer
@@ -52,5 +54,44 @@ import Testing
         let ring = KeyRing(keys: [try key(0, activates: 500)], policy: policy)
         #expect(!ring.needsNewKey(at: 100))
         #expect(ring.signingKey(at: 100) == nil)
+    }
+
+    /// Replicas sharing one key directory, a rotation due on all of them at once: exactly one key is created, and
+    /// every replica publishes it (it signs only after the publish lead).
+    @Test func replicasSharingADirectoryCreateOneKeyPerRotation() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-keys-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let clock = ManualClock()
+        let policy = KeyRing.Policy(publishLead: 20, retention: 100, rotationPeriod: 60)
+        let replicas = (0..<6).map { _ in
+            KeyManager(directory: KeyDirectory(path: path), algorithm: .es256, policy: policy, clock: clock, logger: Logger(label: "test"))
+        }
+        // No key yet: the first one is due on every replica at once.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for replica in replicas { group.addTask { try await replica.reload() } }
+            try await group.waitForAll()
+        }
+        let first = try KeyDirectory(path: path).load()
+        #expect(first.count == 1)
+        #expect(Set(replicas.map(\.signingKid)) == [first[0].key.kid])
+        // The rotation period passes: again exactly one successor, published by all, signing by none yet.
+        clock.advance(60)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for replica in replicas { group.addTask { try await replica.reload() } }
+            try await group.waitForAll()
+        }
+        let second = try KeyDirectory(path: path).load()
+        #expect(second.count == 2)
+        let next = try #require(second.first { $0.key.kid != first[0].key.kid })
+        #expect(next.activatesAt == clock.now() + policy.publishLead)
+        for replica in replicas {
+            #expect(replica.jwks.contains(next.key.kid))
+            #expect(replica.signingKid == first[0].key.kid)
+        }
+        // After the lead every replica signs with the new key, and nobody created another.
+        clock.advance(policy.publishLead)
+        for replica in replicas { try await replica.reload() }
+        #expect(Set(replicas.map(\.signingKid)) == [next.key.kid])
+        #expect(try KeyDirectory(path: path).load().count == 2)
     }
 }

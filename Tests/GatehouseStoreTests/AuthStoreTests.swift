@@ -10,7 +10,7 @@ import Glibc
 
 /// Test tokens: a stable split token per name (ids from the name's position in `names`).
 enum TestTokens {
-    static let names = ["dup", "after", "r1", "a1", "other", "plain-token-value", "t", "old", "live", "r", "fa", "fr"] + (0..<500).map { "token-\($0)" }
+    static let names = ["dup", "after", "r1", "a1", "other", "plain-token-value", "t", "old", "live", "r", "fa", "fr"] + (0..<500).map { "token-\($0)" } + ["r2", "r3", "taken"]
     static let tokens: [String: String] = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, TokenLocator.make(id: Int64($0 + 1)).token) })
     static func locator(_ name: String) -> TokenLocator { TokenLocator(token: tokens[name]!)! }
 
@@ -189,6 +189,26 @@ enum TestTokens {
             #expect(try await store.token(locator("live")) != nil)
             // The refresh token expired (2000) but its family lives until 9000: kept, so reuse is still detected.
             #expect(try await store.token(locator("r")) != nil)
+        }
+    }
+
+    /// More expired rows than one purge batch (1000 by default): the purge repeats its bounded DELETE until none
+    /// is left, and the live token stays.
+    @Test(arguments: StoreBackend.allCases)
+    func purgeDeletesABacklogInBatches(_ backend: StoreBackend) async throws {
+        try await StoreDatabase.with(backend) { store, _ in
+            func record(_ id: Int64, hash: String, expiresAt: Int) -> TokenRecord {
+                TokenRecord(id: id, tokenHash: hash, kind: .access, clientID: "c", userID: nil, scope: "", issuedAt: 1, expiresAt: expiresAt, familyID: nil, familyExpiresAt: nil, grantType: "client_credentials", authTime: nil)
+            }
+            for _ in 0..<25 {  // 2500 expired rows, 100 per insert (well under both databases' bind limits)
+                let ids = try await store.allocateTokenIDs(100)
+                try await store.insertTokens(ids.map { record($0, hash: "h\($0)", expiresAt: 10) })
+            }
+            let live = try await store.allocateTokenIDs(1)[0]
+            try await store.insertTokens([record(live, hash: "live", expiresAt: 5000)])
+            #expect(try await store.purgeExpired(now: 3000) == 2500)
+            #expect(try await store.token(TokenLocator(id: live, hash: "live")) != nil)
+            #expect(try await store.purgeExpired(now: 3000) == 0)
         }
     }
 

@@ -72,9 +72,10 @@ import Testing
         async let a = first.migrate()
         async let b = second.migrate()
         let applied = try await [a, b]
-        #expect(applied.sorted() == [0, 1])
-        #expect(try await first.schemaVersion() == 1)
-        #expect(try await second.schemaVersion() == 1)
+        // One of them applied every migration (2: the schema, then the browser sign-in tables), the other none.
+        #expect(applied.sorted() == [0, 2])
+        #expect(try await first.schemaVersion() == 2)
+        #expect(try await second.schemaVersion() == 2)
         // And the schema works from both.
         try await first.insertTokens([TestTokens.accessToken("t")])
         #expect(try await second.token(TestTokens.locator("t")) != nil)
@@ -142,6 +143,72 @@ import Testing
             #expect(try await store.token(TestTokens.locator("token-0")) == nil)
             #expect(try await store.token(TestTokens.locator("token-39")) != nil)
             #expect(try await store.code(hash: "fresh") != nil)
+        }
+    }
+
+    /// A rotation whose successors cannot be stored (here: an id already taken; in production the database going
+    /// away) is rolled back with them: the token stays unrotated, so the client's retry is a first use, not a
+    /// reuse that would revoke its family. A rotation that succeeds stores its successors with the mark.
+    @Test func aRotationIsNeverHalfDone() async throws {
+        try await withReplicas { stores in
+            try await stores[0].insertTokens([TestTokens.refreshToken("r1", family: "fam"), TestTokens.accessToken("taken")])
+            let clash = TestTokens.accessToken("taken", family: "fam")  // same id as a stored row: the INSERT fails
+            await #expect(throws: StoreError.self) {
+                try await stores[0].rotate(TestTokens.locator("r1"), at: 500, successors: [clash])
+            }
+            #expect(try await stores[1].token(TestTokens.locator("r1"))?.rotatedAt == nil)
+            let successor = TestTokens.refreshToken("r2", family: "fam")
+            let mark = try await stores[1].rotate(TestTokens.locator("r1"), at: 501, successors: [successor])
+            guard case .rotatedNow = mark else { Issue.record("expected rotatedNow, got \(mark)"); return }
+            #expect(try await stores[0].token(TestTokens.locator("r2")) == successor)
+            // Rotated once: a second rotation stores nothing.
+            let again = try await stores[0].rotate(TestTokens.locator("r1"), at: 502, successors: [TestTokens.refreshToken("r3", family: "fam")])
+            guard case .rotatedBefore = again else { Issue.record("expected rotatedBefore, got \(again)"); return }
+            #expect(try await stores[0].token(TestTokens.locator("r3")) == nil)
+        }
+    }
+
+    /// A browser session made on one replica is found, replaced (sign-in) and ended on the other; a pending request
+    /// is taken exactly once however many replicas race for it; the purge trims each tier to its cap.
+    @Test func loginStateCrossesReplicasAndStaysBounded() async throws {
+        try await withReplicas(configure: { $0.purgeBatchSize = 7 }) { stores in
+            let anonymous = BrowserSessionRecord(idHash: "s1", csrfToken: "csrf-1", expiresAt: 1000)
+            try await stores[0].insertSession(anonymous)
+            #expect(try await stores[1].session(idHash: "s1", now: 10) == anonymous)
+            #expect(try await stores[1].session(idHash: "s1", now: 1000) == nil)  // expired
+            let signedIn = BrowserSessionRecord(idHash: "s2", csrfToken: "csrf-2", userID: "u1", username: "alice", authTime: 10, expiresAt: 5000)
+            try await stores[1].replaceSession("s1", with: signedIn)
+            #expect(try await stores[0].session(idHash: "s1", now: 10) == nil)
+            #expect(try await stores[0].session(idHash: "s2", now: 10) == signedIn)
+
+            try await stores[0].insertPendingAuthorization(.init(idHash: "p1", sessionHash: "s1", signedIn: false, expiresAt: 600, payload: "{}"))
+            try await stores[1].rebindPendingAuthorization(idHash: "p1", toSessionHash: "s2")
+            #expect(try await stores[0].pendingAuthorization(idHash: "p1", now: 10)?.sessionHash == "s2")
+            let takes = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for attempt in 0..<20 {
+                    let store = stores[attempt % 2]
+                    group.addTask { try await store.takePendingAuthorization(idHash: "p1") }
+                }
+                return try await group.reduce(into: [Bool]()) { $0.append($1) }
+            }
+            #expect(takes.filter { $0 }.count == 1)
+
+            // 30 anonymous sessions (expiring 2000…2029) and 3 more signed in: the purge keeps the newest 10 and 2.
+            for index in 0..<30 {
+                try await stores[index % 2].insertSession(.init(idHash: "a\(index)", csrfToken: "c", expiresAt: 2000 + index))
+            }
+            for index in 0..<3 {
+                try await stores[0].insertSession(.init(idHash: "u\(index)", csrfToken: "c", userID: "u", username: "alice", authTime: 1, expiresAt: 6000 + index))
+            }
+            try await stores[0].insertPendingAuthorization(.init(idHash: "p2", sessionHash: "a0", signedIn: false, expiresAt: 100, payload: "{}"))
+            let removed = try await stores[1].purgeLoginState(now: 200, maxAnonymousSessions: 10, maxSignedInSessions: 2)
+            #expect(removed == 1 + 20 + 2)  // the expired request, then the trims (in batches of 7)
+            #expect(try await stores[0].session(idHash: "a19", now: 200) == nil)
+            #expect(try await stores[0].session(idHash: "a20", now: 200) != nil)
+            #expect(try await stores[0].session(idHash: "u2", now: 200) != nil)
+            #expect(try await stores[0].session(idHash: "s2", now: 200) == nil)  // the oldest signed-in one went
+            #expect(try await stores[0].deleteSession(idHash: "u2"))
+            #expect(try await stores[1].deleteSession(idHash: "u2") == false)
         }
     }
 }

@@ -417,12 +417,14 @@ class _SupervisedProcess:
 class GatehouseServer(_SupervisedProcess):
     """One `gatehouse auth` process."""
 
-    def __init__(self, binary: Path, config: Path, data_dir: Path, extra_args: tuple[str, ...] = (), port: int = 0):
+    def __init__(self, binary: Path, config: Path, data_dir: Path, extra_args: tuple[str, ...] = (), port: Optional[int] = 0):
         self.binary = binary
         self.config = config
         self.data_dir = data_dir
         self.extra_args = extra_args
-        self.requested_port = port  # 0: a free port chosen by the server (the default)
+        # 0: a free port chosen by the server (the default); None: no --port, the file's listen port and issuer stand
+        # (replicas behind one issuer)
+        self.requested_port = port
         self.proc: Optional[subprocess.Popen] = None
         self.listening: Optional[dict] = None
         self._listening_event = threading.Event()
@@ -448,7 +450,7 @@ class GatehouseServer(_SupervisedProcess):
             str(self.binary), "auth",
             "--config", str(self.config),
             "--data-dir", str(self.data_dir),
-            "--port", str(self.requested_port),
+            *(("--port", str(self.requested_port)) if self.requested_port is not None else ()),
             *self.extra_args,
         ]
         self.proc = subprocess.Popen(

@@ -566,7 +566,10 @@ def test_key_files_are_private(jwt_env):
     assert keys_dir.is_dir(), f"no key directory at {keys_dir}: {sorted(p.name for p in env.data_dir.iterdir())}"
     mode = stat.S_IMODE(keys_dir.stat().st_mode)
     assert mode == 0o700, f"{keys_dir} has mode {oct(mode)}, expected 0o700"
-    files = sorted(keys_dir.iterdir())
+    # The empty lock file replicas sharing the directory take before creating a key: owner-only like the keys.
+    lock = keys_dir / ".rotation.lock"
+    assert lock.is_file() and lock.stat().st_size == 0 and stat.S_IMODE(lock.stat().st_mode) == 0o600, lock
+    files = sorted(p for p in keys_dir.iterdir() if p != lock)
     assert len(files) == 2, f"expected two key files (initial + rotated): {[f.name for f in files]}"
     pems = []
     for path in files:

@@ -156,10 +156,18 @@ final class TokenService: Sendable {
         }
         let grace = configuration.tokens.refreshTokenReuseGrace
         var decision = RefreshRotation.decide(token, clientID: client.id, requestedScope: form["scope"], now: now, grace: grace)
-        if case .rotate = decision {
-            switch try await store.markRotated(locator, at: now) {
+        if case .rotate(let requested) = decision {
+            // The successors are made first and stored in the transaction that marks the token rotated, so a
+            // database failure between the two cannot leave it rotated without successors.
+            let scope = try Scopes.stillRegistered(requested, registered: client.scopes)
+            let prepared = try await prepareIssue(
+                client: client, userID: token.userID, scope: scope, grant: .refreshToken, familyID: token.familyID,
+                familyExpiresAt: token.familyExpiresAt, authTime: token.authTime
+            )
+            switch try await store.rotate(locator, at: now, successors: prepared.records) {
             case .rotatedNow:
-                break
+                cache.put(prepared.records.filter { $0.kind == .access }, now: now)
+                return prepared.issued
             case .rotatedBefore(let current), .revoked(let current):
                 token = current  // a concurrent request got there first: decide again on what it left
                 decision = RefreshRotation.decide(token, clientID: client.id, requestedScope: form["scope"], now: now, grace: grace)
@@ -175,12 +183,9 @@ final class TokenService: Sendable {
             cache.markFamilyRevoked(familyID)
             logger.warning("rotated refresh token reused; token family revoked", metadata: ["client_id": "\(client.id)"])
             throw error
-        case .rotate(let requested):
-            let scope = try Scopes.stillRegistered(requested, registered: client.scopes)
-            return try await issue(
-                client: client, userID: token.userID, scope: scope, grant: .refreshToken, familyID: token.familyID,
-                familyExpiresAt: token.familyExpiresAt, authTime: token.authTime
-            )
+        case .rotate:
+            // Decided again after a lost race, a token is never unrotated: `rotate` cannot be the second decision.
+            throw OAuthError(.invalidGrant, "the refresh token is invalid, expired or revoked")
         case .reissueWithinGrace(let requested):
             let scope = try Scopes.stillRegistered(requested, registered: client.scopes)
             // The successor's plaintext is not kept (only its hash), so it cannot be sent again; a second refresh
@@ -198,6 +203,19 @@ final class TokenService: Sendable {
     /// Creates an access token (and a refresh token when the client may refresh and the grant involves a user),
     /// stores their hashes durably, and only then returns them.
     func issue(client: ClientRecord, userID: String?, scope: String, grant: GrantType, familyID: String?, familyExpiresAt: Int?, authTime: Int?, withRefreshToken: Bool = true) async throws -> IssuedTokens {
+        let prepared = try await prepareIssue(
+            client: client, userID: userID, scope: scope, grant: grant, familyID: familyID, familyExpiresAt: familyExpiresAt, authTime: authTime,
+            withRefreshToken: withRefreshToken
+        )
+        try await store.insertTokens(prepared.records)
+        cache.put(prepared.records.filter { $0.kind == .access }, now: prepared.now)
+        return prepared.issued
+    }
+
+    /// The tokens `issue` hands out and the records it stores for them, before anything is stored.
+    func prepareIssue(
+        client: ClientRecord, userID: String?, scope: String, grant: GrantType, familyID: String?, familyExpiresAt: Int?, authTime: Int?, withRefreshToken: Bool = true
+    ) async throws -> (issued: IssuedTokens, records: [TokenRecord], now: Int) {
         let now = clock.now()
         let withRefresh = withRefreshToken && grant != .clientCredentials && userID != nil && familyID != nil && client.grants.contains(GrantType.refreshToken.rawValue)
         let ids = try await store.allocateTokenIDs(withRefresh ? 2 : 1)
@@ -237,9 +255,7 @@ final class TokenService: Sendable {
             )
             refreshToken = token
         }
-        try await store.insertTokens(records)
-        cache.put(records.filter { $0.kind == .access }, now: now)
-        return IssuedTokens(accessToken: accessToken, expiresIn: lifetime, scope: scope, refreshToken: refreshToken)
+        return (IssuedTokens(accessToken: accessToken, expiresIn: lifetime, scope: scope, refreshToken: refreshToken), records, now)
     }
 
     /// `aud` of JWTs for a client's tokens: its registered audiences, or the server's default.

@@ -22,11 +22,11 @@ extension AuthorizationServer {
             Responses.json(self.keys.jwks, noStore: false, extra: [.cacheControl: "public, max-age=\(self.configuration.signing.jwksMaxAge)"])
         }
         router.get("/authorize") { request, context in try await self.authorizeEndpoint(request, context) }
-        router.get("/login") { request, context in self.loginPage(request, context) }
+        router.get("/login") { request, context in try await self.loginPage(request, context) }
         router.post("/login") { request, context in try await self.loginSubmit(request, context) }
-        router.get("/consent") { request, context in self.consentPage(request, context) }
+        router.get("/consent") { request, context in try await self.consentPage(request, context) }
         router.post("/consent") { request, context in try await self.consentSubmit(request, context) }
-        router.get("/logout") { request, context in self.logoutPage(request, context) }
+        router.get("/logout") { request, context in try await self.logoutPage(request, context) }
         router.post("/logout") { request, context in try await self.logoutSubmit(request, context) }
         return router
     }
@@ -152,9 +152,9 @@ extension AuthorizationServer {
         let now = clock.now()
         var cookies: [String] = []
         var id = sessionID(request)
-        var current = sessions.session(id: id, now: now)
+        var current = try await sessions.session(id: id, now: now)
         if current == nil {
-            let created = sessions.create(now: now)
+            let created = try await sessions.create(now: now)
             id = created.id
             current = created.session
             cookies.append(cookie(created.id, maxAge: sessions.anonymousLifetime))
@@ -162,8 +162,8 @@ extension AuthorizationServer {
         guard let sessionID = id else { return render(.errorPage(heading: "Error", message: "no session")) }
         let (outcome, requestID) = try await flow.start(query: request.uri.query, sessionID: sessionID, signedIn: current?.userID != nil)
         // Already signed in: skip the sign-in page.
-        if let requestID, let session = sessions.session(id: sessionID, now: now), session.userID != nil,
-            let pendingRequest = pending.get(requestID, sessionID: sessionID, now: now)
+        if let requestID, let session = try await sessions.session(id: sessionID, now: now), session.userID != nil,
+            let pendingRequest = try await pending.get(requestID, sessionID: sessionID, now: now)
         {
             return render(try await flow.afterSignIn(requestID: requestID, request: pendingRequest, session: session), cookies: cookies)
         }
@@ -172,11 +172,11 @@ extension AuthorizationServer {
 
     private static let expiredMessage = "This sign-in request has expired or was opened in another browser. Return to the application and start again."
 
-    private func loginPage(_ request: Request, _ context: AuthRequestContext) -> Response {
+    private func loginPage(_ request: Request, _ context: AuthRequestContext) async throws -> Response {
         let now = clock.now()
         let requestID = request.uri.queryParameters["request"].map(String.init)
-        guard let id = sessionID(request), let session = sessions.session(id: id, now: now),
-            let requestID, let pendingRequest = pending.get(requestID, sessionID: id, now: now)
+        guard let id = sessionID(request), let session = try await sessions.session(id: id, now: now),
+            let requestID, let pendingRequest = try await pending.get(requestID, sessionID: id, now: now)
         else {
             return render(.errorPage(heading: "Sign-in expired", message: Self.expiredMessage))
         }
@@ -188,9 +188,9 @@ extension AuthorizationServer {
         let read = await readPageForm(request, context)
         if case .tooLarge = read { return tooLargePage(context) }
         guard case .form(let form) = read,
-            let id = sessionID(request), let session = sessions.session(id: id, now: now),
+            let id = sessionID(request), let session = try await sessions.session(id: id, now: now),
             let csrf = form["csrf_token"], SecureToken.constantTimeEquals(csrf, session.csrfToken),
-            let requestID = form["request"], let pendingRequest = pending.get(requestID, sessionID: id, now: now)
+            let requestID = form["request"], let pendingRequest = try await pending.get(requestID, sessionID: id, now: now)
         else {
             return render(.errorPage(heading: "Sign-in expired", message: Self.expiredMessage))
         }
@@ -198,11 +198,8 @@ extension AuthorizationServer {
         let password = form["password"] ?? ""
         do {
             let user = try await tokens.verifyPassword(username: username, password: password, remoteAddress: context.remoteAddress)
-            let newID = sessions.signIn(replacing: id, userID: user.id, username: user.username, now: clock.now())
-            pending.rebind(requestID, toSession: newID)
-            guard let signedIn = sessions.session(id: newID, now: clock.now()) else {
-                return render(.errorPage(heading: "Sign-in expired", message: Self.expiredMessage))
-            }
+            let (newID, signedIn) = try await sessions.signIn(replacing: id, userID: user.id, username: user.username, now: clock.now())
+            try await pending.rebind(requestID, toSession: newID)
             let outcome = try await flow.afterSignIn(requestID: requestID, request: pendingRequest, session: signedIn)
             return render(outcome, cookies: [cookie(newID)])
         } catch let error as OAuthError {
@@ -226,11 +223,11 @@ extension AuthorizationServer {
         }
     }
 
-    private func consentPage(_ request: Request, _ context: AuthRequestContext) -> Response {
+    private func consentPage(_ request: Request, _ context: AuthRequestContext) async throws -> Response {
         let now = clock.now()
         let requestID = request.uri.queryParameters["request"].map(String.init)
-        guard let id = sessionID(request), let session = sessions.session(id: id, now: now),
-            let requestID, let pendingRequest = pending.get(requestID, sessionID: id, now: now)
+        guard let id = sessionID(request), let session = try await sessions.session(id: id, now: now),
+            let requestID, let pendingRequest = try await pending.get(requestID, sessionID: id, now: now)
         else {
             return render(.errorPage(heading: "Sign-in expired", message: Self.expiredMessage))
         }
@@ -246,9 +243,9 @@ extension AuthorizationServer {
         let read = await readPageForm(request, context)
         if case .tooLarge = read { return tooLargePage(context) }
         guard case .form(let form) = read,
-            let id = sessionID(request), let session = sessions.session(id: id, now: now),
+            let id = sessionID(request), let session = try await sessions.session(id: id, now: now),
             let csrf = form["csrf_token"], SecureToken.constantTimeEquals(csrf, session.csrfToken),
-            let requestID = form["request"], let pendingRequest = pending.get(requestID, sessionID: id, now: now)
+            let requestID = form["request"], let pendingRequest = try await pending.get(requestID, sessionID: id, now: now)
         else {
             return render(.errorPage(heading: "Sign-in expired", message: Self.expiredMessage))
         }

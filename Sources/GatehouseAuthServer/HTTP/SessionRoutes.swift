@@ -41,8 +41,8 @@ extension AuthorizationServer {
     // MARK: Signing out
 
     /// `GET /logout`: a page with a sign-out button (a form with the session's CSRF token), or "signed out".
-    func logoutPage(_ request: Request, _ context: AuthRequestContext) -> Response {
-        guard let id = sessionID(request), let session = sessions.session(id: id, now: clock.now()) else {
+    func logoutPage(_ request: Request, _ context: AuthRequestContext) async throws -> Response {
+        guard let id = sessionID(request), let session = try await sessions.session(id: id, now: clock.now()) else {
             return Responses.html(pages.signedOut(), cookies: [clearedCookie])
         }
         return Responses.html(pages.logout(username: session.username, csrfToken: session.csrfToken))
@@ -57,13 +57,13 @@ extension AuthorizationServer {
         case .tooLarge: return tooLargePage(context)
         case .invalid: return render(.errorPage(heading: "Invalid request", message: "The sign-out form was not sent correctly."))
         }
-        guard let id = sessionID(request), let session = sessions.session(id: id, now: clock.now()) else {
+        guard let id = sessionID(request), let session = try await sessions.session(id: id, now: clock.now()) else {
             return Responses.html(pages.signedOut(), cookies: [clearedCookie])
         }
         guard let csrf = form["csrf_token"], SecureToken.constantTimeEquals(csrf, session.csrfToken) else {
             return render(.errorPage(heading: "Invalid request", message: "The sign-out form has expired. Open the sign-out page again."))
         }
-        sessions.signOut(id: id)
+        try await sessions.signOut(id: id)
         return Responses.html(pages.signedOut(), cookies: [clearedCookie])
     }
 

@@ -57,6 +57,23 @@ public struct KeyDirectory: Sendable {
         }
     }
 
+    /// Runs `body` holding the directory's creation lock: an exclusive `flock` on `.rotation.lock` in the key
+    /// directory, held by one process at a time on every host that mounts it (Linux implements `flock` on NFS with
+    /// the server's byte-range locks). Replicas sharing the directory take it before they decide that a key is due
+    /// and create it, so two of them never both create a key for one rotation. Blocking: call it off the event loop.
+    public func withCreationLock<T>(_ body: () throws -> T) throws -> T {
+        try ensureDirectory()
+        let file = path + "/.rotation.lock"
+        let descriptor = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw JOSEError(.invalidKey, "cannot open \(file): \(String(cString: strerror(errno)))") }
+        defer { close(descriptor) }  // closing releases the lock too
+        while flock(descriptor, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw JOSEError(.invalidKey, "cannot lock \(file): \(String(cString: strerror(errno)))") }
+        }
+        defer { flock(descriptor, LOCK_UN) }
+        return try body()
+    }
+
     public func delete(kid: String) {
         unlink(path + "/" + kid + ".json")
     }

@@ -44,10 +44,19 @@ public final class KeyManager: Sendable {
             var ring = KeyRing(keys: try directory.load(), policy: policy)
             var created: [String] = []
             if ring.needsNewKey(at: now) {
-                let key = ManagedKey(key: try SigningKey.generate(algorithm), createdAt: now, activatesAt: ring.activationTimeForNewKey(at: now))
-                try directory.save(key)
-                ring.add(key)
-                created.append(key.key.kid)
+                // Replicas sharing the directory may all find a key due at once: the decision is taken again under
+                // the directory's lock, after re-reading it, so exactly one of them creates the key and the others
+                // find it (and publish it) there. The lock is taken only when a key looks due, not on every rescan.
+                ring = try directory.withCreationLock {
+                    var locked = KeyRing(keys: try directory.load(), policy: policy)
+                    if locked.needsNewKey(at: now) {
+                        let key = ManagedKey(key: try SigningKey.generate(algorithm), createdAt: now, activatesAt: locked.activationTimeForNewKey(at: now))
+                        try directory.save(key)
+                        locked.add(key)
+                        created.append(key.key.kid)
+                    }
+                    return locked
+                }
             }
             let expired = ring.expired(at: now).map(\.key.kid)
             for kid in expired {
@@ -180,10 +189,14 @@ extension KeyManager {
     /// Publishes a new key now; it signs after the publish lead. Returns it.
     public func rotate() throws -> ManagedKey {
         let now = clock.now()
-        let ring = KeyRing(keys: try directory.load(), policy: policy)
-        let key = ManagedKey(key: try SigningKey.generate(algorithm), createdAt: now, activatesAt: ring.activationTimeForNewKey(at: now))
-        try directory.save(key)
-        return key
+        return try directory.withCreationLock {
+            // Under the lock: a replica's automatic rotation and this one are ordered, so the schedule computed here
+            // sees a key the other just created (and this key activates after the publish lead in any case).
+            let ring = KeyRing(keys: try directory.load(), policy: policy)
+            let key = ManagedKey(key: try SigningKey.generate(algorithm), createdAt: now, activatesAt: ring.activationTimeForNewKey(at: now))
+            try directory.save(key)
+            return key
+        }
     }
 
     /// The keys on disk with their state at `now`.

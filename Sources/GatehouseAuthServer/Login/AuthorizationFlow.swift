@@ -118,7 +118,7 @@ struct AuthorizationFlow: Sendable {
             sessionHash: SecureToken.hash(sessionID), expiresAt: now + pending.lifetime,
             asksConsentEveryTime: client.isPublic && registration?.firstParty != true
         )
-        let requestID = pending.add(request, signedIn: signedIn, now: now)
+        let requestID = try await pending.add(request, signedIn: signedIn, now: now)
         return (.redirect("/login?request=\(requestID)"), requestID)
     }
 
@@ -138,7 +138,7 @@ struct AuthorizationFlow: Sendable {
     func consent(approved: Bool, requestID: String, request: PendingAuthorization, session: BrowserSession) async throws -> AuthorizationOutcome {
         guard let userID = session.userID else { return .redirect("/login?request=\(requestID)") }
         guard approved else {
-            pending.remove(requestID)
+            try await pending.take(requestID)
             return .redirect(errorRedirect(request.redirectURI, code: .accessDenied, description: "the user denied the request", state: request.state, fragment: request.responseType == .token))
         }
         try await store.saveConsent(userID: userID, clientID: request.clientID, scopes: Set(request.scopes), at: clock.now())
@@ -148,7 +148,11 @@ struct AuthorizationFlow: Sendable {
     /// Issues the code (or, for implicit, the access token) and sends the browser back to the client.
     private func complete(requestID: String, request: PendingAuthorization, session: BrowserSession) async throws -> AuthorizationOutcome {
         guard let userID = session.userID else { return .redirect("/login?request=\(requestID)") }
-        pending.remove(requestID)
+        // Taking the request decides who completes it: of two submissions racing (a double click, two replicas),
+        // exactly one issues a code.
+        guard try await pending.take(requestID) else {
+            return .errorPage(heading: "Sign-in expired", message: "This sign-in request was already completed. Return to the application and start again.")
+        }
         let now = clock.now()
         let scope = request.scopes.joined(separator: " ")
         switch request.responseType {

@@ -38,6 +38,9 @@ public struct InstrumentedAuthStore: AuthStore {
     public func insertTokens(_ tokens: [TokenRecord]) async throws { try await metrics.store(.insertTokens) { try await base.insertTokens(tokens) } }
     public func token(_ locator: TokenLocator) async throws -> TokenRecord? { try await metrics.store(.token) { try await base.token(locator) } }
     public func markRotated(_ locator: TokenLocator, at now: Int) async throws -> RotationMark { try await metrics.store(.markRotated) { try await base.markRotated(locator, at: now) } }
+    public func rotate(_ locator: TokenLocator, at now: Int, successors: [TokenRecord]) async throws -> RotationMark {
+        try await metrics.store(.markRotated) { try await base.rotate(locator, at: now, successors: successors) }
+    }
     public func revokeFamily(_ familyID: String) async throws { try await metrics.store(.revokeFamily) { try await base.revokeFamily(familyID) } }
     @discardableResult public func revokeToken(_ locator: TokenLocator) async throws -> Bool { try await metrics.store(.revokeToken) { try await base.revokeToken(locator) } }
 

@@ -18,17 +18,21 @@ public final class SQLiteAuthStore: AuthStore {
         public var fullSync: Bool
         /// Most token rows committed in one batch. Default 512.
         public var maxBatchSize: Int
+        /// Most rows one purge statement deletes (the purge repeats it until done). Default 1000.
+        public var purgeBatchSize: Int
 
-        public init(path: String, fullSync: Bool = true, maxBatchSize: Int = 512) {
+        public init(path: String, fullSync: Bool = true, maxBatchSize: Int = 512, purgeBatchSize: Int = 1000) {
             self.path = path
             self.fullSync = fullSync
             self.maxBatchSize = maxBatchSize
+            self.purgeBatchSize = purgeBatchSize
         }
     }
 
     let writer: SQLiteConnection
     let reader: SQLiteConnection
     let logger: Logger
+    let purgeBatchSize: Int
     private let tokenBatcher: GroupCommitBatcher<TokenRecord>
     /// The last token id handed out. One server process owns a SQLite file, so a counter seeded from the table
     /// is enough (PostgreSQL deployments with replicas use a sequence instead).
@@ -38,6 +42,7 @@ public final class SQLiteAuthStore: AuthStore {
         self.writer = writer
         self.reader = reader
         self.logger = logger
+        self.purgeBatchSize = configuration.purgeBatchSize
         self.lastTokenID = NIOLockedValueBox(lastTokenID)
         self.tokenBatcher = GroupCommitBatcher(maxBatchSize: configuration.maxBatchSize) { batch in
             SQLiteAuthStore.insertTokenRows(batch, on: writer)
@@ -334,14 +339,27 @@ public final class SQLiteAuthStore: AuthStore {
     // MARK: Maintenance
 
     public func purgeExpired(now: Int) async throws -> Int {
-        let codes = try await run(writer, "DELETE FROM authorization_codes WHERE expires_at < ? RETURNING code_hash", [.integer(now - 600)])
-        // A refresh token stays while its family can still live, so that reuse of an old member is still detected.
-        let tokens = try await run(writer, """
-            DELETE FROM tokens WHERE (kind = 'access' AND expires_at < ?)
-              OR (kind = 'refresh' AND expires_at < ? AND (family_expires_at IS NULL OR family_expires_at < ?))
-            RETURNING id
-            """, [.integer(now), .integer(now), .integer(now)])
-        return codes.count + tokens.count
+        // In batches of `purgeBatchSize` rows, one short write transaction each: a purge of a large backlog never
+        // holds SQLite's single write lock for long, so token issuance (on the same writer) interleaves with it.
+        let limit = max(1, purgeBatchSize)
+        var removed = 0
+        let statements: [(String, [SQLiteData])] = [
+            ("DELETE FROM authorization_codes WHERE rowid IN (SELECT rowid FROM authorization_codes WHERE expires_at < ? LIMIT ?) RETURNING 1", [.integer(now - 600), .integer(limit)]),
+            // A refresh token stays while its family can still live, so that reuse of an old member is still detected.
+            ("""
+            DELETE FROM tokens WHERE rowid IN (SELECT rowid FROM tokens WHERE (kind = 'access' AND expires_at < ?)
+              OR (kind = 'refresh' AND expires_at < ? AND (family_expires_at IS NULL OR family_expires_at < ?)) LIMIT ?)
+            RETURNING 1
+            """, [.integer(now), .integer(now), .integer(now), .integer(limit)]),
+        ]
+        for (sql, binds) in statements {
+            while true {
+                let batch = try await run(writer, sql, binds).count
+                removed += batch
+                if batch < limit { break }
+            }
+        }
+        return removed
     }
 
     public func ping() async throws {
