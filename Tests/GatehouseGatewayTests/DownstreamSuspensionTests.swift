@@ -86,6 +86,29 @@ final class FakeAuthorizationServer: @unchecked Sendable {
         #expect(proxy.state.outcomes.completed == 1)
     }
 
+    @Test func aPipelinedRequestWaitsBehindOneSuspendedForItsToken() throws {
+        let proxy = try harness()
+        let upstream = try proxy.upstream(9001)
+        try proxy.client(
+            "GET /api/first HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer opaque-token-3\r\n\r\n"
+                + "GET /api/second HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer opaque-token-3\r\n\r\n"
+        )
+        #expect(authorizationServer.waiting == 1)
+        #expect(try proxy.received(by: upstream).isEmpty)  // the second waits for the first, which waits for its token
+        authorizationServer.answerActive(jwt: Self.jwt, scopes: ["orders:read"])
+        let first = try proxy.received(by: upstream)
+        #expect(first.hasPrefix("GET /api/first ") && !first.contains("/api/second"), "\(first)")
+        try proxy.respond(on: upstream, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
+        #expect(try proxy.received(by: upstream).hasPrefix("GET /api/second "))  // its token now cached
+        #expect(authorizationServer.asked == ["opaque-token-3"])
+        try proxy.respond(on: upstream, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2")
+        let answers = try proxy.clientReceived()
+        let firstEnd = try #require(answers.range(of: "\r\n\r\n1"))
+        #expect(answers[firstEnd.upperBound...].hasPrefix("HTTP/1.1 200 OK"), "\(answers)")
+        #expect(answers.hasSuffix("\r\n\r\n2"))
+        #expect(proxy.state.outcomes.completed == 2)
+    }
+
     @Test func aTokenTheAuthorizationServerRefusesIsAnswered401AndNeverForwarded() throws {
         let proxy = try harness()
         let upstream = try proxy.upstream(9001)
