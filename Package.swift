@@ -62,15 +62,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // The YAML model of both servers, validated completely at load. No networking.
+        // The YAML model of both servers, validated completely at load. No networking. Scope tokens are checked with
+        // the token library's RFC 6749 grammar (`ScopeSyntax`): configuration depends on tokens, never the reverse.
         .target(
             name: "GatehouseConfiguration",
-            dependencies: [.product(name: "Yams", package: "Yams")],
+            dependencies: ["GatehouseTokens", .product(name: "Yams", package: "Yams")],
             swiftSettings: swiftSettings
         ),
         // Token primitives shared by both servers and by backends: opaque split tokens, hashing, PKCE, JOSE
         // (signing keys, RFC 7638 thumbprints, RFC 9068 claims, a JWKS verifier with an algorithm allow-list), and
-        // the RFC 6750 bearer primitives (`BearerToken`, `BearerChallenge`, `ScopeRequirement`).
+        // the RFC 6750 bearer primitives (`BearerToken`, `BearerChallenge`, `ScopeRequirement`) and the RFC 6749 scope
+        // grammar (`ScopeSyntax`).
         .target(
             name: "GatehouseTokens",
             dependencies: [

@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseTokens
 import Yams
 
 /// The OAuth 2.0 grants a client may be registered for.
@@ -549,20 +550,5 @@ public struct AuthServerConfiguration: Sendable, Equatable {
             id: id, name: name, type: type, secret: secret, grants: grants, scopes: scopes, redirectURIs: redirectURIs, audiences: audiences,
             mayIntrospect: mayIntrospect, defaultScopes: defaultScopes, accessTokenFormat: accessTokenFormat, applicationType: applicationType, firstParty: firstParty
         )
-    }
-}
-
-/// Scope syntax from RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
-public enum ScopeSyntax {
-    public static func isValidToken(_ token: some StringProtocol) -> Bool {
-        !token.isEmpty && token.utf8.allSatisfy { $0 == 0x21 || (0x23...0x5B).contains($0) || (0x5D...0x7E).contains($0) }
-    }
-
-    /// Splits a space-delimited scope parameter; `nil` when it is malformed.
-    public static func parse(_ value: String) -> [String]? {
-        let tokens = value.split(separator: " ", omittingEmptySubsequences: false)
-        guard tokens.allSatisfy({ isValidToken($0) }) else { return nil }
-        var seen = Set<String>()
-        return tokens.map(String.init).filter { seen.insert($0).inserted }
     }
 }

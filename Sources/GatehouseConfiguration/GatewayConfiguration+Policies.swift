@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseTokens
 import Yams
 
 // Fault tolerance (`priority`, `priority_overrides`, `rate_limits`, `circuit_breaker` on a route; `admission` on a

@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseTokens
 import Yams
 
 // Routes (`routes:`): match conditions, prefix rewriting, timeouts, body limits, upgrades, token policy.

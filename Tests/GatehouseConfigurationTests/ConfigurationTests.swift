@@ -167,13 +167,6 @@ import Testing
         #expect(error?.file == "/nonexistent/auth.yaml")
     }
 
-    @Test func scopeSyntax() {
-        #expect(ScopeSyntax.parse("a b:c") == ["a", "b:c"])
-        #expect(ScopeSyntax.parse("a  b") == nil)
-        #expect(ScopeSyntax.parse("a \"b") == nil)
-        #expect(ScopeSyntax.parse("a a") == ["a"])
-    }
-
     /// Loopback is parsed as an address: names that merely start with `127.` are not loopback.
     @Test(arguments: [
         ("http://127.0.0.1:8081/cb", true), ("http://127.1.2.3/", true), ("http://[::1]:9000/", true), ("http://[0:0:0:0:0:0:0:1]/", true),

@@ -19,9 +19,9 @@ final class ProxyHarness {
     let limits: NIOHTTPDecoderLimitConfiguration
     private var extraClients: [EmbeddedChannel] = []
 
-    init(_ yaml: String) throws {
+    init(_ yaml: String, compiler: GatewayCompiler = GatewayCompiler()) throws {
         let configuration = try GatewayConfiguration.parse(yaml: yaml)
-        let runtime = GatewayRuntime(GatewayCompiler().compile(configuration))
+        let runtime = GatewayRuntime(compiler.compile(configuration))
         self.runtime = runtime
         let loop = self.loop
         loops = LoopStates(group: loop, clock: .manual { loop.now })

@@ -65,3 +65,22 @@ import Testing
         #expect(ScopeRequirement().missing(from: []) == nil)
     }
 }
+
+/// The RFC 6749 §3.3 scope grammar.
+@Suite struct ScopeSyntaxTests {
+    @Test func parsesSpaceDelimitedScopeTokens() {
+        #expect(ScopeSyntax.parse("a b:c") == ["a", "b:c"])
+        #expect(ScopeSyntax.parse("a a") == ["a"])  // duplicates dropped
+        #expect(ScopeSyntax.parse("a  b") == nil)  // an empty token between two spaces
+        #expect(ScopeSyntax.parse("a \"b") == nil)  // %x22 is outside the grammar
+        #expect(ScopeSyntax.parse("") == nil)
+    }
+
+    @Test func scopeTokenCharacters() {
+        #expect(ScopeSyntax.isValidToken("orders:read!#[]~"))
+        #expect(!ScopeSyntax.isValidToken("a\\b"))  // %x5C
+        #expect(!ScopeSyntax.isValidToken("a b"))
+        #expect(!ScopeSyntax.isValidToken("é"))
+        #expect(!ScopeSyntax.isValidToken(""))
+    }
+}

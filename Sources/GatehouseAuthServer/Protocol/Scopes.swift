@@ -1,5 +1,6 @@
 import GatehouseConfiguration
 import GatehouseStore
+import GatehouseTokens
 
 /// Scope checks shared by every grant.
 enum Scopes {

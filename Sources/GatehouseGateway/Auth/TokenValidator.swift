@@ -109,6 +109,11 @@ public final class TokenValidator: Sendable {
     private let clock: @Sendable () -> Double
     private let logger: Logger
     private let discovery = NIOLockedValueBox<Task<Void, Never>?>(nil)
+    /// Answers cache misses instead of the authorization server and the key set: tests only. It is called on the
+    /// requesting loop and its future completes there, so a test on an `EmbeddedEventLoop` (which must not be touched
+    /// from the task a real fetch runs in) decides when and how the authorization server answers.
+    let missResolver: MissResolver?
+    typealias MissResolver = @Sendable (_ token: String, _ kind: Kind, _ loop: any EventLoop) -> EventLoopFuture<(Outcome, TokenCache<ValidatedToken>.FetchResult)>
     /// `gatehouse_gateway_token_exchange_duration_seconds`: each exchange or introspection call, answered or not.
     public let exchangeDurations = AtomicHistograms(buckets: .requestDuration, labelSets: 1)
     /// `gatehouse_gateway_jwks_refreshes_total`: key-set fetches (discovery's, expiry's and unknown-kid refetches).
@@ -120,10 +125,18 @@ public final class TokenValidator: Sendable {
     public static let exchangeResultNames = ["ok", "inactive", "unavailable"]
 
     /// `clock` gives Unix seconds (tests move it).
-    public init(
+    public convenience init(
         settings: GatewayConfiguration.AuthorizationServer, logger: Logger, maxConcurrentFetches: Int = 256,
         clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }, tracer: GatehouseTracer? = nil
     ) {
+        self.init(settings: settings, logger: logger, maxConcurrentFetches: maxConcurrentFetches, clock: clock, tracer: tracer, missResolver: nil)
+    }
+
+    init(
+        settings: GatewayConfiguration.AuthorizationServer, logger: Logger, maxConcurrentFetches: Int = 256,
+        clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }, tracer: GatehouseTracer? = nil, missResolver: MissResolver?
+    ) {
+        self.missResolver = missResolver
         self.settings = settings
         self.maxConcurrentFetches = maxConcurrentFetches
         self.logger = logger
@@ -164,6 +177,7 @@ public final class TokenValidator: Sendable {
 
     /// Starts discovery (retried with backoff until it succeeds) and then loads the key set.
     public func start() {
+        guard missResolver == nil else { return }  // nothing to discover: a test answers for the authorization server
         discovery.withLockedValue { task in
             guard task == nil else { return }
             let retry = settings.discoveryRetry
@@ -230,13 +244,22 @@ public final class TokenValidator: Sendable {
         case .wait:
             return .later(promise!.futureResult)
         case .fetch:
-            Task { await self.fetch(token, kind: kind, key: key, trace: trace) }
+            if let missResolver {
+                missResolver(token, kind, loop).whenSuccess { self.fetched(key, kind: kind, outcome: $0.0, result: $0.1) }
+            } else {
+                Task { await self.fetch(token, kind: kind, key: key, trace: trace) }
+            }
             return .later(promise!.futureResult)
         }
     }
 
     private func fetch(_ token: String, kind: Kind, key: TokenKey, trace: RequestTrace?) async {
         let (outcome, result) = await resolve(token, kind: kind, trace: trace)
+        fetched(key, kind: kind, outcome: outcome, result: result)
+    }
+
+    /// A fetch's answer: counted, cached, and handed to every request that waited for it.
+    private func fetched(_ key: TokenKey, kind: Kind, outcome: Outcome, result: TokenCache<ValidatedToken>.FetchResult) {
         if case .opaque = kind {
             switch outcome {
             case .valid: exchangeResults.add(0)
@@ -351,6 +374,17 @@ public final class RouteAuthorization: Sendable {
     public let forwardHeader: String
     /// Whether `forwardHeader` is `Authorization` (then the client's copy is already gone with it).
     public let forwardsBearer: Bool
+    /// The route's refusals that depend on nothing but the route, built once with it (`GatewayReply`): the 401 for a
+    /// request without a token, and the 401/403 of `check` — issuer, audience, the `allOf` and `anyOf` scopes.
+    let missingTokenReply: GatewayReply
+    private let checkReplies: CheckReplies
+
+    private struct CheckReplies: Sendable {
+        let wrongIssuer: (challenge: BearerChallenge, reply: GatewayReply)
+        let wrongAudience: (challenge: BearerChallenge, reply: GatewayReply)
+        let missingAllOf: (challenge: BearerChallenge, reply: GatewayReply)
+        let missingAnyOf: (challenge: BearerChallenge, reply: GatewayReply)
+    }
 
     public init(
         mode: GatewayConfiguration.Route.Auth.Mode, scopes: ScopeRequirement, audiences: Set<String>, issuers: Set<String>, realm: String,
@@ -364,6 +398,18 @@ public final class RouteAuthorization: Sendable {
         self.validator = validator
         self.forwardHeader = forwardHeader
         self.forwardsBearer = HeaderHygiene.equalsIgnoringCase(forwardHeader, "authorization")
+        func prebuilt(_ challenge: BearerChallenge) -> (challenge: BearerChallenge, reply: GatewayReply) {
+            (challenge, RoutePolicy.reply(.challenge(challenge), close: false))
+        }
+        self.missingTokenReply = prebuilt(BearerChallenge(realm: realm)).reply
+        func missingScope(_ unmet: ScopeRequirement.Unmet) -> (challenge: BearerChallenge, reply: GatewayReply) {
+            prebuilt(BearerChallenge(realm: realm, error: .insufficientScope, description: "the token lacks a required scope", scope: scopes.challengeScope(unmet)))
+        }
+        self.checkReplies = CheckReplies(
+            wrongIssuer: prebuilt(BearerChallenge(realm: realm, error: .invalidToken, description: "the token's issuer is not accepted here")),
+            wrongAudience: prebuilt(BearerChallenge(realm: realm, error: .invalidToken, description: "the token's audience is not accepted here")),
+            missingAllOf: missingScope(.allOf), missingAnyOf: missingScope(.anyOf)
+        )
     }
 
     /// The kind of check for a presented token, or why the route does not take it.
@@ -378,14 +424,18 @@ public final class RouteAuthorization: Sendable {
 
     /// The route's own checks on a validated token: nil when it may pass.
     public func check(_ token: ValidatedToken) -> BearerChallenge? {
-        if !issuers.isEmpty && !issuers.contains(token.issuer) { return challenge(.invalidToken, "the token's issuer is not accepted here") }
-        if !audiences.isEmpty && !token.audiences.contains(where: audiences.contains) {
-            return challenge(.invalidToken, "the token's audience is not accepted here")
+        refusal(token)?.challenge
+    }
+
+    /// `check`'s challenge with its reply, both prebuilt.
+    func refusal(_ token: ValidatedToken) -> (challenge: BearerChallenge, reply: GatewayReply)? {
+        if !issuers.isEmpty && !issuers.contains(token.issuer) { return checkReplies.wrongIssuer }
+        if !audiences.isEmpty && !token.audiences.contains(where: audiences.contains) { return checkReplies.wrongAudience }
+        switch scopes.unmet(by: token.scopes) {
+        case .allOf: return checkReplies.missingAllOf
+        case .anyOf: return checkReplies.missingAnyOf
+        case nil: return nil
         }
-        if let missing = scopes.missing(from: token.scopes) {
-            return BearerChallenge(realm: realm, error: .insufficientScope, description: "the token lacks a required scope", scope: missing)
-        }
-        return nil
     }
 
     public func challenge(_ error: BearerChallenge.ErrorCode?, _ description: String? = nil) -> BearerChallenge {

@@ -47,17 +47,17 @@ enum RequestAdmission {
         if let reason = http2Refusal { return .refuse(.refused(.badRequest, "malformed HTTP/2 request: \(reason)")) }
         // A target over the limit is 414 (RFC 9112 §3), before it counts against the header block's size.
         if head.uri.utf8.count > PathNormalizer.maximumLength {
-            return .refuse(.refused(.uriTooLong, "the request-target is longer than \(PathNormalizer.maximumLength) bytes"))
+            return .refuse(.targetTooLong)
         }
         // Limits on the head (the decoder already capped both at its hard limits).
         if head.headers.count > gateway.maxHeaderCount {
-            return .refuse(.refused(.requestHeaderFieldsTooLarge, "more than \(gateway.maxHeaderCount) header fields"))
+            return .refuse(gateway.tooManyHeaderFields)
         }
         if scan.headerBytes > gateway.maxHeaderBytes {
-            return .refuse(.refused(.requestHeaderFieldsTooLarge, "the header block exceeds \(gateway.maxHeaderBytes) bytes"))
+            return .refuse(gateway.headerBlockTooLarge)
         }
         if (head.version.minor >= 1 && scan.hostCount != 1) || scan.hostCount > 1 || scan.host?.utf8.contains(UInt8(ascii: ",")) == true {
-            return .refuse(.refused(.badRequest, "exactly one Host header is required"))
+            return .refuse(.hostRequired)
         }
         if let nominated = scan.connectionNominates {
             return .refuse(.refused(.badRequest, "Connection must not name \(nominated)"))
@@ -65,14 +65,14 @@ enum RequestAdmission {
         // One length, one decimal number (HTTP/1's parser already refused the rest; HTTP/2 fields are checked here).
         let contentLength = scan.contentLengthValue.flatMap { $0.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } ? Int($0) : nil }
         if scan.contentLengthConflict || (scan.contentLengthValue != nil && contentLength == nil) {
-            return .refuse(.refused(.badRequest, "Content-Length must be one decimal number"))
+            return .refuse(.badContentLength)
         }
         if head.method == .CONNECT {
-            return .refuse(.refused(.methodNotAllowed, "CONNECT is not supported"))
+            return .refuse(.connectNotSupported)
         }
         let requestsUpgrade = scan.requestsUpgrade
         if requestsUpgrade && head.version.major >= 2 {
-            return .refuse(.refused(.notImplemented, "protocol upgrades are not available over HTTP/2"))
+            return .refuse(.noUpgradeOverHTTP2)
         }
         let target: NormalizedTarget
         switch PathNormalizer.normalize(head.uri, parameters: gateway.pathParameters) {
@@ -83,16 +83,16 @@ enum RequestAdmission {
         // An absolute-form target's authority is the request's host (RFC 9112 §3.2.2): routed on, and sent upstream.
         let host = target.authority ?? scan.host
         guard let (route, prefix) = gateway.routes.match(host: host, path: target.path, method: head.method.rawValue) else {
-            return .refuse(.refused(.notFound, "no route for this request", closes: !head.isKeepAlive || requestsUpgrade))
+            return .refuse(GatewayReply.noRoute.closing(!head.isKeepAlive || requestsUpgrade))
         }
         // Only the protocols the route allows are switched to; any other `Upgrade` (h2c above all) is not forwarded.
         let isUpgrade = requestsUpgrade && route.allowsUpgrade(scan.upgradeValue!)
         if let length = contentLength, length > route.maxBodyBytes {
-            return .refuse(.refused(.payloadTooLarge, "the request body exceeds \(route.maxBodyBytes) bytes"))
+            return .refuse(route.bodyTooLarge)
         }
         let hasBody = scan.chunked || (contentLength ?? 0) > 0
         if hasBody && head.method == .TRACE {
-            return .refuse(.refused(.badRequest, "TRACE requests cannot carry a body"))
+            return .refuse(.traceWithBody)
         }
         let idempotent: Bool
         switch head.method {

@@ -143,7 +143,7 @@ extension RoutePolicy {
         case .success(let value):
             presented = value
         case .failure(.missing):
-            return .reject(reply(.challenge(auth.challenge(nil)), close: close))
+            return .reject(auth.missingTokenReply.closing(close))
         case .failure(.malformed(let why)):
             return .reject(reply(.challenge(auth.challenge(.invalidRequest, why)), close: true))
         }
@@ -199,6 +199,8 @@ extension RoutePolicy {
         case challenge(BearerChallenge)
         /// 503 with `Retry-After`: the token could not be checked (fail closed).
         case unavailable
+        /// A reply the route built at load (`RouteAuthorization.refusal`).
+        case prebuilt(GatewayReply)
     }
 
     /// Seconds a client is asked to wait when its token cannot be checked.
@@ -207,7 +209,7 @@ extension RoutePolicy {
     static func authorize(_ outcome: TokenValidator.Outcome, _ auth: RouteAuthorization) -> Result<ValidatedToken, AuthorizationFailure> {
         switch outcome {
         case .valid(let token):
-            if let challenge = auth.check(token) { return .failure(.challenge(challenge)) }
+            if let refusal = auth.refusal(token) { return .failure(.prebuilt(refusal.reply)) }
             return .success(token)
         case .invalid(let why):
             return .failure(.challenge(auth.challenge(.invalidToken, why)))
@@ -226,9 +228,14 @@ extension RoutePolicy {
                 headers: [("WWW-Authenticate", challenge.headerValue)]
             )
         case .unavailable:
-            return unavailable("the token cannot be checked now (the authorization server is unreachable); retry later", close: close)
+            return authorizationServerUnreachable.closing(close)
+        case .prebuilt(let reply):
+            return reply.closing(close)
         }
     }
+
+    /// The fail-closed 503 when the authorization server cannot be reached (built once).
+    static let authorizationServerUnreachable = unavailable("the token cannot be checked now (the authorization server is unreachable); retry later", close: true)
 
     /// 503 `temporarily_unavailable` with `Retry-After`: the token could not be checked (fail closed).
     static func unavailable(_ message: String, close: Bool) -> GatewayReply {

@@ -15,6 +15,8 @@ public final class CompiledRoute: Sendable {
     public let perTryTimeout: TimeAmount
     public let totalTimeout: TimeAmount
     public let maxBodyBytes: Int
+    /// 413 for a body over `maxBodyBytes`, built with the route (`GatewayReply`).
+    let bodyTooLarge: GatewayReply
     /// The token policy; nil when the route takes requests without a token.
     public let auth: RouteAuthorization?
     /// Lower-case names of client headers never forwarded on this route: the client's `Authorization` on a
@@ -47,6 +49,7 @@ public final class CompiledRoute: Sendable {
         self.perTryTimeout = perTryTimeout
         self.totalTimeout = totalTimeout
         self.maxBodyBytes = maxBodyBytes
+        self.bodyTooLarge = .refused(.payloadTooLarge, "the request body exceeds \(maxBodyBytes) bytes")
         self.auth = auth
         var stripped: [String] = []
         if let auth {
@@ -237,6 +240,9 @@ public final class CompiledGateway: Sendable {
     let admissions: [ClusterAdmission]
     public let maxHeaderBytes: Int
     public let maxHeaderCount: Int
+    /// The 431s for a head over `maxHeaderCount` fields or `maxHeaderBytes`, built with the configuration.
+    let tooManyHeaderFields: GatewayReply
+    let headerBlockTooLarge: GatewayReply
     public let headerReadTimeout: TimeAmount
     public let idleTimeout: TimeAmount
     /// Peers whose forwarding headers are kept and appended to. The configuration's own `CIDR` type: one
@@ -275,6 +281,8 @@ public final class CompiledGateway: Sendable {
         self.clusters = clusters
         self.maxHeaderBytes = maxHeaderBytes
         self.maxHeaderCount = maxHeaderCount
+        self.tooManyHeaderFields = .refused(.requestHeaderFieldsTooLarge, "more than \(maxHeaderCount) header fields")
+        self.headerBlockTooLarge = .refused(.requestHeaderFieldsTooLarge, "the header block exceeds \(maxHeaderBytes) bytes")
         self.headerReadTimeout = headerReadTimeout
         self.idleTimeout = idleTimeout
         self.trustedProxies = trustedProxies

@@ -5,7 +5,7 @@ import NIOHTTP1
 /// A request's way in: admission, the route's policies, and the upstream head the gateway builds.
 extension DownstreamHandler {
     func startExchange(_ head: HTTPRequestHead) {
-        headerDeadline = .distantFuture
+        transition { try lifecycle.headReceived() }
         answeringHEAD = head.method == .HEAD
         gateway = loop.currentGateway(runtime)
         let receivedAt = clock.now()
@@ -24,6 +24,7 @@ extension DownstreamHandler {
         requestContext.responseAdditions = traceResponseAdditions(trace)  // tracing
         let exchange = Exchange(context: requestContext)
         self.exchange = exchange
+        transition { try lifecycle.exchangeStarted() }
         runPolicies(exchange, from: 0)
     }
 
@@ -40,7 +41,7 @@ extension DownstreamHandler {
                 return fail(exchange, reply)
             case .suspend(let future):
                 // Reads stay paused (no upstream connection yet), so a body waits in the socket.
-                exchange.suspendedBy = policy.kind
+                transition { try exchange.phase.suspend(by: policy.kind) }
                 traceSuspended(exchange)  // tracing
                 let resumeAt = position + 1
                 future.whenComplete { result in
@@ -49,7 +50,7 @@ extension DownstreamHandler {
                         if case .success(.proceed) = result, case .admission(let admission) = policy { admission.release(now: self.clock.now()) }
                         return
                     }
-                    exchange.suspendedBy = nil
+                    self.transition { try exchange.phase.resume() }
                     self.traceResumed(exchange, policy.kind)  // tracing
                     switch result {
                     case .success(.proceed(let identity)):
@@ -85,6 +86,7 @@ extension DownstreamHandler {
 
     /// Builds the upstream head from the admission's decisions and the policies' additions, and sends it on its way.
     func forward(_ exchange: Exchange) {
+        transition { try exchange.phase.forwarded() }
         let host = exchange.context.admitted.host
         let forwarded: String
         if let cached = forwardedCache, cached.host == host {

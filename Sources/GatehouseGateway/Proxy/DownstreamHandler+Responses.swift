@@ -90,16 +90,16 @@ extension DownstreamHandler {
         let now = clock.now()  // one read for the outcome and the idle timer
         finish(exchange, cause: .completed, upstream: .pool, now: now)
         let close = !exchange.keepAlive || !exchange.requestEnded || draining || exchange.isUpgrade || exchange.closeAfterResponse
-        lastActivity = now
         // (A response to HEAD ends without a terminating chunk: the serializer knows it answers HEAD.)
         endResponse(trailers, close: close)
-        if close {
-            closing = true
+        var closes = true
+        transition { closes = try lifecycle.responseEnded(close: close, now: now.uptimeNanoseconds) }
+        if closes {
+            return
         } else if let reply = deferredError {
             deferredError = nil
             refuse(reply, requestID: loop.requestIDs.next(), method: nil, receivedAt: clock.now())
         } else {
-            headerDeadline = .distantFuture
             replayQueued()
         }
     }
@@ -131,7 +131,10 @@ extension DownstreamHandler {
     /// The one exit of an exchange: the connection's reference to it goes, its upstream connection is released as
     /// `upstream` says, and the observers hear of it. Every exchange passes here exactly once.
     func finish(_ exchange: Exchange, cause: EndCause, upstream: UpstreamRelease, now: NIODeadline? = nil) {
-        if self.exchange === exchange { self.exchange = nil }
+        if self.exchange === exchange {
+            self.exchange = nil
+            transition { try lifecycle.exchangeFinished() }
+        }
         // Still queued for a connection: give the place up now (the acquire's callback then only undoes the count).
         if exchange.acquiring { loop.pool.cancelWaiting(ObjectIdentifier(exchange), target: exchange.target) }
         if exchange.measurements.attemptOpen { attemptAbandoned(exchange, cause: cause) }
@@ -185,14 +188,11 @@ extension DownstreamHandler {
             headers.add(name: "Content-Type", value: fixed.contentType)
             headers.add(name: "Content-Length", value: fixed.contentLength)
         } else {
-            body = context.channel.allocator.buffer(capacity: 128 + reply.message.utf8.count)
-            body.writeString("{\"error\":\"")
-            body.writeString(reply.error)
-            body.writeString("\",\"message\":")
-            body.writeString(JSONEscaping.quoted(reply.message))
-            body.writeString(",\"request_id\":\"")
+            // The prefix was built with the reply (once, for the fixed ones): only the request id is new here.
+            body = context.channel.allocator.buffer(capacity: reply.bodyPrefix.utf8.count + requestID.utf8.count + 2)
+            body.writeString(reply.bodyPrefix)
             body.writeString(requestID)
-            body.writeString("\"}")
+            body.writeStaticString(GatewayReply.bodySuffix)
             headers.add(name: "Content-Type", value: "application/json")
             headers.add(name: "Content-Length", value: String(body.readableBytes))
         }
@@ -201,22 +201,23 @@ extension DownstreamHandler {
         for (name, value) in reply.headers { headers.add(name: name, value: value) }
         additions.forEach { headers.add(name: $0, value: $1) }
         if close { headers.add(name: "Connection", value: "close") }
-        lastActivity = clock.now()
+        let now = clock.now()
         // A response to HEAD carries the Content-Length of the body it would have had, and no body: a client
         // would read one as the start of the next response.
         writeResponseHead(HTTPResponseHead(version: .http1_1, status: reply.status, headers: headers), answeringHEAD: answeringHEAD)
         if !answeringHEAD { writeResponseBody(body) }
         answeringHEAD = false
         endResponse(nil, close: close)
-        if close {
-            closing = true
+        var closes = true
+        transition { closes = try lifecycle.responseEnded(close: close, now: now.uptimeNanoseconds) }
+        if closes {
+            return
         } else if exchange == nil, let deferred = deferredError {
             // A malformed request was pipelined behind the one just answered: its 400 and the close come now.
             deferredError = nil
             refuse(deferred, requestID: loop.requestIDs.next(), method: nil, receivedAt: clock.now())
-        } else {
-            headerDeadline = .distantFuture
-            if exchange == nil { replayQueued() }
+        } else if exchange == nil {
+            replayQueued()
         }
     }
 }

@@ -85,7 +85,7 @@ extension DownstreamHandler {
                 let reply: GatewayReply =
                     (error as? UpstreamError) == .poolExhausted
                     ? GatewayReply(.serviceUnavailable, "too many requests waiting for cluster \(exchange.route.cluster.name)", closes: !exchange.requestEnded, cause: .poolExhausted)
-                    : GatewayReply(.badGateway, "the upstream refused the connection", closes: !exchange.requestEnded, cause: .connectFailed)
+                    : GatewayReply.upstreamRefused.closing(!exchange.requestEnded)
                 self.fail(exchange, reply)
             }
         }
@@ -98,7 +98,7 @@ extension DownstreamHandler {
             let next = loop.pickTarget(exchange.route.cluster, excluding: exchange.target, now: now) ?? loop.pickTarget(exchange.route.cluster, now: now)
         else { return false }
         exchange.target = next
-        exchange.perTryDeadline = .distantFuture  // set again when the new connection is attached
+        transition { try exchange.phase.retrying() }  // the deadline comes with the new head
         exchange.headWritten = false
         exchange.buffered = []  // a retryable request has no body, so its end writes nothing either
         connect(exchange)
@@ -123,7 +123,7 @@ extension DownstreamHandler {
     /// head if a connection waits for it. False when the request was refused instead.
     func decideFraming(_ framing: UpstreamFraming, _ exchange: Exchange) -> Bool {
         if framing == .chunked && exchange.requestHead.method == .TRACE {
-            fail(exchange, .refused(.badRequest, "TRACE requests cannot carry a body"))
+            fail(exchange, .traceWithBody)
             return false
         }
         exchange.framing = framing
@@ -145,7 +145,8 @@ extension DownstreamHandler {
             exchange.buffered.removeAll()
         }
         connection.channel.flush()
-        exchange.perTryDeadline = clock.now() + exchange.route.perTryTimeout
+        let perTryDeadline = (clock.now() + exchange.route.perTryTimeout).uptimeNanoseconds
+        transition { try exchange.phase.upstreamHeadWritten(perTryDeadline: perTryDeadline) }
         if pendingRead {
             pendingRead = false
             context.read()
@@ -176,10 +177,7 @@ extension DownstreamHandler {
         switch part {
         case .head(let head):
             if head.status == .switchingProtocols && exchange.isUpgrade {
-                exchange.perTryDeadline = .distantFuture
-                exchange.totalDeadline = .distantFuture
-                exchange.switchingProtocols = true
-                exchange.responseHeadSent = true
+                transition { try exchange.phase.responseHeadSent(switchingProtocols: true) }
                 exchange.responseStatus = 101
                 exchange.upstreamHeadAt = clock.now()
                 let headers = HeaderHygiene.responseHeaders(
@@ -195,7 +193,6 @@ extension DownstreamHandler {
                 return
             }
             let now = clock.now()
-            exchange.perTryDeadline = .distantFuture
             exchange.upstreamHeadAt = now
             if !head.isKeepAlive { exchange.connection?.isReusable = false }
             attemptEnded(exchange, .response(status: head.status.code), now: now)
@@ -209,7 +206,7 @@ extension DownstreamHandler {
                 from: head.headers, via: gateway.via, requestID: exchange.requestID, isUpgrade: false,
                 close: !exchange.keepAlive || draining || exchange.closeAfterResponse, adding: exchange.context.responseAdditions
             )
-            exchange.responseHeadSent = true
+            transition { try exchange.phase.responseHeadSent(switchingProtocols: false) }
             exchange.responseStatus = Int(head.status.code)
             writeResponseHead(HTTPResponseHead(version: exchange.requestHead.version, status: head.status, headers: headers), answeringHEAD: answeringHEAD)
         case .body(let buffer):
@@ -239,11 +236,12 @@ extension DownstreamHandler {
         if exchange.responseHeadSent {
             // Mid-response: the client cannot be told cleanly; end the connection so it sees a truncated message.
             finish(exchange, cause: .truncated, upstream: .alreadyReleased)
+            lifecycle.closeNow()
             context.close(promise: nil)
             return
         }
         attemptEnded(exchange, .reset, now: clock.now())
         if exchange.requestEnded, retry(exchange) { return }
-        fail(exchange, GatewayReply(.badGateway, "the upstream closed or reset the connection", closes: !exchange.requestEnded, cause: .upstreamReset), upstream: .alreadyReleased)
+        fail(exchange, GatewayReply.upstreamReset.closing(!exchange.requestEnded), upstream: .alreadyReleased)
     }
 }

@@ -12,7 +12,9 @@ import NIOHTTP1
 /// rejected, timed out, abandoned, tunnelled — ends in `end(_:)`, which tells the observers.
 ///
 /// The concerns live in their own files: admission and policies (`+Admission`), the upstream leg (`+Upstream`),
-/// responses and replies (`+Responses`), the protocol-upgrade tunnel (`+Tunnel`).
+/// responses and replies (`+Responses`), the protocol-upgrade tunnel (`+Tunnel`). The connection's lifecycle is
+/// `ConnectionStateMachine` (`lifecycle`), each exchange's request/response sub-states its `ExchangeStateMachine`
+/// (`phase`): the handler feeds them events and carries out the actions they return.
 final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
@@ -36,19 +38,21 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         var closeAfterResponse = false
         /// Whether the upstream request is chunked (else its end writes nothing).
         var upstreamChunked: Bool
-        var switchingProtocols = false
+        /// The request's and the response's sub-states and the per-try and total deadlines (events in, actions out).
+        var phase: ExchangeStateMachine
+        var requestEnded: Bool { phase.requestEnded }
+        var responseHeadSent: Bool { phase.responseHeadSent }
+        var switchingProtocols: Bool { phase.response == .switchingProtocols }
         /// The policy that suspended the exchange (the token check waiting for the authorization server, a rate limit
         /// delaying it, the admission queue); nil while it runs.
-        var suspendedBy: PolicyKind?
-        var suspended: Bool { suspendedBy != nil }
+        var suspendedBy: PolicyKind? { phase.suspendedBy }
+        var suspended: Bool { phase.suspendedBy != nil }
         /// When the current try started (slow calls, the breaker's and metrics' durations).
         var attemptStartedAt: NIODeadline?
         /// Waiting in the pool's queue for a connection (cancelled if the exchange ends first).
         var acquiring = false
         var attempts = 0
         var bodyBytes = 0
-        var requestEnded = false
-        var responseHeadSent = false
         var responseStatus = 0
         var upstreamHeadAt: NIODeadline?
         /// What the metrics and the access log measure of the upstream leg (`DownstreamHandler+Measurements`).
@@ -56,10 +60,6 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         /// Parts received before the upstream connection is ready.
         var buffered: [HTTPClientRequestPart] = []
         var connection: UpstreamConnection?
-        /// The response head must arrive by then (per try).
-        var perTryDeadline: NIODeadline = .distantFuture
-        /// The whole exchange must be over by then.
-        var totalDeadline: NIODeadline
 
         init(context: consuming RequestContext) {
             let admitted = context.admitted
@@ -70,7 +70,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             self.retryable = admitted.idempotent && !admitted.hasBody && !admitted.isUpgrade
             self.framing = admitted.framing
             self.upstreamChunked = admitted.framing == .chunked
-            self.totalDeadline = context.receivedAt + admitted.route.totalTimeout
+            self.phase = ExchangeStateMachine(totalDeadline: (context.receivedAt + admitted.route.totalTimeout).uptimeNanoseconds)
             // An upgrade the route does not allow goes upstream as a plain request; the parser has stopped, so the
             // connection closes after the response.
             self.closeAfterResponse = admitted.requestsUpgrade && !admitted.isUpgrade
@@ -99,12 +99,9 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     var exchange: Exchange?
     /// A downstream read held back until the upstream can take more.
     var pendingRead = false
-    /// The next request head must arrive by then (slowloris); distantFuture while an exchange runs.
-    var headerDeadline: NIODeadline = .distantFuture
-    /// Last time anything arrived from the client (idle timeout).
-    var lastActivity: NIODeadline
-    /// After an error response that leaves unread request bytes, the connection closes once it is written.
-    var closing = false
+    /// The connection's lifecycle — idle, reading a head (its deadline), in an exchange, closing — with the last
+    /// activity and whether it drains; the exchange's own sub-states are its `phase`.
+    var lifecycle: ConnectionStateMachine
     /// Parts of pipelined requests that arrived while an exchange was in flight, replayed in order when it ends.
     /// (NIO's HTTPServerPipelineHandler does this by pausing reads around every response, which costs two
     /// epoll_ctl calls per request; here reads pause only while something is actually queued.)
@@ -119,7 +116,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     /// `Forwarded` element for the last Host seen on this connection (the peer never changes; the Host rarely does).
     var forwardedCache: (host: String?, value: String)?
     /// Set by a graceful shutdown: finish the exchange in flight, then close.
-    var draining = false
+    var draining: Bool { lifecycle.draining }
     /// Whether the request a reply is about to answer is a HEAD request (no body in the answer).
     var answeringHEAD = false
 
@@ -146,7 +143,24 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         self.responseOutput = responses
         self.gateway = runtime.snapshot
         self.clock = loops.clock
-        self.lastActivity = loops.clock.now()
+        self.lifecycle = ConnectionStateMachine(now: loops.clock.now().uptimeNanoseconds)
+    }
+
+    /// Applies a lifecycle event. An illegal one is a bug: asserted in debug builds (every test runs them), and the
+    /// state is left as it was.
+    @inline(__always)
+    func transition(_ event: () throws -> Void) {
+        do {
+            try event()
+        } catch {
+            assertionFailure("illegal transition of a downstream connection: \(error)")
+        }
+    }
+
+    /// A duration for the state machines (nanoseconds, never negative).
+    @inline(__always)
+    static func nanoseconds(_ amount: TimeAmount) -> UInt64 {
+        UInt64(max(0, amount.nanoseconds))
     }
 
     /// Called by `HTTP2RequestHeadChecker` just before it passes on a header block it refuses.
@@ -177,7 +191,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        headerDeadline = .distantFuture
+        lifecycle.inactive()
         if let exchange { finish(exchange, cause: .clientGone, upstream: .close) }
         context.fireChannelInactive()
     }
@@ -185,46 +199,49 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     /// Slow clients: a request head must be complete within the header read timeout of its first byte (and of the
     /// connection's start). Between requests only the idle timeout applies.
     func armHeaderTimeout() {
-        headerDeadline = clock.now() + gateway.headerReadTimeout
+        lifecycle.activated(now: clock.now().uptimeNanoseconds, headerReadTimeout: Self.nanoseconds(gateway.headerReadTimeout))
     }
 
     /// Bytes arrived (from `RequestStartDetector`, before the decoder): if no request is in progress, this is the
     /// start of one, and its head must be complete within the header read timeout.
     func bytesArrived() {
-        if exchange == nil && headerDeadline == .distantFuture { armHeaderTimeout() }
+        lifecycle.bytesArrived(now: clock.now().uptimeNanoseconds, headerReadTimeout: Self.nanoseconds(gateway.headerReadTimeout))
     }
 
     /// Called by the loop's ticker: enforces the header read, idle, per-try and total timeouts.
     func tick(now: NIODeadline) {
         guard let context, context.channel.isActive else { return }
-        if let exchange {
-            if now >= exchange.totalDeadline {
-                if exchange.responseHeadSent {
-                    finish(exchange, cause: .truncated, upstream: .close)
-                    context.close(promise: nil)
-                } else if let kind = exchange.suspendedBy {
-                    // Still waiting on a policy: the upstream was never asked.
-                    fail(exchange, Self.suspensionTimedOut(kind, exchange))
-                } else {
-                    attemptTimedOut(exchange, now: now)
-                    fail(exchange, GatewayReply(.gatewayTimeout, "the upstream did not answer within \(exchange.route.totalTimeout.nanoseconds / 1_000_000) ms", closes: !exchange.requestEnded, cause: .upstreamTimeout))
-                }
-            } else if !exchange.responseHeadSent && !exchange.suspended && now >= exchange.perTryDeadline {
+        switch lifecycle.tick(now: now.uptimeNanoseconds, idleTimeout: Self.nanoseconds(gateway.idleTimeout)) {
+        case .none:
+            return
+        case .close:
+            context.close(promise: nil)
+        case .checkExchange:
+            guard let exchange else { return }
+            switch exchange.phase.tick(now: now.uptimeNanoseconds) {
+            case .none:
+                return
+            case .truncate:
+                finish(exchange, cause: .truncated, upstream: .close)
+                lifecycle.closeNow()
+                context.close(promise: nil)
+            case .suspensionTimedOut(let kind):
+                // Still waiting on a policy: the upstream was never asked.
+                fail(exchange, Self.suspensionTimedOut(kind, exchange))
+            case .totalTimeout:
+                attemptTimedOut(exchange, now: now)
+                fail(exchange, GatewayReply(.gatewayTimeout, "the upstream did not answer within \(exchange.route.totalTimeout.nanoseconds / 1_000_000) ms", closes: !exchange.requestEnded, cause: .upstreamTimeout))
+            case .perTryTimeout:
                 attemptTimedOut(exchange, now: now)
                 fail(exchange, GatewayReply(.gatewayTimeout, "the upstream did not answer within \(exchange.route.perTryTimeout.nanoseconds / 1_000_000) ms", closes: !exchange.requestEnded, cause: .upstreamTimeout))
             }
-            return
-        }
-        if now >= headerDeadline || now - lastActivity >= gateway.idleTimeout {
-            context.close(promise: nil)
         }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch event {
         case is DrainEvent:
-            draining = true
-            if exchange == nil { context.close(promise: nil) }
+            if lifecycle.drain() == .close { context.close(promise: nil) }
         default:
             context.fireUserInboundEventTriggered(event)
         }
@@ -235,8 +252,8 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         // Once the gateway decided to close (an error answered while request bytes were unread, a drain), nothing
         // more from this client is acted on: a pipelined request must not run upstream unanswered.
-        guard !closing, deferredError == nil else { return }
-        lastActivity = clock.now()
+        guard !lifecycle.isClosing, deferredError == nil else { return }
+        lifecycle.activity(now: clock.now().uptimeNanoseconds)
         let part = unwrapInboundIn(data)
         if !queued.isEmpty || (exchange != nil && exchange!.requestEnded) {
             queued.append(part)  // a pipelined request: wait for the current response
@@ -250,10 +267,10 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         case .head(let head):
             startExchange(head)
         case .body(let buffer):
-            guard let exchange, !closing else { return }
+            guard let exchange, !lifecycle.isClosing else { return }
             exchange.bodyBytes += buffer.readableBytes
             if exchange.bodyBytes > exchange.maxBodyBytes {
-                fail(exchange, .refused(.payloadTooLarge, "the request body exceeds \(exchange.maxBodyBytes) bytes"))
+                fail(exchange, exchange.route.bodyTooLarge)
                 return
             }
             switch exchange.framing {
@@ -262,13 +279,13 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             case .none:
                 // Nothing was announced upstream, so nothing may follow (HTTP/1's parser delivers no body then;
                 // this guards every other path into the encoder).
-                fail(exchange, .refused(.badRequest, "the request carries a body its framing does not announce"))
+                fail(exchange, .unannouncedBody)
                 return
             case .contentLength(let declared):
                 // More than announced would reach the upstream as the start of another request (HTTP/1's parser
                 // never delivers it; HTTP/2's codec is checked by NIO; this holds whatever delivers the parts).
                 if exchange.bodyBytes > declared {
-                    fail(exchange, .refused(.badRequest, "the request body is longer than its Content-Length"))
+                    fail(exchange, .bodyLongerThanContentLength)
                     return
                 }
             case .chunked:
@@ -276,9 +293,9 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             }
             send(.body(.byteBuffer(buffer)), exchange)
         case .end(let trailers):
-            guard let exchange, !closing else { return }
+            guard let exchange, !lifecycle.isClosing else { return }
             if exchange.framing == .undecided, !decideFraming(.none, exchange) { return }
-            exchange.requestEnded = true
+            transition { try exchange.phase.requestEnd() }
             // A request without chunked framing ends with nothing on the wire (and cannot carry trailers).
             guard exchange.upstreamChunked else { return }
             let forwarded = trailers.flatMap {
@@ -294,7 +311,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     func read(context: ChannelHandlerContext) {
-        if closing { return }
+        if lifecycle.isClosing { return }
         if !queued.isEmpty {
             pendingRead = true
         } else if let exchange, exchange.framing != .undecided, !(exchange.suspended && exchange.requestEnded),
@@ -330,6 +347,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             if let exchange {
                 if exchange.responseHeadSent {
                     finish(exchange, cause: .truncated, upstream: .close)
+                    lifecycle.closeNow()
                     context.close(promise: nil)
                 } else {
                     fail(exchange, reply)
@@ -341,12 +359,13 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             return
         }
         if let exchange { finish(exchange, cause: .clientGone, upstream: .close) }
+        lifecycle.closeNow()
         context.close(promise: nil)
     }
 
     /// Processes pipelined parts that waited for the previous exchange, then lets reading continue.
     func replayQueued() {
-        while exchange == nil || !(exchange!.requestEnded), !closing, let part = queued.popFirst() {
+        while exchange == nil || !(exchange!.requestEnded), !lifecycle.isClosing, let part = queued.popFirst() {
             handle(part)
             if exchange?.requestEnded == true { break }
         }

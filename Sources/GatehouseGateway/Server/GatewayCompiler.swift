@@ -38,6 +38,8 @@ public final class GatewayCompiler: Sendable {
     /// `tracing.sample_ratio`: both fixed for the process.
     let spanSink: (any SpanSink)?
     let samplerOverride: TraceSampler?
+    /// Tests: answers the token validator's cache misses in place of the authorization server.
+    let tokenMissResolver: TokenValidator.MissResolver?
 
     public init(
         via: String = "1.1 gatehouse", logger: Logger = Logger(label: "gatehouse.gateway", factory: { _ in SwiftLogNoOpLogHandler() }),
@@ -47,6 +49,16 @@ public final class GatewayCompiler: Sendable {
         self.logger = logger
         self.spanSink = spanSink
         self.samplerOverride = sampler
+        self.tokenMissResolver = nil
+    }
+
+    /// A compiler whose token validators ask `tokenMissResolver` instead of the authorization server (tests).
+    init(tokenMissResolver: @escaping TokenValidator.MissResolver) {
+        self.via = "1.1 gatehouse"
+        self.logger = Logger(label: "gatehouse.gateway", factory: { _ in SwiftLogNoOpLogHandler() })
+        self.spanSink = nil
+        self.samplerOverride = nil
+        self.tokenMissResolver = tokenMissResolver
     }
 
     /// The tracing settings a configuration compiles to.
@@ -61,7 +73,7 @@ public final class GatewayCompiler: Sendable {
             if let current, current.settings == settings { return current }
             current?.stop()
             let tracer = GatehouseTracer(sampler: samplerOverride ?? .parentBasedRatio(1), sink: spanSink)
-            current = settings.map { TokenValidator(settings: $0, logger: logger, tracer: tracer) }
+            current = settings.map { TokenValidator(settings: $0, logger: logger, tracer: tracer, missResolver: tokenMissResolver) }
             current?.start()
             return current
         }

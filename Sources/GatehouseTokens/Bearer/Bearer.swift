@@ -142,10 +142,29 @@ public struct ScopeRequirement: Equatable, Sendable {
         self.anyOf = anyOf
     }
 
+    /// Which part of a requirement a set of scopes does not meet.
+    public enum Unmet: Sendable {
+        /// Some scope of `allOf` is missing (checked first).
+        case allOf
+        /// None of `anyOf` is there.
+        case anyOf
+    }
+
+    /// Nil when `granted` satisfies the requirement, else the part it fails. Allocates nothing (the gateway answers
+    /// with a challenge it built for each part at load).
+    public func unmet(by granted: Set<String>) -> Unmet? {
+        if !allOf.isSubset(of: granted) { return .allOf }
+        if !anyOf.isEmpty && anyOf.isDisjoint(with: granted) { return .anyOf }
+        return nil
+    }
+
+    /// The scope value a challenge names for an unmet part: its scopes, sorted, space-separated.
+    public func challengeScope(_ unmet: Unmet) -> String {
+        (unmet == .allOf ? allOf : anyOf).sorted().joined(separator: " ")
+    }
+
     /// Nil when `granted` satisfies the requirement, else the scope value to put in the challenge.
     public func missing(from granted: Set<String>) -> String? {
-        if !allOf.isSubset(of: granted) { return allOf.sorted().joined(separator: " ") }
-        if !anyOf.isEmpty && anyOf.isDisjoint(with: granted) { return anyOf.sorted().joined(separator: " ") }
-        return nil
+        unmet(by: granted).map(challengeScope)
     }
 }
