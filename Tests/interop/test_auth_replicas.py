@@ -317,7 +317,7 @@ def test_key_rotation_on_one_replica_is_published_by_all_before_it_signs(replica
                     published[index] = time.time()
                 value = cc(replicas[index], creds, client="demo-jwt")["access_token"]
                 signed.append((time.time(), index, jwt.get_unverified_header(value)["kid"]))
-            time.sleep(0.05)
+            time.sleep(0.05)  # the sampling interval of this observation window (JWKS and signing kid side by side); the asserts below check what it saw
         assert set(published) == {0, 1}, "the new key never appeared in a replica's JWKS"
         both_published = max(published.values())
         assert both_published < activates_at - 2, f"published at {both_published}, signs from {activates_at}"

@@ -155,6 +155,7 @@ class Load:
         self.records: list[Record] = []
         self.refusal: Optional[tuple[dict, bytes]] = None  # the headers and body of one 429, as a client saw them
         self.errors: list[str] = []
+        self.answered = 0  # grows while answers arrive (increments may race; only its growth is read)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.threads = [
@@ -185,6 +186,7 @@ class Load:
                 response = conn.getresponse()
                 body = response.read()
                 local.append(Record(sent, index, response.status))
+                self.answered += 1
                 if response.status == 429 and self.refusal is None:
                     self.refusal = ({k.lower(): v for k, v in response.getheaders()}, body)
                 if response.getheader("Connection", "").lower() == "close":
@@ -198,6 +200,16 @@ class Load:
         conn.close()
         with self.lock:
             self.records.extend(local)
+
+    def hold(self, seconds: float, what: str):
+        """Keeps the load running for `seconds` — the scenario's length, the thing measured — and asserts its premise
+        as it goes: answers keep arriving in every half second, so a stalled load fails here, naming `what`, instead of
+        passing as a quiet window."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            before = self.answered
+            self.stopping.wait(min(0.5, left))
+            assert self.answered > before, f"no request answered for {min(0.5, left):.2f} s during {what}"
 
     def stop(self) -> list[Record]:
         self.stopping.set()
@@ -228,8 +240,7 @@ def test_two_gateways_share_one_limit_within_two_percent(upstream, redis_server,
 
     load = Load([g.port for g in gateways]).start()
     started = time.monotonic()
-    # The run's length is the thing measured (10 s of load), not a stand-in for a condition.
-    time.sleep(10)
+    load.hold(10, "the 10 s run through both gateways")
     records = load.stop()
     records = [r for r in records if r.sent < started + 10]
     assert not load.errors, load.errors[:5]
@@ -273,14 +284,14 @@ def test_redis_stopped_mid_run_falls_back_locally_and_returns(upstream, redis_se
 
     load = Load([g.port for g in gateways]).start()
     wait_until(lambda: len(redis_server.limit_keys()) == 1, 10, what="the limit's key in Redis")
-    time.sleep(2)  # a stretch of load decided by Redis before the outage (its length is part of the scenario)
+    load.hold(2, "the stretch decided by Redis before the outage")
 
     redis_server.stop()
     stopped_at = time.monotonic()
     wait_until(lambda: all(g.fallback_gauge() == 1 for g in gateways), 10, what="the fallback gauge at 1 on both gateways")
     fell_back_at = time.monotonic()
     assert all(g.limit()["fallback"] is True for g in gateways)
-    time.sleep(5)  # five seconds of load decided locally
+    load.hold(5, "the five seconds decided locally")
     local_end = time.monotonic()
 
     redis_server.start()
@@ -288,7 +299,7 @@ def test_redis_stopped_mid_run_falls_back_locally_and_returns(upstream, redis_se
     recovered_at = time.monotonic()
     # Limits come from Redis again: the (restarted, empty) server holds the limit's key again.
     wait_until(lambda: len(redis_server.limit_keys()) == 1, 5, what="the limit's key in the restarted Redis")
-    time.sleep(2)  # load decided by Redis after its return
+    load.hold(2, "the load decided by Redis after its return")
     records = load.stop()
     assert not load.errors, load.errors[:5]
 
@@ -323,11 +334,11 @@ def test_one_gateway_stopped_the_other_keeps_serving_and_the_limit_holds(upstrea
     gateways = [start_gateway("gw-a", config), start_gateway("gw-b", config)]
     load = Load([g.port for g in gateways]).start()
     started = time.monotonic()
-    time.sleep(5)  # half of the run through both gateways (the run's length is what is measured)
+    load.hold(5, "the first half of the run, through both gateways")
     load.stop_sending_to(1)  # the load balancer takes it out …
     gateways[1].stop()  # … and it stops
     assert gateways[1].process.proc.poll() is not None
-    time.sleep(started + 10 - time.monotonic())
+    load.hold(started + 10 - time.monotonic(), "the second half of the run, through gateway A alone")
     records = load.stop()
     records = [r for r in records if r.sent < started + 10]
     assert not load.errors, load.errors[:5]
