@@ -70,6 +70,16 @@ final class ProxyHarness {
         try downstream.writeInbound(ByteBuffer(string: raw))
     }
 
+    /// Two pipelined requests whose upstream answers were bodies "1" then "2": the client got both, 200, in that
+    /// order, and both exchanges completed.
+    func expectTwoPipelinedAnswersInOrder(sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let answers = try clientReceived()
+        let firstEnd = try #require(answers.range(of: "\r\n\r\n1"), sourceLocation: sourceLocation)
+        #expect(answers[firstEnd.upperBound...].hasPrefix("HTTP/1.1 200 OK"), "\(answers)", sourceLocation: sourceLocation)
+        #expect(answers.hasSuffix("\r\n\r\n2"), sourceLocation: sourceLocation)
+        #expect(state.outcomes.completed == 2, sourceLocation: sourceLocation)
+    }
+
     /// Everything the gateway wrote to the client so far.
     func clientReceived() throws -> String {
         var text = ""
@@ -144,11 +154,7 @@ final class ProxyHarness {
         let second = try proxy.received(by: upstream)
         #expect(second.hasPrefix("GET /api/second "), "\(second)")
         try proxy.respond(on: upstream, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2")
-        let answers = try proxy.clientReceived()
-        let firstEnd = try #require(answers.range(of: "\r\n\r\n1"))
-        #expect(answers[firstEnd.upperBound...].hasPrefix("HTTP/1.1 200 OK"), "\(answers)")
-        #expect(answers.hasSuffix("\r\n\r\n2"))
-        #expect(proxy.state.outcomes.completed == 2)
+        try proxy.expectTwoPipelinedAnswersInOrder()
     }
 
     @Test func aRefusalBeforeRoutingEndsInTheOneExitToo() throws {
