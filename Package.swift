@@ -290,6 +290,8 @@ let package = Package(
             dependencies: [
                 "GatehouseStore", "GatehouseStorePostgres", "GatehouseTokens", .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                // A connection of the tests' own, holding a lock that stalls a store's transaction mid-way.
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
             swiftSettings: swiftSettings
         ),

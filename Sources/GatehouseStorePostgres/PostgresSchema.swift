@@ -64,6 +64,15 @@ enum PostgresSchema {
             """,
             "CREATE INDEX pending_authorizations_expiry ON pending_authorizations(expires_at)",
         ],
+        // 3: the login throttle's counters shared by the replicas (`LoginThrottleStore`), under the SHA-256 of the
+        // throttle key (never a username or an address). The expression index serves the purge of idle rows.
+        [
+            """
+            CREATE TABLE login_throttle(key_hash TEXT PRIMARY KEY, failures INTEGER NOT NULL, last_failure BIGINT NOT NULL,
+              pending INTEGER NOT NULL, last_reserved BIGINT NOT NULL)
+            """,
+            "CREATE INDEX login_throttle_idle ON login_throttle((GREATEST(last_failure, last_reserved)))",
+        ],
     ]
 
     /// Applies the pending migrations; returns how many ran (0 when the database was current).
