@@ -91,6 +91,23 @@ import Testing
     }
 }
 
+extension SharedLoginThrottleTests {
+    /// A reservation never settled (a replica that stopped mid-sign-in, its counters in the shared database) counts
+    /// as a failure while it may still be settled, and not for good: after a window it no longer holds the key back.
+    @Test func aReservationNeverSettledStopsCountingAfterAWindow() {
+        var throttle = LoginThrottle(policy: .init(maxFailuresBeforeDelay: 2, baseDelay: 1, maxDelay: 60, failureWindow: 900))
+        #expect(throttle.reserve(["k"], now: 100) == nil)
+        #expect(throttle.reserve(["k"], now: 100) == nil)
+        #expect(throttle.retryAfter("k", now: 100) == 1)
+        #expect(throttle.retryAfter("k", now: 999) == nil)  // the delay itself ran out
+        #expect(throttle.reserve(["k"], now: 1000) == nil)  // a window later: the two stale reservations are gone
+        #expect(throttle.entries["k"]?.pending == 1)
+        // A second attempt at once is still free (counting the stale two, it would wait 2 s).
+        #expect(throttle.reserve(["k"], now: 1000) == nil)
+        #expect(throttle.entries["k"]?.pending == 2)
+    }
+}
+
 /// A `LoginThrottleStore` in memory: each update runs under one lock (as PostgreSQL runs it under the rows' locks).
 final class MemoryThrottleStore: LoginThrottleStore {
     private let state = NIOLockedValueBox((rows: [String: LoginThrottleRecord](), down: false, refused: 0))

@@ -95,9 +95,9 @@ extension PostgresReplicaTests {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for attempt in 0..<40 {
                     let store = stores[attempt % 2]
-                    let order = attempt % 4 < 2 ? keys : keys.reversed()
+                    let order = attempt % 4 < 2 ? keys : Array(keys.reversed())
                     group.addTask {
-                        try await store.updateLoginThrottle(keyHashes: order) { rows in
+                        try await store.updateLoginThrottle(keyHashes: order) { (rows: [String: LoginThrottleRecord]) -> (answer: Void, entries: [String: LoginThrottleRecord]) in
                             var next = rows
                             for key in order {
                                 var record = rows[key] ?? LoginThrottleRecord(failures: 0, lastFailure: 0)

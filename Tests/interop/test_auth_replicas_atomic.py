@@ -18,33 +18,10 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
-from auth_replicas_lib import ReplicaSet, TempPostgres
-from gatehouse_testlib import CallbackServer, Credentials, assert_oauth_error, wait_until
+from auth_replicas_lib import TempPostgres
+from gatehouse_testlib import assert_oauth_error, wait_until
+from test_auth_postgres_faults import cluster  # noqa: F401 - the fixture: two replicas (with admin listeners) on one PostgreSQL
 from test_auth_replicas import authorization_code, introspect, token
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    pg = TempPostgres()
-    cb = CallbackServer()
-    creds = Credentials()
-    extra = f"""\
-  - id: gatehouse-gateway
-    type: confidential
-    secret: {creds.gateway_secret}
-    grants: ['urn:ietf:params:oauth:grant-type:token-exchange']
-    introspect: true
-"""
-    replicas = ReplicaSet(tmp_path / "cluster", pg, cb, creds=creds, extra_clients=extra)
-    try:
-        replicas.start()
-        yield replicas
-    finally:
-        replicas.close()
-        cb.close()
-        pg.close()
 
 
 def key_hash(key: str) -> str:
@@ -52,7 +29,7 @@ def key_hash(key: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest()).rstrip(b"=").decode()
 
 
-def test_failed_sign_ins_on_two_replicas_are_counted_together(cluster):
+def test_failed_sign_ins_on_two_replicas_are_counted_together(cluster):  # noqa: F811
     a, b = cluster[0], cluster[1]
     web = ("demo-web", cluster.creds.web_secret)
 
@@ -98,7 +75,7 @@ class LockHolder:
             self.proc.communicate("ROLLBACK;\n", timeout=30)
 
 
-def test_a_connection_cut_between_the_codes_mark_and_its_tokens_burns_nothing(cluster):
+def test_a_connection_cut_between_the_codes_mark_and_its_tokens_burns_nothing(cluster):  # noqa: F811
     pg = cluster.pg
     web = ("demo-web", cluster.creds.web_secret)
     code, verifier = authorization_code(cluster, cluster[0])

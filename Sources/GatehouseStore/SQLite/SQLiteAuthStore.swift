@@ -208,9 +208,9 @@ public final class SQLiteAuthStore: AuthStore {
     public func redeemCode(hash: String, at now: Int, issuing tokens: [TokenRecord]) async throws -> CodeRedemption {
         // One write transaction with the writer to itself: the mark and the tokens commit together or not at all,
         // and no reader (the reader connection sees committed data only) finds the code used without its tokens.
-        let marked = try await transaction { writer in
+        let marked = try await transaction { (writer: SQLiteConnection) -> AuthorizationCodeRecord? in
             let marked = try await writer.query("UPDATE authorization_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL RETURNING *", [.integer(now), .text(hash)])
-            guard let row = marked.first else { return nil as AuthorizationCodeRecord? }
+            guard let row = marked.first else { return nil }
             if !tokens.isEmpty { try await Self.insertTokenRows(tokens, on: writer).get() }
             return Self.codeRecord(row)
         }
@@ -299,9 +299,9 @@ public final class SQLiteAuthStore: AuthStore {
     public func rotate(_ locator: TokenLocator, at now: Int, successors: [TokenRecord]) async throws -> RotationMark {
         // As with a code: the mark and the successors in one write transaction, so a failure between them (a full
         // disk, a crash) leaves the token unrotated and the client's retry is a first use, not a reuse.
-        let rotated = try await transaction { writer in
+        let rotated = try await transaction { (writer: SQLiteConnection) -> TokenRecord? in
             let marked = try await writer.query(Self.rotateSQL, [.integer(now), .integer(Int(locator.id)), .text(locator.hash)])
-            guard let row = marked.first else { return nil as TokenRecord? }
+            guard let row = marked.first else { return nil }
             if !successors.isEmpty { try await Self.insertTokenRows(successors, on: writer).get() }
             return Self.tokenRecord(row)
         }
