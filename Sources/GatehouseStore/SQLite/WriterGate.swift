@@ -7,9 +7,11 @@ import NIOCore
 /// concurrently on the thread pool and SQLite serializes them), and a multi-statement transaction has it alone.
 ///
 /// FIFO between the two modes: once a transaction waits, later statements queue behind it, so a steady stream of
-/// statements cannot starve it. Uncontended, entering costs one lock round and no allocation; only a waiter
-/// allocates (its promise or continuation). Transactions are rare (a code redemption, a refresh rotation), so the
-/// token inserts of group commit — one batch in flight — almost never wait.
+/// statements cannot starve it. Uncontended, a statement costs two short lock rounds (in and out) and no
+/// allocation; only a waiter allocates (its promise or continuation). Transactions are rare (a code redemption, a
+/// refresh rotation), so the token inserts of group commit — one batch in flight — almost never wait. Measured by
+/// `AuthStoreTests.insertsAcknowledgedWhileTransactionsRollBackAreAllKept`: without the gate, inserts acknowledged
+/// while failing redemptions ran were lost on every run.
 final class WriterGate: Sendable {
     private enum Mode {
         case shared
