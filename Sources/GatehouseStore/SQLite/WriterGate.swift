@@ -9,7 +9,7 @@ import NIOCore
 /// FIFO between the two modes: once a transaction waits, later statements queue behind it, so a steady stream of
 /// statements cannot starve it. Uncontended, a statement costs two short lock rounds (in and out) and no
 /// allocation; only a waiter allocates (its promise or continuation). Transactions are rare (a code redemption, a
-/// refresh rotation), so the token inserts of group commit — one batch in flight — almost never wait. Measured by
+/// refresh rotation), so the token inserts of group commit — one batch in flight — almost never wait. Shown needed by
 /// `AuthStoreTests.insertsAcknowledgedWhileTransactionsRollBackAreAllKept`: without the gate, inserts acknowledged
 /// while failing redemptions ran were lost on every run.
 final class WriterGate: Sendable {
