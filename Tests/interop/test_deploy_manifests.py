@@ -304,8 +304,7 @@ def _k8s_mutations():
         return "readinessProbe requests /api/ready on port 8081; the backend listens on 8081 and answers ['/healthz'] without a token"
 
     def backend_port(ms):
-        args = _pod(ms, "demo-backend")["containers"][0]["args"]
-        args[args.index("--port") + 1] = "9000"
+        _set_option(_pod(ms, "demo-backend")["containers"][0]["args"], "--port", "9000")
         return "livenessProbe requests /healthz on port 8081; the backend listens on 9000"
 
     def backend_audience(ms):
@@ -339,6 +338,10 @@ def test_kubernetes_load_reports_an_unparsable_or_unlisted_file(tmp_path):
     assert any("extra.yaml: not listed in kustomization.yaml" in p for p in problems), problems
 
 
+def _set_option(command: list, name: str, value: str) -> None:
+    command[command.index(name) + 1] = value
+
+
 def _compose_mutations():
     def healthcheck(c, h):
         del c["services"]["redis"]["healthcheck"]
@@ -361,13 +364,11 @@ def _compose_mutations():
         return "service backend: healthcheck requests /readyz on port 8081"
 
     def backend_audience(c, h):
-        command = c["services"]["backend"]["command"]
-        command[command.index("--audience") + 1] = "https://backend.gatehouse.test"
+        _set_option(c["services"]["backend"]["command"], "--audience", "https://backend.gatehouse.test")
         return "--audience https://backend.gatehouse.test, the exchanged JWTs are for https://gateway.gatehouse.test:8443"
 
     def backend_issuer(c, h):
-        command = c["services"]["backend"]["command"]
-        command[command.index("--issuer") + 1] = "https://auth.gatehouse.test"
+        _set_option(c["services"]["backend"]["command"], "--issuer", "https://auth.gatehouse.test")
         return "--issuer https://auth.gatehouse.test, the authorization server's issuer is https://auth.gatehouse.test:9443"
 
     def backend_option(c, h):
@@ -375,8 +376,7 @@ def _compose_mutations():
         return "unknown or incomplete option '--ca /run/secrets/gatehouse_ca'"
 
     def backend_port(c, h):
-        command = c["services"]["backend"]["command"]
-        command[command.index("--port") + 1] = "8090"
+        _set_option(c["services"]["backend"]["command"], "--port", "8090")
         return "the gateway's cluster backend targets http://backend:8081, the backend listens on 8090"
 
     def keys_per_replica(c, h):
