@@ -696,6 +696,23 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
         time.sleep(interval)
 
 
+def unread_bytes(port: int, peer_port: int) -> Optional[int]:
+    """Bytes the kernel holds for the loopback connection local `port` <-> `peer_port` that the process owning it has
+    not read yet (rx_queue in /proc/net/tcp and tcp6), or None while there is no such connection. Lets a test assert
+    that a server has read what a client sent, instead of sleeping until it probably has."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote, queues = fields[1], fields[2], fields[4]
+            if int(local.rsplit(":", 1)[1], 16) == port and int(remote.rsplit(":", 1)[1], 16) == peer_port:
+                return int(queues.split(":")[1], 16)
+    return None
+
+
 def start_gateway_process(config: Path) -> subprocess.Popen:
     """`gatehouse gateway --config FILE`, returned once it printed its listening line. stderr is discarded and
     stdout stays open for later JSON events (reload notices), so callers that need them read `proc.stdout`."""
@@ -825,6 +842,7 @@ class RawUpstream:
         self.connections = 0
         self.requests: list[bytes] = []
         self._closed = False
+        self._probes: dict[int, threading.Event] = {}  # local port of a `sync` probe -> set when it is accepted
         self.thread = threading.Thread(target=self._accept_loop, name="raw-upstream", daemon=True)
         self.thread.start()
 
@@ -835,12 +853,36 @@ class RawUpstream:
     def _accept_loop(self):
         while not self._closed:
             try:
-                conn, _ = self.sock.accept()
+                conn, peer = self.sock.accept()
             except OSError:
                 return
             with self.lock:
-                self.connections += 1
+                probe = self._probes.pop(peer[1], None)
+                if probe is None:
+                    self.connections += 1
+            if probe is not None:
+                conn.close()
+                probe.set()
+                continue
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def sync(self, timeout: float = 5.0) -> int:
+        """Returns `connections` once every connection made to this upstream before the call has been accepted and
+        counted. The kernel hands completed connections to accept() in order, so a probe connected now is accepted
+        after all of them; it is not counted and gets no `behaviour`. Replaces "sleep and hope the count caught up"
+        where a test asserts that something did NOT connect."""
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            probe.bind(("127.0.0.1", 0))
+            accepted = threading.Event()
+            with self.lock:
+                self._probes[probe.getsockname()[1]] = accepted
+            probe.connect(("127.0.0.1", self.port))
+            assert accepted.wait(timeout), f"the upstream did not accept a probe connection within {timeout}s"
+        finally:
+            probe.close()
+        with self.lock:
+            return self.connections
 
     def _serve(self, conn: socket.socket):
         try:
