@@ -457,10 +457,8 @@ def assert_forwarded_jwt(sent: Sent, opaque: Optional[str], *, client_id: str, s
 
 
 @pytest.fixture(scope="module")
-def cb():
-    c = CallbackServer()
-    yield c
-    c.close()
+def cb(callback_server):
+    return callback_server  # conftest's, under the short name these tests use
 
 
 @pytest.fixture(scope="module")

@@ -5,20 +5,7 @@ import signal
 import socket
 import threading
 
-from gatehouse_testlib import start_gateway_process, unread_bytes, wait_until
-
-
-def accept_forever(listener, serve):
-    """Runs `serve(conn)` on a thread for every connection `listener` accepts, until it is closed."""
-    def accept():
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
+from gatehouse_testlib import accept_forever, start_gateway_process, unread_bytes, wait_until
 
 
 def raw_upstream(handler):
