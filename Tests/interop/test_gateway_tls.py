@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from gatehouse_testlib import start_gateway_process
+from gatehouse_testlib import start_gateway_process, unread_bytes, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -222,9 +222,10 @@ def test_sigterm_sends_goaway_to_idle_http2_connections(tmp_path, certs, upstrea
                 kind, flags = buffered[3], buffered[4]
                 payload = buffered[9 : 9 + length]
                 buffered = buffered[9 + length :]
+                state.setdefault("frames", []).append((kind, flags, length))
                 if kind == 0x7:
                     state["goaways"] += 1
-                    assert struct.unpack(">I", payload[4:8])[0] == 0, "GOAWAY with NO_ERROR"
+                    assert struct.unpack(">I", payload[4:8])[0] == 0, f"GOAWAY with NO_ERROR: {payload!r} after frames {state['frames']}"
                 elif kind == 0x6 and not flags & 0x1:
                     h2.sendall(b"\x00\x00\x08\x06\x01\x00\x00\x00\x00" + payload)  # PING ACK
                 elif kind == 0x4 and not flags & 0x1:
@@ -235,10 +236,13 @@ def test_sigterm_sends_goaway_to_idle_http2_connections(tmp_path, certs, upstrea
             return True
 
         h2.settimeout(5)
-        # The connection is established on the server's side once it has acknowledged our SETTINGS: only then is it
-        # an open, idle HTTP/2 connection for SIGTERM to find.
+        # The connection is established on the server's side once it has acknowledged our SETTINGS, and idle once it
+        # has read everything we sent (our acknowledgement of its SETTINGS too): only then is it an open, idle
+        # HTTP/2 connection for SIGTERM to find.
         while not state["settings_acked"]:
             assert pump(), "the server closed the connection before acknowledging our SETTINGS"
+        client_port = h2.getsockname()[1]
+        wait_until(lambda: unread_bytes(port, client_port) == 0, timeout=5, interval=0.005, what="the gateway to read our SETTINGS ACK")
         start = time.monotonic()
         gateway.proc.send_signal(signal.SIGTERM)
         while pump():
