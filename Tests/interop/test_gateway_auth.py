@@ -952,8 +952,8 @@ def test_key_rotation_causes_no_failed_request(cb, backend, tmp_path):
                 threads.append(t)
                 t.start()
 
-        # Traffic on every path before the rotation: each worker has been answered a few times, and both fresh paths
-        # have carried a JWT signed with the old key to the backend.
+        # Traffic on every path before the rotation (what the one-second pause stood for): every worker has had at
+        # least 3 answers. (That old-key JWTs reached the backend on the fresh paths is asserted at the end.)
         workers = [f"{g}/{k}" for g in gws for k in ("stable-opaque", "fresh-opaque", "fresh-jwt", "stable-jwt")]
 
         def answered_at_least(n: int, since: Optional[dict[str, int]] = None) -> bool:
