@@ -509,7 +509,7 @@ class GatehouseServer(_SupervisedProcess):
                 last = f"HTTP {r.status_code}: {r.text[:200]}"
             except requests.RequestException as e:
                 last = repr(e)
-            time.sleep(0.1)
+            time.sleep(0.1)  # the polling interval
         self.stop(check=False)
         pytest.fail(
             f"GET /healthz did not answer 200 within {HEALTH_TIMEOUT}s (last: {last}).\n--- stderr ---\n{self.stderr}",
@@ -700,7 +700,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+        time.sleep(interval)  # the polling interval
 
 
 def unread_bytes(port: int, peer_port: int) -> Optional[int]:
@@ -1001,7 +1001,7 @@ class GatewayProcess(_SupervisedProcess):
                 return
             if self.proc.poll() is not None:
                 break
-            time.sleep(0.05)
+            time.sleep(0.05)  # the polling interval
         pytest.fail(f"gateway /readyz did not answer 200 within {timeout}s\n--- stderr ---\n{self.stderr[-4000:]}", pytrace=False)
 
     def token_cache(self) -> dict:
