@@ -64,6 +64,15 @@ enum PostgresSchema {
             """,
             "CREATE INDEX pending_authorizations_expiry ON pending_authorizations(expires_at)",
         ],
+        // 3: self-contained client_credentials JWTs have no `tokens` row. A client's incarnation (new when an id is
+        // registered again) is in their `jti`; the revoked ones are listed by `jti` until they expire. (SQLite's
+        // migration 4.)
+        [
+            "ALTER TABLE clients ADD COLUMN incarnation TEXT NOT NULL DEFAULT ''",
+            "UPDATE clients SET incarnation = substr(md5(random()::text || id), 1, 16)",
+            "CREATE TABLE jwt_revocations(jti TEXT PRIMARY KEY, client_id TEXT NOT NULL, expires_at BIGINT NOT NULL)",
+            "CREATE INDEX jwt_revocations_expiry ON jwt_revocations(expires_at)",
+        ],
     ]
 
     /// Applies the pending migrations; returns how many ran (0 when the database was current).

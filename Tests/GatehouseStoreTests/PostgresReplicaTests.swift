@@ -72,10 +72,11 @@ import Testing
         async let a = first.migrate()
         async let b = second.migrate()
         let applied = try await [a, b]
-        // One of them applied every migration (2: the schema, then the browser sign-in tables), the other none.
-        #expect(applied.sorted() == [0, 2])
-        #expect(try await first.schemaVersion() == 2)
-        #expect(try await second.schemaVersion() == 2)
+        // One of them applied every migration (3: the schema, the browser sign-in tables, the JWT revocations), the
+        // other none.
+        #expect(applied.sorted() == [0, 3])
+        #expect(try await first.schemaVersion() == 3)
+        #expect(try await second.schemaVersion() == 3)
         // And the schema works from both.
         try await first.insertTokens([TestTokens.accessToken("t")])
         #expect(try await second.token(TestTokens.locator("t")) != nil)

@@ -16,6 +16,8 @@ public final class KeyManager: Sendable {
         var signers: [String: any JWTAlgorithm]
         var jwks: String
         var publishedKids: [String]
+        /// Verifies JWTs against the published keys (current, pending and retired within retention).
+        var verifier: JWTVerifier
     }
 
     let directory: KeyDirectory
@@ -76,7 +78,8 @@ public final class KeyManager: Sendable {
             signers[managed.key.kid] = try await keys.getKey(for: JWKIdentifier(string: managed.key.kid))
         }
         let jwks = "{\"keys\":[" + ring.published(at: now).map(\.key.publicJWK).joined(separator: ",") + "]}"
-        snapshot.withLockedValue { $0 = Snapshot(ring: ring, keys: keys, signers: signers, jwks: jwks, publishedKids: publishedKids) }
+        let verifier = try await JWTVerifier(jwksJSON: jwks)
+        snapshot.withLockedValue { $0 = Snapshot(ring: ring, keys: keys, signers: signers, jwks: jwks, publishedKids: publishedKids, verifier: verifier) }
     }
 
     /// The JWKS document (pending, current and retained keys).
@@ -110,6 +113,17 @@ public final class KeyManager: Sendable {
         let payloadJSON = try (payload as? any CompactJSONPayload)?.compactJSON ?? Array(DefaultJWTSerializer().jsonEncoder.encode(payload))
         let signingInput = Base64URL.encode(header.finishBytes()) + "." + Base64URL.encode(payloadJSON)
         return signingInput + "." + Base64URL.encode(try signer.sign(Array(signingInput.utf8)))
+    }
+}
+
+extension KeyManager {
+    /// Verifies an RFC 9068 access token this server signed: header `typ` at+jwt, a published key of this server
+    /// (the signing one or one retired within retention), `iss` = `issuer`, `exp`/`nbf` against this server's clock
+    /// with no skew (the server's own clock set them). Throws a `JOSEError` otherwise.
+    func verifyOwnAccessToken(_ token: String, issuer: String) async throws(JOSEError) -> AccessTokenClaims {
+        guard let verifier = snapshot.withLockedValue({ $0?.verifier }) else { throw JOSEError(.unknownKey, "no signing keys are loaded") }
+        let policy = JWTVerificationPolicy(issuers: [issuer], audiences: [], clockSkew: 0)
+        return try await verifier.verifyAccessToken(token, policy: policy, now: clock.now())
     }
 }
 
