@@ -61,9 +61,9 @@ import Testing
             for _ in 0..<5 { tokens.append(try await issue(client)) }
             #expect(try await store.tokenCounts() == before, "a self-contained JWT wrote a row")
             #expect(Set(tokens).count == 5)
-            let claims = try claims(tokens[0])
-            #expect(claims.jti.hasPrefix("sc.") && claims.jti.split(separator: ".").count == 3)
-            #expect(Int64(claims.jti.prefix { $0 != "." }) == nil, "the jti must not name a row")
+            let first = try self.claims(tokens[0])
+            #expect(first.jti.hasPrefix("sc.") && first.jti.split(separator: ".").count == 3)
+            #expect(Int64(first.jti.prefix { $0 != "." }) == nil, "the jti must not name a row")
 
             let reply = try await introspect(client, tokens[0])
             #expect(reply.json["active"] as? Bool == true)
@@ -71,17 +71,18 @@ import Testing
             #expect(reply.string("scope") == "orders:read")
             #expect(reply.string("sub") == "demo-jwt")
             #expect(reply.string("iss") == Self.issuer)
-            #expect(reply.string("jti") == claims.jti)
+            #expect(reply.string("jti") == first.jti)
             #expect(reply.string("token_type") == "Bearer")
-            #expect(reply.json["exp"] as? Int == claims.exp)
-            #expect(reply.json["iat"] as? Int == claims.iat)
+            #expect(reply.json["exp"] as? Int == first.exp)
+            #expect(reply.json["iat"] as? Int == first.iat)
             #expect(reply.json["aud"] as? [String] == [JWTAccessTokenTests.audience])
 
             // Another replica (nothing cached) answers from the signature and the store, and agrees.
             let other = replica(of: server, clock: clock)
             #expect(other.activeTokenFromMemory(tokens[1]) == nil, "not verified there yet: the async path must answer")
             let found = try #require(try await other.activeToken(tokens[1]))
-            #expect(found.record.clientID == "demo-jwt" && found.record.scope == "orders:read" && found.selfContained?.jti == (try self.claims(tokens[1])).jti)
+            let secondJTI = try self.claims(tokens[1]).jti
+            #expect(found.record.clientID == "demo-jwt" && found.record.scope == "orders:read" && found.selfContained?.jti == secondJTI)
             #expect(other.activeTokenFromMemory(tokens[1])??.selfContained?.jti == found.selfContained?.jti, "verified once, then from memory")
 
             // The phantom-token exchange takes it as subject, as it took the row-backed JWT.
@@ -91,7 +92,8 @@ import Testing
             )
             #expect(exchanged.status == .ok, "\(exchanged.text)")
             let minted = try self.claims(try #require(exchanged.string("access_token")))
-            #expect(minted.client_id == "demo-jwt" && minted.act?.sub == "gatehouse-gateway" && minted.exp <= (try self.claims(tokens[2])).exp)
+            let subjectExp = try self.claims(tokens[2]).exp
+            #expect(minted.client_id == "demo-jwt" && minted.act?.sub == "gatehouse-gateway" && minted.exp <= subjectExp)
             // The exchanged JWT is not a client credential: it does not introspect active.
             #expect(try await isActive(client, try #require(exchanged.string("access_token"))) == false)
             #expect(try await store.tokenCounts() == before)
@@ -114,7 +116,8 @@ import Testing
             #expect(try await revoke(client, token, as: jwtClient).status == .ok)
             #expect(try await revoke(client, token, as: jwtClient).status == .ok)  // idempotent
             #expect(try await store.tokenCounts().jwtRevocations == 1)
-            #expect(try await store.isJWTRevoked(jti: try claims(token).jti))
+            let jti = try self.claims(token).jti
+            #expect(try await store.isJWTRevoked(jti: jti))
             #expect(try await isActive(client, token) == false, "the revoking process answers at once")
             #expect(try await store.tokenCounts().tokens == 0)
 
@@ -147,19 +150,19 @@ import Testing
         try await withAuthServer(configure: JWTAccessTokenTests.addJWTClient, inspect: { server in captured.withLockedValue { $0 = server } }) { client, clock, _ in
             let server = try #require(captured.withLockedValue { $0 })
             let token = try await issue(client)
-            let genuine = try claims(token)
+            let genuine = try self.claims(token)
             let incarnation = String(genuine.jti.split(separator: ".")[1])
-            func claims(iss: String = Self.issuer, exp: Int? = nil) -> AccessTokenClaims {
+            func forged(iss: String = Self.issuer, exp: Int? = nil) -> AccessTokenClaims {
                 AccessTokenClaims(
                     iss: iss, sub: "demo-jwt", aud: genuine.aud, exp: exp ?? clock.now() + 600, iat: clock.now(), nbf: clock.now(),
                     jti: JWTAccessToken.selfContainedJTI(incarnation: incarnation), client_id: "demo-jwt", scope: "orders:read", auth_time: nil
                 )
             }
             // The premise: a JWT signed with this server's key, right issuer and incarnation, is active.
-            #expect(try await isActive(client, try server.keys.sign(claims(), type: AccessTokenClaims.type)))
+            #expect(try await isActive(client, try server.keys.sign(forged(), type: AccessTokenClaims.type)))
 
-            #expect(try await isActive(client, try server.keys.sign(claims(iss: "https://other.example"), type: AccessTokenClaims.type)) == false)
-            #expect(try await isActive(client, try server.keys.sign(claims(), type: "JWT")) == false, "typ must be at+jwt")
+            #expect(try await isActive(client, try server.keys.sign(forged(iss: "https://other.example"), type: AccessTokenClaims.type)) == false)
+            #expect(try await isActive(client, try server.keys.sign(forged(), type: "JWT")) == false, "typ must be at+jwt")
 
             // Signed with a key of another server (same claims, same algorithm).
             var template = Array("/tmp/gatehouse-foreign-XXXXXX".utf8CString)
@@ -167,18 +170,19 @@ import Testing
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let foreign = KeyManager(directory: KeyDirectory(path: directory), algorithm: .es256, policy: .init(), clock: clock, logger: Logger(label: "foreign"))
             try await foreign.reload()
-            #expect(try await isActive(client, try foreign.sign(claims(), type: AccessTokenClaims.type)) == false)
+            #expect(try await isActive(client, try foreign.sign(forged(), type: AccessTokenClaims.type)) == false)
 
             // Tampered: the payload changed (a wider scope), the signature kept.
             let parts = token.split(separator: ".")
             var widened = genuine
             widened.scope = "orders:read orders:write"
-            let tampered = parts[0] + "." + Base64URL.encode(Array(try JSONEncoder().encode(widened))) + "." + parts[2]
-            #expect(try await isActive(client, String(tampered)) == false)
+            let widenedPayload = Base64URL.encode(Array(try JSONEncoder().encode(widened)))
+            let tampered = String(parts[0]) + "." + widenedPayload + "." + String(parts[2])
+            #expect(try await isActive(client, tampered) == false)
             #expect(try await isActive(client, String(token.dropLast(2)) + "AA") == false)
 
             // Expired: by the server's clock, the moment `exp` is reached.
-            let shortLived = try server.keys.sign(claims(exp: clock.now() + 10), type: AccessTokenClaims.type)
+            let shortLived = try server.keys.sign(forged(exp: clock.now() + 10), type: AccessTokenClaims.type)
             #expect(try await isActive(client, shortLived))
             clock.advance(10)
             #expect(try await isActive(client, shortLived) == false)
