@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from auth_replicas_lib import ReplicaSet, TempPostgres
-from gatehouse_testlib import CallbackServer, Credentials, wait_until
+from gatehouse_testlib import CallbackServer, Credentials, jwt_client_yaml, wait_until
 
 REQUEST_TIMEOUT = 15  # seconds: far beyond the store's deadline (connect 2 s + statement 2 s); a hang fails here
 
@@ -36,14 +36,7 @@ def cluster(tmp_path):
     secret: {creds.gateway_secret}
     grants: ['urn:ietf:params:oauth:grant-type:token-exchange']
     introspect: true
-  - id: demo-jwt
-    type: confidential
-    secret: {creds.service_secret}-jwt
-    grants: [client_credentials]
-    scopes: [orders:read]
-    default_scopes: [orders:read]
-    access_token_format: jwt
-"""
+""" + jwt_client_yaml(creds)
     replicas = ReplicaSet(tmp_path / "cluster", pg, cb, creds=creds, extra_clients=extra, admin=True, refresh_token_reuse_grace="0s")
     try:
         replicas.start()

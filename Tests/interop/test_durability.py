@@ -12,7 +12,7 @@ import requests
 
 import jwt
 
-from gatehouse_testlib import Credentials, GatehouseServer, token_rows, write_config
+from gatehouse_testlib import Credentials, GatehouseServer, jwt_client_yaml, token_rows, write_config
 
 
 def _client_credentials(server, creds) -> str:
@@ -62,14 +62,7 @@ def test_token_survives_kill_9(gatehouse_factory):
 
 def test_self_contained_jwt_survives_kill_9_without_a_row(gatehouse_bin, callback_server, tmp_path):
     creds = Credentials()
-    extra = f"""\
-  - id: demo-jwt
-    type: confidential
-    secret: {creds.service_secret}-jwt
-    grants: [client_credentials]
-    scopes: [orders:read]
-    default_scopes: [orders:read]
-    access_token_format: jwt
+    extra = jwt_client_yaml(creds) + f"""\
   - id: gatehouse-gateway
     type: confidential
     secret: {creds.gateway_secret}

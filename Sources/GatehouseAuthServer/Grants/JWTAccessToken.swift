@@ -62,12 +62,6 @@ enum JWTAccessToken {
         return .row(TokenLocator(id: id, hash: SecureToken.hash(presented)))
     }
 
-    /// The row locator of a presented token (nil for self-contained JWTs and anything else).
-    static func locator(presented: String) -> TokenLocator? {
-        if case .row(let locator) = classify(presented) { return locator }
-        return nil
-    }
-
     private struct JTI: Decodable {
         var jti: String?
     }

@@ -43,8 +43,9 @@ final class SelfContainedTokenCache: Sendable {
     func put(_ entry: Entry, now: Int) {
         entries.withLockedValue { entries in
             if entries.count >= capacity {
-                // Drop expired tokens first; if still full, start over (a full sweep is rare and bounded).
-                entries = entries.filter { now < $0.value.claims.exp }
+                // Drop entries whose revocation status is stale first (as `TokenRecordCache` does: at 10,000 issues/s
+                // the fresh ones are at most 50,000); if still full, start over (a full sweep is rare and bounded).
+                entries = entries.filter { now - $0.value.checkedAt < ttl }
                 if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
             }
             entries[entry.claims.jti] = entry

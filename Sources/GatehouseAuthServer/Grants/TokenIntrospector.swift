@@ -90,9 +90,10 @@ struct TokenIntrospector: Sendable {
         return Self.introspected(entry.claims, hash: token.hash, client: client)
     }
 
-    /// Within the token's lifetime by this server's clock.
+    /// Not expired by this server's clock (strictly: no skew past `exp`), and not before `nbf` beyond the skew
+    /// replicas' clocks may have (the issuing replica's clock set it).
     static func isCurrent(_ claims: AccessTokenClaims, now: Int) -> Bool {
-        claims.nbf <= now && now < claims.exp
+        claims.nbf <= now + KeyManager.replicaClockSkew && now < claims.exp
     }
 
     /// A self-contained JWT's claims in the shape introspection and exchange use for rows.

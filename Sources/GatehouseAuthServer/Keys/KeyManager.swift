@@ -117,12 +117,17 @@ public final class KeyManager: Sendable {
 }
 
 extension KeyManager {
-    /// Verifies an RFC 9068 access token this server signed: header `typ` at+jwt, a published key of this server
-    /// (the signing one or one retired within retention), `iss` = `issuer`, `exp`/`nbf` against this server's clock
-    /// with no skew (the server's own clock set them). Throws a `JOSEError` otherwise.
+    /// How far replicas' clocks may disagree, in seconds: the same 5 s the key schedule assumes (see the publish
+    /// lead in `policy(for:)`).
+    static let replicaClockSkew = 5
+
+    /// Verifies an RFC 9068 access token this server (or a replica sharing its keys) signed: header `typ` at+jwt, a
+    /// published key (the signing one or one retired within retention), `iss` = `issuer`, and `exp`/`nbf`/`iat`
+    /// within `replicaClockSkew` of this server's clock (a replica whose clock is a second behind the issuer's must
+    /// not call a fresh token "not yet valid"; callers check `exp` strictly themselves). Throws a `JOSEError`.
     func verifyOwnAccessToken(_ token: String, issuer: String) async throws(JOSEError) -> AccessTokenClaims {
         guard let verifier = snapshot.withLockedValue({ $0?.verifier }) else { throw JOSEError(.unknownKey, "no signing keys are loaded") }
-        let policy = JWTVerificationPolicy(issuers: [issuer], audiences: [], clockSkew: 0)
+        let policy = JWTVerificationPolicy(issuers: [issuer], audiences: [], clockSkew: Self.replicaClockSkew)
         return try await verifier.verifyAccessToken(token, policy: policy, now: clock.now())
     }
 }
