@@ -12,7 +12,7 @@ import requests
 
 import jwt
 
-from gatehouse_testlib import Credentials, GatehouseServer, jwt_client_yaml, token_rows, write_config
+from gatehouse_testlib import Credentials, GatehouseServer, free_port, jwt_client_yaml, token_rows, write_config
 
 
 def _client_credentials(server, creds) -> str:
@@ -73,7 +73,9 @@ def test_self_contained_jwt_survives_kill_9_without_a_row(gatehouse_bin, callbac
     data_dir = tmp_path / "data"
     data_dir.mkdir()
 
-    first = GatehouseServer(gatehouse_bin, config, data_dir).start()
+    # One port for both runs: the issuer follows the port in these tests, and a token names its issuer (`iss`).
+    port = free_port()
+    first = GatehouseServer(gatehouse_bin, config, data_dir, port=port).start()
     try:
         r = requests.post(first.token_url, data={"grant_type": "client_credentials"}, auth=("demo-jwt", creds.service_secret + "-jwt"), timeout=10)
         assert r.status_code == 200, r.text
@@ -84,7 +86,7 @@ def test_self_contained_jwt_survives_kill_9_without_a_row(gatehouse_bin, callbac
     finally:
         first.stop(check=False)
 
-    second = GatehouseServer(gatehouse_bin, config, data_dir).start()
+    second = GatehouseServer(gatehouse_bin, config, data_dir, port=port).start()
     try:
         assert token_rows(second.db_path, token) == [], "a self-contained JWT has no row"
         r = requests.post(second.url("/introspect"), data={"token": token}, auth=("gatehouse-gateway", creds.gateway_secret), timeout=10)
