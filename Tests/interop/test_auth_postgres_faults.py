@@ -179,7 +179,7 @@ def test_postgres_outage_under_load(cluster):
 
     # every acknowledged access token is active (asked at both replicas, alternately)
     tokens = list(rec.acknowledged)
-    print(f"answers by status {rec.statuses}; {len(tokens)} tokens acknowledged; /readyz seen {set(ready[0])}, {set(ready[1])}")
+    print(f"answers by status {rec.statuses}; {len(tokens)} tokens acknowledged ({len(jwts)} self-contained JWTs); /readyz seen {set(ready[0])}, {set(ready[1])}")
     assert len(tokens) >= 400, len(tokens)
 
     def active(pair) -> bool:
