@@ -8,24 +8,30 @@
 # (config/bench/gateway-access-log.yaml; metrics are always on), and span export at sample_ratio 0.01 and 1.0
 # (config/bench/gateway-tracing-001.yaml, gateway-tracing-1.yaml), and all of them together
 # (config/bench/gateway-observability-001.yaml, gateway-observability-1.yaml). And one refused request: the token
-# route without a token (401 from the gateway, keep-alive), the cost of a reply of the gateway's own.
+# route without a token (401 from the gateway, keep-alive), the cost of a reply of the gateway's own. And the rate
+# limit decided locally against the same limit decided by Redis (config/bench/gateway-local-limit.yaml,
+# gateway-cluster-limit.yaml; a redis-server this script starts on 127.0.0.1:16398): one EVALSHA per request.
 #
 #   scripts/build-release.sh                # once
 #   scripts/bench-allocations.sh
+#   RUNS=limits scripts/bench-allocations.sh    # only the local and cluster limit runs
 #
-# Env: GATEHOUSE_BIN (default .build/release/gatehouse), REQUESTS_SECONDS (wrk duration, 5), CONNS (16).
+# Env: GATEHOUSE_BIN (default .build/release/gatehouse), REQUESTS_SECONDS (wrk duration, 5), CONNS (16),
+# RUNS (all | limits).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${GATEHOUSE_BIN:-$root/.build/release/gatehouse}
 SECONDS_RUN=${REQUESTS_SECONDS:-5}
 CONNS=${CONNS:-16}
+RUNS=${RUNS:-all}
+case $RUNS in all|limits) ;; *) echo "error: RUNS is all or limits, not $RUNS" >&2; exit 1;; esac
 [ -x "$BIN" ] || { echo "error: no gatehouse binary at $BIN (scripts/build-release.sh)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "error: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 command -v nginx >/dev/null || { echo "error: nginx is not installed (apt-get install nginx), it serves as the backend" >&2; exit 1; }
 
 # Someone else's server on one of these ports would be measured instead (wait_port only waits for it to open).
-for port in 18080 18084 9000; do
+for port in 18080 18084 18094 9000 16398; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "error: port $port is already in use (another benchmark?)" >&2; exit 1; fi
 done
 
@@ -46,6 +52,9 @@ http { access_log off; client_body_temp_path $work/nginx; proxy_temp_path $work/
 CONF
 nginx -c "$work/backend.conf" -e "$work/backend.err" >/dev/null 2>&1 & pids+=($!)
 wait_port 18080
+
+redis-server --port 16398 --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >/dev/null 2>&1 & pids+=($!)
+for _ in $(seq 1 100); do [ "$(redis-cli -p 16398 PING 2>/dev/null)" = PONG ] && break; sleep 0.05; done
 
 (cd "$root" && exec "$BIN" demo --auth-only --data-dir "$work/data" --auth-port 9000 --log-level warning) >"$work/auth.log" 2>&1 & pids+=($!)
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:9000/healthz >/dev/null && break; sleep 0.1; done
@@ -73,6 +82,12 @@ measure() {  # CONFIG LABEL [HEADER]: HEADER is sent with every request (default
     awk -v label="$2" -v a="$before" -v b="$after" -v n="$requests" 'BEGIN { printf "%-28s %10d requests %12d allocations  %6.2f allocations/request\n", label, n, b - a, (b - a) / n }'
 }
 
+if [ "$RUNS" = limits ]; then
+    # A per-IP limit far above the load: every request is allowed, decided by the local GCRA or by one EVALSHA.
+    measure gateway-local-limit "local rate limit"
+    measure gateway-cluster-limit "cluster rate limit (Redis)"
+    exit 0
+fi
 measure gateway "plain route"
 measure gateway-full "cached opaque token route"
 # A refused request: the token route without a token, answered 401 by the gateway itself (keep-alive), whose
@@ -94,3 +109,5 @@ measure gateway-observability-001 "access log + tracing 0.01"
 rm -f /tmp/gatehouse-bench-observability.log
 measure gateway-observability-1 "access log + tracing 1.0"
 rm -f /tmp/gatehouse-bench-observability.log
+measure gateway-local-limit "local rate limit"
+measure gateway-cluster-limit "cluster rate limit (Redis)"

@@ -9,7 +9,9 @@
 #   scripts/build-release.sh          # once
 #   scripts/bench-cluster-limits.sh   # ROUNDS=3 DURATION=8 CONNS=64
 #
-# Env: GATEHOUSE_BIN (default .build/release/gatehouse), ROUNDS (3), DURATION (s, 8), CONNS (64), PEERS (nginx).
+# Env: GATEHOUSE_BIN (default .build/release/gatehouse), ROUNDS (3), DURATION (s, 8), CONNS (64), PEERS (nginx),
+# CLUSTER_CONFIG (default config/bench/gateway-cluster-limit.yaml: another file for the cluster runs, e.g. another
+# pool_size; it must keep the ports and the redis URL).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -41,7 +43,9 @@ for round in $(seq 1 "$ROUNDS"); do
         ( while :; do curl -s -m 1 http://127.0.0.1:18094/rate-limits >"$work/stats.tmp" 2>/dev/null && [ -s "$work/stats.tmp" ] && mv "$work/stats.tmp" "$work/stats.json"; sleep 0.3; done ) &
         poller=$!
         rm -f "$work/stats.json"
-        GATEWAY_CMD="$BIN gateway --config $root/config/bench/gateway-$scope-limit.yaml --log-level warning" bash "$bench" | tee "$work/out.txt"
+        config=$root/config/bench/gateway-$scope-limit.yaml
+        [ "$scope" = cluster ] && config=${CLUSTER_CONFIG:-$config}
+        GATEWAY_CMD="$BIN gateway --config $config --log-level warning" bash "$bench" | tee "$work/out.txt"
         kill $poller 2>/dev/null; wait $poller 2>/dev/null || true; poller=
         line=$(awk '$1 == "gateway" && $3 == "rps"' "$work/out.txt")
         rps=$(awk '{print $2}' <<<"$line"); cpu=$(awk '{print $9}' <<<"$line")

@@ -22,6 +22,8 @@ public final class AuthorizationServer: Sendable {
     let pending: PendingAuthorizations
     /// The shared store of sessions and pending requests, when replicas share one (else they are in memory).
     let loginState: (any LoginStateStore)?
+    /// Where the login throttle's counters are kept when replicas share them (else in this process).
+    let loginThrottle: (any LoginThrottleStore)?
     let passwords: PasswordHasher
     let pages: Pages
     let metadataJSON: NIOLockedValueBox<String>
@@ -44,11 +46,13 @@ public final class AuthorizationServer: Sendable {
     ///   - passwordHashingPool: a pool of `login.hashing_threads` threads to hash on instead of the process-wide one.
     ///   - loginState: where browser sessions and pending requests live when replicas share a database (the
     ///     PostgreSQL store); nil keeps them in this process.
+    ///   - loginThrottle: where the login throttle counts failures when replicas share a database (the PostgreSQL
+    ///     store), so that every replica's failures count together; nil keeps the counters in this process.
     public init(
         configuration: AuthServerConfiguration, store: any AuthStore, keys: KeyManager, clock: any AuthClock = SystemAuthClock(), logger: Logger,
         passwordAlgorithm: any PasswordAlgorithm = BcryptAlgorithm(), passwordHashingPool: NIOThreadPool? = nil,
         metrics: AuthMetrics = AuthMetrics(), accessLog: AccessLogWriter? = nil, tracer: GatehouseTracer? = nil,
-        loginState: (any LoginStateStore)? = nil
+        loginState: (any LoginStateStore)? = nil, loginThrottle: (any LoginThrottleStore)? = nil
     ) throws {
         self.loginState = loginState
         self.metrics = metrics
@@ -64,14 +68,12 @@ public final class AuthorizationServer: Sendable {
             cost: configuration.login.bcryptCost, threads: configuration.login.hashingThreads, maxQueued: configuration.login.hashingQueue,
             algorithm: passwordAlgorithm, pool: passwordHashingPool
         )
-        let throttle = NIOLockedValueBox(
-            LoginThrottle(
-                policy: .init(
-                    maxFailuresBeforeDelay: configuration.login.maxFailuresBeforeDelay, baseDelay: configuration.login.baseDelay,
-                    maxDelay: configuration.login.maxDelay, failureWindow: configuration.login.failureWindow
-                )
-            )
+        let policy = LoginThrottle.Policy(
+            maxFailuresBeforeDelay: configuration.login.maxFailuresBeforeDelay, baseDelay: configuration.login.baseDelay,
+            maxDelay: configuration.login.maxDelay, failureWindow: configuration.login.failureWindow
         )
+        self.loginThrottle = loginThrottle
+        let throttle = loginThrottle.map { LoginThrottling(policy: policy, shared: $0) } ?? LoginThrottling(policy: policy)
         self.tokens = TokenService(configuration: configuration, store: store, clock: clock, directory: directory, passwords: passwords, throttle: throttle, keys: keys, logger: logger)
         self.pending = PendingAuthorizations(maxAnonymous: configuration.login.maxAnonymousSessions, shared: loginState)
         self.flow = AuthorizationFlow(configuration: configuration, store: store, clock: clock, directory: directory, pending: pending, logger: logger)
@@ -169,7 +171,7 @@ public final class AuthorizationServer: Sendable {
 
     // MARK: Maintenance
 
-    /// Deletes expired codes, tokens, sessions and pending requests.
+    /// Deletes expired codes, tokens, sessions and pending requests, and idle login-throttle rows.
     public func purgeExpired() async {
         let now = clock.now()
         sessions.purge(now: now)
@@ -178,6 +180,10 @@ public final class AuthorizationServer: Sendable {
             var removed = try await store.purgeExpired(now: now)
             if let loginState {
                 removed += try await loginState.purgeLoginState(now: now, maxAnonymousSessions: sessions.maxAnonymous, maxSignedInSessions: sessions.maxSignedIn)
+            }
+            if let loginThrottle {
+                // A key idle for a whole window counts nothing any more (its failures and reservations are forgotten).
+                removed += try await loginThrottle.purgeLoginThrottle(idleBefore: now - configuration.login.failureWindow)
             }
             if removed > 0 { logger.debug("purged expired rows", metadata: ["rows": "\(removed)"]) }
         } catch {

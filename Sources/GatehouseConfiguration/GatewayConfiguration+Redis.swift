@@ -16,8 +16,10 @@ extension GatewayConfiguration {
         /// `timeout`: a command without a reply after this long fails and the limiter falls back. Default 50 ms;
         /// 1 ms...10 s.
         public var timeoutMilliseconds: Int = 50
-        /// `pool_size`: connections per gateway process. Default 4; 1...64.
-        public var poolSize: Int = 4
+        /// `pool_size`: connections per gateway event loop (each loop sends its decisions on its own connections, so
+        /// a process holds `event_loop_threads × pool_size`). Default 1: a loop's commands of one tick leave in one
+        /// pipelined write on it; 1...64.
+        public var poolSize: Int = 1
         /// `protocol`: 3 asks for RESP3 (`HELLO 3`, RESP2 if the server refuses), 2 stays on RESP2. Default 3.
         public var protocolVersion: Int = 3
 

@@ -14,7 +14,7 @@ public struct RedisConfiguration: Sendable {
     public var password: String?
     /// `SELECT`ed after connecting when not nil. Default nil (database 0).
     public var database: Int?
-    /// Connections per client (`pool_size`). Default 4.
+    /// Connections per event loop that sends commands (`pool_size`; see `RedisClient`). Default 1.
     public var poolSize: Int
     /// A command without its reply after this long fails with `.timeout` and its connection is replaced
     /// (`timeout`). Default 50 ms: a rate-limit decision that waits longer costs more than falling back.
@@ -34,7 +34,7 @@ public struct RedisConfiguration: Sendable {
         username: String? = nil,
         password: String? = nil,
         database: Int? = nil,
-        poolSize: Int = 4,
+        poolSize: Int = 1,
         commandTimeout: TimeAmount = .milliseconds(50),
         connectTimeout: TimeAmount = .seconds(1),
         resp3: Bool = true,

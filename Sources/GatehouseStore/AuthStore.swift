@@ -23,15 +23,16 @@ public protocol AuthStore: Sendable {
     func insertCode(_ code: AuthorizationCodeRecord) async throws
     /// The code with this hash, used or not, without changing it (the binding is checked before a use counts).
     func code(hash: String) async throws -> AuthorizationCodeRecord?
-    /// Atomically marks a code used; tells whether this call did it or it had been used before.
-    func redeemCode(hash: String, at now: Int) async throws -> CodeRedemption
-    /// Records that a used code was presented again and revokes its token family. The record outlives the
-    /// revocation so that tokens the winning redemption stores afterwards can still be revoked
-    /// (`codeWasReplayed`): the rule "a replay revokes what the code issued" holds whatever the interleaving.
+    /// Marks a code used and, when this call did it, stores `tokens` (what the redemption issues) in the same
+    /// transaction; tells whether this call redeemed it or it had been used before. All or nothing: a failure
+    /// (the database going away mid-way) leaves the code unused and no token stored, so the client's retry is a
+    /// first use, not a replay. And no one sees the code used before its tokens are stored, which is what makes
+    /// `recordCodeReplay` reach them in every interleaving.
+    func redeemCode(hash: String, at now: Int, issuing tokens: [TokenRecord]) async throws -> CodeRedemption
+    /// Records that a used code was presented again and revokes its token family. The caller saw the code used, so
+    /// the tokens its redemption issued are committed (`redeemCode`) and the revocation, a later statement, reaches
+    /// them: "a replay revokes what the code issued" whatever the interleaving, on one server or across replicas.
     func recordCodeReplay(hash: String, familyID: String, at now: Int) async throws
-    /// Whether `recordCodeReplay` ran for this code. Read on the connection that writes, after the caller's own
-    /// writes, so that it sees every replay recorded before it.
-    func codeWasReplayed(hash: String) async throws -> Bool
 
     // Tokens
     /// Reserves ids for new tokens (increasing; never handed out twice by this store, nor by another replica
@@ -45,7 +46,7 @@ public protocol AuthStore: Sendable {
     func markRotated(_ locator: TokenLocator, at now: Int) async throws -> RotationMark
     /// `markRotated`, and when this call rotated the token, stores its `successors` in the same transaction: a
     /// failure (the database going away between the two) leaves the token unrotated, so the client's retry with it
-    /// is a first use, not a reuse that would revoke its family. The default runs the two steps one after the other.
+    /// is a first use, not a reuse that would revoke its family.
     func rotate(_ locator: TokenLocator, at now: Int, successors: [TokenRecord]) async throws -> RotationMark
     /// Revokes every token of a family.
     func revokeFamily(_ familyID: String) async throws
@@ -74,14 +75,6 @@ public protocol AuthStore: Sendable {
 
     /// Closes connections. No call may follow.
     func close() async throws
-}
-
-extension AuthStore {
-    public func rotate(_ locator: TokenLocator, at now: Int, successors: [TokenRecord]) async throws -> RotationMark {
-        let mark = try await markRotated(locator, at: now)
-        if case .rotatedNow = mark { try await insertTokens(successors) }
-        return mark
-    }
 }
 
 /// A storage failure that is not the caller's fault.

@@ -41,6 +41,24 @@ public struct PendingAuthorizationRecord: Sendable, Equatable {
     }
 }
 
+/// One login-throttle key's counters (see `LoginThrottle` in the authorization server) as a shared store keeps
+/// them: under the SHA-256 of the key, so a username or an address never reaches the database.
+public struct LoginThrottleRecord: Sendable, Equatable {
+    /// Failed attempts within the window that ends `failureWindow` after `lastFailure`.
+    public var failures: Int
+    public var lastFailure: Int
+    /// Attempts counted before their password was evaluated, not settled yet.
+    public var pending: Int
+    public var lastReserved: Int
+
+    public init(failures: Int, lastFailure: Int, pending: Int = 0, lastReserved: Int = 0) {
+        self.failures = failures
+        self.lastFailure = lastFailure
+        self.pending = pending
+        self.lastReserved = lastReserved
+    }
+}
+
 /// Browser sign-in state kept in the database that replicas share, so that a browser whose requests land on
 /// different replicas stays signed in and its pending request, CSRF tokens and consent hold everywhere.
 /// Implemented by stores meant to be shared (PostgreSQL); a single server keeps this state in memory.
@@ -64,4 +82,19 @@ public protocol LoginStateStore: Sendable {
     /// Deletes expired sessions and pending requests in batches, then the oldest anonymous sessions beyond
     /// `maxAnonymousSessions` and the oldest signed-in ones beyond `maxSignedInSessions`. Returns how many rows went.
     @discardableResult func purgeLoginState(now: Int, maxAnonymousSessions: Int, maxSignedInSessions: Int) async throws -> Int
+}
+
+/// The login throttle's counters kept in the database that replicas share, so that failed guesses are counted over
+/// all replicas together (N replicas with counters of their own would give N times the guessing budget).
+/// Implemented by stores meant to be shared (PostgreSQL); a single server keeps the counters in memory.
+public protocol LoginThrottleStore: Sendable {
+    /// The login throttle's read-modify-write, atomic across replicas: locks the rows of `keyHashes` for one
+    /// transaction, passes them to `transition` (a key without a row is absent from the dictionary), and stores
+    /// what it returns as the keys' new state (a key it leaves out is deleted). Of two replicas updating one key at
+    /// once, the second waits and decides on the first's result. Returns the transition's answer.
+    func updateLoginThrottle<T: Sendable>(
+        keyHashes: [String], _ transition: @escaping @Sendable ([String: LoginThrottleRecord]) -> (answer: T, entries: [String: LoginThrottleRecord])
+    ) async throws -> T
+    /// Deletes throttle rows untouched (no failure, no reservation) since `cutoff`, in batches; returns how many went.
+    @discardableResult func purgeLoginThrottle(idleBefore cutoff: Int) async throws -> Int
 }

@@ -255,31 +255,33 @@ public final class PostgresAuthStore: AuthStore {
         try await rows("code", "SELECT * FROM authorization_codes WHERE code_hash = \(hash)", Self.codeRecord).first
     }
 
-    public func redeemCode(hash: String, at now: Int) async throws -> CodeRedemption {
-        // One statement decides: the row lock of the first UPDATE makes a concurrent one (on any replica) wait,
-        // re-check `used_at IS NULL` on the committed row and match nothing.
-        let marked = try await rows("redeemCode", "UPDATE authorization_codes SET used_at = \(now) WHERE code_hash = \(hash) AND used_at IS NULL RETURNING *", Self.codeRecord)
-        if let record = marked.first { return .redeemed(record) }
+    public func redeemCode(hash: String, at now: Int, issuing tokens: [TokenRecord]) async throws -> CodeRedemption {
+        // One transaction on one connection: the UPDATE's row lock makes a concurrent redemption (on any replica)
+        // wait, re-check `used_at IS NULL` on the committed row and match nothing; and the mark commits with the
+        // tokens, so a failure between them (the database restarting under load) rolls both back — the code stays
+        // usable and the client's retry is a first use — and nobody sees the code used before its tokens exist.
+        let redeemed = try await transaction("redeemCode") { connection, logger in
+            var marked: AuthorizationCodeRecord?
+            let rows = try await connection.query(
+                "UPDATE authorization_codes SET used_at = \(now) WHERE code_hash = \(hash) AND used_at IS NULL RETURNING *", logger: logger
+            )
+            for try await row in rows { marked = try Self.codeRecord(row) }
+            if marked != nil, !tokens.isEmpty {
+                try await connection.query(Self.insertQuery(tokens), logger: logger)
+            }
+            return marked
+        }
+        if let redeemed { return .redeemed(redeemed) }
         if let record = try await code(hash: hash) { return .alreadyUsed(record) }
         return .notFound
     }
 
     public func recordCodeReplay(hash: String, familyID: String, at now: Int) async throws {
-        // Two statements, committed in this order (as in the SQLite store): the mark, then the revocation, whose
-        // snapshot is taken after the mark committed. A winner whose tokens commit after that snapshot reads the
-        // mark afterwards (`codeWasReplayed`) and revokes them itself; one whose check ran before the mark
-        // committed had stored its tokens before, and this revocation reaches them. One statement for both would
-        // share one snapshot and could miss tokens committed between it and the mark.
+        // The caller saw the code used: the transaction that marked it had committed, and with it the tokens it
+        // issued, so the revocation (a later statement, a later snapshot) reaches them. The mark is kept for the
+        // record (when the code was replayed).
         try await execute("recordCodeReplay", "UPDATE authorization_codes SET replayed_at = COALESCE(replayed_at, \(now)) WHERE code_hash = \(hash)")
         try await revokeFamily(familyID)
-    }
-
-    public func codeWasReplayed(hash: String) async throws -> Bool {
-        // Any connection sees every committed replay mark (READ COMMITTED, a fresh snapshot per statement).
-        let marks = try await rows("codeWasReplayed", "SELECT replayed_at FROM authorization_codes WHERE code_hash = \(hash)") { row in
-            try row.decode(Int?.self)
-        }
-        return marks.first.flatMap { $0 } != nil
     }
 
     static func codeRecord(_ row: PostgresRow) throws -> AuthorizationCodeRecord {

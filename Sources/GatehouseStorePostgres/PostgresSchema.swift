@@ -64,7 +64,16 @@ enum PostgresSchema {
             """,
             "CREATE INDEX pending_authorizations_expiry ON pending_authorizations(expires_at)",
         ],
-        // 3: self-contained client_credentials JWTs have no `tokens` row. A client's incarnation (new when an id is
+        // 3: the login throttle's counters shared by the replicas (`LoginThrottleStore`), under the SHA-256 of the
+        // throttle key (never a username or an address). The expression index serves the purge of idle rows.
+        [
+            """
+            CREATE TABLE login_throttle(key_hash TEXT PRIMARY KEY, failures INTEGER NOT NULL, last_failure BIGINT NOT NULL,
+              pending INTEGER NOT NULL, last_reserved BIGINT NOT NULL)
+            """,
+            "CREATE INDEX login_throttle_idle ON login_throttle((GREATEST(last_failure, last_reserved)))",
+        ],
+        // 4: self-contained client_credentials JWTs have no `tokens` row. A client's incarnation (new when an id is
         // registered again) is in their `jti`; the revoked ones are listed by `jti` until they expire. (SQLite's
         // migration 4.)
         [

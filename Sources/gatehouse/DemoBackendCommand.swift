@@ -6,7 +6,8 @@ import ServiceLifecycle
 
 /// `gatehouse demo-backend`: the demo echo service alone, behind gateways that are not `gatehouse demo`'s own
 /// (`scripts/cluster.sh` runs one behind two gateways). Outside `--public-prefix` paths it serves only requests
-/// with a JWT the issuer signed for `--audience`, verified against the issuer's JWKS.
+/// with a JWT the issuer signed for `--audience`, verified against the issuer's JWKS (fetched over https trusting
+/// `--ca-file` when given: the compose and Kubernetes stacks' issuer has a private CA's certificate).
 struct DemoBackendCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "demo-backend", abstract: "Run the demo backend (an echo service that verifies gateway JWTs).")
 
@@ -25,11 +26,33 @@ struct DemoBackendCommand: AsyncParsableCommand {
     @Option(help: "Path prefixes served without a token.")
     var publicPrefix: [String] = ["/public/"]
 
+    @Option(help: ArgumentHelp(
+        "PEM file of the CA(s) the issuer's https certificate must chain to, in place of the system trust store.",
+        discussion: "For an issuer behind a private CA (docker-compose.yml and deploy/kubernetes use certs/dev's).", valueName: "path"
+    ))
+    var caFile: String?
+
+    func validate() throws {
+        guard let caFile else { return }
+        guard issuer.lowercased().hasPrefix("https://") else { throw ValidationError("--ca-file is only used with an https --issuer") }
+        // Checked here so that a wrong mount fails the start with its reason, not every request later with a TLS error.
+        let pem: [UInt8]
+        switch readSmallFile(caFile) {
+        case .success(let bytes): pem = bytes
+        case .failure(let error): throw ValidationError("--ca-file \(error)")
+        }
+        guard String(decoding: pem, as: UTF8.self).contains("-----BEGIN CERTIFICATE-----") else {
+            throw ValidationError("--ca-file \(caFile): no PEM certificate in the file")
+        }
+    }
+
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
         let logger = try bootstrapLogging(logging)
-        let verifier = ServiceTokenVerifier(configuration: .init(jwksURL: issuer + "/.well-known/jwks.json", issuer: issuer, audiences: [audience]))
+        var configuration = ServiceTokenVerifier.Configuration(jwksURL: issuer + "/.well-known/jwks.json", issuer: issuer, audiences: [audience])
+        if let caFile { configuration.trust = .caFile(caFile) }
+        let verifier = ServiceTokenVerifier(configuration: configuration)
         let port = self.port
         let application = DemoBackend.application(
             host: host, port: port, logger: logger, protection: DemoBackend.Protection(verifier: verifier, publicPathPrefixes: publicPrefix)

@@ -209,7 +209,9 @@ enum AuthRunner {
                 configuration: configuration, store: InstrumentedAuthStore(store, metrics: metrics), keys: keys, logger: logger, metrics: metrics,
                 accessLog: accessLog, tracer: tracing.exportingTracer,
                 // A store that replicas share keeps the browser sessions too, so a sign-in survives landing on another.
-                loginState: store as? any LoginStateStore
+                loginState: store as? any LoginStateStore,
+                // And the login throttle's counters: failed guesses at every replica count together.
+                loginThrottle: store as? any LoginThrottleStore
             )
             try await server.registerConfiguredClientsAndUsers()
             let issuer = configuration.issuer

@@ -62,3 +62,26 @@ enum FreePort {
 func flushStandardOutput() {
     fflush(nil)
 }
+
+/// The bytes of a small file (a certificate, a key), or why it cannot be read (`strerror`), for options checked at
+/// start.
+func readSmallFile(_ path: String, limit: Int = 1 << 20) -> Result<[UInt8], ReadFileError> {
+    guard let file = fopen(path, "rb") else { return .failure(ReadFileError(path: path, reason: String(cString: strerror(errno)))) }
+    defer { fclose(file) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 16384)
+    while bytes.count <= limit {
+        let count = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, file) }
+        if count == 0 { break }
+        bytes += chunk[0..<count]
+    }
+    if ferror(file) != 0 { return .failure(ReadFileError(path: path, reason: "read error")) }
+    guard bytes.count <= limit else { return .failure(ReadFileError(path: path, reason: "larger than \(limit) bytes")) }
+    return .success(bytes)
+}
+
+struct ReadFileError: Error, CustomStringConvertible {
+    let path: String
+    let reason: String
+    var description: String { "\(path): \(reason)" }
+}

@@ -115,9 +115,12 @@ import Testing
 }
 
 extension CodeRedemptionTests {
-    /// The interleaving that used to leave the winner's tokens active, forced: the winning redemption's tokens
-    /// are stored only after the losing (replaying) request has done everything it does.
-    @Test func aReplayThatFinishesBeforeTheWinnersTokensAreStoredStillRevokesThem() async throws {
+    /// The last interleaving left once the mark and the tokens commit together, forced: the winning redemption has
+    /// stored its tokens but answers only after the losing request has recorded the replay and revoked the family.
+    /// Its tokens are revoked in the database (the replay's revocation reached them: they were committed with the
+    /// mark) and in this server's token cache, which the winner fills after the revocation (the cache remembers
+    /// the revoked family, so they go in revoked and introspect inactive at once, not 5 s later).
+    @Test func aReplayThatFinishesBeforeTheWinnerAnswersStillRevokesItsTokens() async throws {
         let gate = ReplayGate()
         try await withAuthServer(wrapStore: { GatedStore(base: $0, gate: gate) }) { client, clock, store in
             let code = try await storeCode(store, clock: clock)
@@ -160,14 +163,16 @@ final class ReplayGate: Sendable {
     }
 }
 
-/// The SQLite store, except that tokens of a code's family are stored only after a replay was recorded.
+/// The SQLite store, except that a winning code redemption returns (its mark and tokens committed) only after a
+/// replay was recorded.
 struct GatedStore: AuthStore {
     let base: SQLiteAuthStore
     let gate: ReplayGate
 
-    func insertTokens(_ tokens: [TokenRecord]) async throws {
-        if tokens.contains(where: { $0.grantType == "authorization_code" }) { await gate.wait() }
-        try await base.insertTokens(tokens)
+    func redeemCode(hash: String, at now: Int, issuing tokens: [TokenRecord]) async throws -> CodeRedemption {
+        let result = try await base.redeemCode(hash: hash, at: now, issuing: tokens)
+        if case .redeemed = result { await gate.wait() }
+        return result
     }
 
     func recordCodeReplay(hash: String, familyID: String, at now: Int) async throws {
@@ -186,12 +191,14 @@ struct GatedStore: AuthStore {
     func removeUser(username: String) async throws -> Bool { try await base.removeUser(username: username) }
     func insertCode(_ code: AuthorizationCodeRecord) async throws { try await base.insertCode(code) }
     func code(hash: String) async throws -> AuthorizationCodeRecord? { try await base.code(hash: hash) }
-    func redeemCode(hash: String, at now: Int) async throws -> CodeRedemption { try await base.redeemCode(hash: hash, at: now) }
-    func codeWasReplayed(hash: String) async throws -> Bool { try await base.codeWasReplayed(hash: hash) }
+    func insertTokens(_ tokens: [TokenRecord]) async throws { try await base.insertTokens(tokens) }
     func allocateTokenIDs(_ count: Int) async throws -> [Int64] { try await base.allocateTokenIDs(count) }
     func ping() async throws { try await base.ping() }
     func token(_ locator: TokenLocator) async throws -> TokenRecord? { try await base.token(locator) }
     func markRotated(_ locator: TokenLocator, at now: Int) async throws -> RotationMark { try await base.markRotated(locator, at: now) }
+    func rotate(_ locator: TokenLocator, at now: Int, successors: [TokenRecord]) async throws -> RotationMark {
+        try await base.rotate(locator, at: now, successors: successors)
+    }
     func revokeFamily(_ familyID: String) async throws { try await base.revokeFamily(familyID) }
     func revokeToken(_ locator: TokenLocator) async throws -> Bool { try await base.revokeToken(locator) }
     func revokeJWT(jti: String, clientID: String, expiresAt: Int) async throws { try await base.revokeJWT(jti: jti, clientID: clientID, expiresAt: expiresAt) }

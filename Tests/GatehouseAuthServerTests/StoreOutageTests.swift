@@ -77,13 +77,19 @@ struct OutageStore: AuthStore {
     func removeUser(username: String) async throws -> Bool { try outage.check(); return try await base.removeUser(username: username) }
     func insertCode(_ code: AuthorizationCodeRecord) async throws { try outage.check(); try await base.insertCode(code) }
     func code(hash: String) async throws -> AuthorizationCodeRecord? { try outage.check(); return try await base.code(hash: hash) }
-    func redeemCode(hash: String, at now: Int) async throws -> CodeRedemption { try outage.check(); return try await base.redeemCode(hash: hash, at: now) }
+    func redeemCode(hash: String, at now: Int, issuing tokens: [TokenRecord]) async throws -> CodeRedemption {
+        try outage.check()
+        return try await base.redeemCode(hash: hash, at: now, issuing: tokens)
+    }
     func recordCodeReplay(hash: String, familyID: String, at now: Int) async throws { try outage.check(); try await base.recordCodeReplay(hash: hash, familyID: familyID, at: now) }
-    func codeWasReplayed(hash: String) async throws -> Bool { try outage.check(); return try await base.codeWasReplayed(hash: hash) }
     func allocateTokenIDs(_ count: Int) async throws -> [Int64] { try outage.check(); return try await base.allocateTokenIDs(count) }
     func insertTokens(_ tokens: [TokenRecord]) async throws { try outage.check(); try await base.insertTokens(tokens) }
     func token(_ locator: TokenLocator) async throws -> TokenRecord? { try outage.check(); return try await base.token(locator) }
     func markRotated(_ locator: TokenLocator, at now: Int) async throws -> RotationMark { try outage.check(); return try await base.markRotated(locator, at: now) }
+    func rotate(_ locator: TokenLocator, at now: Int, successors: [TokenRecord]) async throws -> RotationMark {
+        try outage.check()
+        return try await base.rotate(locator, at: now, successors: successors)
+    }
     func revokeFamily(_ familyID: String) async throws { try outage.check(); try await base.revokeFamily(familyID) }
     func revokeToken(_ locator: TokenLocator) async throws -> Bool { try outage.check(); return try await base.revokeToken(locator) }
     func revokeJWT(jti: String, clientID: String, expiresAt: Int) async throws { try outage.check(); try await base.revokeJWT(jti: jti, clientID: clientID, expiresAt: expiresAt) }

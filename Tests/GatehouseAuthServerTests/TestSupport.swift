@@ -47,6 +47,7 @@ func withAuthServer(
     passwordHashingPool: NIOThreadPool? = nil,
     inspect: (AuthorizationServer) -> Void = { _ in },
     wrapStore: (SQLiteAuthStore) -> any AuthStore = { $0 },
+    loginThrottle: (any LoginThrottleStore)? = nil,
     _ body: @Sendable (any TestClientProtocol, ManualClock, SQLiteAuthStore) async throws -> Void
 ) async throws {
     var template = Array("/tmp/gatehouse-auth-XXXXXX".utf8CString)
@@ -62,7 +63,7 @@ func withAuthServer(
     try await keys.reload()
     let server = try AuthorizationServer(
         configuration: configuration, store: wrapStore(store), keys: keys, clock: clock, logger: logger, passwordAlgorithm: passwordAlgorithm,
-        passwordHashingPool: passwordHashingPool
+        passwordHashingPool: passwordHashingPool, loginThrottle: loginThrottle
     )
     try await server.registerConfiguredClientsAndUsers()
     inspect(server)

@@ -20,7 +20,7 @@ import Testing
         #expect(redis.port == 6379)
         #expect(redis.username == nil && redis.password == nil && redis.database == nil)
         #expect(redis.timeoutMilliseconds == 50)
-        #expect(redis.poolSize == 4)
+        #expect(redis.poolSize == 1)
         #expect(redis.protocolVersion == 3)
     }
 

@@ -35,6 +35,8 @@ import Testing
         let limit = ClusterRateLimit(route: "api", definition: definition, rule: CompiledRateLimit.rule(definition), redis: client, logger: .init(label: "test"))
         #expect(limit.emissionIntervalMicros == 10_000 && limit.burst == 10 && limit.maxDelayMicros == 0)
         #expect(limit.keyPrefix == "gatehouse:rl:api:cluster:")
+        // The call is encoded once with these parameters; a decision writes only its key.
+        #expect(limit.call == GCRACall(keyPrefix: "gatehouse:rl:api:cluster:", emissionIntervalMicros: 10_000, burst: 10, maxDelayMicros: 0))
         // This gateway's share while falling back: 100 per 4 s, burst 10 / 4 = 2.
         #expect(limit.fallbackLimiter.rule.rate == 100 && limit.fallbackLimiter.rule.unit == 4_000_000_000 && limit.fallbackLimiter.rule.burst == 2)
     }

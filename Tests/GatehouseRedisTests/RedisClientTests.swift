@@ -165,13 +165,18 @@ import Testing
         let client = try await client(server.configuration { $0.poolSize = 1; $0.commandTimeout = .seconds(2) })
         defer { _ = client.shutdown() }
         let script = RedisScript("return tonumber(ARGV[1]) * 2")
-        #expect(try await client.evaluate(script, keys: [], arguments: ["21"]).get() == .integer(42))
+        // One loop, so one connection (pool_size 1 per loop): the one whose loaded script the flush removes.
+        let loop = group.next()
+        #expect(try await client.evaluate(script, keys: [], arguments: ["21"], on: loop).get() == .integer(42))
         #expect(try server.cli(["SCRIPT", "EXISTS", script.sha1]) == "1")
 
         #expect(try server.cli(["SCRIPT", "FLUSH"]) == "OK")
         #expect(try server.cli(["SCRIPT", "EXISTS", script.sha1]) == "0")
-        #expect(try await client.evaluate(script, keys: [], arguments: ["5"]).get() == .integer(10))
+        #expect(try await client.evaluate(script, keys: [], arguments: ["5"], on: loop).get() == .integer(10))
         #expect(try server.cli(["SCRIPT", "EXISTS", script.sha1]) == "1")
-        #expect(try await client.evaluate(script, keys: [], arguments: ["6"]).get() == .integer(12))
+        #expect(try await client.evaluate(script, keys: [], arguments: ["6"], on: loop).get() == .integer(12))
+        // The reload came from the NOSCRIPT retry on the same connection (a new connection would load it first).
+        let noscripts = try server.cli(["INFO", "errorstats"])
+        #expect(noscripts.contains("errorstat_NOSCRIPT:count=1"), "\(noscripts)")
     }
 }

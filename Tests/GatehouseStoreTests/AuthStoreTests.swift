@@ -10,7 +10,7 @@ import Glibc
 
 /// Test tokens: a stable split token per name (ids from the name's position in `names`).
 enum TestTokens {
-    static let names = ["dup", "after", "r1", "a1", "other", "plain-token-value", "t", "old", "live", "r", "fa", "fr"] + (0..<500).map { "token-\($0)" } + ["r2", "r3", "taken"]
+    static let names = ["dup", "after", "r1", "a1", "other", "plain-token-value", "t", "old", "live", "r", "fa", "fr"] + (0..<500).map { "token-\($0)" } + ["r2", "r3", "taken", "ca", "cr", "ca2", "cr2"] + (0..<20).map { "loser-\($0)" }
     static let tokens: [String: String] = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, TokenLocator.make(id: Int64($0 + 1)).token) })
     static func locator(_ name: String) -> TokenLocator { TokenLocator(token: tokens[name]!)! }
 
@@ -65,34 +65,118 @@ enum TestTokens {
         }
     }
 
+    /// 20 redemptions of one code at once, each bringing tokens of its own: one wins, and only its tokens are stored.
     @Test(arguments: StoreBackend.allCases)
     func codeRedemptionIsSingleUseUnderConcurrency(_ backend: StoreBackend) async throws {
         try await StoreDatabase.with(backend) { store, _ in
             try await store.insertCode(TestTokens.code())
-            let results = try await withThrowingTaskGroup(of: CodeRedemption.self) { group in
-                for _ in 0..<20 { group.addTask { try await store.redeemCode(hash: "code-hash", at: 5) } }
-                return try await group.reduce(into: [CodeRedemption]()) { $0.append($1) }
+            let results = try await withThrowingTaskGroup(of: (Int, CodeRedemption).self) { group in
+                for attempt in 0..<20 {
+                    group.addTask { (attempt, try await store.redeemCode(hash: "code-hash", at: 5, issuing: [accessToken("loser-\(attempt)", family: "fam")])) }
+                }
+                return try await group.reduce(into: [(Int, CodeRedemption)]()) { $0.append($1) }
             }
-            let redeemed = results.filter { if case .redeemed = $0 { true } else { false } }
-            #expect(redeemed.count == 1)
-            #expect(results.filter { if case .alreadyUsed(let code) = $0 { code.usedAt == 5 } else { false } }.count == 19)
-            #expect(try await store.redeemCode(hash: "nope", at: 5) == .notFound)
+            let winners = results.filter { if case .redeemed = $0.1 { true } else { false } }.map(\.0)
+            #expect(winners.count == 1)
+            #expect(results.filter { if case .alreadyUsed(let code) = $0.1 { code.usedAt == 5 } else { false } }.count == 19)
+            for attempt in 0..<20 {
+                #expect((try await store.token(locator("loser-\(attempt)")) != nil) == winners.contains(attempt), "attempt \(attempt)")
+            }
+            #expect(try await store.redeemCode(hash: "nope", at: 5, issuing: [accessToken("ca")]) == .notFound)
+            #expect(try await store.token(locator("ca")) == nil)
             #expect(try await store.code(hash: "code-hash")?.usedAt == 5)
         }
     }
 
+    /// A redemption whose tokens cannot be stored (here an id already taken; in production the database going away
+    /// between the two writes) is rolled back whole: the code stays unused and none of its tokens is stored, so the
+    /// client's retry is a first use — and it succeeds, storing its tokens with the mark.
+    @Test(arguments: StoreBackend.allCases)
+    func aRedemptionThatFailsLeavesTheCodeUnusedAndStoresNothing(_ backend: StoreBackend) async throws {
+        try await StoreDatabase.with(backend) { store, _ in
+            try await store.insertCode(TestTokens.code(family: "fam"))
+            try await store.insertTokens([accessToken("taken")])
+            let clash = [accessToken("ca", family: "fam"), accessToken("taken", family: "fam")]  // the second id is taken
+            await #expect(throws: StoreError.self) { try await store.redeemCode(hash: "code-hash", at: 5, issuing: clash) }
+            #expect(try await store.code(hash: "code-hash")?.usedAt == nil)
+            #expect(try await store.token(locator("ca")) == nil)
+            #expect(try await store.token(locator("taken"))?.familyID == nil)  // the row that was there, untouched
+
+            let retry = try await store.redeemCode(hash: "code-hash", at: 6, issuing: [accessToken("ca2", family: "fam"), TestTokens.refreshToken("cr2", family: "fam")])
+            guard case .redeemed(let code) = retry else { Issue.record("expected redeemed, got \(retry)"); return }
+            #expect(code.usedAt == 6)
+            #expect(try await store.token(locator("ca2"))?.familyID == "fam")
+            #expect(try await store.token(locator("cr2"))?.kind == .refresh)
+        }
+    }
+
+    /// A replay revokes what the redemption issued: the replayer saw the code used, so the tokens committed with
+    /// the mark are there for the revocation to reach.
     @Test(arguments: StoreBackend.allCases)
     func aReplayIsRecordedAndRevokesTheCodesFamily(_ backend: StoreBackend) async throws {
         try await StoreDatabase.with(backend) { store, _ in
             try await store.insertCode(TestTokens.code(family: "fam"))
-            try await store.insertTokens([accessToken("fa", family: "fam"), TestTokens.refreshToken("fr", family: "fam"), accessToken("other", family: "fam2")])
-            #expect(try await store.codeWasReplayed(hash: "code-hash") == false)
-            try await store.recordCodeReplay(hash: "code-hash", familyID: "fam", at: 7)
-            #expect(try await store.codeWasReplayed(hash: "code-hash"))
+            try await store.insertTokens([accessToken("other", family: "fam2")])
+            let redeemed = try await store.redeemCode(hash: "code-hash", at: 5, issuing: [accessToken("fa", family: "fam"), TestTokens.refreshToken("fr", family: "fam")])
+            guard case .redeemed = redeemed else { Issue.record("expected redeemed, got \(redeemed)"); return }
+            #expect(try await store.token(locator("fa"))?.revoked == false)
+            guard case .alreadyUsed(let used) = try await store.redeemCode(hash: "code-hash", at: 7, issuing: [accessToken("ca")]) else {
+                Issue.record("expected alreadyUsed")
+                return
+            }
+            try await store.recordCodeReplay(hash: "code-hash", familyID: used.familyID, at: 7)
             #expect(try await store.token(locator("fa"))?.revoked == true)
             #expect(try await store.token(locator("fr"))?.revoked == true)
             #expect(try await store.token(locator("other"))?.revoked == false)
-            #expect(try await store.codeWasReplayed(hash: "unknown") == false)
+            #expect(try await store.token(locator("ca")) == nil)
+        }
+    }
+
+    /// A rotation whose successors cannot be stored is rolled back with them (on SQLite too: the mark and the
+    /// successors are one write transaction), so the retry is a first use; a rotation that succeeds stores them.
+    @Test(arguments: StoreBackend.allCases)
+    func aRotationIsNeverHalfDone(_ backend: StoreBackend) async throws {
+        try await StoreDatabase.with(backend) { store, _ in
+            try await store.insertTokens([TestTokens.refreshToken("r1", family: "fam"), accessToken("taken")])
+            await #expect(throws: StoreError.self) {
+                try await store.rotate(locator("r1"), at: 500, successors: [TestTokens.refreshToken("r2", family: "fam"), accessToken("taken", family: "fam")])
+            }
+            #expect(try await store.token(locator("r1"))?.rotatedAt == nil)
+            #expect(try await store.token(locator("r2")) == nil)
+            let mark = try await store.rotate(locator("r1"), at: 501, successors: [TestTokens.refreshToken("r2", family: "fam")])
+            guard case .rotatedNow = mark else { Issue.record("expected rotatedNow, got \(mark)"); return }
+            #expect(try await store.token(locator("r2"))?.familyID == "fam")
+            let again = try await store.rotate(locator("r1"), at: 502, successors: [TestTokens.refreshToken("r3", family: "fam")])
+            guard case .rotatedBefore(let before) = again else { Issue.record("expected rotatedBefore, got \(again)"); return }
+            #expect(before.rotatedAt == 501)
+            #expect(try await store.token(locator("r3")) == nil)
+        }
+    }
+
+    /// Statements issued while transactions run and fail are never part of them: token inserts acknowledged while
+    /// redemptions roll back are all stored. (SQLite has one writer connection: without the writer gate, an insert
+    /// issued during another caller's transaction joined it and was rolled back with it after its acknowledgement.)
+    @Test(arguments: StoreBackend.allCases)
+    func insertsAcknowledgedWhileTransactionsRollBackAreAllKept(_ backend: StoreBackend) async throws {
+        try await StoreDatabase.with(backend) { store, _ in
+            try await store.insertTokens([accessToken("taken")])
+            for index in 0..<20 { try await store.insertCode(TestTokens.code("code-\(index)")) }
+            let values = (0..<200).map { "token-\($0)" }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<20 {
+                    group.addTask {
+                        // Always fails: the second token's id is taken.
+                        _ = try? await store.redeemCode(hash: "code-\(index)", at: 5, issuing: [accessToken("loser-\(index)"), accessToken("taken")])
+                    }
+                }
+                for value in values { group.addTask { try await store.insertTokens([accessToken(value)]) } }
+                try await group.waitForAll()
+            }
+            for value in values { #expect(try await store.token(locator(value)) != nil, "\(value) was acknowledged") }
+            for index in 0..<20 {
+                #expect(try await store.code(hash: "code-\(index)")?.usedAt == nil)
+                #expect(try await store.token(locator("loser-\(index)")) == nil)
+            }
         }
     }
 

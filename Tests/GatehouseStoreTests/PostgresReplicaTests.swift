@@ -2,6 +2,8 @@ import GatehouseStore
 import GatehouseStorePostgres
 import GatehouseTokens
 import Logging
+import NIOPosix
+import PostgresNIO
 import Testing
 
 /// Two `PostgresAuthStore`s on one database stand for two authorization-server replicas: what must happen once
@@ -31,7 +33,7 @@ import Testing
             let results = try await withThrowingTaskGroup(of: CodeRedemption.self) { group in
                 for attempt in 0..<50 {
                     let store = stores[attempt % 2]
-                    group.addTask { try await store.redeemCode(hash: "code-hash", at: 100 + attempt) }
+                    group.addTask { try await store.redeemCode(hash: "code-hash", at: 100 + attempt, issuing: []) }
                 }
                 return try await group.reduce(into: [CodeRedemption]()) { $0.append($1) }
             }
@@ -72,11 +74,11 @@ import Testing
         async let a = first.migrate()
         async let b = second.migrate()
         let applied = try await [a, b]
-        // One of them applied every migration (3: the schema, the browser sign-in tables, the JWT revocations), the
-        // other none.
-        #expect(applied.sorted() == [0, 3])
-        #expect(try await first.schemaVersion() == 3)
-        #expect(try await second.schemaVersion() == 3)
+        // One of them applied every migration (4: the schema, the browser sign-in tables, the login throttle, the JWT
+        // revocations), the other none.
+        #expect(applied.sorted() == [0, 4])
+        #expect(try await first.schemaVersion() == 4)
+        #expect(try await second.schemaVersion() == 4)
         // And the schema works from both.
         try await first.insertTokens([TestTokens.accessToken("t")])
         #expect(try await second.token(TestTokens.locator("t")) != nil)

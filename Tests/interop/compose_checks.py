@@ -13,7 +13,7 @@ from typing import Optional
 
 import yaml
 
-from deploy_checks import REPO_ROOT, ServerConfig, check_pairing, duration_seconds, parse_server_config
+from deploy_checks import REPO_ROOT, ServerConfig, check_demo_backend, check_pairing, demo_backend_options, duration_seconds, parse_server_config
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 HAPROXY_CONFIG = REPO_ROOT / "config" / "haproxy" / "haproxy.cfg"
@@ -165,6 +165,24 @@ def check_compose(compose: dict, root: Path, haproxy: HAProxyConfig, prometheus:
     for gateway_name, gateway in ((n, c) for n, c in configs.items() if c.kind == "gateway"):
         for auth_name, auth in ((n, c) for n, c in configs.items() if c.kind == "auth"):
             problems += check_pairing(auth, gateway, f"docker-compose.yml: {gateway_name} with {auth_name}")
+    # The demo backend: its health check, its issuer and audience, its CA file (a secret or a bind-mounted file), and
+    # the gateways' targets naming it.
+    for name, service in services.items():
+        command = service.get("command") or []
+        options = demo_backend_options(command if isinstance(command, list) else [])
+        if options is None:
+            continue
+        health = _healthcheck_url(service)
+        secrets = {f"/run/secrets/{s if isinstance(s, str) else s.get('target') or s.get('source')}" for s in service.get("secrets", [])}
+
+        def provided(path: str, service=service, secrets=secrets) -> bool:
+            host = compose_host_path(service, path, root)
+            return path in secrets or (host is not None and host.is_file())
+
+        problems += check_demo_backend(
+            options, f"docker-compose.yml: service {name}", [("healthcheck", *(health or (None, None)))],
+            [c for c in configs.values() if c.kind == "auth"], [c for c in configs.values() if c.kind == "gateway"], name, provided,
+        )
     if len(key_volumes) > 1:
         problems.append(f"docker-compose.yml: the authorization servers do not share one data directory (signing keys): {key_volumes}")
 

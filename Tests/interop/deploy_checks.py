@@ -270,6 +270,23 @@ def check_kubernetes(manifests: list[Manifest]) -> list[str]:
         for auth_source, auth in auths:
             problems += check_pairing(auth, config, f"{source} with {auth_source}")
 
+    # The demo backend: its probes, its issuer and audience, its CA file, and the Service the gateways target.
+    for w in workloads:
+        spec = _pod_spec(w)
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for c in spec.get("containers", []):
+            options = demo_backend_options(c.get("args", []))
+            if options is None:
+                continue
+            probes = [(name, _probe_port(c, c[name]["httpGet"]["port"]), c[name]["httpGet"].get("path"))
+                      for name in ("readinessProbe", "livenessProbe", "startupProbe") if "httpGet" in c.get(name, {})]
+            services = [s.name for s in manifests if s.kind == "Service" and _selects(s.doc["spec"].get("selector", {}), _pod_labels(w))]
+            problems += check_demo_backend(
+                options, f"{w.label()} container {c['name']}", probes, [a for _, a in auths],
+                [g for _, g in gatehouse if g.kind == "gateway"], services[0] if services else w.name,
+                lambda path, c=c, volumes=volumes: _secret_mount_provides(c, volumes, manifests, path),
+            )
+
     for secret in (m for m in manifests if m.kind == "Secret"):
         for key, value in (secret.doc.get("stringData") or {}).items():
             if "CHANGE-ME" not in str(value):
@@ -380,4 +397,89 @@ def check_pairing(auth: ServerConfig, gateway: ServerConfig, where: str) -> list
         audiences = (route.get("auth") or {}).get("audiences")
         if audiences and audience not in audiences:
             problems.append(f"{where}: route {route.get('name')} accepts {audiences}, the exchanged JWTs are for {audience}")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the demo backend (`gatehouse demo-backend`), in compose and in Kubernetes
+# --------------------------------------------------------------------------------------------------------------
+
+DEMO_BACKEND_SOURCE = REPO_ROOT / "Sources" / "GatehouseDemoBackend" / "DemoBackend.swift"
+DEMO_BACKEND_COMMAND = REPO_ROOT / "Sources" / "gatehouse" / "DemoBackendCommand.swift"
+LOGGING_OPTIONS = REPO_ROOT / "Sources" / "gatehouse" / "Gatehouse.swift"  # `LoggingOptions`, shared by every command
+
+
+def demo_backend_token_free_paths() -> set[str]:
+    """The paths the demo backend answers without a token, read from its source: the router's literal GET routes that
+    its echo middleware lets through (`request.uri.path == "..."`). A probe must use one of these."""
+    text = DEMO_BACKEND_SOURCE.read_text()
+    routes = set(re.findall(r'router\.get\("(/[^"]*)"\)', text))
+    exempt = set(re.findall(r'request\.uri\.path == "(/[^"]*)"', text))
+    return routes & exempt
+
+
+def demo_backend_options(args: list[str]) -> Optional[dict[str, str]]:
+    """`demo-backend --name value ...` as {name: value} (defaults filled from DemoBackendCommand.swift's `var x: T =
+    default` declarations); None when the arguments run another command."""
+    if not args or args[0] != "demo-backend":
+        return None
+    text = DEMO_BACKEND_COMMAND.read_text() + LOGGING_OPTIONS.read_text()
+
+    def kebab(name: str) -> str:
+        return re.sub(r"([A-Z])", lambda m: "-" + m.group(1).lower(), name)
+
+    options: dict[str, str] = {}
+    known: set[str] = set()
+    for name, _, default in re.findall(r"\bvar (\w+): [\w\[\]]+\??( = (\S+))?\n", text):
+        known.add(kebab(name))
+        if default and not default.startswith("["):
+            options[kebab(name)] = default.strip('"')
+    index = 1
+    while index < len(args):
+        word = args[index]
+        if not word.startswith("--") or word[2:] not in known or index + 1 >= len(args):
+            options.setdefault("?unknown", " ".join(args[index:index + 2]))
+            index += 1
+            continue
+        options[word[2:]] = args[index + 1]
+        index += 2
+    return options
+
+
+def check_demo_backend(options: dict[str, str], where: str, health: list[tuple[str, Optional[int], Optional[str]]],
+                       auths: list[ServerConfig], gateways: list[ServerConfig], service_host: str,
+                       file_provided) -> list[str]:
+    """A `gatehouse demo-backend` container against what it is deployed with: every health check or probe requests a
+    path the backend answers without a token, on the port it listens on (--port); the issuer and audience it verifies
+    JWTs for are the authorization server's issuer and `tokens.jwt_audience`; a --ca-file is a file the container
+    has (`file_provided(path)`) and only used with an https issuer; the gateways' targets naming `service_host` use its
+    port."""
+    problems: list[str] = []
+    if "?unknown" in options:
+        problems.append(f"{where}: unknown or incomplete option {options['?unknown']!r} (DemoBackendCommand.swift)")
+    port = int(options.get("port") or 0)
+    paths = demo_backend_token_free_paths()
+    for what, probe_port, path in health:
+        if probe_port != port or path not in paths:
+            problems.append(f"{where}: {what} requests {path} on port {probe_port}; the backend listens on {port} and answers "
+                            f"{sorted(paths)} without a token")
+    for auth in auths:
+        if options.get("issuer") != auth.raw.get("issuer"):
+            problems.append(f"{where}: --issuer {options.get('issuer')}, the authorization server's issuer is {auth.raw.get('issuer')}")
+        audience = (auth.raw.get("tokens") or {}).get("jwt_audience")
+        if options.get("audience") != audience:
+            problems.append(f"{where}: --audience {options.get('audience')}, the exchanged JWTs are for {audience}")
+    ca_file = options.get("ca-file")
+    if ca_file:
+        if not str(options.get("issuer", "")).startswith("https://"):
+            problems.append(f"{where}: --ca-file with an issuer that is not https")
+        if not file_provided(ca_file):
+            problems.append(f"{where}: --ca-file {ca_file} is not a file the container has")
+    for gateway in gateways:
+        for cluster in gateway.raw.get("clusters", []):
+            for target in cluster.get("targets", []):
+                host_port = str(target).split("://", 1)[-1].split("/", 1)[0]
+                host, _, target_port = host_port.partition(":")
+                if host == service_host and int(target_port or 80) != port:
+                    problems.append(f"{where}: the gateway's cluster {cluster.get('name')} targets {target}, the backend listens on {port}")
     return problems

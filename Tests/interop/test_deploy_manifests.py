@@ -9,7 +9,10 @@ real processes are in test_deploy_probes.py.
 - docker-compose.yml: every bind mount exists and is read-only, every secret is declared and made by
   scripts/compose-secrets.sh, every long-running service has a health check, dependencies wait on health; the ports
   in haproxy.cfg, the health checks and prometheus.yml are those of config/compose/*.yaml
-  (compose_checks.check_compose); `haproxy -c`, `nginx -t` and `promtool check config` accept their configurations.
+  (compose_checks.check_compose); `haproxy -c` and `promtool check config` accept their configurations.
+- The demo backend is `gatehouse demo-backend` in both: its probes request a path it answers without a token on the
+  port it listens on, its issuer and audience are the authorization server's, its --ca-file is a file it is given
+  (deploy_checks.check_demo_backend).
 - The checks can fail: broken copies of the files (a missing key, a wrong port, a short grace period ...) are fed to
   the same functions, which must report them.
 """
@@ -124,22 +127,28 @@ def test_compose_is_consistent(compose, haproxy, prometheus):
     assert cc.check_compose(compose, ROOT, haproxy, prometheus) == []
 
 
-def test_backend_nginx_config_is_valid_and_the_same_in_kubernetes(kubernetes, compose, tmp_path):
-    conf = ROOT / "config" / "compose" / "backend-nginx.conf"
-    assert dc.configmap_text(kubernetes, "demo-backend", "nginx.conf") == conf.read_text()
-    # Both start nginx on that file: compose through its bind mount, Kubernetes through the ConfigMap volume.
+def test_demo_backend_is_gatehouse_in_compose_and_kubernetes(kubernetes, compose):
+    """Both stacks run Gatehouse's own echo backend, with the image the servers use; compose trusts the dev CA (the
+    issuer is HAProxy's TLS frontend) through the secret the gateways read it from. The rest of its wiring is checked
+    by check_compose / check_kubernetes (no problem reported above)."""
     backend = compose["services"]["backend"]
-    path = backend["entrypoint"][backend["entrypoint"].index("-c") + 1]
-    assert cc.compose_host_path(backend, path, ROOT) == ROOT / "config" / "compose" / "backend-nginx.conf"
+    assert backend["image"] == compose["services"]["gateway-1"]["image"] == "gatehouse:latest"
+    options = dc.demo_backend_options(backend["command"])
+    assert options is not None and "?unknown" not in options, backend["command"]
+    assert options["ca-file"] == "/run/secrets/gatehouse_ca" and "gatehouse_ca" in backend["secrets"]
+    assert options["issuer"].startswith("https://")
+    assert cc._healthcheck_url(backend) == (int(options["port"]), "/healthz")
+    assert dc.demo_backend_token_free_paths() == {"/healthz"}
+
     deployment = workload(kubernetes, "Deployment", "demo-backend")
     c = container(deployment, "backend")
-    path = c["command"][c["command"].index("-c") + 1]
-    mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
-    volume = next(v for v in deployment.doc["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
-    assert volume["configMap"]["name"] == "demo-backend"
-    assert [i["path"] for i in volume["configMap"]["items"]] == [path[len(mount["mountPath"]) + 1:]]
-    result = subprocess.run(["nginx", "-t", "-e", "stderr", "-c", str(conf)], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
+    assert c["image"] == container(workload(kubernetes, "Deployment", "gatehouse-gateway"), "gateway")["image"]
+    options = dc.demo_backend_options(c["args"])
+    assert options is not None and "?unknown" not in options, c["args"]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": int(options["port"])}
+    assert c["readinessProbe"]["httpGet"] == c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # No nginx stand-in is left to configure.
+    assert not any(m.kind == "ConfigMap" and m.name == "demo-backend" for m in kubernetes)
 
 
 def test_compose_secrets_script_makes_every_secret_compose_declares(compose, tmp_path):
@@ -290,8 +299,25 @@ def _k8s_mutations():
         _pod(ms, "gatehouse-gateway")["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
         return "needs readOnlyRootFilesystem: true"
 
+    def backend_probe_path(ms):
+        _pod(ms, "demo-backend")["containers"][0]["readinessProbe"]["httpGet"]["path"] = "/api/ready"
+        return "readinessProbe requests /api/ready on port 8081; the backend listens on 8081 and answers ['/healthz'] without a token"
+
+    def backend_port(ms):
+        _set_option(_pod(ms, "demo-backend")["containers"][0]["args"], "--port", "9000")
+        return "livenessProbe requests /healthz on port 8081; the backend listens on 9000"
+
+    def backend_audience(ms):
+        _edit_config(ms, "gatehouse-auth", "auth.yaml", "jwt_audience: https://api.example.com", "jwt_audience: https://other.example.com")
+        return "--audience https://api.example.com, the exchanged JWTs are for https://other.example.com"
+
+    def backend_ca_not_mounted(ms):
+        _pod(ms, "demo-backend")["containers"][0]["args"] += ["--ca-file", "/run/secrets/gatehouse/ca.pem"]
+        return "--ca-file /run/secrets/gatehouse/ca.pem is not a file the container has"
+
     return [secret_key, env_secret_key, config_key, probe_port, admin_port, grace, drain, selector, hpa_target, deployment_selector, secret_file, real_secret,
-            keys_not_shared, keys_claim_missing, audience, issuer, root_filesystem]
+            keys_not_shared, keys_claim_missing, audience, issuer, root_filesystem, backend_probe_path, backend_port, backend_audience,
+            backend_ca_not_mounted]
 
 
 @pytest.mark.parametrize("mutate", _k8s_mutations(), ids=lambda f: f.__name__)
@@ -312,14 +338,46 @@ def test_kubernetes_load_reports_an_unparsable_or_unlisted_file(tmp_path):
     assert any("extra.yaml: not listed in kustomization.yaml" in p for p in problems), problems
 
 
+def _set_option(command: list, name: str, value: str) -> None:
+    command[command.index(name) + 1] = value
+
+
 def _compose_mutations():
     def healthcheck(c, h):
         del c["services"]["redis"]["healthcheck"]
         return "service redis: no healthcheck"
 
     def missing_mount(c, h):
-        c["services"]["backend"]["volumes"] = ["./config/compose/no-such.conf:/etc/nginx/gatehouse/backend-nginx.conf:ro"]
-        return "mounts ./config/compose/no-such.conf, which does not exist"
+        c["services"]["gateway-2"]["volumes"] = ["./config-no-such:/srv/gatehouse/config:ro"]
+        return "mounts ./config-no-such, which does not exist"
+
+    def backend_ca_not_given(c, h):
+        c["services"]["backend"]["secrets"] = []
+        return "service backend: --ca-file /run/secrets/gatehouse_ca is not a file the container has"
+
+    def backend_health_port(c, h):
+        c["services"]["backend"]["healthcheck"]["test"] = ["CMD", "curl", "-fsS", "http://127.0.0.1:8082/healthz"]
+        return "service backend: healthcheck requests /healthz on port 8082; the backend listens on 8081"
+
+    def backend_health_path(c, h):
+        c["services"]["backend"]["healthcheck"]["test"] = ["CMD", "curl", "-fsS", "http://127.0.0.1:8081/readyz"]
+        return "service backend: healthcheck requests /readyz on port 8081"
+
+    def backend_audience(c, h):
+        _set_option(c["services"]["backend"]["command"], "--audience", "https://backend.gatehouse.test")
+        return "--audience https://backend.gatehouse.test, the exchanged JWTs are for https://gateway.gatehouse.test:8443"
+
+    def backend_issuer(c, h):
+        _set_option(c["services"]["backend"]["command"], "--issuer", "https://auth.gatehouse.test")
+        return "--issuer https://auth.gatehouse.test, the authorization server's issuer is https://auth.gatehouse.test:9443"
+
+    def backend_option(c, h):
+        c["services"]["backend"]["command"] += ["--ca", "/run/secrets/gatehouse_ca"]
+        return "unknown or incomplete option '--ca /run/secrets/gatehouse_ca'"
+
+    def backend_port(c, h):
+        _set_option(c["services"]["backend"]["command"], "--port", "8090")
+        return "the gateway's cluster backend targets http://backend:8081, the backend listens on 8090"
 
     def keys_per_replica(c, h):
         c["services"]["auth-2"]["volumes"] = ["./config:/srv/gatehouse/config:ro", "auth-keys-2:/var/lib/gatehouse"]
@@ -365,7 +423,8 @@ def _compose_mutations():
         return "binds :9443, which the lb service does not publish"
 
     return [healthcheck, missing_mount, keys_per_replica, writable_mount, undeclared_secret, secret_not_given, haproxy_check_port, haproxy_server,
-            healthcheck_port, one_shot_not_waited, grace, unpublished_bind]
+            healthcheck_port, one_shot_not_waited, grace, unpublished_bind, backend_ca_not_given, backend_health_port, backend_health_path,
+            backend_audience, backend_issuer, backend_option, backend_port]
 
 
 @pytest.mark.parametrize("mutate", _compose_mutations(), ids=lambda f: f.__name__)

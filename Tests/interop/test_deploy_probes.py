@@ -3,12 +3,14 @@ test_deploy_manifests.py): the real `gatehouse` binary is started with each Kube
 configuration, rewritten only where a container address cannot work here (loopback ports, the PostgreSQL and Redis
 this module starts, temporary secret files, a loopback issuer), and every probe path the manifests name is requested
 on the admin port; the HPA's metric is in the gateway's /metrics; the real HAProxy runs haproxy.cfg in front of real
-authorization servers and a gateway; nginx serves the demo backend's configuration.
+authorization servers and a gateway; `gatehouse demo-backend` runs with the compose service's options and verifies a
+gateway-minted JWT against JWKS fetched over TLS through HAProxy, trusting the dev CA (--ca-file), and cannot without.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import re
 import shutil
@@ -209,35 +211,78 @@ def _write_gateway_config(config: dc.ServerConfig, directory: Path, redis, gatew
     return directory / "gateway.yaml"
 
 
-def test_backend_health_check_answers(tmp_path):
-    """The demo backend's nginx configuration, started for real on a free port: /healthz (compose health check and the
-    Kubernetes probes) and the echo."""
+def _demo_backend(options: dict[str, str], tmp_path: Path, name: str) -> tuple[subprocess.Popen, int, Path]:
+    """`gatehouse demo-backend` with `options` (those of a deployment, rewritten by the caller) on a free loopback port,
+    once its /healthz answers. Returns the process, its port and its log file."""
     port = free_port()
-    text = (ROOT / "config" / "compose" / "backend-nginx.conf").read_text()
-    assert "listen 8081;" in text
-    text = text.replace("listen 8081;", f"listen 127.0.0.1:{port};").replace("/tmp/", f"{tmp_path}/")
-    (tmp_path / "nginx.conf").write_text(text)
-    proc = subprocess.Popen(["nginx", "-e", "stderr", "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    options = dict(options, host="127.0.0.1", port=str(port))
+    args = [str(gatehouse_binary()), "demo-backend"]
+    for key, value in options.items():
+        args += [f"--{key}", value]
+    log = tmp_path / f"{name}.log"
+    proc = subprocess.Popen(args, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
     def healthy() -> bool:
+        assert proc.poll() is None, f"{name} exited: {log.read_text()}"
         try:
             return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
         except requests.RequestException:
-            assert proc.poll() is None, f"nginx exited: {proc.stderr.read()}"
             return False
 
     try:
-        wait_until(healthy, timeout=15, interval=0.05, what="the demo backend's /healthz")
-        echo = requests.get(f"http://127.0.0.1:{port}/api/orders?x=1", headers={"Authorization": "Bearer abc.def", "X-Request-Id": "r1"}, timeout=5)
-        assert echo.status_code == 200
-        assert echo.json() == {"service": "demo-backend", "method": "GET", "path": "/api/orders?x=1", "request_id": "r1",
-                               "authorization": "Bearer abc.def"}
-        odd = requests.get(f"http://127.0.0.1:{port}/x", headers={"Authorization": 'Bearer "quoted"'}, timeout=5)
-        assert odd.json()["authorization"].startswith("(not echoed")
+        wait_until(healthy, timeout=20, interval=0.05, what=f"{name}'s /healthz")
+    except BaseException:
+        proc.terminate()
+        proc.wait(10)
+        raise
+    return proc, port, log
+
+
+@pytest.mark.parametrize("origin", ["kubernetes", "compose"])
+def test_backend_probes_answer(origin, kubernetes, compose, tmp_path):
+    """The demo backend as deployed (its arguments, on a free port): every probe path the manifests name answers 200
+    on the port it listens on, without a token; anything else outside /public/ needs one."""
+    if origin == "kubernetes":
+        c = container(workload(kubernetes, "Deployment", "demo-backend"), "backend")
+        options = dc.demo_backend_options(c["args"])
+        probes = [(name, c[name]["httpGet"]["path"]) for name in ("readinessProbe", "livenessProbe", "startupProbe") if name in c]
+    else:
+        service = compose["services"]["backend"]
+        options = dc.demo_backend_options(service["command"])
+        probes = [("healthcheck", cc._healthcheck_url(service)[1])]
+    assert options is not None and "?unknown" not in options and probes
+    options.pop("ca-file", None)  # no JWKS is fetched for a probe; the CA is exercised by the test below
+    proc, port, log = _demo_backend(options, tmp_path, "backend")
+    try:
+        for name, path in probes:
+            r = requests.get(f"http://127.0.0.1:{port}{path}", timeout=5)
+            assert r.status_code == 200, f"{origin} {name} GET {path} -> {r.status_code} {r.text[:200]}"
+        r = requests.get(f"http://127.0.0.1:{port}/api/orders", timeout=5)
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer"), (r.status_code, r.text[:200])
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_demo_backend_refuses_an_unreadable_ca_file(tmp_path):
+    """--ca-file is checked at start: a missing file or one without a PEM certificate stops the command with its
+    reason (exit status 64, the usage error), before anything listens."""
+    not_pem = tmp_path / "not-a-ca.pem"
+    not_pem.write_text("hello\n")
+    for path, reason in ((tmp_path / "missing.pem", "No such file or directory"), (not_pem, "no PEM certificate in the file")):
+        result = subprocess.run(
+            [str(gatehouse_binary()), "demo-backend", "--port", str(free_port()), "--issuer", "https://localhost:9443",
+             "--audience", "https://gateway.gatehouse.test:8443", "--ca-file", str(path)],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert result.returncode == 64, (result.returncode, result.stdout, result.stderr)
+        assert f"--ca-file {path}: {reason}" in result.stderr, result.stderr
+        assert "listening" not in result.stdout
+    result = subprocess.run(
+        [str(gatehouse_binary()), "demo-backend", "--port", str(free_port()), "--issuer", "http://127.0.0.1:9000",
+         "--audience", "a", "--ca-file", str(not_pem)], capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 64 and "--ca-file is only used with an https --issuer" in result.stderr, result.stderr
 
 
 def _haproxy_on_loopback(tmp_path: Path, servers: dict[str, tuple[int, int]], ports: Optional[dict[int, int]] = None) -> tuple[subprocess.Popen, dict[int, int], Path]:
@@ -385,4 +430,74 @@ def test_gateway_discovers_the_authorization_servers_through_haproxy(compose, po
         if lb is not None:
             lb.terminate()
             lb.wait(10)
+        auth.stop()
+
+
+def test_demo_backend_verifies_gateway_jwts_with_the_dev_ca(compose, postgres, redis, tmp_path):
+    """The compose backend's wiring end to end, on loopback: the authorization server (compose auth.yaml) behind
+    HAProxy's TLS frontend (haproxy.cfg, a fresh certs/generate.sh), a gateway (compose gateway.yaml, its backend
+    target moved here) and `gatehouse demo-backend` with the compose service's options. A client's opaque token goes
+    through the gateway, which exchanges it for a JWT; the backend fetches the JWKS over TLS at the issuer, trusting
+    the dev CA (--ca-file), and verifies the JWT (verified_token). The same backend without --ca-file cannot fetch the
+    keys (the certificate does not chain to the system's roots) and answers 503 keys_unavailable for the same JWT."""
+    auth_config = cc.compose_server_config(compose["services"]["auth-1"], ROOT)
+    config = cc.compose_server_config(compose["services"]["gateway-1"], ROOT)
+    options = dc.demo_backend_options(compose["services"]["backend"]["command"])
+    assert options is not None and options["ca-file"] == "/run/secrets/gatehouse_ca"
+    assert options["issuer"] == auth_config.raw["issuer"] and options["audience"] == auth_config.raw["tokens"]["jwt_audience"]
+    issuer_port = int(auth_config.raw["issuer"].rsplit(":", 1)[1])
+    lb_ports = {issuer_port: free_port()}
+    issuer = f"https://localhost:{lb_ports[issuer_port]}"  # the certificate names localhost (see the test above)
+    gateway_secret = os.urandom(16).hex()
+    auth, auth_admin, _ = _start_auth(auth_config, tmp_path / "auth", postgres, issuer=issuer, gateway_secret=gateway_secret)
+    client_secret = (tmp_path / "auth" / "example_service_secret").read_text().strip()
+    started: list[subprocess.Popen] = []
+    gateway = None
+    try:
+        lb, ports, ca = _haproxy_on_loopback(tmp_path / "lb", {"auth-1": (auth.port, auth_admin)}, lb_ports)
+        started.append(lb)
+        wait_until(lambda: _monitor_status(ports[8404]) == 200, timeout=20, interval=0.1, what="HAProxy's monitor to report healthy")
+        backend, backend_port, backend_log = _demo_backend(dict(options, issuer=issuer, **{"ca-file": str(ca)}), tmp_path, "backend")
+        started.append(backend)
+        without_ca = {k: v for k, v in options.items() if k != "ca-file"}
+        untrusting, untrusting_port, untrusting_log = _demo_backend(dict(without_ca, issuer=issuer), tmp_path, "backend-without-ca")
+        started.append(untrusting)
+
+        raw = copy.deepcopy(config.raw)
+        [backend_cluster] = [c for c in raw["clusters"] if c["name"] == "backend"]
+        assert backend_cluster["targets"] == [f"http://backend:{options['port']}"]
+        backend_cluster["targets"] = [f"http://127.0.0.1:{backend_port}"]
+        gateway_port, gateway_admin = free_port(), free_port()
+        gateway_yaml = _write_gateway_config(dataclasses.replace(config, raw=raw), tmp_path / "gateway", redis, gateway_secret, issuer,
+                                             gateway_port, gateway_admin, ca)
+        gateway = GatewayProcess(gateway_yaml, admin_port=gateway_admin).start()
+        gateway.wait_ready(timeout=30)
+
+        token = requests.post(f"http://127.0.0.1:{auth.port}/token", data={"grant_type": "client_credentials", "scope": "orders:read"},
+                              auth=("example-service", client_secret), timeout=10)
+        assert token.status_code == 200, token.text
+        opaque = token.json()["access_token"]
+        r = requests.get(f"http://127.0.0.1:{gateway_port}/api/orders", headers={"Authorization": f"Bearer {opaque}"}, timeout=10)
+        assert r.status_code == 200, f"{r.status_code} {r.text[:300]}\n{backend_log.read_text()[-2000:]}"
+        echo = r.json()
+        verified = echo.get("verified_token")
+        assert verified and verified["iss"] == issuer and options["audience"] in verified["aud"], echo
+        assert verified["client_id"] == "example-service" and verified["scope"] == "orders:read", verified
+        forwarded = {k.lower(): v for k, v in echo["headers"].items()}["authorization"]
+        assert forwarded.startswith("Bearer ") and opaque not in forwarded
+        jwt = forwarded[len("Bearer "):]
+
+        # The same JWT: the backend with the CA accepts it straight, the one without cannot get the keys.
+        assert requests.get(f"http://127.0.0.1:{backend_port}/api/orders", headers={"Authorization": forwarded}, timeout=10).status_code == 200
+        refused = requests.get(f"http://127.0.0.1:{untrusting_port}/api/orders", headers={"Authorization": forwarded}, timeout=15)
+        assert refused.status_code == 503, f"{refused.status_code} {refused.text[:300]}"
+        assert refused.json()["error"] == "keys_unavailable", refused.text
+        for log in (backend_log, untrusting_log):
+            assert jwt not in log.read_text() and client_secret not in log.read_text()
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        for proc in reversed(started):
+            proc.terminate()
+            proc.wait(10)
         auth.stop()

@@ -10,7 +10,16 @@ final class TokenRecordCache: Sendable {
         var cachedAt: Int
     }
 
-    private let entries = NIOLockedValueBox([Int64: Entry]())
+    private struct State {
+        var entries: [Int64: Entry] = [:]
+        /// Families revoked in this process within `ttl`, and when. A family, once revoked, never issues again, but
+        /// a request that stored a family's tokens before the revocation may put them here after it (a code's
+        /// winning redemption resuming after its replay revoked the family): they go in revoked. Revocations of a
+        /// family are rare (a replay, a reused refresh token), so this stays small; `put` pays one `isEmpty` check.
+        var revokedFamilies: [String: Int] = [:]
+    }
+
+    private let state = NIOLockedValueBox(State())
     let ttl: Int
     let capacity: Int
 
@@ -20,10 +29,10 @@ final class TokenRecordCache: Sendable {
     }
 
     func get(_ id: Int64, now: Int) -> TokenRecord? {
-        entries.withLockedValue { entries in
-            guard let entry = entries[id] else { return nil }
+        state.withLockedValue { state in
+            guard let entry = state.entries[id] else { return nil }
             guard now - entry.cachedAt < ttl else {
-                entries[id] = nil
+                state.entries[id] = nil
                 return nil
             }
             return entry.record
@@ -31,27 +40,32 @@ final class TokenRecordCache: Sendable {
     }
 
     func put(_ records: [TokenRecord], now: Int) {
-        entries.withLockedValue { entries in
-            if entries.count + records.count > capacity {
+        state.withLockedValue { state in
+            if state.entries.count + records.count > capacity {
                 // Drop stale entries first; if still full, start over (a full sweep is rare and bounded).
-                entries = entries.filter { now - $0.value.cachedAt < ttl }
-                if entries.count + records.count > capacity { entries.removeAll(keepingCapacity: true) }
+                state.entries = state.entries.filter { now - $0.value.cachedAt < ttl }
+                if state.entries.count + records.count > capacity { state.entries.removeAll(keepingCapacity: true) }
             }
-            for record in records { entries[record.id] = Entry(record: record, cachedAt: now) }
+            for var record in records {
+                if !state.revokedFamilies.isEmpty, let family = record.familyID, state.revokedFamilies[family] != nil { record.revoked = true }
+                state.entries[record.id] = Entry(record: record, cachedAt: now)
+            }
         }
     }
 
     func markRevoked(id: Int64) {
-        entries.withLockedValue { $0[id]?.record.revoked = true }
+        state.withLockedValue { $0.entries[id]?.record.revoked = true }
     }
 
-    func markFamilyRevoked(_ familyID: String) {
-        entries.withLockedValue { entries in
-            for (id, entry) in entries where entry.record.familyID == familyID { entries[id]?.record.revoked = true }
+    func markFamilyRevoked(_ familyID: String, now: Int) {
+        state.withLockedValue { state in
+            for (id, entry) in state.entries where entry.record.familyID == familyID { state.entries[id]?.record.revoked = true }
+            state.revokedFamilies = state.revokedFamilies.filter { now - $0.value < ttl }
+            state.revokedFamilies[familyID] = now
         }
     }
 
     func remove(id: Int64) {
-        _ = entries.withLockedValue { $0.removeValue(forKey: id) }
+        _ = state.withLockedValue { $0.entries.removeValue(forKey: id) }
     }
 }

@@ -33,7 +33,7 @@ final class TokenService: Sendable {
     let clock: any AuthClock
     let authenticator: ClientAuthenticator
     let passwords: PasswordHasher
-    let throttle: NIOLockedValueBox<LoginThrottle>
+    let throttle: LoginThrottling
     let logger: Logger
     let cache: TokenRecordCache
     let jwts: SelfContainedTokenCache
@@ -41,7 +41,7 @@ final class TokenService: Sendable {
     let keys: KeyManager
     let exchanges: ExchangeCache
 
-    init(configuration: AuthServerConfiguration, store: any AuthStore, clock: any AuthClock, directory: ClientDirectory, passwords: PasswordHasher, throttle: NIOLockedValueBox<LoginThrottle>, keys: KeyManager, logger: Logger) {
+    init(configuration: AuthServerConfiguration, store: any AuthStore, clock: any AuthClock, directory: ClientDirectory, passwords: PasswordHasher, throttle: LoginThrottling, keys: KeyManager, logger: Logger) {
         self.configuration = configuration
         self.store = store
         self.clock = clock
@@ -121,9 +121,17 @@ final class TokenService: Sendable {
             try await codeReplayed(hash: hash, familyID: familyID, client: client, now: now)
             throw error
         case .redeem(let record):
-            switch try await store.redeemCode(hash: hash, at: now) {
+            // The tokens are made first and stored in the transaction that marks the code used: a database failure
+            // between the two cannot burn the code (the retry is a first use), and no replay can see the code used
+            // before its tokens exist, so the replay's revocation always reaches them (no read-back needed).
+            let prepared = try await prepareIssue(
+                client: client, userID: record.userID, scope: record.scope, grant: .authorizationCode, familyID: record.familyID,
+                familyExpiresAt: now + configuration.tokens.refreshTokenAbsoluteLifetime, authTime: record.authTime
+            )
+            switch try await store.redeemCode(hash: hash, at: now, issuing: prepared.records) {
             case .redeemed:
-                break
+                cache.put(prepared.records.filter { $0.kind == .access }, now: prepared.now)
+                return prepared.issued
             case .alreadyUsed:
                 // A concurrent redemption with the same binding marked it first: this one is the replay.
                 try await codeReplayed(hash: hash, familyID: record.familyID, client: client, now: now)
@@ -131,25 +139,13 @@ final class TokenService: Sendable {
             case .notFound:
                 throw OAuthError(.invalidGrant, "the authorization code is invalid")
             }
-            let issued = try await issue(
-                client: client, userID: record.userID, scope: record.scope, grant: .authorizationCode, familyID: record.familyID,
-                familyExpiresAt: now + configuration.tokens.refreshTokenAbsoluteLifetime, authTime: record.authTime
-            )
-            // A replay that ran while these tokens were being stored revoked the family before they existed: revoke
-            // again now that they do. (A replay recorded after this read revokes them itself.) One indexed read
-            // per code redemption.
-            if try await store.codeWasReplayed(hash: hash) {
-                try await store.revokeFamily(record.familyID)
-                cache.markFamilyRevoked(record.familyID)
-            }
-            return issued
         }
     }
 
     /// Records a replay of a code and revokes what it issued (the store first, then this process's cache).
     private func codeReplayed(hash: String, familyID: String, client: ClientRecord, now: Int) async throws {
         try await store.recordCodeReplay(hash: hash, familyID: familyID, at: now)
-        cache.markFamilyRevoked(familyID)
+        cache.markFamilyRevoked(familyID, now: clock.now())
         logger.warning("authorization code replayed; token family revoked", metadata: ["client_id": "\(client.id)"])
     }
 
@@ -185,7 +181,7 @@ final class TokenService: Sendable {
             throw error
         case .revokeFamily(let familyID, let error):
             try await store.revokeFamily(familyID)
-            cache.markFamilyRevoked(familyID)
+            cache.markFamilyRevoked(familyID, now: clock.now())
             logger.warning("rotated refresh token reused; token family revoked", metadata: ["client_id": "\(client.id)"])
             throw error
         case .rotate:
@@ -373,7 +369,7 @@ final class TokenService: Sendable {
             guard let record = try await store.token(locator), record.clientID == client.id else { return }
             if record.kind == .refresh, let familyID = record.familyID {
                 try await store.revokeFamily(familyID)
-                cache.markFamilyRevoked(familyID)
+                cache.markFamilyRevoked(familyID, now: clock.now())
             } else {
                 try await store.revokeToken(locator)
                 cache.markRevoked(id: locator.id)

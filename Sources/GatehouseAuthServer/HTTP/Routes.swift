@@ -207,7 +207,7 @@ extension AuthorizationServer {
             let status: HTTPResponse.Status
             switch (error.code, error.retryAfter) {
             case (.temporarilyUnavailable, let wait):
-                message = "Too many sign-ins are in progress. Try again in \(wait ?? 1) seconds."
+                message = "Sign-in is temporarily unavailable. Try again in \(wait ?? 1) seconds."
                 status = .serviceUnavailable
             case (_, let wait?):
                 metrics.loginFailed()

@@ -1,3 +1,5 @@
+import GatehouseStore
+
 /// Throttles password guessing per key (a username, an IP address). Pure state machine over an injected time.
 ///
 /// After `maxFailuresBeforeDelay` failures within `failureWindow`, each further attempt must wait
@@ -23,16 +25,8 @@ public struct LoginThrottle: Sendable {
         }
     }
 
-    struct Entry: Equatable {
-        var failures: Int
-        var lastFailure: Int
-        /// Attempts counted by `reserve` whose outcome is not known yet (their password is being hashed).
-        var pending: Int = 0
-        var lastReserved: Int = 0
-
-        /// The time delays count from: the last failure, or the last reservation while one is pending.
-        var reference: Int { pending > 0 ? max(lastFailure, lastReserved) : lastFailure }
-    }
+    /// A key's counters: a value type that a shared store keeps as a row (`LoginThrottleRecord`).
+    typealias Entry = LoginThrottleRecord
 
     public let policy: Policy
     private(set) var entries: [String: Entry] = [:]
@@ -41,14 +35,23 @@ public struct LoginThrottle: Sendable {
         self.policy = policy
     }
 
+    /// A throttle over given entries: how a shared store's rows, locked for one transaction, are decided on with
+    /// exactly the rules of the in-memory throttle.
+    init(policy: Policy, entries: [String: Entry]) {
+        self.policy = policy
+        self.entries = entries
+    }
+
     /// Seconds to wait before `key` may try again, or nil when it may try now.
     public func retryAfter(_ key: String, now: Int) -> Int? {
         guard let entry = entries[key] else { return nil }
         let failures = now - entry.lastFailure < policy.failureWindow ? entry.failures : 0
-        let excess = failures + entry.pending - policy.maxFailuresBeforeDelay
+        let pending = livePending(entry, now: now)
+        let excess = failures + pending - policy.maxFailuresBeforeDelay
         guard excess >= 0 else { return nil }
         let delay = excess >= 30 ? policy.maxDelay : min(policy.maxDelay, policy.baseDelay << excess)
-        let remaining = entry.reference + delay - now
+        let reference = pending > 0 ? max(entry.lastFailure, entry.lastReserved) : entry.lastFailure
+        let remaining = reference + delay - now
         return remaining > 0 ? remaining : nil
     }
 
@@ -62,6 +65,7 @@ public struct LoginThrottle: Sendable {
             if let existing = entries[key] {
                 entry = existing
                 if now - entry.lastFailure >= policy.failureWindow { entry.failures = 0 }
+                entry.pending = livePending(entry, now: now)
             } else {
                 if entries.count >= policy.maxTrackedKeys { evictOldest(now: now) }
                 entry = Entry(failures: 0, lastFailure: now)
@@ -112,10 +116,22 @@ public struct LoginThrottle: Sendable {
         return entry.failures
     }
 
+    /// Reservations not settled within a window are dropped: a process that stopped between `reserve` and
+    /// `settle` (possible once counters outlive it in a shared database) must not hold a key back for good. Hashing
+    /// a password takes well under a second, so no live reservation is that old.
+    private func livePending(_ entry: Entry, now: Int) -> Int {
+        now - entry.lastReserved < policy.failureWindow ? entry.pending : 0
+    }
+
     private mutating func evictOldest(now: Int) {
         entries = entries.filter { $0.value.pending > 0 || now - $0.value.reference < policy.failureWindow }
         if entries.count >= policy.maxTrackedKeys, let oldest = entries.min(by: { $0.value.reference < $1.value.reference }) {
             entries[oldest.key] = nil
         }
     }
+}
+
+extension LoginThrottleRecord {
+    /// The time delays count from: the last failure, or the last reservation while one is pending.
+    var reference: Int { pending > 0 ? max(lastFailure, lastReserved) : lastFailure }
 }

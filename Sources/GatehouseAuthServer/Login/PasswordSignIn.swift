@@ -5,13 +5,13 @@ extension TokenService {
     /// the password grant.
     ///
     /// The attempt is counted before the password is hashed and settled after: with the check before the hash and
-    /// the count after it, N concurrent guesses for one username all passed the check and were all evaluated.
+    /// the count after it, N concurrent guesses for one username all passed the check and were all evaluated. With
+    /// PostgreSQL the counters are in the database, so the budget is shared by every replica.
     /// A refusal by a full hashing queue (`temporarily_unavailable`, 503 with `Retry-After`) counts as no attempt.
     func verifyPassword(username: String, password: String, remoteAddress: String) async throws -> UserRecord {
-        let userKey = "user:" + username.lowercased()
-        let addressKey = "ip:" + remoteAddress
+        let keys = ["user:" + username.lowercased(), "ip:" + remoteAddress]
         let now = clock.now()
-        if let wait = throttle.withLockedValue({ $0.reserve([userKey, addressKey], now: now) }) {
+        if let wait = try await throttled({ try await throttle.reserve(keys, now: now) }) {
             throw OAuthError(.invalidGrant, "too many failed sign-in attempts; try again in \(wait) s", retryAfter: wait)
         }
         let user: UserRecord?
@@ -24,31 +24,36 @@ extension TokenService {
                 matches = try await passwords.verifyDecoy(password)
             }
         } catch {
-            let settledAt = clock.now()
-            throttle.withLockedValue { throttle in
-                throttle.settle(userKey, failed: false, now: settledAt)
-                throttle.settle(addressKey, failed: false, now: settledAt)
-            }
+            try await throttled { try await throttle.settle(keys, [.notFailed, .notFailed], now: clock.now()) }
             if let busy = error as? PasswordHasher.Busy {
                 logger.warning("sign-in refused: password hashing queue full", metadata: ["remote": "\(remoteAddress)", "retry_after": "\(busy.retryAfter)"])
                 throw OAuthError(.temporarilyUnavailable, "too many sign-ins in progress; try again in \(busy.retryAfter) s", retryAfter: busy.retryAfter)
             }
             throw error
         }
-        let settledAt = clock.now()
         guard let user, matches else {
-            throttle.withLockedValue { throttle in
-                throttle.settle(userKey, failed: true, now: settledAt)
-                throttle.settle(addressKey, failed: true, now: settledAt)
-            }
+            try await throttled { try await throttle.settle(keys, [.failed, .failed], now: clock.now()) }
             logger.notice("sign-in failed", metadata: ["remote": "\(remoteAddress)"])
             throw OAuthError(.invalidGrant, "the username or password is wrong")
         }
         // Only the user's count resets: one good account must not wipe an address's record of guessing others.
-        throttle.withLockedValue { throttle in
-            throttle.recordSuccess(userKey)
-            throttle.settle(addressKey, failed: false, now: settledAt)
-        }
+        try await throttled { try await throttle.settle(keys, [.succeeded, .notFailed], now: clock.now()) }
         return user
+    }
+
+    /// Runs a step of the throttle; a shared store that fails (PostgreSQL down) refuses the sign-in with
+    /// `temporarily_unavailable` (503 with `Retry-After`): an attempt that cannot be counted is not evaluated, and
+    /// one whose outcome cannot be recorded is not answered (it stays counted as a failure until its reservation
+    /// goes stale). Never a guess let through unthrottled, never a 500.
+    private func throttled<T>(_ step: () async throws -> T) async throws -> T {
+        do {
+            return try await step()
+        } catch {
+            logger.warning("sign-in refused: login throttle unavailable", metadata: ["error": "\(error)"])
+            throw OAuthError(
+                .temporarilyUnavailable, "sign-in is temporarily unavailable; try again in \(OAuthError.storeUnavailableRetryAfter) s",
+                retryAfter: OAuthError.storeUnavailableRetryAfter
+            )
+        }
     }
 }

@@ -39,7 +39,7 @@ public final class AuthMetrics: Sendable {
     /// The `operation` label of `gatehouse_auth_store_duration_seconds`: the store's calls.
     public enum StoreOperation: Int, CaseIterable, Sendable {
         case upsertClient, client, listClients, removeClient, removeConfigurationClients, upsertUser, user, removeUser, insertCode, code,
-            redeemCode, recordCodeReplay, codeWasReplayed, insertTokens, token, markRotated, revokeFamily, revokeToken, consentedScopes,
+            redeemCode, recordCodeReplay, insertTokens, token, markRotated, revokeFamily, revokeToken, consentedScopes,
             saveConsent, purgeExpired, ping, revokeJWT, isJWTRevoked, tokenCounts
 
         public var name: String {

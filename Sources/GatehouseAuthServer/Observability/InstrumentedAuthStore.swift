@@ -27,11 +27,12 @@ public struct InstrumentedAuthStore: AuthStore {
 
     public func insertCode(_ code: AuthorizationCodeRecord) async throws { try await metrics.store(.insertCode) { try await base.insertCode(code) } }
     public func code(hash: String) async throws -> AuthorizationCodeRecord? { try await metrics.store(.code) { try await base.code(hash: hash) } }
-    public func redeemCode(hash: String, at now: Int) async throws -> CodeRedemption { try await metrics.store(.redeemCode) { try await base.redeemCode(hash: hash, at: now) } }
+    public func redeemCode(hash: String, at now: Int, issuing tokens: [TokenRecord]) async throws -> CodeRedemption {
+        try await metrics.store(.redeemCode) { try await base.redeemCode(hash: hash, at: now, issuing: tokens) }
+    }
     public func recordCodeReplay(hash: String, familyID: String, at now: Int) async throws {
         try await metrics.store(.recordCodeReplay) { try await base.recordCodeReplay(hash: hash, familyID: familyID, at: now) }
     }
-    public func codeWasReplayed(hash: String) async throws -> Bool { try await metrics.store(.codeWasReplayed) { try await base.codeWasReplayed(hash: hash) } }
 
     public func allocateTokenIDs(_ count: Int) async throws -> [Int64] { try await base.allocateTokenIDs(count) }
     public func ping() async throws { try await metrics.store(.ping) { try await base.ping() } }

@@ -5,12 +5,13 @@ import Logging
 import NIOCore
 import Synchronization
 
-/// A `scope: cluster` limit's decisions: one `EVALSHA` of `GCRAScript` per request through the shared `RedisClient`
+/// A `scope: cluster` limit's decisions: one `EVALSHA` of `GCRAScript` per request through the `RedisClient`
 /// (every gateway sees the same counts, Redis's clock for all), or — while Redis fails — the local limiter at this
 /// gateway's share (`ClusterFallback`).
 ///
 /// The request is suspended, not the loop, while Redis answers: `decide` hands back a future that always succeeds (a
-/// Redis failure becomes a local decision), completed on the request's loop.
+/// Redis failure becomes a local decision), completed on the request's loop — the command goes out on that loop's
+/// own Redis connection, so neither the command nor its reply crosses threads.
 final class ClusterRateLimit: Sendable {
     let redis: RedisClient
     /// `gatehouse:rl:<route>:<limit>:` — the key's prefix in Redis, the same on every gateway with this route.
@@ -20,6 +21,8 @@ final class ClusterRateLimit: Sendable {
     let emissionIntervalMicros: Int64
     let burst: Int
     let maxDelayMicros: Int64
+    /// The script's call with these parameters, encoded once (a decision writes only its key).
+    let call: GCRACall
     /// This gateway's share of the limit (`rate / cluster_instances`, `burst / cluster_instances`), used while
     /// falling back.
     let fallbackLimiter: RateLimiter
@@ -42,6 +45,7 @@ final class ClusterRateLimit: Sendable {
         self.emissionIntervalMicros = max(1, (unitMicros + Int64(definition.rate) - 1) / Int64(definition.rate))
         self.burst = definition.burst
         self.maxDelayMicros = Int64(definition.maxDelayMilliseconds) * 1000
+        self.call = GCRACall(keyPrefix: keyPrefix, emissionIntervalMicros: emissionIntervalMicros, burst: burst, maxDelayMicros: maxDelayMicros)
         self.instances = definition.clusterInstances
         self.fallbackLimiter = RateLimiter(rule: rule.share(of: definition.clusterInstances))
         self.state = Mutex(ClusterFallback(probeInterval: probeInterval))
@@ -68,29 +72,34 @@ final class ClusterRateLimit: Sendable {
     /// Decides one request of `key`. `now`: the request's receive time (ns, monotonic) for the local limiter and the
     /// probe schedule; Redis uses its own clock.
     func decide(_ key: String, now: UInt64, on eventLoop: any EventLoop) -> Pending {
-        // One uncontended lock per decision (tens of ns, beside a Redis round trip of tens of µs).
-        switch state.withLock({ $0.route(now: now) }) {
-        case .redis:
-            break
-        case .local:
-            return .now(fallbackLimiter.decide(key, now: now))
-        case .localAndProbe:
-            probe()
-            return .now(fallbackLimiter.decide(key, now: now))
+        // While on Redis (the flag is false) the state machine would answer `.redis` without changing: skip its lock.
+        // The flag trails a transition by the few decisions taken meanwhile, which go to Redis (and fall back
+        // themselves) or take the lock and are routed by the machine.
+        if fallingBack.load(ordering: .relaxed) {
+            switch state.withLock({ $0.route(now: now) }) {
+            case .redis:
+                break
+            case .local:
+                return .now(fallbackLimiter.decide(key, now: now))
+            case .localAndProbe:
+                probe()
+                return .now(fallbackLimiter.decide(key, now: now))
+            }
         }
-        return .later(
-            redis.gcra(key: keyPrefix + key, emissionIntervalMicros: emissionIntervalMicros, burst: burst, maxDelayMicros: maxDelayMicros)
-                .hop(to: eventLoop)
-                .map { [self] decision in
-                    count(decision)
-                    return Self.decision(decision)
-                }
-                .recover { [self] error in
-                    // Not answered in time, or not at all: this request, and those after it, are decided here.
-                    report(state.withLock { $0.redisFailed(now: NIODeadline.now().uptimeNanoseconds) }, error: error)
-                    return fallbackLimiter.decide(key, now: NIODeadline.now().uptimeNanoseconds)
-                }
-        )
+        // Sent on a connection of the request's own loop and answered there: no hop either way, one promise.
+        let promise = eventLoop.makePromise(of: RateLimitDecision.self)
+        redis.gcra(call, key: key, on: eventLoop) { [self] result in
+            switch result {
+            case .success(let decision):
+                count(decision)
+                promise.succeed(Self.decision(decision))
+            case .failure(let error):
+                // Not answered in time, or not at all: this request, and those after it, are decided here.
+                report(state.withLock { $0.redisFailed(now: NIODeadline.now().uptimeNanoseconds) }, error: error)
+                promise.succeed(fallbackLimiter.decide(key, now: NIODeadline.now().uptimeNanoseconds))
+            }
+        }
+        return .later(promise.futureResult)
     }
 
     /// One `PING` beside a local decision; its answer decides whether Redis is back.

@@ -79,10 +79,11 @@ public final class GatewayCompiler: Sendable {
         }
     }
 
-    /// The client for `settings`: the current one when they did not change, else a new one (started; the old one
-    /// shut down). Its connections live on the process's shared loops (`MultiThreadedEventLoopGroup.singleton`): the
-    /// gateway's own loops are made when the server runs, after the first compile, so a decision's reply hops back
-    /// to the request's loop (measured in the README's cluster-limit benchmark).
+    /// The client for `settings`: the current one when they did not change, else a new one (the old one shut down).
+    /// Its connections live on the gateway's own event loops: each loop opens `pool_size` of them at its first
+    /// cluster-limit decision and sends its decisions there, so a decision crosses no thread (the loops are made
+    /// when the server runs, after the first compile, hence not ahead). The shared loops given here serve only
+    /// callers on no event loop.
     private func sharedRedisClient(for settings: GatewayConfiguration.Redis?) -> RedisClient? {
         redis.withLockedValue { current in
             if let current, current.settings == settings { return current.client }
@@ -98,7 +99,6 @@ public final class GatewayCompiler: Sendable {
                 ),
                 eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger
             )
-            client.start()
             current = (settings, client)
             return client
         }

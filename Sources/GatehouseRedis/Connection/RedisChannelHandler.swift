@@ -45,7 +45,7 @@ final class RedisChannelHandler: ChannelInboundHandler {
     }
 
     /// Queues `command` with its reply promise; must run on the channel's event loop.
-    func send(_ command: RedisCommand, deadline: NIODeadline, promise: EventLoopPromise<RESPValue>) {
+    func send<Command: RedisCommandEncodable>(_ command: Command, deadline: NIODeadline, promise: EventLoopPromise<RESPValue>) {
         guard let context, !closed else {
             promise.fail(RedisError(code: .connectionClosed, message: "\(command.name): the connection is closed"))
             return

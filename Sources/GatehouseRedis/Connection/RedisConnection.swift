@@ -45,21 +45,25 @@ public final class RedisConnection: Sendable {
     /// same write (no extra round trip); a `NOSCRIPT` reply (the server's script cache was flushed or the server
     /// restarted) loads it again and retries once.
     public func evaluate(_ script: RedisScript, keys: [String], arguments: [String]) -> EventLoopFuture<RESPValue> {
-        let command = RedisCommand(["EVALSHA", script.sha1, String(keys.count)] + keys + arguments)
+        evaluate(script, RedisCommand(["EVALSHA", script.sha1, String(keys.count)] + keys + arguments))
+    }
+
+    /// `evaluate` with the `EVALSHA` command already built (`GCRACall` encodes its fixed part once per limit).
+    func evaluate<Command: RedisCommandEncodable>(_ script: RedisScript, _ command: Command) -> EventLoopFuture<RESPValue> {
         if eventLoop.inEventLoop {
             return evaluateOnLoop(script, command: command, retry: true)
         }
         return eventLoop.flatSubmit { self.evaluateOnLoop(script, command: command, retry: true) }
     }
 
-    private func evaluateOnLoop(_ script: RedisScript, command: RedisCommand, retry: Bool) -> EventLoopFuture<RESPValue> {
+    private func evaluateOnLoop<Command: RedisCommandEncodable>(_ script: RedisScript, command: Command, retry: Bool) -> EventLoopFuture<RESPValue> {
         let handler = self.handler.value
         let deadline = NIODeadline.now() + commandTimeout
         if !handler.loadedScripts.contains(script.sha1) {
             // The load's own reply is not awaited: if it failed, EVALSHA fails with NOSCRIPT right after it.
             handler.loadedScripts.insert(script.sha1)
             let load = eventLoop.makePromise(of: RESPValue.self)
-            handler.send(["SCRIPT", "LOAD", script.source], deadline: deadline, promise: load)
+            handler.send(RedisCommand(["SCRIPT", "LOAD", script.source]), deadline: deadline, promise: load)
             load.futureResult.whenFailure { [handler = self.handler] _ in handler.value.loadedScripts.remove(script.sha1) }
         }
         let promise = eventLoop.makePromise(of: RESPValue.self)

@@ -1,130 +1,155 @@
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import Synchronization
 
-/// A pool of `pool_size` Redis connections with per-command timeouts and reconnect with backoff.
+/// Redis connections per event loop: each loop that sends a command gets its own pool of `pool_size` connections on
+/// that loop (`RedisLoopPool`), opened at its first command, with per-command timeouts and reconnect with backoff.
 ///
-/// Never blocks: every call returns a future. A command goes to a ready connection, preferring one on the
-/// caller's event loop (no thread hop); with none ready it waits for a connect already in flight, and fails at
-/// once with `.unavailable` when every slot is backing off — the caller (the rate limiter) falls back rather
-/// than queueing behind an outage. Picking a connection takes one uncontended lock.
+/// `pool_size` is therefore per event loop: a gateway with `event_loop_threads: 4` and `pool_size: 1` holds four
+/// connections. One per loop is enough for the limiter: a loop's commands of one tick leave in one write on it
+/// (pipelined), and a second connection on the same loop would split that write in two.
+///
+/// Never blocks: every call returns a future, completed on the loop the command was sent from. With no connection
+/// ready a command waits for a connect already in flight, and fails at once with `.unavailable` when every slot of
+/// its loop is backing off — the caller (the rate limiter) falls back rather than queueing behind an outage.
+/// Finding the caller's pool takes no lock: the pools are a list published with atomics (`RedisLoopPools`), read
+/// with one acquire load per loop, and appended to once per loop.
 public final class RedisClient: Sendable {
+    /// What every loop's pool shares.
+    final class Shared: Sendable {
+        let configuration: RedisConfiguration
+        let statistics: RedisStatistics
+        let logger: Logger
+        /// Ready connections over all loops (`isConnected`).
+        let readyConnections = Atomic<Int>(0)
+
+        init(configuration: RedisConfiguration, statistics: RedisStatistics, logger: Logger) {
+            self.configuration = configuration
+            self.statistics = statistics
+            self.logger = logger
+        }
+    }
+
     public let configuration: RedisConfiguration
     /// Flush (round trip) counts of all connections.
-    public let statistics = RedisStatistics()
-    private let loops: [any EventLoop]
-    private let logger: Logger
-    private let state: NIOLockedValueBox<RedisPoolStateMachine<RedisConnection, EventLoopPromise<RedisConnection>>>
+    public let statistics: RedisStatistics
+    /// The loops of callers that are on no event loop (tests, the command line) and of `start()`.
+    private let group: any EventLoopGroup
+    private let shared: Shared
+    let pools = RedisLoopPools()
+    private let isShutDown = Atomic<Bool>(false)
 
-    /// Connections are spread over the group's loops (slot i on loop i mod n). Call `start()` to connect.
+    /// `eventLoopGroup` serves callers that are not on an event loop; callers on a loop (the gateway's) get
+    /// connections on their own loop. Call `start()` to connect ahead of the first command.
     public init(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, logger: Logger = Logger(label: "gatehouse.redis")) {
+        let statistics = RedisStatistics()
         self.configuration = configuration
-        self.loops = Array(eventLoopGroup.makeIterator())
-        self.logger = logger
-        self.state = NIOLockedValueBox(RedisPoolStateMachine(
-            size: configuration.poolSize,
-            initialBackoff: configuration.reconnectBackoffInitial,
-            maximumBackoff: configuration.reconnectBackoffMaximum
-        ))
+        self.statistics = statistics
+        self.group = eventLoopGroup
+        self.shared = Shared(configuration: configuration, statistics: statistics, logger: logger)
     }
 
-    /// Opens every connection (in the background; commands sent meanwhile wait for the first).
+    /// Opens the pools of `eventLoopGroup`'s loops now (in the background; commands sent meanwhile wait for the
+    /// first connection). Other loops' pools open at their first command.
     public func start() {
-        run(state.withLockedValue { $0.start() })
+        for loop in group.makeIterator() {
+            loop.execute { [self] in _ = pool(on: loop) }
+        }
     }
 
-    /// Closes every connection; later commands fail with `.unavailable`.
+    /// Opens the pool of `eventLoop` now rather than at its first command.
+    public func warm(_ eventLoop: any EventLoop) {
+        eventLoop.execute { [self] in _ = pool(on: eventLoop) }
+    }
+
+    /// Closes every connection; later commands fail with `.unavailable`. Each loop's pool closes on its loop: call it
+    /// before shutting down the loops that sent commands (their connections close with them anyway). A second call
+    /// does nothing.
     public func shutdown() -> EventLoopFuture<Void> {
-        var closing: [EventLoopFuture<Void>] = []
-        for action in state.withLockedValue({ $0.shutdown() }) {
-            if case .close(let connections) = action {
-                closing += connections.map { $0.close() }
-            } else {
-                run([action])
-            }
-        }
-        return EventLoopFuture.andAllComplete(closing, on: loops[0])
+        guard !isShutDown.exchange(true, ordering: .sequentiallyConsistent) else { return group.next().makeSucceededVoidFuture() }
+        let closing = pools.all.map { pool in pool.eventLoop.flatSubmit { pool.shutdown() } }
+        return EventLoopFuture.andAllComplete(closing, on: group.next())
     }
 
-    /// Sends one command on a pooled connection.
-    public func send(_ command: RedisCommand) -> EventLoopFuture<RESPValue> {
-        withConnection { $0.send(command) }
-    }
-
-    /// Runs a script with `EVALSHA` (see `RedisConnection.evaluate`).
-    public func evaluate(_ script: RedisScript, keys: [String], arguments: [String]) -> EventLoopFuture<RESPValue> {
-        withConnection { $0.evaluate(script, keys: keys, arguments: arguments) }
-    }
-
-    /// Whether a connection is ready now (for readiness reporting and tests).
-    public var isConnected: Bool {
-        state.withLockedValue { $0.slots.contains { if case .ready = $0 { return true } else { return false } } }
-    }
-
-    private func withConnection(_ body: @escaping @Sendable (RedisConnection) -> EventLoopFuture<RESPValue>) -> EventLoopFuture<RESPValue> {
-        let loop = MultiThreadedEventLoopGroup.currentEventLoop ?? loops[0]
-        let acquisition = state.withLockedValue {
-            $0.acquire(preferred: { $0.eventLoop.inEventLoop }, makeWaiter: { loop.makePromise(of: RedisConnection.self) })
-        }
-        switch acquisition {
-        case .use(let connection):
-            return body(connection)
-        case .wait(let waiter):
-            return waiter.futureResult.flatMap(body)
-        case .unavailable:
-            return loop.makeFailedFuture(RedisError(code: .unavailable, message: "no connection to \(configuration) (reconnecting)"))
-        case .shutDown:
-            return loop.makeFailedFuture(RedisError(code: .unavailable, message: "the client is shut down"))
+    /// Sends one command on a connection of `eventLoop` (default: the caller's loop, else one of `eventLoopGroup`'s);
+    /// the future completes there.
+    public func send(_ command: RedisCommand, on eventLoop: (any EventLoop)? = nil) -> EventLoopFuture<RESPValue> {
+        let loop = eventLoop ?? MultiThreadedEventLoopGroup.currentEventLoop ?? group.next()
+        guard loop.inEventLoop else { return loop.flatSubmit { [self] in send(command, on: loop) } }
+        switch pool(on: loop).acquire() {
+        case .ready(let connection): return connection.send(command)
+        case .later(let connection): return connection.flatMap { $0.send(command) }
         }
     }
 
-    private func run(_ actions: [RedisPoolStateMachine<RedisConnection, EventLoopPromise<RedisConnection>>.Action]) {
-        for action in actions { run(action) }
+    /// Runs a script with `EVALSHA` (see `RedisConnection.evaluate`) on a connection of `eventLoop` (as `send`).
+    public func evaluate(_ script: RedisScript, keys: [String], arguments: [String], on eventLoop: (any EventLoop)? = nil) -> EventLoopFuture<RESPValue> {
+        evaluate(script, RedisCommand(["EVALSHA", script.sha1, String(keys.count)] + keys + arguments), on: eventLoop)
     }
 
-    private func run(_ action: RedisPoolStateMachine<RedisConnection, EventLoopPromise<RedisConnection>>.Action?) {
-        guard let action else { return }
-        switch action {
-        case .connect(let slot):
-            connect(slot: slot)
-        case .scheduleReconnect(let slot, let delay):
-            loops[slot % loops.count].scheduleTask(in: delay) { [self] in
-                run(state.withLockedValue { $0.backoffElapsed(slot: slot) })
-            }
-        case .succeedWaiters(let waiters, let connection):
-            for waiter in waiters { waiter.succeed(connection) }
-        case .failWaiters(let waiters):
-            for waiter in waiters {
-                waiter.fail(RedisError(code: .unavailable, message: "could not connect to \(configuration)"))
-            }
-        case .close(let connections):
-            for connection in connections { _ = connection.close() }
+    /// `EVALSHA` of `script` with the command already built (`GCRACall` encodes its fixed part once per limit).
+    func evaluate<Command: RedisCommandEncodable>(_ script: RedisScript, _ command: Command, on eventLoop: (any EventLoop)?) -> EventLoopFuture<RESPValue> {
+        let loop = eventLoop ?? MultiThreadedEventLoopGroup.currentEventLoop ?? group.next()
+        // The gateway's case: on the loop, whose own connection takes the command (no lock, no hop, no closure).
+        guard loop.inEventLoop else { return loop.flatSubmit { [self] in evaluate(script, command, on: loop) } }
+        switch pool(on: loop).acquire() {
+        case .ready(let connection): return connection.evaluate(script, command)
+        case .later(let connection): return connection.flatMap { $0.evaluate(script, command) }
         }
     }
 
-    private func connect(slot: Int) {
-        let loop = loops[slot % loops.count]
-        RedisConnection.connect(configuration: configuration, on: loop, statistics: statistics).whenComplete { [self] result in
-            switch result {
-            case .success(let connection):
-                logger.debug("redis connection ready", metadata: ["slot": "\(slot)", "resp": "\(connection.protocolVersion)"])
-                connection.closeFuture.whenComplete { [self] _ in
-                    run(state.withLockedValue { $0.connectionClosed(slot: slot, connection) })
-                }
-                run(state.withLockedValue { $0.connected(slot: slot, connection) })
-            case .failure(let error):
-                let (actions, failures) = state.withLockedValue { pool in
-                    (pool.connectFailed(slot: slot, jitter: Double.random(in: 0..<1)), pool.consecutiveFailures(slot: slot))
-                }
-                // The first failure of a slot is a warning; its retries during the same outage (one per backoff, up
-                // to every 2 s per slot) are debug, so an outage is not a log line per attempt.
-                logger.log(
-                    level: failures <= 1 ? .warning : .debug, "redis connect failed",
-                    metadata: ["slot": "\(slot)", "server": "\(configuration)", "error": "\(error)", "consecutive_failures": "\(failures)"]
-                )
-                run(actions)
-            }
+    /// Whether a connection is ready now, on any loop (for readiness reporting and tests).
+    public var isConnected: Bool { shared.readyConnections.load(ordering: .relaxed) > 0 }
+
+    /// The pool of `loop`, created (and its connections opened) at the loop's first command; on `loop`.
+    private func pool(on loop: any EventLoop) -> RedisLoopPool {
+        if let pool = pools.find(loop) { return pool }
+        let pool = RedisLoopPool(eventLoop: loop, shared: shared)
+        pools.append(pool)
+        if isShutDown.load(ordering: .sequentiallyConsistent) {
+            _ = pool.shutdown()  // appended after shutdown's walk, or seen by it: shut down either way
+        } else {
+            pool.start()
         }
+        return pool
+    }
+}
+
+/// The loops' pools: a singly linked list whose links are set once (`AtomicLazyReference`), so a lookup is a walk of
+/// acquire loads (one node per loop that has used the client) and an append is a compare-and-swap on the last link.
+/// Only a loop appends its own pool, so no loop is ever in the list twice.
+final class RedisLoopPools: Sendable {
+    final class Node: Sendable {
+        let pool: RedisLoopPool
+        let next = AtomicLazyReference<Node>()
+        init(_ pool: RedisLoopPool) { self.pool = pool }
+    }
+
+    private let head = AtomicLazyReference<Node>()
+
+    func find(_ loop: any EventLoop) -> RedisLoopPool? {
+        var node = head.load()
+        while let current = node {
+            if current.pool.eventLoop === loop { return current.pool }
+            node = current.next.load()
+        }
+        return nil
+    }
+
+    func append(_ pool: RedisLoopPool) {
+        let node = Node(pool)
+        var last = head.storeIfNil(node)
+        while last !== node { last = last.next.storeIfNil(node) }
+    }
+
+    var all: [RedisLoopPool] {
+        var pools: [RedisLoopPool] = []
+        var node = head.load()
+        while let current = node {
+            pools.append(current.pool)
+            node = current.next.load()
+        }
+        return pools
     }
 }

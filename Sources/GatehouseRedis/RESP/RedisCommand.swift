@@ -1,7 +1,16 @@
 import NIOCore
 
+/// What a connection can send: a RESP array of bulk strings written straight into the write buffer.
+public protocol RedisCommandEncodable: Sendable {
+    /// The command's name (`GET`), for errors and logs, which never carry the arguments (they may be secrets).
+    var name: String { get }
+    /// The bytes `encode(into:)` appends: for sizing a buffer.
+    var encodedLength: Int { get }
+    func encode(into buffer: inout ByteBuffer)
+}
+
 /// A command: its name and arguments, sent as a RESP array of bulk strings (the only form a server must accept).
-public struct RedisCommand: Sendable, ExpressibleByArrayLiteral {
+public struct RedisCommand: RedisCommandEncodable, ExpressibleByArrayLiteral {
     /// The name first (`GET`), then the arguments.
     public var arguments: [String]
 
@@ -34,7 +43,7 @@ public struct RedisCommand: Sendable, ExpressibleByArrayLiteral {
     }
 
     /// Writes a non-negative integer and CRLF without building a String.
-    private static func writeDecimal(_ value: Int, into buffer: inout ByteBuffer) {
+    static func writeDecimal(_ value: Int, into buffer: inout ByteBuffer) {
         var divisor = 1
         while divisor <= value / 10 { divisor *= 10 }
         var rest = value
@@ -46,7 +55,7 @@ public struct RedisCommand: Sendable, ExpressibleByArrayLiteral {
         buffer.writeInteger(UInt16(0x0D0A))
     }
 
-    private static func digits(_ value: Int) -> Int {
+    static func digits(_ value: Int) -> Int {
         var count = 1
         var rest = value
         while rest >= 10 { rest /= 10; count += 1 }

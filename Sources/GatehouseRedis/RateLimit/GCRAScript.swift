@@ -102,23 +102,94 @@ public struct ClusterRateLimitDecision: Sendable, Equatable {
         guard let elements = reply.elements, elements.count == 5 else {
             throw RedisError.protocolViolation("GCRA reply is not an array of five integers")
         }
-        let numbers = elements.compactMap(\.int64)
-        guard numbers.count == 5, numbers[1] >= 0, numbers[2] >= 0, numbers[3] >= 0 else {
+        // Read in place (the reply is the hot path's; a `compactMap` would allocate a second array per decision).
+        func number(_ index: Int) -> Int64 { elements[index].int64 ?? -1 }
+        let numbers = (number(0), number(1), number(2), number(3), number(4))
+        guard elements.allSatisfy({ $0.int64 != nil }), numbers.1 >= 0, numbers.2 >= 0, numbers.3 >= 0 else {
             throw RedisError.protocolViolation("GCRA reply is not an array of five non-negative integers")
         }
-        switch numbers[0] {
+        switch numbers.0 {
         case 0: outcome = .allow
-        case 1: outcome = .delay(micros: numbers[2])
-        case 2: outcome = .refuse(retryAfterMicros: numbers[2])
-        default: throw RedisError.protocolViolation("GCRA reply has an unknown outcome \(numbers[0])")
+        case 1: outcome = .delay(micros: numbers.2)
+        case 2: outcome = .refuse(retryAfterMicros: numbers.2)
+        default: throw RedisError.protocolViolation("GCRA reply has an unknown outcome \(numbers.0)")
         }
-        remaining = Int(clamping: numbers[1])
-        resetAfterMicros = numbers[3]
-        nowMicros = numbers[4]
+        remaining = Int(clamping: numbers.1)
+        resetAfterMicros = numbers.3
+        nowMicros = numbers.4
+    }
+}
+
+/// One limit's `GCRAScript` call, encoded once: `EVALSHA <sha1> 1 <prefix><key> <T> <b> <d> <n>` with everything but
+/// the key's suffix written ahead, so a decision writes three byte runs into the command buffer (no argument
+/// strings, no array, no key concatenation per request).
+public struct GCRACall: Sendable, Equatable {
+    /// `*8`, `EVALSHA`, the script's SHA1, `1` (one key): RESP-encoded.
+    let head: [UInt8]
+    /// The key's prefix (`gatehouse:rl:<route>:<limit>:`).
+    let keyPrefix: [UInt8]
+    /// The four arguments, RESP-encoded.
+    let tail: [UInt8]
+
+    /// - Parameters: see `RedisClient.gcra(key:emissionIntervalMicros:burst:maxDelayMicros:cost:)`.
+    public init(keyPrefix: String, emissionIntervalMicros: Int64, burst: Int, maxDelayMicros: Int64, cost: Int = 1) {
+        func encoded(_ arguments: [String], count: Int? = nil) -> [UInt8] {
+            var buffer = ByteBuffer()
+            if let count {
+                buffer.writeInteger(UInt8(ascii: "*"))
+                RedisCommand.writeDecimal(count, into: &buffer)
+            }
+            for argument in arguments {
+                buffer.writeInteger(UInt8(ascii: "$"))
+                RedisCommand.writeDecimal(argument.utf8.count, into: &buffer)
+                buffer.writeString(argument)
+                buffer.writeInteger(UInt16(0x0D0A))
+            }
+            return Array(buffer.readableBytesView)
+        }
+        head = encoded(["EVALSHA", GCRAScript.script.sha1, "1"], count: 8)
+        self.keyPrefix = Array(keyPrefix.utf8)
+        tail = encoded([String(emissionIntervalMicros), String(burst), String(maxDelayMicros), String(cost)])
+    }
+
+    /// The command for the key `keyPrefix + key`.
+    func command(key: String) -> Command { Command(call: self, key: key) }
+
+    struct Command: RedisCommandEncodable {
+        let call: GCRACall
+        let key: String
+
+        var name: String { "EVALSHA" }
+
+        var encodedLength: Int {
+            let keyLength = call.keyPrefix.count + key.utf8.count
+            return call.head.count + 3 + RedisCommand.digits(keyLength) + keyLength + 2 + call.tail.count
+        }
+
+        func encode(into buffer: inout ByteBuffer) {
+            buffer.writeBytes(call.head)
+            buffer.writeInteger(UInt8(ascii: "$"))
+            RedisCommand.writeDecimal(call.keyPrefix.count + key.utf8.count, into: &buffer)
+            buffer.writeBytes(call.keyPrefix)
+            buffer.writeString(key)
+            buffer.writeInteger(UInt16(0x0D0A))
+            buffer.writeBytes(call.tail)
+        }
     }
 }
 
 extension RedisClient {
+    /// One cluster-wide GCRA decision for `call`'s limit and `key` (the part after its prefix), sent on a connection
+    /// of `eventLoop` (the caller's: no hop) and reported there to `completion` — one callback, no future chain.
+    public func gcra(
+        _ call: GCRACall, key: String, on eventLoop: any EventLoop,
+        _ completion: @escaping @Sendable (Result<ClusterRateLimitDecision, any Error>) -> Void
+    ) {
+        evaluate(GCRAScript.script, call.command(key: key), on: eventLoop).whenComplete { result in
+            completion(result.flatMap { reply in Result { try ClusterRateLimitDecision(reply: reply) } })
+        }
+    }
+
     /// One cluster-wide GCRA decision for `key` (see `GCRAScript`).
     ///
     /// - Parameters:
@@ -131,11 +202,11 @@ extension RedisClient {
     ///     (G gateways) at any moment, and a gateway's local spending can be up to N − 1 requests early relative
     ///     to the exact per-request schedule.
     public func gcra(
-        key: String, emissionIntervalMicros: Int64, burst: Int, maxDelayMicros: Int64, cost: Int = 1
+        key: String, emissionIntervalMicros: Int64, burst: Int, maxDelayMicros: Int64, cost: Int = 1, on eventLoop: (any EventLoop)? = nil
     ) -> EventLoopFuture<ClusterRateLimitDecision> {
         evaluate(
             GCRAScript.script, keys: [key],
-            arguments: [String(emissionIntervalMicros), String(burst), String(maxDelayMicros), String(cost)]
+            arguments: [String(emissionIntervalMicros), String(burst), String(maxDelayMicros), String(cost)], on: eventLoop
         ).flatMapThrowing { try ClusterRateLimitDecision(reply: $0) }
     }
 }

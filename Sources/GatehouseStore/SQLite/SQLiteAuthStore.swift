@@ -34,6 +34,8 @@ public final class SQLiteAuthStore: AuthStore {
     let logger: Logger
     let purgeBatchSize: Int
     private let tokenBatcher: GroupCommitBatcher<TokenRecord>
+    /// Statements share the writer; a transaction (code redemption, refresh rotation) has it alone.
+    let writerGate: WriterGate
     /// The last token id handed out. One server process owns a SQLite file, so a counter seeded from the table
     /// is enough (PostgreSQL deployments with replicas use a sequence instead).
     private let lastTokenID: NIOLockedValueBox<Int64>
@@ -44,8 +46,10 @@ public final class SQLiteAuthStore: AuthStore {
         self.logger = logger
         self.purgeBatchSize = configuration.purgeBatchSize
         self.lastTokenID = NIOLockedValueBox(lastTokenID)
+        let gate = WriterGate()
+        self.writerGate = gate
         self.tokenBatcher = GroupCommitBatcher(maxBatchSize: configuration.maxBatchSize) { batch in
-            SQLiteAuthStore.insertTokenRows(batch, on: writer)
+            gate.shared(on: writer.eventLoop) { SQLiteAuthStore.insertTokenRows(batch, on: writer) }
         }
     }
 
@@ -196,21 +200,22 @@ public final class SQLiteAuthStore: AuthStore {
     }
 
     public func recordCodeReplay(hash: String, familyID: String, at now: Int) async throws {
-        // Order matters: the mark first, then the revocation. A redemption whose tokens are stored after the
-        // revocation ran reads the mark afterwards (`codeWasReplayed`) and revokes them itself; one whose check
-        // ran before the mark stored its tokens before this revocation, which then reaches them.
+        // The caller saw the code used, and the mark commits with the tokens it issued (`redeemCode`), so they are
+        // committed and this revocation reaches them. The mark is kept for the record (when it was replayed).
         try await run(writer, "UPDATE authorization_codes SET replayed_at = COALESCE(replayed_at, ?) WHERE code_hash = ?", [.integer(now), .text(hash)])
         try await revokeFamily(familyID)
     }
 
-    public func codeWasReplayed(hash: String) async throws -> Bool {
-        let rows = try await run(writer, "SELECT replayed_at FROM authorization_codes WHERE code_hash = ?", [.text(hash)])
-        return rows.first?.column("replayed_at")?.integer != nil
-    }
-
-    public func redeemCode(hash: String, at now: Int) async throws -> CodeRedemption {
-        let marked = try await run(writer, "UPDATE authorization_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL RETURNING *", [.integer(now), .text(hash)])
-        if let row = marked.first { return .redeemed(Self.codeRecord(row)) }
+    public func redeemCode(hash: String, at now: Int, issuing tokens: [TokenRecord]) async throws -> CodeRedemption {
+        // One write transaction with the writer to itself: the mark and the tokens commit together or not at all,
+        // and no reader (the reader connection sees committed data only) finds the code used without its tokens.
+        let marked = try await transaction { (writer: SQLiteConnection) -> AuthorizationCodeRecord? in
+            let marked = try await writer.query("UPDATE authorization_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL RETURNING *", [.integer(now), .text(hash)])
+            guard let row = marked.first else { return nil }
+            if !tokens.isEmpty { try await Self.insertTokenRows(tokens, on: writer).get() }
+            return Self.codeRecord(row)
+        }
+        if let marked { return .redeemed(marked) }
         let existing = try await run(writer, "SELECT * FROM authorization_codes WHERE code_hash = ?", [.text(hash)])
         if let row = existing.first { return .alreadyUsed(Self.codeRecord(row)) }
         return .notFound
@@ -284,11 +289,30 @@ public final class SQLiteAuthStore: AuthStore {
         return SecureToken.constantTimeEquals(record.tokenHash, locator.hash) ? record : nil
     }
 
+    private static let rotateSQL = "UPDATE tokens SET rotated_at = ? WHERE id = ? AND token_hash = ? AND kind = 'refresh' AND rotated_at IS NULL AND revoked = 0 RETURNING *"
+
     public func markRotated(_ locator: TokenLocator, at now: Int) async throws -> RotationMark {
-        let id = SQLiteData.integer(Int(locator.id))
-        let marked = try await run(writer, "UPDATE tokens SET rotated_at = ? WHERE id = ? AND token_hash = ? AND kind = 'refresh' AND rotated_at IS NULL AND revoked = 0 RETURNING *", [.integer(now), id, .text(locator.hash)])
+        let marked = try await run(writer, Self.rotateSQL, [.integer(now), .integer(Int(locator.id)), .text(locator.hash)])
         if let row = marked.first { return .rotatedNow(Self.tokenRecord(row)) }
-        guard let row = try await run(writer, "SELECT * FROM tokens WHERE id = ? AND kind = 'refresh'", [id]).first else { return .notFound }
+        return try await rotationState(locator)
+    }
+
+    public func rotate(_ locator: TokenLocator, at now: Int, successors: [TokenRecord]) async throws -> RotationMark {
+        // As with a code: the mark and the successors in one write transaction, so a failure between them (a full
+        // disk, a crash) leaves the token unrotated and the client's retry is a first use, not a reuse.
+        let rotated = try await transaction { (writer: SQLiteConnection) -> TokenRecord? in
+            let marked = try await writer.query(Self.rotateSQL, [.integer(now), .integer(Int(locator.id)), .text(locator.hash)])
+            guard let row = marked.first else { return nil }
+            if !successors.isEmpty { try await Self.insertTokenRows(successors, on: writer).get() }
+            return Self.tokenRecord(row)
+        }
+        if let rotated { return .rotatedNow(rotated) }
+        return try await rotationState(locator)
+    }
+
+    /// What a refresh token that this call did not rotate is: rotated before, revoked, or unknown.
+    private func rotationState(_ locator: TokenLocator) async throws -> RotationMark {
+        guard let row = try await run(writer, "SELECT * FROM tokens WHERE id = ? AND kind = 'refresh'", [.integer(Int(locator.id))]).first else { return .notFound }
         let record = Self.tokenRecord(row)
         guard SecureToken.constantTimeEquals(record.tokenHash, locator.hash) else { return .notFound }
         return record.revoked ? .revoked(record) : .rotatedBefore(record)
@@ -370,10 +394,36 @@ public final class SQLiteAuthStore: AuthStore {
 
     // MARK: Helpers
 
+    /// Runs one statement (on the writer: through the gate, never inside another caller's transaction).
     @discardableResult
     func run(_ connection: SQLiteConnection, _ sql: String, _ binds: [SQLiteData]) async throws -> [SQLiteRow] {
         do {
+            if connection === writer {
+                return try await writerGate.shared { try await connection.query(sql, binds) }
+            }
             return try await connection.query(sql, binds)
+        } catch {
+            throw StoreError(code: .queryFailed, message: "\(error)")
+        }
+    }
+
+    /// Runs `body` in one write transaction (`BEGIN IMMEDIATE` … `COMMIT`) with the writer to itself; any error
+    /// rolls it back and is thrown as a `StoreError`, so nothing of it stays.
+    func transaction<T: Sendable>(_ body: (SQLiteConnection) async throws -> T) async throws -> T {
+        do {
+            return try await writerGate.exclusive {
+                _ = try await writer.query("BEGIN IMMEDIATE")
+                do {
+                    let result = try await body(writer)
+                    _ = try await writer.query("COMMIT")
+                    return result
+                } catch {
+                    _ = try? await writer.query("ROLLBACK")
+                    throw error
+                }
+            }
+        } catch let error as StoreError {
+            throw error
         } catch {
             throw StoreError(code: .queryFailed, message: "\(error)")
         }
