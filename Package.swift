@@ -222,10 +222,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // What the test targets share (`eventually`: poll for a condition instead of sleeping). A target under
+        // Tests/ that no product names, so it is never linked into the `gatehouse` executable or a library product.
+        .target(
+            name: "GatehouseTestSupport",
+            path: "Tests/GatehouseTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "GatehouseTokensTests",
             dependencies: [
-                "GatehouseTokens", "GatehouseServiceAuth", .product(name: "JWTKit", package: "jwt-kit"), .product(name: "Crypto", package: "swift-crypto"),
+                "GatehouseTestSupport", "GatehouseTokens", "GatehouseServiceAuth", .product(name: "JWTKit", package: "jwt-kit"), .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
@@ -233,7 +240,7 @@ let package = Package(
         .testTarget(
             name: "GatehouseGatewayTests",
             dependencies: [
-                "GatehouseGateway", "GatehouseConfiguration", "GatehouseDemoBackend", "GatehouseServiceAuth", "GatehouseObservability",
+                "GatehouseTestSupport", "GatehouseGateway", "GatehouseConfiguration", "GatehouseDemoBackend", "GatehouseServiceAuth", "GatehouseObservability",
                 "GatehousePolicies", "GatehouseRedis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -261,7 +268,7 @@ let package = Package(
         .testTarget(
             name: "GatehouseRedisTests",
             dependencies: [
-                "GatehouseRedis",
+                "GatehouseTestSupport", "GatehouseRedis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -287,7 +294,7 @@ let package = Package(
         .testTarget(
             name: "GatehouseStoreTests",
             dependencies: [
-                "GatehouseStore", "GatehouseStorePostgres", "GatehouseTokens", .product(name: "Logging", package: "swift-log"),
+                "GatehouseTestSupport", "GatehouseStore", "GatehouseStorePostgres", "GatehouseTokens", .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 // A connection of the tests' own, holding a lock that stalls a store's transaction mid-way.
                 .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -297,7 +304,7 @@ let package = Package(
         .testTarget(
             name: "GatehouseAuthServerTests",
             dependencies: [
-                "GatehouseAuthServer", "GatehouseStore", "GatehouseConfiguration", "GatehouseTokens", "GatehouseGateway",
+                "GatehouseTestSupport", "GatehouseAuthServer", "GatehouseStore", "GatehouseConfiguration", "GatehouseTokens", "GatehouseGateway",
                 "GatehouseServiceAuth", "GatehousePolicies",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

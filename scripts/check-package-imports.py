@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Every module a target imports is declared in Package.swift, and every dependency it declares is imported.
 
-Reads Package.swift's targets (name, path Sources/<name> or Tests/<name>, dependencies: target names in quotes and
+Reads Package.swift's targets (name, path Sources/<name> or Tests/<name> unless a `path:` says otherwise, dependencies: target names in quotes and
 `.product(name: ...)`), scans each target's Swift files for `import` lines (`@testable`, `public`, `internal`, `@_exported`
 too), and reports both kinds of mismatch. The toolchain's own modules (Foundation, Glibc, Testing, ...) need no
 declaration. Exit status 1 when anything is wrong. Used by scripts/test.sh.
@@ -16,6 +16,7 @@ SYSTEM = {"Foundation", "FoundationEssentials", "FoundationNetworking", "Glibc",
 
 text = (ROOT / "Package.swift").read_text()
 targets = {}
+problems_early = []
 for match in re.finditer(r"\.(executableTarget|target|testTarget)\(\s*name:\s*\"([^\"]+)\"(.*?)\n        \)", text, re.S):
     kind, name, body = match.groups()
     deps = set()
@@ -24,10 +25,13 @@ for match in re.finditer(r"\.(executableTarget|target|testTarget)\(\s*name:\s*\"
         block = dep_match.group(1)
         deps |= set(re.findall(r"\.product\(name:\s*\"([^\"]+)\"", block))
         deps |= set(re.findall(r"(?<![:\w])\"(Gatehouse\w*)\"", block))
-    folder = ROOT / ("Tests" if kind == "testTarget" else "Sources") / name
+    path_match = re.search(r"\bpath:\s*\"([^\"]+)\"", body)  # a target outside the default folder (GatehouseTestSupport)
+    folder = ROOT / path_match.group(1) if path_match else ROOT / ("Tests" if kind == "testTarget" else "Sources") / name
     targets[name] = (folder, deps)
+    if kind != "testTarget" and "GatehouseTestSupport" in deps:
+        problems_early.append(f"{name}: depends on GatehouseTestSupport, which only test targets may link")
 
-problems = []
+problems = problems_early
 for name, (folder, deps) in sorted(targets.items()):
     imported = set()
     for file in folder.rglob("*.swift"):

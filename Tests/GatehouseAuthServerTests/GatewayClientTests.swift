@@ -3,6 +3,7 @@ import GatehouseConfiguration
 import GatehousePolicies
 import GatehouseServiceAuth
 import GatehouseStore
+import GatehouseTestSupport
 import GatehouseTokens
 import Logging
 import NIOCore
@@ -92,13 +93,15 @@ import Testing
 
     @Test func discoversExchangesAndFailsClosed() async throws {
         let local = try await LocalAuthorizationServer.make()
-        let (port, configuration, logger) = (local.port, local.configuration, local.logger)
+        let (port, configuration) = (local.port, local.configuration)
         let client = AuthorizationServerClient(issuer: configuration.issuer, clientID: "gatehouse-gateway", clientSecret: "gatehouse-gateway-secret", timeout: .seconds(2))
         #expect(await client.exchange("anything") == .unavailable("the authorization server has not been discovered"))
 
-        // Discovery starts before the server is up and keeps retrying until it answers.
-        let discovery = Task { try await client.discover(initial: .milliseconds(20), maximum: .milliseconds(100), logger: logger) }
-        try await Task.sleep(for: .milliseconds(150))
+        // Discovery starts before the server is up and keeps retrying until it answers: the server starts only once
+        // discovery has been refused twice (its warnings say so), so what follows is a retry's success.
+        let logs = RecordedLogs()
+        let discovery = Task { try await client.discover(initial: .milliseconds(20), maximum: .milliseconds(100), logger: logs.logger()) }
+        try #require(await eventually { logs.count("authorization server not reachable yet; retrying") >= 2 }, "discovery never retried: \(logs.messages)")
         let group = local.serviceGroup()
         try await Self.running(group) { _ in
             let metadata = try await discovery.value
@@ -154,11 +157,10 @@ import Testing
         let local = try await LocalAuthorizationServer.make()
         let group = local.serviceGroup()
         try await Self.running(group) { _ in
-            var ready = false
-            for _ in 0..<200 where !ready {
-                ready = (try? await SimpleHTTPClient.send(host: "127.0.0.1", port: local.port, method: .GET, path: "/healthz", headers: [:], body: nil, timeout: .seconds(1), group: MultiThreadedEventLoopGroup.singleton)) != nil
-                if !ready { try await Task.sleep(for: .milliseconds(20)) }
+            let answered = await eventually(interval: .milliseconds(20)) {
+                (try? await SimpleHTTPClient.send(host: "127.0.0.1", port: local.port, method: .GET, path: "/healthz", headers: [:], body: nil, timeout: .seconds(1), group: MultiThreadedEventLoopGroup.singleton)) != nil
             }
+            try #require(answered, "the local authorization server never answered /healthz")
             try await body(local)
         }
         try await local.close()
@@ -327,7 +329,7 @@ import Testing
             configuration: .init(services: [.init(service: local.server.application(host: "127.0.0.1", port: local.port)), .init(service: gateway)], logger: local.logger)
         )
         try await Self.running(group) { _ in
-            while !gateway.isReady { try await Task.sleep(for: .milliseconds(20)) }
+            try #require(await eventually { gateway.isReady }, "the gateway never became ready")
 
             let trusted = AuthorizationServerClient(issuer: issuer, clientID: "gatehouse-gateway", clientSecret: "gatehouse-gateway-secret", trust: .caFile(ca))
             let metadata = try await trusted.discover(initial: .milliseconds(20), maximum: .milliseconds(100), logger: local.logger)
@@ -380,7 +382,7 @@ import Testing
         defer { validator.stop() }
         let group = local.serviceGroup()
         try await Self.running(group) { _ in
-            while !validator.isReady { try await Task.sleep(for: .milliseconds(20)) }
+            try #require(await eventually { validator.isReady }, "the validator never discovered the authorization server")
             let loop = MultiThreadedEventLoopGroup.singleton.next()
             let opaque = try await local.issueToken(scope: "orders:read")
             guard case .valid(let token) = try await outcome(try await loop.submit({ validator.validate(opaque, kind: .opaque, on: loop) }).get()) else {
@@ -422,7 +424,7 @@ import Testing
         let group = local.serviceGroup()
         let loops = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         try await Self.running(group) { stop in
-            while !validator.isReady { try await Task.sleep(for: .milliseconds(20)) }
+            try #require(await eventually { validator.isReady }, "the validator never discovered the authorization server")
             let opaque = try await local.issueToken(scope: "orders:read")
 
             // 400 concurrent requests on two event loops with one new token: one exchange, the rest wait for it.

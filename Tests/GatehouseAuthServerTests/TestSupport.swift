@@ -158,17 +158,6 @@ struct FreshConnectionClient: Sendable {
     }
 }
 
-/// Polls `condition` every 10 ms until it holds or `timeout` passes; returns whether it held. For conditions that
-/// another task or connection makes true: the test waits for the condition, never for a fixed time.
-func eventually(timeout: Duration = .seconds(10), _ condition: @Sendable () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(10))
-    }
-    return try await condition()
-}
-
 /// Query or fragment parameters of a redirect URL.
 func parameters(of url: String, fragment: Bool = false) -> [String: String] {
     let separator: Character = fragment ? "#" : "?"
@@ -193,5 +182,37 @@ func tokenOnItsOwnConnection(port: Int?, _ form: [(String, String)], basic: (Str
         let body = ByteBuffer(string: FormParameters.encode(form.map { ($0.0, Optional($0.1)) }))
         let response = try await connection.execute(.init("/token", method: .post, headers: headers, body: body))
         return Reply(status: response.head.status, headers: response.head.headerFields, text: response.body.map { String(buffer: $0) } ?? "")
+    }
+}
+
+/// Log messages kept for a test to wait on or assert (what a component says it did, e.g. a retry), never printed.
+final class RecordedLogs: Sendable {
+    let entries = NIOLockedValueBox<[String]>([])
+
+    var messages: [String] { entries.withLockedValue { $0 } }
+
+    /// How many messages were exactly `message`.
+    func count(_ message: String) -> Int { entries.withLockedValue { $0.lazy.filter { $0 == message }.count } }
+
+    /// A logger (every level) whose messages land here.
+    func logger(label: String = "test") -> Logger {
+        var logger = Logger(label: label) { _ in Handler(logs: self) }
+        logger.logLevel = .trace
+        return logger
+    }
+
+    struct Handler: LogHandler {
+        let logs: RecordedLogs
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            logs.entries.withLockedValue { $0.append("\(event.message)") }
+        }
     }
 }

@@ -1,4 +1,5 @@
 import GatehouseDemoBackend
+import GatehouseTestSupport
 import Logging
 import NIOCore
 import NIOPosix
@@ -21,12 +22,7 @@ import Testing
         #expect(await HealthCheckService.probe(target, path: "/healthz", timeout: .milliseconds(500), group: MultiThreadedEventLoopGroup.singleton) == false)
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
-            var healthy = false
-            for _ in 0..<50 where !healthy {
-                healthy = await HealthCheckService.probe(target, path: "/healthz", timeout: .milliseconds(500), group: MultiThreadedEventLoopGroup.singleton)
-                if !healthy { try await Task.sleep(for: .milliseconds(50)) }
-            }
-            #expect(healthy)
+            #expect(await eventually(interval: .milliseconds(50)) { await HealthCheckService.probe(target, path: "/healthz", timeout: .milliseconds(500), group: MultiThreadedEventLoopGroup.singleton) })
             await group.triggerGracefulShutdown()
             try await tasks.waitForAll()
         }

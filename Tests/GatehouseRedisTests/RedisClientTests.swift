@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseTestSupport
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -132,7 +133,7 @@ import Testing
         #expect(elapsed < .milliseconds(250), "timed out after \(elapsed), the timeout is 50 ms")
 
         // The connection that timed out was closed (its late reply would be mismatched) and replaced.
-        let recovered = await eventually(within: 5) { (try? await client.send(["ECHO", "after"]).get())?.string == "after" }
+        let recovered = await eventually(timeout: .seconds(5)) { (try? await client.send(["ECHO", "after"]).get())?.string == "after" }
         #expect(recovered)
     }
 
@@ -146,7 +147,7 @@ import Testing
         #expect(try await client.send(["SET", "before", "1"]).get() == .simpleString("OK"))
 
         server.stop(keepDirectory: true)
-        #expect(await eventually(within: 5) { !client.isConnected })
+        #expect(await eventually(timeout: .seconds(5)) { !client.isConnected })
         for _ in 0..<20 {
             let started = ContinuousClock.now
             let error = await #expect(throws: RedisError.self) { try await client.send(["PING"]).get() }
@@ -155,7 +156,7 @@ import Testing
         }
 
         try await server.start()  // same port
-        let back = await eventually(within: 10) { (try? await client.send(["PING"]).get()) == .simpleString("PONG") }
+        let back = await eventually(timeout: .seconds(10)) { (try? await client.send(["PING"]).get()) == .simpleString("PONG") }
         #expect(back, "the pool did not reconnect by itself")
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import GatehouseRedis
+import GatehouseTestSupport
 import NIOCore
 import NIOPosix
 
@@ -38,13 +39,10 @@ final class RedisServer: @unchecked Sendable {
         process.standardError = FileHandle.nullDevice
         try process.run()
         self.process = process
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            if Self.answersPing(port: port) { return }
-            guard process.isRunning else { throw ServerError(message: "redis-server exited with \(process.terminationStatus)") }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        throw ServerError(message: "redis-server did not answer PING within 10 s")
+        let port = port
+        let answered = await eventually(timeout: .seconds(10), interval: .milliseconds(20)) { Self.answersPing(port: port) || !process.isRunning }
+        guard process.isRunning else { throw ServerError(message: "redis-server exited with \(process.terminationStatus)") }
+        guard answered else { throw ServerError(message: "redis-server did not answer PING within 10 s") }
     }
 
     /// Stops the server (SIGKILL, then waits for the exit) and, unless `keepDirectory`, removes its directory.
@@ -109,14 +107,4 @@ final class RedisServer: @unchecked Sendable {
         var message: String
         var description: String { message }
     }
-}
-
-/// Polls `condition` every 10 ms until it holds or `seconds` pass; returns whether it held.
-func eventually(within seconds: Double, _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(10))
-    }
-    return try await condition()
 }

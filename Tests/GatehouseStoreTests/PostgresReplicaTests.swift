@@ -1,5 +1,6 @@
 import GatehouseStore
 import GatehouseStorePostgres
+import GatehouseTestSupport
 import GatehouseTokens
 import Logging
 import NIOPosix
@@ -239,11 +240,10 @@ import Testing
             }
 
             try await PostgresServer.offloaded { try server.startProcess() }
-            let deadline = clock.now + .seconds(30)
             var recovered: TokenRecord?
-            while recovered == nil && clock.now < deadline {
+            _ = await eventually(timeout: .seconds(30), interval: .milliseconds(100)) {
                 recovered = try? await store.token(TestTokens.locator("t"))
-                if recovered == nil { try await Task.sleep(for: .milliseconds(100)) }
+                return recovered != nil
             }
             // The same store instance, not reopened: the pool reconnected by itself; the token acknowledged
             // before the crash is still there.

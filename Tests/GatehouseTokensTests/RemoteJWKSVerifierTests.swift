@@ -1,3 +1,4 @@
+import GatehouseTestSupport
 import GatehouseTokens
 import JWTKit
 import NIOConcurrencyHelpers
@@ -8,6 +9,9 @@ final class FakeJWKSEndpoint: Sendable {
     let document = NIOLockedValueBox("{\"keys\":[]}")
     let maxAge = NIOLockedValueBox<Double?>(300)
     let fetches = NIOLockedValueBox(0)
+    /// Awaited by each fetch once it is counted (nil: the fetch answers at once). A test keeps a fetch in flight with
+    /// it until the callers that should share that fetch have arrived, instead of guessing how long they take.
+    let hold = NIOLockedValueBox<(@Sendable () async -> Void)?>(nil)
 
     func publish(_ keys: SigningKey...) {
         document.withLockedValue { $0 = "{\"keys\":[" + keys.map(\.publicJWK).joined(separator: ",") + "]}" }
@@ -15,14 +19,19 @@ final class FakeJWKSEndpoint: Sendable {
 
     func fetch() async throws -> (json: String, maxAge: Double?) {
         fetches.withLockedValue { $0 += 1 }
-        try await Task.sleep(for: .milliseconds(20))  // long enough for concurrent callers to pile up
+        if let hold = hold.withLockedValue({ $0 }) { await hold() }
         return (document.withLockedValue { $0 }, maxAge.withLockedValue { $0 })
     }
 }
 
 final class ManualSeconds: Sendable {
     let value = NIOLockedValueBox<Double>(1_800_000_000)
-    func now() -> Double { value.withLockedValue { $0 } }
+    /// How often the clock was read: a verifier reads it once when a call arrives, so tests can tell who has arrived.
+    let reads = NIOLockedValueBox(0)
+    func now() -> Double {
+        reads.withLockedValue { $0 += 1 }
+        return value.withLockedValue { $0 }
+    }
     func advance(_ seconds: Double) { value.withLockedValue { $0 += seconds } }
 }
 
@@ -72,10 +81,22 @@ final class ManualSeconds: Sendable {
         let rotated = try SigningKey.generate(.es256)
         endpoint.publish(old, rotated)
         let token = try await sign(rotated, now: Int(clock.now()))
+        // Each call reads the clock once on arriving and then starts the fetch for the new kid (the first) or waits
+        // for the one under way (the rest); nothing reads it again until that fetch returns. The fetch is held until
+        // all 1,000 calls have read it, so every one of them arrived while it was in flight.
+        let before = clock.reads.withLockedValue { $0 }
+        let allArrived = NIOLockedValueBox(false)
+        endpoint.hold.withLockedValue {
+            $0 = {
+                let arrived = await eventually { clock.reads.withLockedValue { $0 } - before >= 1000 }
+                allArrived.withLockedValue { $0 = arrived }
+            }
+        }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<1000 { group.addTask { _ = try await verifier.verify(token) } }
             try await group.waitForAll()
         }
+        #expect(allArrived.withLockedValue { $0 }, "the 1,000 calls did not all arrive while the fetch was in flight")
         #expect(endpoint.fetches.withLockedValue { $0 } == 2)  // the first fetch and exactly one for the new kid
     }
 

@@ -375,10 +375,39 @@ class _Drain(threading.Thread):
 
 
 class _SupervisedProcess:
-    """What GatehouseServer and GatewayProcess share: output drains and a checked SIGTERM stop. Subclasses set
-    `proc`, `exit_code`, `needed_sigkill`, `_stdout`, `_stderr` and `_name`."""
+    """What GatehouseServer and GatewayProcess share: the process and its output drains (`_spawn`), the first
+    `{"event":"listening"}` line that is theirs (`_is_own_listening_line`), and a checked SIGTERM stop."""
 
     _name = "gatehouse"
+
+    def __init__(self):
+        self.proc: Optional[subprocess.Popen] = None
+        self.listening: Optional[dict] = None
+        self._listening_event = threading.Event()
+        self._stdout: Optional[_Drain] = None
+        self._stderr: Optional[_Drain] = None
+        self.exit_code: Optional[int] = None
+        self.needed_sigkill = False
+
+    def _is_own_listening_line(self, event: dict) -> bool:
+        return True
+
+    def _on_stdout_line(self, line: str):
+        line = line.strip()
+        if not line.startswith("{"):
+            return
+        obj = json.loads(line)
+        if isinstance(obj, dict) and obj.get("event") == "listening" and self._is_own_listening_line(obj) and not self._listening_event.is_set():
+            self.listening = obj
+            self._listening_event.set()
+
+    def _spawn(self, command: list[str], cwd: Path):
+        """Starts `command` with stdout and stderr drained (stdout watched for the listening line)."""
+        self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(cwd))
+        self._stdout = _Drain(self.proc.stdout, f"{self._name}-stdout", self._on_stdout_line)
+        self._stderr = _Drain(self.proc.stderr, f"{self._name}-stderr")
+        self._stdout.start()
+        self._stderr.start()
 
     @property
     def stdout(self) -> str:
@@ -432,6 +461,7 @@ class GatehouseServer(_SupervisedProcess):
     """One `gatehouse auth` process."""
 
     def __init__(self, binary: Path, config: Path, data_dir: Path, extra_args: tuple[str, ...] = (), port: Optional[int] = 0):
+        super().__init__()
         self.binary = binary
         self.config = config
         self.data_dir = data_dir
@@ -439,25 +469,12 @@ class GatehouseServer(_SupervisedProcess):
         # 0: a free port chosen by the server (the default); None: no --port, the file's listen port and issuer stand
         # (replicas behind one issuer)
         self.requested_port = port
-        self.proc: Optional[subprocess.Popen] = None
-        self.listening: Optional[dict] = None
-        self._listening_event = threading.Event()
-        self._stdout: Optional[_Drain] = None
-        self._stderr: Optional[_Drain] = None
-        self.exit_code: Optional[int] = None
-        self.needed_sigkill = False
 
     # -- lifecycle ---------------------------------------------------------
 
-    def _on_stdout_line(self, line: str):
-        line = line.strip()
-        if not line.startswith("{"):
-            return
-        obj = json.loads(line)
+    def _is_own_listening_line(self, event: dict) -> bool:
         # The server's own line; with an `admin:` section the admin listener's ("service":"auth-admin") may come first.
-        if isinstance(obj, dict) and obj.get("event") == "listening" and obj.get("service", "auth") == "auth" and not self._listening_event.is_set():
-            self.listening = obj
-            self._listening_event.set()
+        return event.get("service", "auth") == "auth"
 
     def start(self) -> "GatehouseServer":
         cmd = [
@@ -467,17 +484,7 @@ class GatehouseServer(_SupervisedProcess):
             *(("--port", str(self.requested_port)) if self.requested_port is not None else ()),
             *self.extra_args,
         ]
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=str(self.data_dir),
-        )
-        self._stdout = _Drain(self.proc.stdout, "gatehouse-stdout", self._on_stdout_line)
-        self._stderr = _Drain(self.proc.stderr, "gatehouse-stderr")
-        self._stdout.start()
-        self._stderr.start()
+        self._spawn(cmd, self.data_dir)
 
         deadline = time.monotonic() + LISTEN_TIMEOUT
         while not self._listening_event.wait(0.1):
@@ -516,7 +523,7 @@ class GatehouseServer(_SupervisedProcess):
                 last = f"HTTP {r.status_code}: {r.text[:200]}"
             except requests.RequestException as e:
                 last = repr(e)
-            time.sleep(0.1)
+            time.sleep(0.1)  # the polling interval
         self.stop(check=False)
         pytest.fail(
             f"GET /healthz did not answer 200 within {HEALTH_TIMEOUT}s (last: {last}).\n--- stderr ---\n{self.stderr}",
@@ -707,7 +714,24 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+        time.sleep(interval)  # the polling interval
+
+
+def unread_bytes(port: int, peer_port: int) -> Optional[int]:
+    """Bytes the kernel holds for the loopback connection local `port` <-> `peer_port` that the process owning it has
+    not read yet (rx_queue in /proc/net/tcp and tcp6), or None while there is no such connection. Lets a test assert
+    that a server has read what a client sent, instead of sleeping until it probably has."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote, queues = fields[1], fields[2], fields[4]
+            if int(local.rsplit(":", 1)[1], 16) == port and int(remote.rsplit(":", 1)[1], 16) == peer_port:
+                return int(queues.split(":")[1], 16)
+    return None
 
 
 def start_gateway_process(config: Path) -> subprocess.Popen:
@@ -826,6 +850,19 @@ class EchoBackend:
         self._httpd.server_close()
 
 
+def accept_forever(listener: socket.socket, serve: Callable[[socket.socket], None]) -> None:
+    """Runs `serve(conn)` on a thread for every connection `listener` accepts, until the listener is closed."""
+    def accept():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+
+
 class RawUpstream:
     """A raw TCP upstream: accepts connections and hands each to `behaviour(conn)` in its own thread."""
 
@@ -839,6 +876,7 @@ class RawUpstream:
         self.connections = 0
         self.requests: list[bytes] = []
         self._closed = False
+        self._probes: dict[int, threading.Event] = {}  # local port of a `sync` probe -> set when it is accepted
         self.thread = threading.Thread(target=self._accept_loop, name="raw-upstream", daemon=True)
         self.thread.start()
 
@@ -849,12 +887,36 @@ class RawUpstream:
     def _accept_loop(self):
         while not self._closed:
             try:
-                conn, _ = self.sock.accept()
+                conn, peer = self.sock.accept()
             except OSError:
                 return
             with self.lock:
-                self.connections += 1
+                probe = self._probes.pop(peer[1], None)
+                if probe is None:
+                    self.connections += 1
+            if probe is not None:
+                conn.close()
+                probe.set()
+                continue
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def sync(self, timeout: float = 5.0) -> int:
+        """Returns `connections` once every connection made to this upstream before the call has been accepted and
+        counted. The kernel hands completed connections to accept() in order, so a probe connected now is accepted
+        after all of them; it is not counted and gets no `behaviour`. Replaces "sleep and hope the count caught up"
+        where a test asserts that something did NOT connect."""
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            probe.bind(("127.0.0.1", 0))
+            accepted = threading.Event()
+            with self.lock:
+                self._probes[probe.getsockname()[1]] = accepted
+            probe.connect(("127.0.0.1", self.port))
+            assert accepted.wait(timeout), f"the upstream did not accept a probe connection within {timeout}s"
+        finally:
+            probe.close()
+        with self.lock:
+            return self.connections
 
     def _serve(self, conn: socket.socket):
         try:
@@ -896,38 +958,18 @@ class GatewayProcess(_SupervisedProcess):
     _name = "gateway"
 
     def __init__(self, config: Path, admin_port: Optional[int] = None, log_level: str = "info", binary: Optional[Path] = None):
+        super().__init__()
         self.binary = binary or gatehouse_binary()
         self.config = config
         self.admin_port = admin_port
         self.log_level = log_level
-        self.proc: Optional[subprocess.Popen] = None
-        self.listening: Optional[dict] = None
-        self._listening_event = threading.Event()
-        self._stdout: Optional[_Drain] = None
-        self._stderr: Optional[_Drain] = None
-        self.exit_code: Optional[int] = None
-        self.needed_sigkill = False
-
-    def _on_stdout_line(self, line: str):
-        line = line.strip()
-        if line.startswith("{"):
-            obj = json.loads(line)
-            if isinstance(obj, dict) and obj.get("event") == "listening" and not self._listening_event.is_set():
-                self.listening = obj
-                self._listening_event.set()
 
     @property
     def command(self) -> list[str]:
         return [str(self.binary), "gateway", "--config", str(self.config), "--log-level", self.log_level]
 
     def start(self) -> "GatewayProcess":
-        self.proc = subprocess.Popen(
-            self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(self.config.parent)
-        )
-        self._stdout = _Drain(self.proc.stdout, "gateway-stdout", self._on_stdout_line)
-        self._stderr = _Drain(self.proc.stderr, "gateway-stderr")
-        self._stdout.start()
-        self._stderr.start()
+        self._spawn(self.command, self.config.parent)
         deadline = time.monotonic() + LISTEN_TIMEOUT
         while not self._listening_event.wait(0.05):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -973,7 +1015,7 @@ class GatewayProcess(_SupervisedProcess):
                 return
             if self.proc.poll() is not None:
                 break
-            time.sleep(0.05)
+            time.sleep(0.05)  # the polling interval
         pytest.fail(f"gateway /readyz did not answer 200 within {timeout}s\n--- stderr ---\n{self.stderr[-4000:]}", pytrace=False)
 
     def token_cache(self) -> dict:

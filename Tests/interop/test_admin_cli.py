@@ -248,7 +248,7 @@ def test_cli_client_gets_tokens_until_removed(gatehouse_bin, data_dir, tmp_path,
         if last.status_code != 200:
             refused_after = time.monotonic() - removed_at
             break
-        time.sleep(0.25)
+        time.sleep(0.25)  # the polling interval; the client cache's bound is what is asserted below
     assert refused_after is not None, (
         f"removed client svc2 still gets tokens {CLIENT_CACHE_POLL}s after `clients remove`: {last.status_code} {last.text[:300]}"
     )

@@ -17,7 +17,7 @@ import requests
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 
-from gatehouse_testlib import assert_oauth_error, drive_authorization, pkce_pair, token_rows
+from gatehouse_testlib import assert_oauth_error, drive_authorization, pkce_pair, token_rows, wait_until
 
 SCOPE = "orders:read orders:write"
 
@@ -127,9 +127,13 @@ def test_password_grant_refresh_rotation_and_reuse_detection(auth_env):
     assert new_refresh and new_refresh != old_refresh, "refresh must rotate the refresh token"
     assert second["access_token"] != old_access
 
-    # The config sets refresh_token_reuse_grace: 1s. Wait comfortably past it
-    # (2.1 s rather than 1.5 s: safe even if the server stores whole seconds).
-    time.sleep(2.1)
+    # The config sets refresh_token_reuse_grace: 1s, a time-based rule whose time must really pass. The server
+    # counts whole seconds from the row's rotated_at and allows a reuse while now - rotated_at <= 1, so a reuse is
+    # refused from rotated_at + 2 on its clock (this machine's): wait for that, not for a guessed interval.
+    (old_row,) = token_rows(srv.db_path, old_refresh)
+    assert old_row["rotated_at"] is not None, f"the used refresh token is not marked rotated: {old_row}"
+    refused_from = old_row["rotated_at"] + 2
+    wait_until(lambda: time.time() >= refused_from + 0.05, timeout=5, interval=0.02, what="the refresh-token reuse grace (1 s) to pass")
     with pytest.raises(OAuthError) as excinfo:
         client.refresh_token(srv.token_url, refresh_token=old_refresh)
     assert _oauth_error(excinfo) == "invalid_grant", excinfo.value

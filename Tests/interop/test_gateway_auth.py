@@ -60,6 +60,7 @@ from gatehouse_testlib import (  # noqa: I001
     gatehouse_binary,
     pkce_pair,
     run_gatehouse,
+    wait_until,
     write_config,
 )
 
@@ -450,24 +451,14 @@ def assert_forwarded_jwt(sent: Sent, opaque: Optional[str], *, client_id: str, s
     return token
 
 
-def pause_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
 # --------------------------------------------------------------------------
 # module fixtures: one AS, one backend, the main gateway
 # --------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def cb():
-    c = CallbackServer()
-    yield c
-    c.close()
+def cb(callback_server):
+    return callback_server  # conftest's, under the short name these tests use
 
 
 @pytest.fixture(scope="module")
@@ -711,7 +702,7 @@ def test_unknown_and_unacceptable_tokens_get_401_invalid_token(main_as, main_gw,
             assert_bearer_error(sent, 401, "invalid_token", token=forged_jwt)
 
     # The negative result expires after negative_ttl (2s): the unknown token is asked about again.
-    pause_until(lambda: time.monotonic() - negative_cached_at > 2.3, timeout=5)
+    wait_until(lambda: time.monotonic() - negative_cached_at > 2.3, timeout=5, interval=0.05, what="negative_ttl (2 s) to pass")
     before = main_gw.token_cache()
     assert_bearer_error(send(main_gw, backend, "/read/unknown-later", unknown), 401, "invalid_token", token=unknown)
     assert main_gw.token_cache()["exchanges"] == before["exchanges"] + 1, "a negative result outlived negative_ttl"
@@ -850,7 +841,7 @@ def test_revoked_token_is_refused_within_max_ttl(main_as, main_gw, backend):
             assert_bearer_error(sent, 401, "invalid_token", token=token)
             if first_refusal is None:
                 first_refusal = t
-        time.sleep(0.05)
+        time.sleep(0.05)  # the sampling interval of the timeline; its length is the cache's max TTL, which must really pass
     assert first_refusal is not None, f"the revoked token was never refused: {timeline}"
     assert first_refusal <= max_ttl + slack, f"refused only {first_refusal:.2f}s after revocation: {timeline}"
 
@@ -887,7 +878,7 @@ def test_expired_jwt_is_refused(cb, backend, tmp_path):
         assert forwarded_exp <= exp + 1, (forwarded_exp, exp)
         assert time.time() < exp, "the requests before expiry took too long"
 
-        pause_until(lambda: time.time() >= max(exp, forwarded_exp) + 0.3, timeout=10, what="the JWT's exp")
+        wait_until(lambda: time.time() >= max(exp, forwarded_exp) + 0.3, timeout=10, interval=0.05, what="the JWT's exp")
         sent = send(gw, backend, "/jwt/after", token_jwt)
         assert_bearer_error(sent, 401, "invalid_token", token=token_jwt)
         sent = send(gw, backend, "/any/after", opaque)
@@ -961,7 +952,15 @@ def test_key_rotation_causes_no_failed_request(cb, backend, tmp_path):
                 threads.append(t)
                 t.start()
 
-        time.sleep(1.0)
+        # Traffic on every path before the rotation (what the one-second pause stood for): every worker has had at
+        # least 3 answers. (That old-key JWTs reached the backend on the fresh paths is asserted at the end.)
+        workers = [f"{g}/{k}" for g in gws for k in ("stable-opaque", "fresh-opaque", "fresh-jwt", "stable-jwt")]
+
+        def answered_at_least(n: int, since: Optional[dict[str, int]] = None) -> bool:
+            with lock:
+                return all(counts.get(w, 0) - (since or {}).get(w, 0) >= n for w in workers)
+
+        wait_until(lambda: answered_at_least(3), timeout=15, interval=0.05, what="every worker's first answers before the rotation")
         rotate = run_gatehouse("keys", "rotate", "--config", env.config_path, "--data-dir", env.data_dir)
         assert rotate.returncode == 0, describe_run(rotate)
         rotated_at = time.monotonic()
@@ -970,7 +969,7 @@ def test_key_rotation_causes_no_failed_request(cb, backend, tmp_path):
             kids = [k for k in env.jwks_kids() if k != k1]
             return kids[0] if kids else None
 
-        pause_until(lambda: new_kid() is not None, timeout=6, what="the new key in the JWKS")
+        wait_until(lambda: new_kid() is not None, timeout=6, interval=0.05, what="the new key in the JWKS")
         k2 = new_kid()
 
         def seen_kids(gw_name: str, kind: str) -> set[str]:
@@ -985,8 +984,11 @@ def test_key_rotation_causes_no_failed_request(cb, backend, tmp_path):
         def all_paths_saw_k2() -> bool:
             return all(k2 in seen_kids(g, kind) for g in gws for kind in ("fresh-opaque", "fresh-jwt"))
 
-        pause_until(all_paths_saw_k2, timeout=20, interval=0.2, what=f"JWTs signed with the new kid {k2} at the backend")
-        time.sleep(1.5)  # a little more traffic after the switch
+        wait_until(all_paths_saw_k2, timeout=20, interval=0.2, what=f"JWTs signed with the new kid {k2} at the backend")
+        # More traffic after the switch, through every path: each worker answered at least 10 more times.
+        with lock:
+            at_switch = dict(counts)
+        wait_until(lambda: answered_at_least(10, since=at_switch), timeout=15, interval=0.05, what="10 more answers per worker after the switch")
         stop.set()
         for t in threads:
             t.join(15)
@@ -1027,10 +1029,10 @@ def test_readiness_and_authorization_server_outage(cb, backend, tmp_path):
     env = None
     try:
         # Not discovered: not ready, and tokens cannot be checked.
-        pause_until(lambda: gw.readyz() is not None, timeout=10, what="the admin listener")
+        wait_until(lambda: gw.readyz() is not None, timeout=10, interval=0.05, what="the admin listener")
         for _ in range(5):
             assert gw.readyz() == 503, "ready before the authorization server was discovered"
-            time.sleep(0.05)
+            time.sleep(0.05)  # the sampling pace: 5 looks over ~250 ms span discovery retries (100-200 ms); no AS listens, so none can succeed
         assert gw.token_cache()["discovered"] is False
         _assert_unavailable(send(gw, backend, "/any/undiscovered", "some-opaque-token"))
         _assert_unavailable(send(gw, backend, "/jwt/undiscovered", "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"))
@@ -1038,7 +1040,7 @@ def test_readiness_and_authorization_server_outage(cb, backend, tmp_path):
 
         env = start_auth_server(tmp_path / "auth", cb, port=as_port, creds=creds)
         assert env.issuer == issuer
-        pause_until(lambda: gw.readyz() == 200, timeout=10, what="/readyz 200 after the AS started")
+        wait_until(lambda: gw.readyz() == 200, timeout=10, interval=0.05, what="/readyz 200 after the AS started")
         assert gw.token_cache()["discovered"] is True
 
         cached = env.cc_token()
@@ -1105,7 +1107,7 @@ def test_jwt_signed_with_unfetchable_new_key_is_503_while_as_down(cb, backend, t
             if jwt.get_unverified_header(candidate)["kid"] != k1:
                 new_jwt = candidate
                 break
-            time.sleep(0.25)
+            time.sleep(0.25)  # the polling interval (each try mints a token); the 15 s bound is asserted below
         assert new_jwt, "the rotated key did not start signing within 15 s"
         key = jwt.PyJWKClient(env.jwks_uri).get_signing_key_from_jwt(new_jwt)
         jwt.decode(new_jwt, key.key, algorithms=["ES256"], audience=AUDIENCE, issuer=env.issuer)  # a genuine token
@@ -1115,7 +1117,7 @@ def test_jwt_signed_with_unfetchable_new_key_is_503_while_as_down(cb, backend, t
             sent = send(gw, backend, f"/jwt/new-{i}", new_jwt)
             assert sent.status != 200, sent.describe()
             _assert_unavailable(sent)
-            time.sleep(0.2)
+            time.sleep(0.2)  # the pace: the three tries span unknown_kid_interval's refetch and its rate limit
         assert send(gw, backend, "/jwt/old-again", old_jwt).status == 200, "a JWT with a known key still verifies locally"
 
         env = start_auth_server(tmp_path / "auth", cb, port=as_port, creds=env.creds, data_dir=env.data_dir)
@@ -1126,7 +1128,7 @@ def test_jwt_signed_with_unfetchable_new_key_is_503_while_as_down(cb, backend, t
             statuses.append(sent.status)
             if sent.status == 200:
                 break
-            time.sleep(0.2)
+            time.sleep(0.2)  # the polling interval; the 2.5 s bound (unknown_kid_interval 1 s + slack) is asserted below
         assert statuses[-1] == 200, f"the token still failed {time.monotonic() - back_at:.1f}s after the AS came back: {statuses}"
     finally:
         if gw:
@@ -1211,7 +1213,7 @@ def test_concurrent_requests_share_one_exchange(main_as, backend, tmp_path):
         # burst and so logged after any POST /token it caused, shows that the log has caught up.
         marker = "log-drain-" + secrets.token_hex(8)
         requests.get(main_as.server.url("/healthz"), headers={"X-Request-Id": marker}, timeout=10)
-        pause_until(lambda: marker in main_as.server.logs, 10, what="the AS's access-log line for the marker request")
+        wait_until(lambda: marker in main_as.server.logs, 10, interval=0.05, what="the AS's access-log line for the marker request")
         assert _count_token_posts(main_as.server.logs) - as_posts_before == 1, "the AS should have seen exactly one POST /token"
     finally:
         for s in sockets:
@@ -1265,7 +1267,7 @@ def _start_demo(tmp_path: Path) -> DemoProcess:
     OTHER_LOGS.append(lambda: demo.logs)
     try:
         demo.wait_listening({"auth", "gateway", "demo-backend"})
-        pause_until(lambda: _status(f"http://127.0.0.1:{ports['admin']}/readyz") == 200, timeout=15, what="demo gateway /readyz")
+        wait_until(lambda: _status(f"http://127.0.0.1:{ports['admin']}/readyz") == 200, timeout=15, interval=0.05, what="demo gateway /readyz")
     except BaseException:
         demo.stop()
         raise
@@ -1386,7 +1388,7 @@ def test_demo_reload_keeps_its_port_and_issuer_overrides(tmp_path):
         assert r.status_code == 200 and r.json()["verified_token"]["iss"] == issuer, (r.status_code, r.text[:300])
 
         demo.proc.send_signal(signal.SIGHUP)
-        pause_until(lambda: demo.events.count("reloaded") + demo.events.count("reload_failed") >= 1, 15, what="the demo gateway's reload")
+        wait_until(lambda: demo.events.count("reloaded") + demo.events.count("reload_failed") >= 1, 15, interval=0.05, what="the demo gateway's reload")
         assert demo.events.count("reloaded") == 1, demo.events
 
         # New connections: a kept-alive one would go on with the configuration it started with.

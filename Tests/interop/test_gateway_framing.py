@@ -5,20 +5,7 @@ import signal
 import socket
 import threading
 
-from gatehouse_testlib import start_gateway_process
-
-
-def accept_forever(listener, serve):
-    """Runs `serve(conn)` on a thread for every connection `listener` accepts, until it is closed."""
-    def accept():
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
+from gatehouse_testlib import accept_forever, start_gateway_process, unread_bytes, wait_until
 
 
 def raw_upstream(handler):
@@ -157,18 +144,27 @@ def test_upgrade_answered_without_101_closes_the_connection(tmp_path):
 
 
 def test_a_malformed_pipelined_request_does_not_fail_the_one_in_flight(tmp_path):
-    import time as _time
+    client_port = []
+    premise = {}
 
-    def slow_ok(conn, request_line):
-        _time.sleep(0.3)
+    def ok_once_all_was_read(conn, request_line):
+        # The first request stays unanswered (in flight) until the gateway has read every byte the client sent, the
+        # malformed request included; whether that happened is asserted below.
+        try:
+            wait_until(lambda: unread_bytes(port, client_port[0]) == 0, timeout=5, interval=0.005, what="the gateway to read the pipelined bytes")
+            premise["read while in flight"] = True
+        except AssertionError:
+            premise["read while in flight"] = False
         ok(conn, request_line)
 
-    listener, seen = raw_upstream(slow_ok)
+    listener, seen = raw_upstream(ok_once_all_was_read)
     gateway, port = start_gateway(tmp_path, listener.getsockname()[1])
     try:
         client = socket.create_connection(("127.0.0.1", port))
+        client_port.append(client.getsockname()[1])
         client.sendall(b"POST /ok/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhiGET /ok/b HTTP/1.1\r\nHost: x\r\nBad Header: x\r\n\r\n")
-        data, closed = read_all(client, timeout=3)
+        data, closed = read_all(client, timeout=7)
+        assert premise.get("read while in flight") is True, f"the gateway had not read the malformed request while the first was in flight: {premise}"
         first, _, rest = data.partition(b"done")
         assert first.startswith(b"HTTP/1.1 200"), data  # the complete request in flight is answered first
         assert rest.startswith(b"HTTP/1.1 400"), data  # then the malformed one

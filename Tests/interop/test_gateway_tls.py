@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from gatehouse_testlib import start_gateway_process
+from gatehouse_testlib import start_gateway_process, unread_bytes, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -203,21 +203,18 @@ def test_sigterm_sends_goaway_to_idle_http2_connections(tmp_path, certs, upstrea
         h2 = context.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
         assert h2.selected_alpn_protocol() == "h2"
         h2.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-        time.sleep(0.3)
-        start = time.monotonic()
-        gateway.proc.send_signal(signal.SIGTERM)
-        # Read frames as a client would, acknowledging PINGs, until the server closes the connection.
-        buffered, goaways, closed = b"", 0, False
-        h2.settimeout(5)
-        while not closed:
+        # Read frames as a client would, acknowledging PINGs and SETTINGS, until the server closes the connection.
+        state = {"buffered": b"", "goaways": 0, "settings_acked": False}
+
+        def pump() -> bool:
+            """One read and the complete frames it brings; False once the server closed the connection."""
             try:
                 data = h2.recv(4096)
             except (ConnectionResetError, ssl.SSLError):
                 data = b""
             if not data:
-                closed = True
-                break
-            buffered += data
+                return False
+            buffered = state["buffered"] + data
             while len(buffered) >= 9:
                 length = int.from_bytes(buffered[:3], "big")
                 if len(buffered) < 9 + length:
@@ -225,15 +222,32 @@ def test_sigterm_sends_goaway_to_idle_http2_connections(tmp_path, certs, upstrea
                 kind, flags = buffered[3], buffered[4]
                 payload = buffered[9 : 9 + length]
                 buffered = buffered[9 + length :]
+                state.setdefault("frames", []).append((kind, flags, length))
                 if kind == 0x7:
-                    goaways += 1
-                    assert struct.unpack(">I", payload[4:8])[0] == 0, "GOAWAY with NO_ERROR"
+                    state["goaways"] += 1
+                    assert struct.unpack(">I", payload[4:8])[0] == 0, f"GOAWAY with NO_ERROR: {payload!r} after frames {state['frames']}"
                 elif kind == 0x6 and not flags & 0x1:
                     h2.sendall(b"\x00\x00\x08\x06\x01\x00\x00\x00\x00" + payload)  # PING ACK
                 elif kind == 0x4 and not flags & 0x1:
                     h2.sendall(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")  # SETTINGS ACK
-        assert goaways >= 1, "the server must announce the shutdown with GOAWAY"
-        assert closed
+                elif kind == 0x4:
+                    state["settings_acked"] = True
+            state["buffered"] = buffered
+            return True
+
+        h2.settimeout(5)
+        # The connection is established on the server's side once it has acknowledged our SETTINGS, and idle once it
+        # has read everything we sent (our acknowledgement of its SETTINGS too): only then is it an open, idle
+        # HTTP/2 connection for SIGTERM to find.
+        while not state["settings_acked"]:
+            assert pump(), "the server closed the connection before acknowledging our SETTINGS"
+        client_port = h2.getsockname()[1]
+        wait_until(lambda: unread_bytes(port, client_port) == 0, timeout=5, interval=0.005, what="the gateway to read our SETTINGS ACK")
+        start = time.monotonic()
+        gateway.proc.send_signal(signal.SIGTERM)
+        while pump():
+            pass
+        assert state["goaways"] >= 1, "the server must announce the shutdown with GOAWAY"
         assert gateway.proc.wait(8) == 0
         assert time.monotonic() - start < 4, "an idle HTTP/2 connection must not hold the drain"
     finally:

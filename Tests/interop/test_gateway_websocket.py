@@ -6,9 +6,8 @@ import os
 import signal
 import socket
 import struct
-import threading
 
-from gatehouse_testlib import start_gateway_process
+from gatehouse_testlib import accept_forever, start_gateway_process
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -79,15 +78,7 @@ def echo_upstream():
                 return
             conn.sendall(frame(payload, opcode=opcode, mask=False))
 
-    def accept_loop():
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept_loop, daemon=True).start()
+    accept_forever(listener, serve)
     return listener, seen
 
 
