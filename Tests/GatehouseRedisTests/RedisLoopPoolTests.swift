@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseTestSupport
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -43,12 +44,12 @@ import Testing
         #expect(idsByLoop.allSatisfy { !$0.isEmpty && $0.count <= 2 })
         #expect(Set(idsByLoop.flatMap { $0 }).count == idsByLoop.map(\.count).reduce(0, +))
         // pool_size is per loop: 3 loops × 2, and none on the client's own group (no caller was off a loop).
-        #expect(try await eventually(within: 5) { try serverConnections(server) == 6 })
+        #expect(try await eventually(timeout: .seconds(5)) { try serverConnections(server) == 6 })
         #expect(client.isConnected)
         #expect(client.pools.all.count == 3)
 
         _ = try await client.shutdown().get()
-        #expect(try await eventually(within: 5) { try serverConnections(server) == 0 })
+        #expect(try await eventually(timeout: .seconds(5)) { try serverConnections(server) == 0 })
         #expect(!client.isConnected)
         // After shutdown every loop, including one that never sent anything, fails at once.
         for loop in group.makeIterator() {
