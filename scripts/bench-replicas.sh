@@ -10,15 +10,18 @@
 #
 # Servers are `gatehouse demo --auth-only` (config/demo; for PostgreSQL its storage section is replaced as in
 # scripts/bench-storage.sh, one throw-away server on loopback with fsync off, shared by both replicas). Tokens are
-# the demo-service client's opaque tokens; introspection asks for one hot token (as a gateway does), so it mostly
-# measures the server's token cache, the store only on a miss.
+# CLIENT's: demo-service (default) gets opaque tokens, one row each; demo-jwt gets self-contained JWTs, no row.
+# Introspection asks for one hot token of that client (as a gateway does), so it mostly measures the server's token
+# cache, the store only on a miss.
 # Env: GATEHOUSE_BIN (default .build/release/gatehouse), CONNS (64, split across replicas), DURATION (s, 8),
-#      WARMUP (s, 2), ROUNDS (3), PORT (19100; replicas use PORT and PORT+1), POOL_SIZE (16).
+#      WARMUP (s, 2), ROUNDS (3), PORT (19100; replicas use PORT and PORT+1), POOL_SIZE (16), CLIENT (demo-service),
+#      CLIENT_SECRET (CLIENT-secret).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${GATEHOUSE_BIN:-$root/.build/release/gatehouse}
 CONNS=${CONNS:-64}; DURATION=${DURATION:-8}; WARMUP=${WARMUP:-2}; ROUNDS=${ROUNDS:-3}; PORT=${PORT:-19100}
+CLIENT=${CLIENT:-demo-service}; CLIENT_SECRET=${CLIENT_SECRET:-$CLIENT-secret}
 [ -x "$BIN" ] || { echo "error: no gatehouse binary at $BIN (scripts/build-release.sh)" >&2; exit 1; }
 command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null
 
@@ -71,9 +74,10 @@ measure() {  # LABEL CONFIG_DIR COUNT ROUND
     local label=$1 config=$2 count=$3 round=$4 i
     for i in $(seq 0 $((count - 1))); do start_server $((PORT + i)) "$config" "$work/data-$round-$label-$i"; done
     local token
-    token=$(curl -sf -u demo-service:demo-service-secret -d grant_type=client_credentials -d scope=orders:read "http://127.0.0.1:$PORT/token" \
+    token=$(curl -sf -u "$CLIENT:$CLIENT_SECRET" -d grant_type=client_credentials -d scope=orders:read "http://127.0.0.1:$PORT/token" \
         | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
     [ -n "$token" ] || { echo "error: no token from $label" >&2; exit 1; }
+    export BENCH_CLIENT_ID=$CLIENT BENCH_CLIENT_SECRET=$CLIENT_SECRET
     load "$root/bench/token.lua" /token "$count" "$WARMUP" >/dev/null
     local tokens; tokens=$(load "$root/bench/token.lua" /token "$count" "$DURATION")
     export BENCH_CLIENT_ID=gatehouse-gateway BENCH_CLIENT_SECRET=gatehouse-gateway-secret BENCH_BODY="token=$token" BENCH_ACCEPT=
@@ -85,7 +89,7 @@ measure() {  # LABEL CONFIG_DIR COUNT ROUND
 }
 
 echo "== replicated authorization servers: wrk -t1, $CONNS connections in all, ${DURATION}s per figure after ${WARMUP}s warm-up; $(nproc) CPUs =="
-echo "postgres: $pg_label"
+echo "postgres: $pg_label; client: $CLIENT"
 printf 'round\tconfiguration\ttokens/s\tintrospections/s\n'
 for round in $(seq 1 "$ROUNDS"); do
     # Alternate the order each round, so no configuration always runs first (or last) on a busy machine.

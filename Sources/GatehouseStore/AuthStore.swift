@@ -53,11 +53,20 @@ public protocol AuthStore: Sendable {
     /// Revokes one token. Returns whether it existed.
     @discardableResult func revokeToken(_ locator: TokenLocator) async throws -> Bool
 
+    // Self-contained JWTs (client_credentials JWTs, which have no row: see `JWTAccessToken`)
+    /// Records that the self-contained JWT `jti` (issued to `clientID`, valid until `expiresAt`) is revoked; durable
+    /// on return. Idempotent: revoking it again changes nothing.
+    func revokeJWT(jti: String, clientID: String, expiresAt: Int) async throws
+    /// Whether `revokeJWT` recorded this `jti` (and the purge has not removed it since its expiry).
+    func isJWTRevoked(jti: String) async throws -> Bool
+    /// How many rows the token tables hold.
+    func tokenCounts() async throws -> StoredTokenCounts
+
     // Consent
     func consentedScopes(userID: String, clientID: String) async throws -> Set<String>
     func saveConsent(userID: String, clientID: String, scopes: Set<String>, at now: Int) async throws
 
-    /// Deletes expired codes and tokens; returns how many rows went.
+    /// Deletes expired codes, tokens and JWT revocations; returns how many rows went.
     @discardableResult func purgeExpired(now: Int) async throws -> Int
 
     /// Answers once the database can be queried; throws a `StoreError` (`.unavailable` when it cannot be

@@ -20,8 +20,13 @@ public struct ClientRecord: Sendable, Equatable {
     public var defaultScopes: [String]
     /// `opaque` (default) or `jwt`: the access tokens the token endpoint issues to this client.
     public var accessTokenFormat: String
+    /// Names this registration of the id: set when the client is first stored and kept by every later update, new
+    /// when an id is removed and registered again. Self-contained JWTs carry it in their `jti`, so that a client
+    /// removed and re-added does not bring its old tokens back. Not secret. Default: a new random value (the store
+    /// keeps the stored one when the client exists already).
+    public var incarnation: String
 
-    public init(id: String, name: String, type: String, secretHash: String?, grants: [String], scopes: [String], redirectURIs: [String], fromConfiguration: Bool, audiences: [String] = [], mayIntrospect: Bool = false, defaultScopes: [String] = [], accessTokenFormat: String = "opaque") {
+    public init(id: String, name: String, type: String, secretHash: String?, grants: [String], scopes: [String], redirectURIs: [String], fromConfiguration: Bool, audiences: [String] = [], mayIntrospect: Bool = false, defaultScopes: [String] = [], accessTokenFormat: String = "opaque", incarnation: String = ClientRecord.newIncarnation()) {
         self.id = id
         self.name = name
         self.type = type
@@ -34,6 +39,12 @@ public struct ClientRecord: Sendable, Equatable {
         self.mayIntrospect = mayIntrospect
         self.defaultScopes = defaultScopes
         self.accessTokenFormat = accessTokenFormat
+        self.incarnation = incarnation
+    }
+
+    /// A new incarnation: 16 random base64url characters (96 bits), no `.` (it is one field of a `jti`).
+    public static func newIncarnation() -> String {
+        String(SecureToken.generate().prefix(16))
     }
 
     public var isPublic: Bool { type == "public" }
@@ -157,4 +168,17 @@ public enum RotationMark: Sendable, Equatable {
     /// Revoked already.
     case revoked(TokenRecord)
     case notFound
+}
+
+/// How many rows the token tables hold (tests, benchmarks, and the README's growth figures).
+public struct StoredTokenCounts: Sendable, Equatable {
+    /// Rows of `tokens`: every opaque token, refresh token and JWT with a user or a family.
+    public var tokens: Int
+    /// Rows of `jwt_revocations`: self-contained JWTs revoked before their expiry.
+    public var jwtRevocations: Int
+
+    public init(tokens: Int, jwtRevocations: Int) {
+        self.tokens = tokens
+        self.jwtRevocations = jwtRevocations
+    }
 }

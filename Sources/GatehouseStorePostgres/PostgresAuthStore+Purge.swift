@@ -22,6 +22,11 @@ extension PostgresAuthStore {
               LIMIT \(limit)) RETURNING 1)
             SELECT count(*) FROM gone
             """,
+            """
+            WITH gone AS (DELETE FROM jwt_revocations WHERE ctid IN (
+              SELECT ctid FROM jwt_revocations WHERE expires_at < \(now) LIMIT \(limit)) RETURNING 1)
+            SELECT count(*) FROM gone
+            """,
         ]
         return try await deleteInBatches("purgeExpired", statements, limit: limit)
     }

@@ -145,10 +145,10 @@ public final class PostgresAuthStore: AuthStore {
         let defaults = client.defaultScopes.joined(separator: " ")
         try await execute("upsertClient", """
             INSERT INTO clients(id, name, type, secret_hash, grants, scopes, redirect_uris, from_configuration, audiences, may_introspect,
-              default_scopes, access_token_format, created_at)
+              default_scopes, access_token_format, incarnation, created_at)
             VALUES (\(client.id), \(client.name), \(client.type), \(client.secretHash), \(grants), \(scopes), \(redirects),
               \(client.fromConfiguration), \(audiences), \(client.mayIntrospect), \(defaults), \(client.accessTokenFormat),
-              EXTRACT(EPOCH FROM now())::BIGINT)
+              \(client.incarnation), EXTRACT(EPOCH FROM now())::BIGINT)
             ON CONFLICT(id) DO UPDATE SET name=excluded.name, type=excluded.type, secret_hash=excluded.secret_hash,
               grants=excluded.grants, scopes=excluded.scopes, redirect_uris=excluded.redirect_uris,
               from_configuration=excluded.from_configuration, audiences=excluded.audiences, may_introspect=excluded.may_introspect,
@@ -199,7 +199,8 @@ public final class PostgresAuthStore: AuthStore {
             audiences: try list("audiences"),
             mayIntrospect: try row["may_introspect"].decode(Bool.self),
             defaultScopes: try list("default_scopes"),
-            accessTokenFormat: try row["access_token_format"].decode(String.self)
+            accessTokenFormat: try row["access_token_format"].decode(String.self),
+            incarnation: try row["incarnation"].decode(String.self)
         )
     }
 

@@ -73,6 +73,15 @@ enum PostgresSchema {
             """,
             "CREATE INDEX login_throttle_idle ON login_throttle((GREATEST(last_failure, last_reserved)))",
         ],
+        // 4: self-contained client_credentials JWTs have no `tokens` row. A client's incarnation (new when an id is
+        // registered again) is in their `jti`; the revoked ones are listed by `jti` until they expire. (SQLite's
+        // migration 4.)
+        [
+            "ALTER TABLE clients ADD COLUMN incarnation TEXT NOT NULL DEFAULT ''",
+            "UPDATE clients SET incarnation = substr(md5(random()::text || id), 1, 16)",
+            "CREATE TABLE jwt_revocations(jti TEXT PRIMARY KEY, client_id TEXT NOT NULL, expires_at BIGINT NOT NULL)",
+            "CREATE INDEX jwt_revocations_expiry ON jwt_revocations(expires_at)",
+        ],
     ]
 
     /// Applies the pending migrations; returns how many ran (0 when the database was current).

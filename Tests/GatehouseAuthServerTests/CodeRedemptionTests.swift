@@ -201,6 +201,9 @@ struct GatedStore: AuthStore {
     }
     func revokeFamily(_ familyID: String) async throws { try await base.revokeFamily(familyID) }
     func revokeToken(_ locator: TokenLocator) async throws -> Bool { try await base.revokeToken(locator) }
+    func revokeJWT(jti: String, clientID: String, expiresAt: Int) async throws { try await base.revokeJWT(jti: jti, clientID: clientID, expiresAt: expiresAt) }
+    func isJWTRevoked(jti: String) async throws -> Bool { try await base.isJWTRevoked(jti: jti) }
+    func tokenCounts() async throws -> StoredTokenCounts { try await base.tokenCounts() }
     func consentedScopes(userID: String, clientID: String) async throws -> Set<String> { try await base.consentedScopes(userID: userID, clientID: clientID) }
     func saveConsent(userID: String, clientID: String, scopes: Set<String>, at now: Int) async throws { try await base.saveConsent(userID: userID, clientID: clientID, scopes: scopes, at: now) }
     func purgeExpired(now: Int) async throws -> Int { try await base.purgeExpired(now: now) }

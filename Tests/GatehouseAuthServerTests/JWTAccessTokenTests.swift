@@ -53,14 +53,14 @@ import Testing
             #expect(claims.exp == claims.iat + 3600)
             #expect(!jwt.contains("\"act\""))
 
-            // Recorded: introspection describes it, revocation makes it inactive there (local verifiers accept it
-            // until exp, as README says).
+            // Self-contained (no row): introspection describes it from its signature, revocation makes it inactive
+            // there (local verifiers accept it until exp, as README says).
             let active = try await introspect(client, jwt)
             #expect(active.json["active"] as? Bool == true)
             #expect(active.string("client_id") == "demo-jwt")
             #expect(active.string("scope") == "orders:read")
             #expect(active.json["exp"] as? Int == claims.exp)
-            // A tampered JWT (the same jti, another signature) is not the recorded token.
+            // A tampered JWT (the same jti, another signature) does not verify.
             #expect(try await introspect(client, String(jwt.dropLast(2)) + "AA").json["active"] as? Bool == false)
             let revoked = try await client.send(
                 .post, "/revoke", headers: [.authorization: "Basic " + Data("demo-jwt:demo-jwt-secret".utf8).base64EncodedString()], form: [("token", jwt)]

@@ -75,11 +75,11 @@ import Testing
         async let a = first.migrate()
         async let b = second.migrate()
         let applied = try await [a, b]
-        // One of them applied every migration (3: the schema, the browser sign-in tables, the login throttle), the
-        // other none.
-        #expect(applied.sorted() == [0, 3])
-        #expect(try await first.schemaVersion() == 3)
-        #expect(try await second.schemaVersion() == 3)
+        // One of them applied every migration (4: the schema, the browser sign-in tables, the login throttle, the JWT
+        // revocations), the other none.
+        #expect(applied.sorted() == [0, 4])
+        #expect(try await first.schemaVersion() == 4)
+        #expect(try await second.schemaVersion() == 4)
         // And the schema works from both.
         try await first.insertTokens([TestTokens.accessToken("t")])
         #expect(try await second.token(TestTokens.locator("t")) != nil)

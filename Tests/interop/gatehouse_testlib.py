@@ -249,6 +249,20 @@ class Credentials:
         return [self.service_secret, self.web_secret, self.alice_password, self.bob_password, self.gateway_secret]
 
 
+def jwt_client_yaml(creds: "Credentials", client_id: str = "demo-jwt", scopes: str = "orders:read") -> str:
+    """A `clients:` item (for `extra_clients`) registered with access_token_format: jwt: its client_credentials tokens
+    are self-contained JWTs (no row). Its secret is the service secret + "-jwt"."""
+    return f"""\
+  - id: {client_id}
+    type: confidential
+    secret: {creds.service_secret}-jwt
+    grants: [client_credentials]
+    scopes: [{scopes}]
+    default_scopes: [orders:read]
+    access_token_format: jwt
+"""
+
+
 def write_config(
     path: Path,
     callback: CallbackServer,

@@ -456,3 +456,59 @@ clients:
     assert "MISSING_VAR" in error_lines[0] and str(config) in error_lines[0], describe(result)
     assert "clients[0].secret" in error_lines[0], describe(result)
     assert '"event":"listening"' not in result.stdout, describe(result)
+
+
+def test_cli_jwt_client_removed_and_added_again_does_not_revive_its_old_tokens(gatehouse_bin, data_dir, tmp_path, start_server):
+    """A client with access_token_format: jwt gets self-contained client_credentials JWTs (no row). `clients remove`
+    makes them inactive (within the server's 5 s client cache), and registering the same id again does not bring
+    them back: the new registration has a new incarnation, which the old tokens' jti does not name."""
+    introspector_secret = secrets.token_urlsafe(24)
+    clients = f"""\
+clients:
+  - id: introspector
+    type: confidential
+    secret: {introspector_secret}
+    grants: [client_credentials]
+    scopes: [orders:read]
+    introspect: true
+"""
+    server = start_server(write_server_config(tmp_path / "auth.yaml", clients), data_dir)
+
+    def add() -> str:
+        result = run_ok(
+            gatehouse_bin, "clients", "add", "--data-dir", str(data_dir), "--id", "svc-jwt", "--grant", "client_credentials",
+            "--scope", "orders:read", "--access-token-format", "jwt",
+        )
+        match = re.search(r"^client_secret: (\S+)$", result.stdout, re.MULTILINE)
+        assert match, describe(result)
+        return match.group(1)
+
+    def active(token: str) -> bool:
+        r = requests.post(server.url("/introspect"), data={"token": token}, auth=("introspector", introspector_secret), timeout=15)
+        assert r.status_code == 200, r.text
+        return r.json()["active"] is True
+
+    def poll(condition, what: str, bound: float = CLIENT_CACHE_POLL) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < bound:
+            if condition():
+                return time.monotonic() - start
+            time.sleep(0.25)
+        raise AssertionError(f"{what}: not within {bound}s")
+
+    first_secret = add()
+    body = assert_token_response(client_credentials(server, "svc-jwt", first_secret))
+    old = body["access_token"]
+    assert old.count(".") == 2 and token_rows(server.db_path, old) == [], "a self-contained JWT has no row"
+    assert active(old)
+
+    run_ok(gatehouse_bin, "clients", "remove", "--data-dir", str(data_dir), "svc-jwt")
+    assert poll(lambda: not active(old), "a removed client's JWT turning inactive") <= CLIENT_CACHE_BOUND
+
+    second_secret = add()
+    poll(lambda: client_credentials(server, "svc-jwt", second_secret).status_code == 200, "the re-added client getting tokens")
+    new = assert_token_response(client_credentials(server, "svc-jwt", second_secret))["access_token"]
+    assert active(new), "the new registration's token is active"
+    assert not active(old), "registering the id again revived a token of the removed registration"
+    server.stop(check=True)
+    assert old not in server.logs and new not in server.logs

@@ -3,7 +3,9 @@ temporary data directory, `scripts/postgres-temp.sh`; the outage is `pg_ctl stop
 session, then a start on the same port).
 
 Checked: every request is answered — 200, or 503 with `Retry-After` and an RFC 6749 `temporarily_unavailable` JSON
-body — never a 500, another error or a hang; every token acknowledged to a client introspects active afterwards;
+body — never a 500, another error or a hang; every token acknowledged to a client introspects active afterwards
+(opaque tokens, whose rows must have committed, and self-contained client_credentials JWTs, which have no row and
+must verify at either replica);
 every refresh-token chain goes on after the outage (a rotation cut by the outage is not half done); service resumes
 without a restart (same processes); `/readyz` on each admin listener goes 503 while the database is down and 200
 after."""
@@ -18,7 +20,7 @@ import pytest
 import requests
 
 from auth_replicas_lib import ReplicaSet, TempPostgres
-from gatehouse_testlib import CallbackServer, Credentials, wait_until
+from gatehouse_testlib import CallbackServer, Credentials, jwt_client_yaml, wait_until
 
 REQUEST_TIMEOUT = 15  # seconds: far beyond the store's deadline (connect 2 s + statement 2 s); a hang fails here
 
@@ -34,7 +36,7 @@ def cluster(tmp_path):
     secret: {creds.gateway_secret}
     grants: ['urn:ietf:params:oauth:grant-type:token-exchange']
     introspect: true
-"""
+""" + jwt_client_yaml(creds)
     replicas = ReplicaSet(tmp_path / "cluster", pg, cb, creds=creds, extra_clients=extra, admin=True, refresh_token_reuse_grace="0s")
     try:
         replicas.start()
@@ -89,15 +91,19 @@ def test_postgres_outage_under_load(cluster):
     stop = threading.Event()
     ready: dict[int, list[int]] = {0: [], 1: []}
 
-    def cc_worker(index: int):
+    jwts: list[str] = []
+
+    def cc_worker(index: int, client: str = "demo-service", secret: str = creds.service_secret):
         http = requests.Session()
         server = cluster[index % 2]
         while not stop.is_set():
             try:
-                r = http.post(server.token_url, data={"grant_type": "client_credentials"}, auth=("demo-service", creds.service_secret), timeout=REQUEST_TIMEOUT)
+                r = http.post(server.token_url, data={"grant_type": "client_credentials"}, auth=(client, secret), timeout=REQUEST_TIMEOUT)
                 if rec.check("client_credentials", r):
                     with rec.lock:
                         rec.acknowledged.append(r.json()["access_token"])
+                        if client == "demo-jwt":
+                            jwts.append(r.json()["access_token"])
             except requests.RequestException as error:
                 rec.fail("client_credentials", error)
 
@@ -143,7 +149,8 @@ def test_postgres_outage_under_load(cluster):
                     rec.fail("readyz", error)
             stop.wait(0.1)  # the sampling interval; the test asserts what the samples saw (503 during the outage, then 200)
 
-    threads = [threading.Thread(target=cc_worker, args=(i,), daemon=True) for i in range(6)]
+    threads = [threading.Thread(target=cc_worker, args=(i,), daemon=True) for i in range(4)]
+    threads += [threading.Thread(target=cc_worker, args=(i, "demo-jwt", creds.service_secret + "-jwt"), daemon=True) for i in range(2)]
     threads += [threading.Thread(target=refresh_worker, args=(i,), daemon=True) for i in range(4)]
     threads.append(threading.Thread(target=readyz_poller, daemon=True))
     for t in threads:
@@ -172,7 +179,7 @@ def test_postgres_outage_under_load(cluster):
 
     # every acknowledged access token is active (asked at both replicas, alternately)
     tokens = list(rec.acknowledged)
-    print(f"answers by status {rec.statuses}; {len(tokens)} tokens acknowledged; /readyz seen {set(ready[0])}, {set(ready[1])}")
+    print(f"answers by status {rec.statuses}; {len(tokens)} tokens acknowledged ({len(jwts)} self-contained JWTs); /readyz seen {set(ready[0])}, {set(ready[1])}")
     assert len(tokens) >= 400, len(tokens)
 
     def active(pair) -> bool:
@@ -184,6 +191,9 @@ def test_postgres_outage_under_load(cluster):
         results = list(pool.map(active, enumerate(tokens)))
     lost = results.count(False)
     assert lost == 0, f"{lost} of {len(tokens)} acknowledged tokens are not active"
+    # self-contained JWTs were among them (asked at both replicas above), and none of them has a row
+    assert len(jwts) >= 100, len(jwts)
+    assert int(cluster.pg.sql("SELECT count(*) FROM tokens WHERE client_id = 'demo-jwt'")) == 0
 
     # every refresh chain goes on (grace 0 s: a half-done rotation would have revoked its family)
     assert len(chains) == 4

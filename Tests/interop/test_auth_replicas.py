@@ -176,6 +176,47 @@ def test_tokens_cross_replicas(replicas):
     assert time.monotonic() - revoked_at <= 7
 
 
+def test_self_contained_jwt_has_no_row_and_its_revocation_crosses_replicas(replicas, pg):
+    """A client_credentials JWT (client registered with access_token_format: jwt) is self-contained: issuing it writes
+    no `tokens` row, the other replica introspects it from its signature, and /revoke at one replica lists its jti
+    (one `jwt_revocations` row) so that the other answers inactive within its 5 s cache."""
+    a, b = replicas[0], replicas[1]
+    creds = replicas.creds
+    rows_before = int(pg.sql("SELECT count(*) FROM tokens"))
+    issued = [cc(a, creds, client="demo-jwt")["access_token"] for _ in range(20)]
+    assert int(pg.sql("SELECT count(*) FROM tokens")) == rows_before, "a self-contained JWT wrote a tokens row"
+    jti = jwt.decode(issued[0], options={"verify_signature": False})["jti"]
+    assert jti.startswith("sc."), jti
+
+    for value in issued:
+        info = introspect(b, creds, value)
+        assert info["active"] is True and info["client_id"] == "demo-jwt" and info["sub"] == "demo-jwt", info
+    info = introspect(b, creds, issued[0])
+    assert info["jti"] == jti and info["iss"] == replicas.issuer and info["aud"] == [AUDIENCE] and info["scope"] == "orders:read", info
+
+    # the phantom-token exchange at B takes it as the subject token
+    r = token(b, ("gatehouse-gateway", creds.gateway_secret), {
+        "grant_type": EXCHANGE_GRANT, "subject_token": issued[1],
+        "subject_token_type": "urn:ietf:params:oauth:token-type:access_token",
+    })
+    assert r.status_code == 200, r.text
+    exchanged = jwt.decode(r.json()["access_token"], options={"verify_signature": False})
+    assert exchanged["client_id"] == "demo-jwt" and exchanged["act"] == {"sub": "gatehouse-gateway"}, exchanged
+
+    # revoked at A (by its own client): inactive at A at once, at B within its 5 s cache (B has it cached now)
+    assert int(pg.sql("SELECT count(*) FROM jwt_revocations")) == 0
+    r = requests.post(a.url("/revoke"), data={"token": issued[0]}, auth=("demo-jwt", creds.service_secret + "-jwt"), timeout=10)
+    assert r.status_code == 200, r.text
+    revoked_at = time.monotonic()
+    assert pg.sql(f"SELECT client_id FROM jwt_revocations WHERE jti = '{jti}'") == "demo-jwt"
+    assert introspect(a, creds, issued[0])["active"] is False
+    wait_until(lambda: introspect(b, creds, issued[0])["active"] is False, timeout=8, interval=0.2, what="revocation at the other replica")
+    assert time.monotonic() - revoked_at <= 7
+    assert introspect(b, creds, issued[2])["active"] is True, "only the revoked token is affected"
+    assert int(pg.sql("SELECT count(*) FROM jwt_revocations")) == 1
+    assert int(pg.sql("SELECT count(*) FROM tokens")) == rows_before
+
+
 # --------------------------------------------------------------------------
 # 2. one code, many redemptions across replicas
 # --------------------------------------------------------------------------

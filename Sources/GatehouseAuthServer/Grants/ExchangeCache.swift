@@ -10,7 +10,8 @@ import NIOConcurrencyHelpers
 /// `minimumRemaining` seconds of the JWT's life are left.
 final class ExchangeCache: Sendable {
     struct Key: Hashable, Sendable {
-        var tokenID: Int64
+        /// The subject token's row id, or a self-contained JWT's `jti`.
+        var token: String
         var caller: String
         var scope: String
         var audience: String?

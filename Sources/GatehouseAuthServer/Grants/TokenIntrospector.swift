@@ -6,9 +6,20 @@ import NIOConcurrencyHelpers
 
 /// What introspection found for a token (RFC 7662 §2.2).
 struct IntrospectedToken: Sendable, Equatable {
+    /// The token's row, or for a self-contained JWT the same fields read from its verified claims (`id` 0).
     var record: TokenRecord
     var client: ClientRecord
     var username: String?
+    /// A self-contained JWT's `jti` and `aud` (nil for a row-backed token: its row id, its client's audiences).
+    var selfContained: (jti: String, audiences: [String])?
+
+    static func == (lhs: IntrospectedToken, rhs: IntrospectedToken) -> Bool {
+        lhs.record == rhs.record && lhs.client == rhs.client && lhs.username == rhs.username
+            && lhs.selfContained?.jti == rhs.selfContained?.jti && lhs.selfContained?.audiences == rhs.selfContained?.audiences
+    }
+
+    /// The exchange cache's name for the token: its `jti` or its row id.
+    var cacheName: String { selfContained?.jti ?? String(record.id) }
 
     /// `sub`: the user's id, or the client's for client_credentials tokens.
     var subject: String { record.userID ?? record.clientID }
@@ -21,11 +32,22 @@ struct TokenIntrospector: Sendable {
     let cache: TokenRecordCache
     let users: UsernameCache
     let clock: any AuthClock
+    /// Verifies self-contained JWTs (this server's own keys) and names the issuer they must carry.
+    let keys: KeyManager
+    let issuer: String
+    let jwts: SelfContainedTokenCache
 
     /// The token's record if it is active: known, hash matching, not revoked, not expired, its client still
     /// registered, and (for refresh tokens) not rotated away. Everything else is simply inactive.
     func activeToken(_ presented: String) async throws -> IntrospectedToken? {
-        guard let locator = JWTAccessToken.locator(presented: presented) else { return nil }
+        switch JWTAccessToken.classify(presented) {
+        case nil: return nil
+        case .selfContained(let token): return try await activeSelfContained(token)
+        case .row(let locator): return try await activeRow(locator)
+        }
+    }
+
+    private func activeRow(_ locator: TokenLocator) async throws -> IntrospectedToken? {
         let now = clock.now()
         var record = cache.get(locator.id, now: now)
         if record == nil, let stored = try await store.token(locator) {
@@ -42,6 +64,47 @@ struct TokenIntrospector: Sendable {
         return IntrospectedToken(record: record, client: client, username: username)
     }
 
+    /// A self-contained JWT is active when it verifies with this server's keys (signature, `typ`, `iss`, `exp`,
+    /// `nbf`: `KeyManager.verifyOwnAccessToken`), is not an exchanged JWT (`act`), its `jti` is not on the
+    /// revocation list, and its client is still registered under the incarnation its `jti` names. The signature is
+    /// checked once per process (`SelfContainedTokenCache`); the revocation list is read at most every `ttl` s.
+    private func activeSelfContained(_ token: JWTAccessToken.SelfContained) async throws -> IntrospectedToken? {
+        let now = clock.now()
+        var entry: SelfContainedTokenCache.Entry
+        if let cached = jwts.get(token.jti, tokenHash: token.hash, now: now) {
+            entry = cached
+            if !jwts.isFresh(cached, now: now) {
+                entry.revoked = try await store.isJWTRevoked(jti: token.jti)
+                entry.checkedAt = now
+                jwts.put(entry, now: now)
+            }
+        } else {
+            guard let claims = try? await keys.verifyOwnAccessToken(token.token, issuer: issuer), claims.jti == token.jti, claims.act == nil,
+                claims.sub == claims.client_id
+            else { return nil }
+            entry = .init(tokenHash: token.hash, claims: claims, revoked: try await store.isJWTRevoked(jti: token.jti), checkedAt: now)
+            jwts.put(entry, now: now)
+        }
+        guard !entry.revoked, Self.isCurrent(entry.claims, now: now) else { return nil }
+        guard let client = try await directory.client(id: entry.claims.client_id), client.incarnation == token.incarnation else { return nil }
+        return Self.introspected(entry.claims, hash: token.hash, client: client)
+    }
+
+    /// Not expired by this server's clock (strictly: no skew past `exp`), and not before `nbf` beyond the skew
+    /// replicas' clocks may have (the issuing replica's clock set it).
+    static func isCurrent(_ claims: AccessTokenClaims, now: Int) -> Bool {
+        claims.nbf <= now + KeyManager.replicaClockSkew && now < claims.exp
+    }
+
+    /// A self-contained JWT's claims in the shape introspection and exchange use for rows.
+    static func introspected(_ claims: AccessTokenClaims, hash: String, client: ClientRecord) -> IntrospectedToken {
+        let record = TokenRecord(
+            id: 0, tokenHash: hash, kind: .access, clientID: claims.client_id, userID: nil, scope: claims.scope ?? "", issuedAt: claims.iat,
+            expiresAt: claims.exp, familyID: nil, familyExpiresAt: nil, grantType: GrantType.clientCredentials.rawValue, authTime: nil
+        )
+        return IntrospectedToken(record: record, client: client, username: nil, selfContained: (claims.jti, claims.aud))
+    }
+
     /// The record matches the presented token (constant-time hash comparison), is not revoked or expired, and a
     /// refresh token has not been rotated away or outlived its family.
     static func isActive(_ record: TokenRecord, locator: TokenLocator, now: Int) -> Bool {
@@ -52,10 +115,18 @@ struct TokenIntrospector: Sendable {
         return true
     }
 
-    /// `activeToken` from memory only: nil when the store must be asked (record, client or user not cached);
-    /// `.some(nil)` when the token is known to be inactive.
+    /// `activeToken` from memory only: nil when the store must be asked (record, client or user not cached, a
+    /// self-contained JWT not verified yet or its revocation status stale); `.some(nil)` when the token is known to
+    /// be inactive.
     func activeTokenFromMemory(_ presented: String) -> IntrospectedToken?? {
-        guard let locator = JWTAccessToken.locator(presented: presented) else { return .some(nil) }
+        switch JWTAccessToken.classify(presented) {
+        case nil: return .some(nil)
+        case .selfContained(let token): return activeSelfContainedFromMemory(token)
+        case .row(let locator): return activeRowFromMemory(locator)
+        }
+    }
+
+    private func activeRowFromMemory(_ locator: TokenLocator) -> IntrospectedToken?? {
         let now = clock.now()
         guard let record = cache.get(locator.id, now: now) else { return nil }
         guard Self.isActive(record, locator: locator, now: now) else { return .some(nil) }
@@ -68,6 +139,15 @@ struct TokenIntrospector: Sendable {
             username = name
         }
         return .some(IntrospectedToken(record: record, client: client, username: username))
+    }
+
+    private func activeSelfContainedFromMemory(_ token: JWTAccessToken.SelfContained) -> IntrospectedToken?? {
+        let now = clock.now()
+        guard let entry = jwts.get(token.jti, tokenHash: token.hash, now: now), jwts.isFresh(entry, now: now) else { return nil }
+        guard !entry.revoked, Self.isCurrent(entry.claims, now: now) else { return .some(nil) }
+        guard let cachedClient = directory.cachedClient(id: entry.claims.client_id) else { return nil }
+        guard let client = cachedClient, client.incarnation == token.incarnation else { return .some(nil) }
+        return .some(Self.introspected(entry.claims, hash: token.hash, client: client))
     }
 }
 
@@ -128,8 +208,8 @@ struct IntrospectionClaims: Codable, Sendable, Equatable {
         self.init(
             active: true, scope: token.record.scope, client_id: token.record.clientID, username: token.username,
             token_type: token.record.kind == .access ? "Bearer" : "refresh_token", exp: token.record.expiresAt,
-            iat: token.record.issuedAt, nbf: token.record.issuedAt, sub: token.subject, aud: audiences, iss: issuer,
-            jti: String(token.record.id)
+            iat: token.record.issuedAt, nbf: token.record.issuedAt, sub: token.subject, aud: token.selfContained?.audiences ?? audiences,
+            iss: issuer, jti: token.selfContained?.jti ?? String(token.record.id)
         )
     }
 

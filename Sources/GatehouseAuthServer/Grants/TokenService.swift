@@ -36,6 +36,7 @@ final class TokenService: Sendable {
     let throttle: LoginThrottling
     let logger: Logger
     let cache: TokenRecordCache
+    let jwts: SelfContainedTokenCache
     let introspector: TokenIntrospector
     let keys: KeyManager
     let exchanges: ExchangeCache
@@ -51,7 +52,10 @@ final class TokenService: Sendable {
         self.keys = keys
         self.exchanges = ExchangeCache(reuseFor: configuration.tokens.exchangeReusePeriod)
         self.cache = TokenRecordCache()
-        self.introspector = TokenIntrospector(store: store, directory: directory, cache: cache, users: UsernameCache(), clock: clock)
+        self.jwts = SelfContainedTokenCache()
+        self.introspector = TokenIntrospector(
+            store: store, directory: directory, cache: cache, users: UsernameCache(), clock: clock, keys: keys, issuer: configuration.issuer, jwts: jwts
+        )
     }
 
     /// Handles one token request.
@@ -86,6 +90,7 @@ final class TokenService: Sendable {
     private func clientCredentials(client: ClientRecord, form: FormParameters) async throws -> IssuedTokens {
         guard !client.isPublic else { throw OAuthError(.unauthorizedClient, "public clients cannot use client_credentials") }
         let scope = try Scopes.resolve(requested: form["scope"], client: client).joined(separator: " ")
+        if client.issuesJWTAccessTokens { return try issueSelfContained(client: client, scope: scope) }
         return try await issue(client: client, userID: nil, scope: scope, grant: .clientCredentials, familyID: nil, familyExpiresAt: nil, authTime: nil)
     }
 
@@ -208,6 +213,22 @@ final class TokenService: Sendable {
         return prepared.issued
     }
 
+    /// A self-contained client_credentials JWT (see `JWTAccessToken`): signed and returned, nothing stored. It is
+    /// durable as soon as it is signed, because its key is (`KeyDirectory.save` syncs a key before it can sign).
+    /// This process answers for it from memory at once, as it does for the rows it inserts.
+    func issueSelfContained(client: ClientRecord, scope: String) throws -> IssuedTokens {
+        let now = clock.now()
+        let lifetime = min(configuration.tokens.accessTokenLifetime, configuration.tokens.jwtMaxLifetime)
+        let claims = AccessTokenClaims(
+            iss: configuration.issuer, sub: client.id, aud: audiences(of: client), exp: now + lifetime, iat: now, nbf: now,
+            jti: JWTAccessToken.selfContainedJTI(incarnation: client.incarnation), client_id: client.id, scope: scope.isEmpty ? nil : scope,
+            auth_time: nil
+        )
+        let accessToken = try keys.sign(claims, type: AccessTokenClaims.type)
+        jwts.put(.init(tokenHash: SecureToken.hash(accessToken), claims: claims, revoked: false, checkedAt: now), now: now)
+        return IssuedTokens(accessToken: accessToken, expiresIn: lifetime, scope: scope, refreshToken: nil)
+    }
+
     /// The tokens `issue` hands out and the records it stores for them, before anything is stored.
     func prepareIssue(
         client: ClientRecord, userID: String?, scope: String, grant: GrantType, familyID: String?, familyExpiresAt: Int?, authTime: Int?, withRefreshToken: Bool = true
@@ -314,7 +335,7 @@ final class TokenService: Sendable {
             throw OAuthError(.invalidTarget, "audience '\(audience)' is not allowed for this token")
         }
         let now = clock.now()
-        let cacheKey = ExchangeCache.Key(tokenID: subject.record.id, caller: client.id, scope: scope, audience: form["audience"])
+        let cacheKey = ExchangeCache.Key(token: subject.cacheName, caller: client.id, scope: scope, audience: form["audience"])
         if let cached = exchanges.get(cacheKey, tokenHash: subject.record.tokenHash, now: now) {
             return IssuedTokens(accessToken: cached.jwt, expiresIn: max(0, cached.exp - now), scope: scope, refreshToken: nil, issuedTokenType: Self.jwtTokenType)
         }
@@ -340,7 +361,12 @@ final class TokenService: Sendable {
         do {
             let client = try await authenticator.authenticate(authorization: authorization, form: form, remoteAddress: remoteAddress)
             guard let presented = form["token"] else { throw OAuthError(.invalidRequest, "token is required") }
-            guard let locator = JWTAccessToken.locator(presented: presented), let record = try await store.token(locator), record.clientID == client.id else { return }
+            guard let kind = JWTAccessToken.classify(presented) else { return }
+            guard case .row(let locator) = kind else {
+                if case .selfContained(let token) = kind { try await revokeSelfContained(token, client: client) }
+                return
+            }
+            guard let record = try await store.token(locator), record.clientID == client.id else { return }
             if record.kind == .refresh, let familyID = record.familyID {
                 try await store.revokeFamily(familyID)
                 cache.markFamilyRevoked(familyID, now: clock.now())
@@ -354,6 +380,23 @@ final class TokenService: Sendable {
             logger.error("revocation failed", metadata: ["error": "\(error)"])
             throw OAuthError.serverFault(error)
         }
+    }
+
+    /// Puts a self-contained JWT of this client on the revocation list (durably, before the 200), and answers for
+    /// it as revoked in this process at once. One that does not verify, is another client's or has expired
+    /// changes nothing (an expired one is inactive anyway).
+    private func revokeSelfContained(_ token: JWTAccessToken.SelfContained, client: ClientRecord) async throws {
+        let now = clock.now()
+        let claims: AccessTokenClaims
+        if let cached = jwts.get(token.jti, tokenHash: token.hash, now: now) {
+            claims = cached.claims
+        } else {
+            guard let verified = try? await keys.verifyOwnAccessToken(token.token, issuer: configuration.issuer), verified.jti == token.jti else { return }
+            claims = verified
+        }
+        guard claims.client_id == client.id, claims.act == nil, now < claims.exp else { return }
+        try await store.revokeJWT(jti: claims.jti, clientID: client.id, expiresAt: claims.exp)
+        jwts.markRevoked(.init(tokenHash: token.hash, claims: claims, revoked: true, checkedAt: now), now: now)
     }
 
     // MARK: Introspection (RFC 7662, RFC 9701)

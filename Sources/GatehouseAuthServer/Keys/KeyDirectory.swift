@@ -55,6 +55,14 @@ public struct KeyDirectory: Sendable {
             unlink(temporary)
             throw JOSEError(.invalidKey, "cannot write \(final)")
         }
+        // The rename is durable only once the directory is: a key must survive a crash before it signs anything,
+        // since a self-contained JWT (which has no row) is verifiable only while its key exists. One fsync per key
+        // created (rotations are hours apart).
+        let directoryDescriptor = open(path, O_RDONLY | O_DIRECTORY)
+        guard directoryDescriptor >= 0 else { throw JOSEError(.invalidKey, "cannot open \(path) to sync it") }
+        let directorySynced = fsync(directoryDescriptor) == 0 ? 0 : errno
+        close(directoryDescriptor)
+        guard directorySynced == 0 else { throw JOSEError(.invalidKey, "cannot sync \(path): \(String(cString: strerror(directorySynced)))") }
     }
 
     /// Runs `body` holding the directory's creation lock: an exclusive `flock` on `.rotation.lock` in the key

@@ -16,6 +16,8 @@ public final class KeyManager: Sendable {
         var signers: [String: any JWTAlgorithm]
         var jwks: String
         var publishedKids: [String]
+        /// Verifies JWTs against the published keys (current, pending and retired within retention).
+        var verifier: JWTVerifier
     }
 
     let directory: KeyDirectory
@@ -76,7 +78,8 @@ public final class KeyManager: Sendable {
             signers[managed.key.kid] = try await keys.getKey(for: JWKIdentifier(string: managed.key.kid))
         }
         let jwks = "{\"keys\":[" + ring.published(at: now).map(\.key.publicJWK).joined(separator: ",") + "]}"
-        snapshot.withLockedValue { $0 = Snapshot(ring: ring, keys: keys, signers: signers, jwks: jwks, publishedKids: publishedKids) }
+        let verifier = try await JWTVerifier(jwksJSON: jwks)
+        snapshot.withLockedValue { $0 = Snapshot(ring: ring, keys: keys, signers: signers, jwks: jwks, publishedKids: publishedKids, verifier: verifier) }
     }
 
     /// The JWKS document (pending, current and retained keys).
@@ -110,6 +113,22 @@ public final class KeyManager: Sendable {
         let payloadJSON = try (payload as? any CompactJSONPayload)?.compactJSON ?? Array(DefaultJWTSerializer().jsonEncoder.encode(payload))
         let signingInput = Base64URL.encode(header.finishBytes()) + "." + Base64URL.encode(payloadJSON)
         return signingInput + "." + Base64URL.encode(try signer.sign(Array(signingInput.utf8)))
+    }
+}
+
+extension KeyManager {
+    /// How far replicas' clocks may disagree, in seconds: the same 5 s the key schedule assumes (see the publish
+    /// lead in `policy(for:)`).
+    static let replicaClockSkew = 5
+
+    /// Verifies an RFC 9068 access token this server (or a replica sharing its keys) signed: header `typ` at+jwt, a
+    /// published key (the signing one or one retired within retention), `iss` = `issuer`, and `exp`/`nbf`/`iat`
+    /// within `replicaClockSkew` of this server's clock (a replica whose clock is a second behind the issuer's must
+    /// not call a fresh token "not yet valid"; callers check `exp` strictly themselves). Throws a `JOSEError`.
+    func verifyOwnAccessToken(_ token: String, issuer: String) async throws(JOSEError) -> AccessTokenClaims {
+        guard let verifier = snapshot.withLockedValue({ $0?.verifier }) else { throw JOSEError(.unknownKey, "no signing keys are loaded") }
+        let policy = JWTVerificationPolicy(issuers: [issuer], audiences: [], clockSkew: Self.replicaClockSkew)
+        return try await verifier.verifyAccessToken(token, policy: policy, now: clock.now())
     }
 }
 

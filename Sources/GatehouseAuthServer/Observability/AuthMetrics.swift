@@ -40,7 +40,7 @@ public final class AuthMetrics: Sendable {
     public enum StoreOperation: Int, CaseIterable, Sendable {
         case upsertClient, client, listClients, removeClient, removeConfigurationClients, upsertUser, user, removeUser, insertCode, code,
             redeemCode, recordCodeReplay, insertTokens, token, markRotated, revokeFamily, revokeToken, consentedScopes,
-            saveConsent, purgeExpired, ping
+            saveConsent, purgeExpired, ping, revokeJWT, isJWTRevoked, tokenCounts
 
         public var name: String {
             let camel = "\(self)"

@@ -45,6 +45,12 @@ public struct InstrumentedAuthStore: AuthStore {
     public func revokeFamily(_ familyID: String) async throws { try await metrics.store(.revokeFamily) { try await base.revokeFamily(familyID) } }
     @discardableResult public func revokeToken(_ locator: TokenLocator) async throws -> Bool { try await metrics.store(.revokeToken) { try await base.revokeToken(locator) } }
 
+    public func revokeJWT(jti: String, clientID: String, expiresAt: Int) async throws {
+        try await metrics.store(.revokeJWT) { try await base.revokeJWT(jti: jti, clientID: clientID, expiresAt: expiresAt) }
+    }
+    public func isJWTRevoked(jti: String) async throws -> Bool { try await metrics.store(.isJWTRevoked) { try await base.isJWTRevoked(jti: jti) } }
+    public func tokenCounts() async throws -> StoredTokenCounts { try await metrics.store(.tokenCounts) { try await base.tokenCounts() } }
+
     public func consentedScopes(userID: String, clientID: String) async throws -> Set<String> {
         try await metrics.store(.consentedScopes) { try await base.consentedScopes(userID: userID, clientID: clientID) }
     }

@@ -93,8 +93,8 @@ public final class SQLiteAuthStore: AuthStore {
     public func upsertClient(_ client: ClientRecord) async throws {
         try await run(writer, """
             INSERT INTO clients(id, name, type, secret_hash, grants, scopes, redirect_uris, from_configuration, audiences, may_introspect,
-              default_scopes, access_token_format, created_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, strftime('%s','now'))
+              default_scopes, access_token_format, incarnation, created_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, strftime('%s','now'))
             ON CONFLICT(id) DO UPDATE SET name=excluded.name, type=excluded.type, secret_hash=excluded.secret_hash,
               grants=excluded.grants, scopes=excluded.scopes, redirect_uris=excluded.redirect_uris,
               from_configuration=excluded.from_configuration, audiences=excluded.audiences, may_introspect=excluded.may_introspect,
@@ -104,7 +104,7 @@ public final class SQLiteAuthStore: AuthStore {
                 .text(client.grants.joined(separator: " ")), .text(client.scopes.joined(separator: " ")),
                 .text(client.redirectURIs.joined(separator: " ")), .integer(client.fromConfiguration ? 1 : 0),
                 .text(client.audiences.joined(separator: " ")), .integer(client.mayIntrospect ? 1 : 0),
-                .text(client.defaultScopes.joined(separator: " ")), .text(client.accessTokenFormat),
+                .text(client.defaultScopes.joined(separator: " ")), .text(client.accessTokenFormat), .text(client.incarnation),
             ])
     }
 
@@ -147,7 +147,8 @@ public final class SQLiteAuthStore: AuthStore {
             audiences: list("audiences"),
             mayIntrospect: row.column("may_introspect")?.integer == 1,
             defaultScopes: list("default_scopes"),
-            accessTokenFormat: row.column("access_token_format")?.string ?? "opaque"
+            accessTokenFormat: row.column("access_token_format")?.string ?? "opaque",
+            incarnation: row.column("incarnation")?.string ?? ""
         )
     }
 
@@ -375,6 +376,7 @@ public final class SQLiteAuthStore: AuthStore {
               OR (kind = 'refresh' AND expires_at < ? AND (family_expires_at IS NULL OR family_expires_at < ?)) LIMIT ?)
             RETURNING 1
             """, [.integer(now), .integer(now), .integer(now), .integer(limit)]),
+            ("DELETE FROM jwt_revocations WHERE rowid IN (SELECT rowid FROM jwt_revocations WHERE expires_at < ? LIMIT ?) RETURNING 1", [.integer(now), .integer(limit)]),
         ]
         for (sql, binds) in statements {
             while true {

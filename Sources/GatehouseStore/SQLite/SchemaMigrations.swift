@@ -45,6 +45,14 @@ enum SchemaMigrations {
             "ALTER TABLE clients ADD COLUMN default_scopes TEXT NOT NULL DEFAULT ''",
             "ALTER TABLE clients ADD COLUMN access_token_format TEXT NOT NULL DEFAULT 'opaque'",
         ],
+        // 4: self-contained client_credentials JWTs have no `tokens` row. A client's incarnation (new when an id is
+        // registered again) is in their `jti`; the revoked ones are listed by `jti` until they expire.
+        [
+            "ALTER TABLE clients ADD COLUMN incarnation TEXT NOT NULL DEFAULT ''",
+            "UPDATE clients SET incarnation = lower(hex(randomblob(8)))",
+            "CREATE TABLE jwt_revocations(jti TEXT PRIMARY KEY, client_id TEXT NOT NULL, expires_at INTEGER NOT NULL)",
+            "CREATE INDEX jwt_revocations_expiry ON jwt_revocations(expires_at)",
+        ],
     ]
 
     static func migrate(_ connection: SQLiteConnection) async throws {
