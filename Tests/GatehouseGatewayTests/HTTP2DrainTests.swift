@@ -139,4 +139,13 @@ import Testing
         let afterPing = try client.acknowledgePing(in: shutdown)
         Self.expectGracefulShutdown(before: shutdown, after: afterPing, channel: client.channel)
     }
+
+    @Test func theSettingsAckGateLeavesThePipelineOnceAcknowledged() async throws {
+        let client = try await Client()
+        try client.handshakeWithoutOurAck()
+        // Premise: the gate is there while our SETTINGS is unacknowledged.
+        #expect((try? client.channel.pipeline.syncOperations.handler(type: HTTP2QuiesceAfterSettingsAck.self)) != nil)
+        try client.send(type: Frame.settings, flags: 0x1)
+        #expect((try? client.channel.pipeline.syncOperations.handler(type: HTTP2QuiesceAfterSettingsAck.self)) == nil)
+    }
 }

@@ -232,7 +232,8 @@ def test_sigterm_sends_goaway_to_idle_http2_connections(tmp_path, certs, upstrea
             """One read and the complete frames it brings; False once the server closed the connection."""
             try:
                 data = h2.recv(4096)
-            except (ConnectionResetError, ssl.SSLError):
+            except (ConnectionResetError, ssl.SSLError) as error:
+                state["end"] = repr(error)
                 data = b""
             if not data:
                 return False
@@ -275,13 +276,15 @@ def test_sigterm_sends_goaway_to_idle_http2_connections(tmp_path, certs, upstrea
             h2.sendall(settings_ack)
         while pump():
             pass
+        state["closed_after"] = time.monotonic() - start
+        h2.close()  # as a client does on the server's close_notify (the TLS handler waits for the peer's close)
         goaways = state["goaways"]
         assert goaways, "the server must announce the shutdown with GOAWAY"
         assert all(code == 0 for _, code in goaways), f"only NO_ERROR GOAWAYs: {goaways} after frames {state['frames']}"
         # RFC 9113 §6.8: GOAWAY with 2^31-1 and a PING, then the final GOAWAY with the last stream (none: 0).
-        assert [last & 0x7FFFFFFF for last, _ in goaways] == [2**31 - 1, 0], f"graceful GOAWAY sequence: {goaways}"
+        assert [last & 0x7FFFFFFF for last, _ in goaways] == [2**31 - 1, 0], f"graceful GOAWAY sequence: {goaways} in frames {state['frames']}, end: {state.get('end')}"
         assert gateway.proc.wait(8) == 0
-        assert time.monotonic() - start < 4, "an idle HTTP/2 connection must not hold the drain"
+        assert time.monotonic() - start < 4, f"an idle HTTP/2 connection must not hold the drain (closed after {state['closed_after']:.2f}s)"
     finally:
         if gateway.proc.poll() is None:
             gateway.stop()
