@@ -190,9 +190,30 @@ def test_idle_tls_and_http2_connections_are_closed_and_drained(tmp_path, certs, 
             gateway.stop()
 
 
-def test_sigterm_sends_goaway_to_idle_http2_connections(tmp_path, certs, upstream):
+def listener_refuses(port: int) -> bool:
+    """True once nothing accepts connections on `port` any more (the gateway closes its listeners as it starts to
+    drain, before it tells open connections to quiesce)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+
+
+# When our acknowledgement of the server's SETTINGS reaches the gateway, relative to SIGTERM:
+# - "read_before_sigterm": the gateway has read it (an established, idle connection);
+# - "sent_right_after_sigterm": we send it right after SIGTERM (the timing that found the race: the drain and our
+#   ACK race each other);
+# - "sent_after_drain_began": we hold it until the gateway has closed its listener, so the drain reaches the
+#   connection before our ACK does (before the fix: GOAWAY, PING, then GOAWAY(PROTOCOL_ERROR) for our ACK).
+ACK_TIMINGS = ["read_before_sigterm", "sent_right_after_sigterm", "sent_after_drain_began"]
+
+
+@pytest.mark.parametrize("ack_timing", ACK_TIMINGS)
+def test_sigterm_sends_goaway_to_idle_http2_connections(tmp_path, certs, upstream, ack_timing):
     """With the default (long) idle timeout, an open HTTP/2 connection gets GOAWAY on SIGTERM, is closed once the
-    client has seen it, and does not hold the shutdown for the drain timeout."""
+    client has seen it, and does not hold the shutdown for the drain timeout. A client that acknowledges the server's
+    SETTINGS while the drain starts is never told PROTOCOL_ERROR (RFC 9113 §6.5.3, §6.8)."""
     import ssl
     import struct
 
@@ -204,13 +225,15 @@ def test_sigterm_sends_goaway_to_idle_http2_connections(tmp_path, certs, upstrea
         assert h2.selected_alpn_protocol() == "h2"
         h2.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
         # Read frames as a client would, acknowledging PINGs and SETTINGS, until the server closes the connection.
-        state = {"buffered": b"", "goaways": 0, "settings_acked": False}
+        settings_ack = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
+        state = {"buffered": b"", "goaways": [], "settings_acked": False, "hold_ack": ack_timing != "read_before_sigterm", "ack_due": False}
 
         def pump() -> bool:
             """One read and the complete frames it brings; False once the server closed the connection."""
             try:
                 data = h2.recv(4096)
-            except (ConnectionResetError, ssl.SSLError):
+            except (ConnectionResetError, ssl.SSLError) as error:
+                state["end"] = repr(error)
                 data = b""
             if not data:
                 return False
@@ -224,32 +247,44 @@ def test_sigterm_sends_goaway_to_idle_http2_connections(tmp_path, certs, upstrea
                 buffered = buffered[9 + length :]
                 state.setdefault("frames", []).append((kind, flags, length))
                 if kind == 0x7:
-                    state["goaways"] += 1
-                    assert struct.unpack(">I", payload[4:8])[0] == 0, f"GOAWAY with NO_ERROR: {payload!r} after frames {state['frames']}"
+                    state["goaways"].append(struct.unpack(">II", payload[:8]))
                 elif kind == 0x6 and not flags & 0x1:
                     h2.sendall(b"\x00\x00\x08\x06\x01\x00\x00\x00\x00" + payload)  # PING ACK
                 elif kind == 0x4 and not flags & 0x1:
-                    h2.sendall(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")  # SETTINGS ACK
+                    if state["hold_ack"]:
+                        state["ack_due"] = True
+                    else:
+                        h2.sendall(settings_ack)
                 elif kind == 0x4:
                     state["settings_acked"] = True
             state["buffered"] = buffered
             return True
 
         h2.settimeout(5)
-        # The connection is established on the server's side once it has acknowledged our SETTINGS, and idle once it
-        # has read everything we sent (our acknowledgement of its SETTINGS too): only then is it an open, idle
-        # HTTP/2 connection for SIGTERM to find.
-        while not state["settings_acked"]:
+        while not (state["settings_acked"] and (state["ack_due"] or not state["hold_ack"])):
             assert pump(), "the server closed the connection before acknowledging our SETTINGS"
         client_port = h2.getsockname()[1]
-        wait_until(lambda: unread_bytes(port, client_port) == 0, timeout=5, interval=0.005, what="the gateway to read our SETTINGS ACK")
+        if ack_timing == "read_before_sigterm":
+            # The connection is established on the server's side once it has acknowledged our SETTINGS, and idle
+            # once it has read everything we sent (our acknowledgement of its SETTINGS too).
+            wait_until(lambda: unread_bytes(port, client_port) == 0, timeout=5, interval=0.005, what="the gateway to read our SETTINGS ACK")
         start = time.monotonic()
         gateway.proc.send_signal(signal.SIGTERM)
+        if ack_timing == "sent_after_drain_began":
+            wait_until(lambda: listener_refuses(port), timeout=5, interval=0.002, what="the gateway to close its listener")
+        if state["hold_ack"]:
+            h2.sendall(settings_ack)
         while pump():
             pass
-        assert state["goaways"] >= 1, "the server must announce the shutdown with GOAWAY"
+        state["closed_after"] = time.monotonic() - start
+        h2.close()  # as a client does on the server's close_notify (the TLS handler waits for the peer's close)
+        goaways = state["goaways"]
+        assert goaways, "the server must announce the shutdown with GOAWAY"
+        assert all(code == 0 for _, code in goaways), f"only NO_ERROR GOAWAYs: {goaways} after frames {state['frames']}"
+        # RFC 9113 §6.8: GOAWAY with 2^31-1 and a PING, then the final GOAWAY with the last stream (none: 0).
+        assert [last & 0x7FFFFFFF for last, _ in goaways] == [2**31 - 1, 0], f"graceful GOAWAY sequence: {goaways} in frames {state['frames']}, end: {state.get('end')}"
         assert gateway.proc.wait(8) == 0
-        assert time.monotonic() - start < 4, "an idle HTTP/2 connection must not hold the drain"
+        assert time.monotonic() - start < 4, f"an idle HTTP/2 connection must not hold the drain (closed after {state['closed_after']:.2f}s)"
     finally:
         if gateway.proc.poll() is None:
             gateway.stop()

@@ -212,24 +212,13 @@ public final class GatewayServer: Service, Sendable {
                     // http/1.1 gets the plain pipeline.
                     return channel.configureHTTP2SecureUpgrade(
                         h2ChannelConfigurator: { channel in
-                            channel.configureHTTP2Pipeline(mode: .server, inboundStreamInitializer: { stream in
+                            Self.configureHTTP2Connection(channel, drainTimeout: settings.drainTimeout) { stream in
                                 stream.eventLoop.makeCompletedFuture {
                                     let downstream = DownstreamHandler(runtime: runtime, loops: loops, scheme: "https", responses: .parts)
                                     try stream.pipeline.syncOperations.addHandler(HTTP2RequestHeadChecker(downstream: downstream))
                                     try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
                                     try stream.pipeline.syncOperations.addHandler(downstream)
                                 }
-                            }).flatMapThrowing { _ in
-                                // Graceful shutdown (the drain's ChannelShouldQuiesceEvent): GOAWAY, a PING, a second
-                                // GOAWAY with the last stream once the client acknowledged, and the close when the
-                                // open streams are done (forced after the drain timeout).
-                                try channel.pipeline.syncOperations.addHandler(HTTP2StreamEventFilter())
-                                try channel.pipeline.syncOperations.addHandler(
-                                    NIOHTTP2ServerConnectionManagementHandler(
-                                        eventLoop: channel.eventLoop,
-                                        configuration: .init(maxIdleTime: nil, maxAge: nil, maxGraceTime: settings.drainTimeout, keepalive: nil)
-                                    )
-                                )
                             }
                         },
                         http1ChannelConfigurator: { channel in
