@@ -20,9 +20,14 @@ public struct RedisError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Why, for logs.
     public let message: String
 
-    public init(code: Code, message: String) {
+    /// The command was not sent because this event loop's connections are waiting out their reconnect backoff
+    /// (`unavailable` at once, without trying): news about this loop's connections, not about the server now.
+    public let isWaitingToReconnect: Bool
+
+    public init(code: Code, message: String, isWaitingToReconnect: Bool = false) {
         self.code = code
         self.message = message
+        self.isWaitingToReconnect = isWaitingToReconnect
     }
 
     public static func == (lhs: RedisError, rhs: RedisError) -> Bool { lhs.code == rhs.code }

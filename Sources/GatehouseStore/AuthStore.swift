@@ -57,7 +57,8 @@ public protocol AuthStore: Sendable {
     /// Records that the self-contained JWT `jti` (issued to `clientID`, valid until `expiresAt`) is revoked; durable
     /// on return. Idempotent: revoking it again changes nothing.
     func revokeJWT(jti: String, clientID: String, expiresAt: Int) async throws
-    /// Whether `revokeJWT` recorded this `jti` (and the purge has not removed it since its expiry).
+    /// Whether `revokeJWT` recorded this `jti` (and the purge has not removed it since its expiry plus
+    /// `jwtRevocationRetention`).
     func isJWTRevoked(jti: String) async throws -> Bool
     /// How many rows the token tables hold.
     func tokenCounts() async throws -> StoredTokenCounts
@@ -104,3 +105,8 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
 }
 
 extension StoreError: Equatable {}
+
+/// Seconds a `jwt_revocations` row outlives its token's `exp` before the purge deletes it. Deleting the row turns
+/// "revoked" into "active", and replicas judge `exp` by their own clocks (assumed within 5 s of each other): purged at
+/// `exp` by one replica's clock, the token would read active at a replica whose clock is behind, until its own `exp`.
+public let jwtRevocationRetention = 60

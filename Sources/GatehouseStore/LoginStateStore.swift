@@ -42,7 +42,8 @@ public struct PendingAuthorizationRecord: Sendable, Equatable {
 }
 
 /// One login-throttle key's counters (see `LoginThrottle` in the authorization server) as a shared store keeps
-/// them: under the SHA-256 of the key, so a username or an address never reaches the database.
+/// them: under the SHA-256 of the key, so no username or address is stored in clear. (Unsalted, so not secret from
+/// whoever reads the table: an IPv4 address or a common username is found by hashing candidates.)
 public struct LoginThrottleRecord: Sendable, Equatable {
     /// Failed attempts within the window that ends `failureWindow` after `lastFailure`.
     public var failures: Int

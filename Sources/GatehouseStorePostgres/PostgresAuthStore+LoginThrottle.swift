@@ -12,6 +12,10 @@ extension PostgresAuthStore: LoginThrottleStore {
         // the same order and cannot deadlock.
         let keys = Array(Set(keyHashes)).sorted()
         return try await transaction("updateLoginThrottle") { connection, logger in
+            // Sign-in attempts for one username queue on its row lock, each holding a pooled connection; the form
+            // needs no credential, so a burst of guesses at one name must not hold the pool that serves /token.
+            // Past `loginThrottleLockTimeout` the attempt fails as unavailable (503 with Retry-After), never waits on.
+            try await connection.query("SET LOCAL lock_timeout = '\(unescaped: Self.loginThrottleLockTimeout)'", logger: logger)
             // A missing row cannot be locked, and two replicas inserting the same new key would both see it absent:
             // insert empty rows first (a second inserter waits for the first's commit, then finds the row), then lock
             // them all. An empty row (no failure, nothing pending) means the same to the state machine as none.
@@ -30,15 +34,19 @@ extension PostgresAuthStore: LoginThrottleStore {
             }
             let (answer, entries) = transition(current)
             var gone: [String] = []
-            for key in keys {
+            for key in keys where entries[key] != current[key] || entries[key] == nil {
+                // Unchanged (an attempt refused while throttled): nothing to write. Otherwise an upsert, not an
+                // UPDATE: an idle row the purge deleted between our INSERT and our lock would match no row and the
+                // attempt would go uncounted.
                 guard let entry = entries[key] else {
                     gone.append(key)
                     continue
                 }
                 try await connection.query("""
-                    UPDATE login_throttle SET failures = \(entry.failures), last_failure = \(entry.lastFailure), pending = \(entry.pending),
-                      last_reserved = \(entry.lastReserved)
-                    WHERE key_hash = \(key)
+                    INSERT INTO login_throttle(key_hash, failures, last_failure, pending, last_reserved)
+                    VALUES (\(key), \(entry.failures), \(entry.lastFailure), \(entry.pending), \(entry.lastReserved))
+                    ON CONFLICT (key_hash) DO UPDATE SET failures = EXCLUDED.failures, last_failure = EXCLUDED.last_failure,
+                      pending = EXCLUDED.pending, last_reserved = EXCLUDED.last_reserved
                     """, logger: logger)
             }
             if !gone.isEmpty {
@@ -47,6 +55,11 @@ extension PostgresAuthStore: LoginThrottleStore {
             return answer
         }
     }
+
+    /// How long a sign-in attempt waits for another attempt's lock on the same throttle key before it is answered
+    /// 503 (`lock_timeout`, SQLSTATE 55P03, is transient here). One throttle step takes a few milliseconds, so this
+    /// is dozens of queued attempts at one key.
+    static let loginThrottleLockTimeout = "250ms"
 
     public func purgeLoginThrottle(idleBefore cutoff: Int) async throws -> Int {
         let limit = max(1, configuration.purgeBatchSize)

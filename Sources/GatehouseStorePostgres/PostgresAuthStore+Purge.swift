@@ -24,7 +24,7 @@ extension PostgresAuthStore {
             """,
             """
             WITH gone AS (DELETE FROM jwt_revocations WHERE ctid IN (
-              SELECT ctid FROM jwt_revocations WHERE expires_at < \(now) LIMIT \(limit)) RETURNING 1)
+              SELECT ctid FROM jwt_revocations WHERE expires_at < \(now - jwtRevocationRetention) LIMIT \(limit)) RETURNING 1)
             SELECT count(*) FROM gone
             """,
         ]

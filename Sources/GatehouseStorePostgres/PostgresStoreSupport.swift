@@ -9,9 +9,9 @@ import PostgresNIO
 enum PostgresErrors {
     /// SQLSTATEs that mean "not now" rather than "not this": connection exceptions (class 08), the server
     /// shutting down or starting (57P01–57P03), too many connections (53300), a statement timeout or cancel
-    /// (57014), serialization failures and deadlocks (40001, 40P01).
+    /// (57014), a lock wait past `lock_timeout` (55P03), serialization failures and deadlocks (40001, 40P01).
     static func isTransient(_ sqlState: String) -> Bool {
-        sqlState.hasPrefix("08") || ["57P01", "57P02", "57P03", "53300", "57014", "40001", "40P01"].contains(sqlState)
+        sqlState.hasPrefix("08") || ["57P01", "57P02", "57P03", "53300", "57014", "55P03", "40001", "40P01"].contains(sqlState)
     }
 
     static func storeError(_ error: any Error, doing operation: String) -> StoreError {

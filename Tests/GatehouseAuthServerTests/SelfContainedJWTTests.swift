@@ -139,6 +139,10 @@ import Testing
             #expect(try await store.purgeExpired(now: clock.now()) == 0)
             #expect(try await store.tokenCounts().jwtRevocations == 1)
             clock.advance(3600)
+            #expect(try await isActive(client, token) == false)  // expired by now
+            // ... and still listed for `jwtRevocationRetention` s past its expiry (replicas' clocks differ by seconds).
+            #expect(try await store.purgeExpired(now: clock.now()) == 0)
+            clock.advance(jwtRevocationRetention)
             #expect(try await store.purgeExpired(now: clock.now()) == 1)
             #expect(try await store.tokenCounts().jwtRevocations == 0)
             #expect(try await isActive(client, token) == false)  // expired now in any case

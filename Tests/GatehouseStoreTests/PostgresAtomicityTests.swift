@@ -118,6 +118,42 @@ extension PostgresReplicaTests {
         }
     }
 
+    /// A sign-in attempt whose throttle key another transaction holds locked waits at most the lock timeout, then
+    /// fails as unavailable (the sign-in answers 503): a burst of guesses at one username cannot hold the pool's
+    /// connections. The statement timeout is raised to 20 s so that only the lock timeout can end the wait.
+    @Test func aThrottleKeyHeldLockedFailsAsUnavailableAtTheLockTimeout() async throws {
+        let server = try #require(PostgresServer.current)
+        let database = try server.createDatabase()
+        defer { server.dropDatabase(database) }
+        var configuration = server.configuration(database: database)
+        configuration.statementTimeoutMilliseconds = 20_000
+        let store = try await PostgresAuthStore.open(configuration, logger: Logger(label: "a"))
+        let holder = try await rawConnection(database)
+        let logger = Logger(label: "test")
+        do {
+            try await store.updateLoginThrottle(keyHashes: ["hot"]) { _ in ((), ["hot": LoginThrottleRecord(failures: 1, lastFailure: 10)]) }
+            try await holder.query("BEGIN", logger: logger)
+            try await holder.query("SELECT 1 FROM login_throttle WHERE key_hash = 'hot' FOR UPDATE", logger: logger)
+            do {
+                try await store.updateLoginThrottle(keyHashes: ["hot"]) { rows in ((), rows) }
+                Issue.record("the update went through a row the test holds locked")
+            } catch let error as StoreError {
+                #expect(error.code == .unavailable)
+                #expect(error.message.contains("55P03"), "\(error)")
+            }
+            try await holder.query("ROLLBACK", logger: logger)
+            // Nothing was lost or left locked: the key reads as before and takes an update.
+            let seen = try await store.updateLoginThrottle(keyHashes: ["hot"]) { rows in (rows, rows) }
+            #expect(seen["hot"] == LoginThrottleRecord(failures: 1, lastFailure: 10))
+        } catch {
+            try? await holder.close()
+            try? await store.close()
+            throw error
+        }
+        try await holder.close()
+        try await store.close()
+    }
+
     /// Rows are what the transition leaves: a key it drops is deleted, a key never stored reads as absent (not as
     /// an empty row), and the purge deletes only rows idle since the cutoff.
     @Test func loginThrottleRowsFollowTheTransitionAndIdleOnesArePurged() async throws {

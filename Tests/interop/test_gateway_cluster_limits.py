@@ -170,8 +170,15 @@ class Load:
         return self
 
     def stop_sending_to(self, index: int):
+        """Takes gateway `index` out (as a load balancer would) and returns once its clients have finished their
+        requests in flight and left: stopping it earlier could reset a keep-alive request just being sent, the
+        client-side race of RFC 9112 §9.3.1, which says nothing about the gateway."""
         with self.lock:
             self.active.discard(index)
+        for thread in self.threads:
+            if thread.name.startswith(f"load-{index}-"):
+                thread.join(15)
+                assert not thread.is_alive(), f"{thread.name} still sending 15 s after gateway {index} was taken out"
 
     def _client(self, index: int):
         conn = http.client.HTTPConnection("127.0.0.1", self.ports[index], timeout=10)

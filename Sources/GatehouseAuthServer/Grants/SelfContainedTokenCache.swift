@@ -48,6 +48,10 @@ final class SelfContainedTokenCache: Sendable {
                 entries = entries.filter { now - $0.value.checkedAt < ttl }
                 if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
             }
+            var entry = entry
+            // Revocation is one-way: an introspection that read "not revoked" just before this process revoked the
+            // token must not put its stale answer over the revocation (it would read active for another `ttl`).
+            if entries[entry.claims.jti]?.revoked == true { entry.revoked = true }
             entries[entry.claims.jti] = entry
         }
     }

@@ -93,9 +93,14 @@ final class ClusterRateLimit: Sendable {
             case .success(let decision):
                 count(decision)
                 promise.succeed(Self.decision(decision))
+            case .failure(let error as RedisError) where error.isWaitingToReconnect:
+                // This loop's connection is still in its reconnect backoff (at most `reconnect_backoff_maximum`, 2 s)
+                // while another loop's probe found Redis back: no news about Redis, so no transition (falling back
+                // again here made the log and the gauge flap after every outage). Decided locally until it reconnects.
+                promise.succeed(fallbackLimiter.decide(key, now: NIODeadline.now().uptimeNanoseconds))
             case .failure(let error):
                 // Not answered in time, or not at all: this request, and those after it, are decided here.
-                report(state.withLock { $0.redisFailed(now: NIODeadline.now().uptimeNanoseconds) }, error: error)
+                report(transition { $0.redisFailed(now: NIODeadline.now().uptimeNanoseconds) }, error: error)
                 promise.succeed(fallbackLimiter.decide(key, now: NIODeadline.now().uptimeNanoseconds))
             }
         }
@@ -108,10 +113,25 @@ final class ClusterRateLimit: Sendable {
             let now = NIODeadline.now().uptimeNanoseconds
             switch result {
             case .success:
-                report(state.withLock { $0.redisAnswered(now: now, probe: true) }, error: nil)
+                report(transition { $0.redisAnswered(now: now, probe: true) }, error: nil)
             case .failure(let error):
-                report(state.withLock { $0.redisFailed(now: now, probe: true) }, error: error)
+                report(transition { $0.redisFailed(now: now, probe: true) }, error: error)
             }
+        }
+    }
+
+    /// Runs an event through the state machine and sets the fast path's flag under the same lock: stored after the
+    /// lock, a `.recovered` and a `.fellBack` computed one after the other could land in the opposite order and
+    /// leave the machine falling back with the flag saying Redis, so that no decision would ever probe again.
+    private func transition(_ event: (inout ClusterFallback) -> ClusterFallback.Transition?) -> ClusterFallback.Transition? {
+        state.withLock { machine in
+            let transition = event(&machine)
+            switch transition {
+            case .fellBack: fallingBack.store(true, ordering: .relaxed)
+            case .recovered: fallingBack.store(false, ordering: .relaxed)
+            case nil: break
+            }
+            return transition
         }
     }
 
@@ -119,7 +139,6 @@ final class ClusterRateLimit: Sendable {
         guard let transition else { return }
         switch transition {
         case .fellBack:
-            fallingBack.store(true, ordering: .relaxed)
             let rule = fallbackLimiter.rule
             logger.warning(
                 "cluster rate limit falling back to the local limiter: Redis is unreachable or slower than its timeout",
@@ -129,7 +148,6 @@ final class ClusterRateLimit: Sendable {
                 ]
             )
         case .recovered:
-            fallingBack.store(false, ordering: .relaxed)
             logger.notice(
                 "cluster rate limit back on Redis", metadata: ["route": "\(routeName)", "limit": "\(limitName)", "redis": "\(redis.configuration)"]
             )

@@ -48,7 +48,7 @@ final class RedisLoopPool: @unchecked Sendable {
         case .wait(let waiter):
             return .later(waiter.futureResult)
         case .unavailable:
-            return .later(eventLoop.makeFailedFuture(RedisError(code: .unavailable, message: "no connection to \(shared.configuration) (reconnecting)")))
+            return .later(eventLoop.makeFailedFuture(RedisError(code: .unavailable, message: "no connection to \(shared.configuration) (reconnecting)", isWaitingToReconnect: true)))
         case .shutDown:
             return .later(eventLoop.makeFailedFuture(RedisError(code: .unavailable, message: "the client is shut down")))
         }

@@ -376,7 +376,7 @@ public final class SQLiteAuthStore: AuthStore {
               OR (kind = 'refresh' AND expires_at < ? AND (family_expires_at IS NULL OR family_expires_at < ?)) LIMIT ?)
             RETURNING 1
             """, [.integer(now), .integer(now), .integer(now), .integer(limit)]),
-            ("DELETE FROM jwt_revocations WHERE rowid IN (SELECT rowid FROM jwt_revocations WHERE expires_at < ? LIMIT ?) RETURNING 1", [.integer(now), .integer(limit)]),
+            ("DELETE FROM jwt_revocations WHERE rowid IN (SELECT rowid FROM jwt_revocations WHERE expires_at < ? LIMIT ?) RETURNING 1", [.integer(now - jwtRevocationRetention), .integer(limit)]),
         ]
         for (sql, binds) in statements {
             while true {
