@@ -1,6 +1,7 @@
 import GatehouseStore
 import GatehouseStorePostgres
 import GatehouseTokens
+import GatehouseTestSupport
 import Logging
 import NIOPosix
 import PostgresNIO
@@ -20,18 +21,15 @@ extension PostgresReplicaTests {
 
     /// Polls (every 10 ms, up to 10 s) until `count` sessions of the database wait for a lock.
     func waitForLockWaiters(_ count: Int, on observer: PostgresConnection) async throws {
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(10)
-        while clock.now < deadline {
+        let waited = try await eventually(timeout: .seconds(10)) {
             let rows = try await observer.query(
                 "SELECT count(*)::BIGINT FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'", logger: Logger(label: "test")
             )
             var waiting = 0
             for try await value in rows.decode(Int.self) { waiting = value }
-            if waiting >= count { return }
-            try await Task.sleep(for: .milliseconds(10))
+            return waiting >= count
         }
-        Issue.record("fewer than \(count) sessions waited for a lock within 10 s")
+        if !waited { Issue.record("fewer than \(count) sessions waited for a lock within 10 s") }
     }
 
     /// The winning redemption is held between its two writes (the test holds an uncommitted row with the id of the

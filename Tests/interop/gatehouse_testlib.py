@@ -513,7 +513,7 @@ class GatehouseServer(_SupervisedProcess):
     def _wait_healthy(self):
         deadline = time.monotonic() + HEALTH_TIMEOUT
         last = None
-        while time.monotonic() < deadline:
+        for _ in polling(max(0.0, deadline - time.monotonic()), 0.1):
             if self.proc.poll() is not None:
                 break
             try:
@@ -523,7 +523,6 @@ class GatehouseServer(_SupervisedProcess):
                 last = f"HTTP {r.status_code}: {r.text[:200]}"
             except requests.RequestException as e:
                 last = repr(e)
-            time.sleep(0.1)  # the polling interval
         self.stop(check=False)
         pytest.fail(
             f"GET /healthz did not answer 200 within {HEALTH_TIMEOUT}s (last: {last}).\n--- stderr ---\n{self.stderr}",
@@ -706,15 +705,24 @@ def assert_oauth_error(resp: requests.Response, status, error):
     return body
 
 
+def polling(timeout: float, interval: float):
+    """The tries of a poll loop whose body is more than a predicate: yields the seconds elapsed before each try,
+    every `interval` seconds, until `timeout` seconds have passed; the caller breaks out when its condition holds
+    and asserts after the loop (as `wait_until` does for a plain predicate). The one place tests pause between tries."""
+    start = time.monotonic()
+    while True:
+        yield time.monotonic() - start
+        if time.monotonic() - start >= timeout:
+            return
+        time.sleep(interval)  # the polling interval
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.01, what: str = "condition") -> None:
     """Polls `predicate` until it holds; fails, naming `what`, after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
+    for _ in polling(timeout, interval):
         if predicate():
             return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)  # the polling interval
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def unread_bytes(port: int, peer_port: int) -> Optional[int]:
@@ -1009,13 +1017,11 @@ class GatewayProcess(_SupervisedProcess):
             return None
 
     def wait_ready(self, timeout: float = 15.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        for _ in polling(timeout, 0.05):
             if self.readyz() == 200:
                 return
             if self.proc.poll() is not None:
                 break
-            time.sleep(0.05)  # the polling interval
         pytest.fail(f"gateway /readyz did not answer 200 within {timeout}s\n--- stderr ---\n{self.stderr[-4000:]}", pytrace=False)
 
     def token_cache(self) -> dict:

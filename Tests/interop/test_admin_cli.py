@@ -22,7 +22,7 @@ from typing import Optional
 import pytest
 import requests
 
-from gatehouse_testlib import GatehouseServer, assert_oauth_error, token_rows
+from gatehouse_testlib import GatehouseServer, assert_oauth_error, polling, token_rows
 
 CLI_TIMEOUT = 60.0  # seconds for one admin command (bcrypt at cost 10 in a debug build is well below this)
 CLIENT_CACHE_POLL = 10.0  # seconds to wait for a removed client to stop working
@@ -243,12 +243,11 @@ def test_cli_client_gets_tokens_until_removed(gatehouse_bin, data_dir, tmp_path,
     # the server caches clients for 5 s: poll until the client is refused
     last = None
     refused_after = None
-    while time.monotonic() - removed_at < CLIENT_CACHE_POLL:
+    for _ in polling(max(0.0, CLIENT_CACHE_POLL - (time.monotonic() - removed_at)), 0.25):  # the cache's bound is asserted below
         last = client_credentials(server, "svc2", secret)
         if last.status_code != 200:
             refused_after = time.monotonic() - removed_at
             break
-        time.sleep(0.25)  # the polling interval; the client cache's bound is what is asserted below
     assert refused_after is not None, (
         f"removed client svc2 still gets tokens {CLIENT_CACHE_POLL}s after `clients remove`: {last.status_code} {last.text[:300]}"
     )
@@ -490,10 +489,9 @@ clients:
 
     def poll(condition, what: str, bound: float = CLIENT_CACHE_POLL) -> float:
         start = time.monotonic()
-        while time.monotonic() - start < bound:
+        for _ in polling(bound, 0.25):
             if condition():
                 return time.monotonic() - start
-            time.sleep(0.25)
         raise AssertionError(f"{what}: not within {bound}s")
 
     first_secret = add()

@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gatehouse_testlib import (  # noqa: I001
+    polling,
     DemoProcess,
     LISTEN_TIMEOUT,
     REPO_ROOT,
@@ -1101,13 +1102,11 @@ def test_jwt_signed_with_unfetchable_new_key_is_503_while_as_down(cb, backend, t
         rotate = run_gatehouse("keys", "rotate", "--config", env.config_path, "--data-dir", env.data_dir)
         assert rotate.returncode == 0, describe_run(rotate)
         new_jwt = None
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+        for _ in polling(15, 0.25):  # each try mints a token; the 15 s bound is asserted below
             candidate = env.exchange(env.cc_token())
             if jwt.get_unverified_header(candidate)["kid"] != k1:
                 new_jwt = candidate
                 break
-            time.sleep(0.25)  # the polling interval (each try mints a token); the 15 s bound is asserted below
         assert new_jwt, "the rotated key did not start signing within 15 s"
         key = jwt.PyJWKClient(env.jwks_uri).get_signing_key_from_jwt(new_jwt)
         jwt.decode(new_jwt, key.key, algorithms=["ES256"], audience=AUDIENCE, issuer=env.issuer)  # a genuine token
@@ -1123,12 +1122,11 @@ def test_jwt_signed_with_unfetchable_new_key_is_503_while_as_down(cb, backend, t
         env = start_auth_server(tmp_path / "auth", cb, port=as_port, creds=env.creds, data_dir=env.data_dir)
         back_at = time.monotonic()
         statuses = []
-        while time.monotonic() - back_at < 2.5:
+        for _ in polling(2.5, 0.2):  # the 2.5 s bound (unknown_kid_interval 1 s + slack) is asserted below
             sent = send(gw, backend, "/jwt/new-after", new_jwt)
             statuses.append(sent.status)
             if sent.status == 200:
                 break
-            time.sleep(0.2)  # the polling interval; the 2.5 s bound (unknown_kid_interval 1 s + slack) is asserted below
         assert statuses[-1] == 200, f"the token still failed {time.monotonic() - back_at:.1f}s after the AS came back: {statuses}"
     finally:
         if gw:

@@ -33,6 +33,7 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session
 
 from gatehouse_testlib import (
+    polling,
     Credentials,
     GatehouseServer,
     assert_oauth_error,
@@ -463,7 +464,7 @@ def test_rotation_publishes_before_signing(jwt_env):
     # The new key is published (at the server's next rescan) ...
     k2 = None
     appeared = None
-    while time.monotonic() - rotated_at < 5.0:
+    for _ in polling(max(0.0, 5.0 - (time.monotonic() - rotated_at)), 0.1):  # the 5 s bound is asserted below
         fetched_at = time.monotonic()
         kids = env.jwks_kids()
         new = [k for k in kids if k != k1]
@@ -471,7 +472,6 @@ def test_rotation_publishes_before_signing(jwt_env):
             assert len(new) == 1 and k1 in kids, f"JWKS after one rotation: {kids}"
             k2, appeared = new[0], fetched_at
             break
-        time.sleep(0.1)  # the polling interval; the 5 s bound (rescan_interval 1 s + slack) is asserted below
     assert k2, f"the rotated key did not appear in the JWKS within 5 s (rescan_interval {RESCAN}s); JWKS: {env.jwks_kids()}"
     assert k2 in rotate.stdout, f"`keys rotate` should name the new kid {k2}:\n{describe_run(rotate)}"
 
@@ -490,7 +490,9 @@ def test_rotation_publishes_before_signing(jwt_env):
     token_b = None
     jwks_log: list[tuple[float, list[str]]] = []  # (time fetched, kids)
     verifier = jwt.PyJWKClient(env.jwks_url, cache_jwk_set=False)
-    while time.monotonic() - rotated_at < 15.0:
+    # The polling interval (0.5 s): the lead asserted below does not depend on it — K2 signed after the last K1
+    # token was asked for, and was published before `published_by`, so their difference bounds the lead from below.
+    for _ in polling(max(0.0, 15.0 - (time.monotonic() - rotated_at)), 0.5):
         jwks_log.append((time.monotonic(), env.jwks_kids()))
         asked = time.monotonic()
         token = env.exchange(env.password_token("alice")["access_token"])
@@ -502,9 +504,6 @@ def test_rotation_publishes_before_signing(jwt_env):
             first_signed, token_b = received, token
             break
         last_k1_asked = asked
-        # The polling interval. The lead asserted below does not depend on it: K2 signed after the last K1 token was
-        # asked for, and was published before `published_by`, so their difference bounds the lead from below.
-        time.sleep(0.5)
     assert token_b, f"the rotated key did not start signing within 15 s of `keys rotate` (expected ~{JWKS_MAX_AGE + RESCAN + 5} s)"
     assert appeared < first_signed
     assert all(k2 in kids for t, kids in jwks_log if t >= appeared), f"K2 vanished from the JWKS: {jwks_log}"
