@@ -10,6 +10,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$root/scripts/bench-median.sh"
 A_BIN=${A_BIN:?set A_BIN to the other gatehouse binary}
 B_BIN=${B_BIN:-$root/.build/release/gatehouse}
 CONFIG=${CONFIG:-$root/config/bench/gateway.yaml}
@@ -32,12 +33,7 @@ for round in $(seq 1 "$ROUNDS"); do
         GATEWAY_CMD="$bin gateway --config $CONFIG --log-level warning" bash "$bench" | tee -a "$work/$side.txt"
     done
 done
-median_of() {  # SIDE FIELD(rps|cpu)
-    awk -v field="$2" '
-        $1 == "gateway" && $3 == "rps" { v[++i] = (field == "rps" ? $2 : $9) }
-        END { n = i; for (x = 1; x <= n; x++) for (y = x + 1; y <= n; y++) if (v[y] < v[x]) { t = v[x]; v[x] = v[y]; v[y] = t }; print (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2) }
-    ' "$work/$1.txt"
-}
+median_of() { gateway_median "$work/$1.txt" "$2"; }  # SIDE FIELD(rps|cpu)
 a=$(median_of A rps); b=$(median_of B rps)
 echo "== medians over $ROUNDS rounds"
 printf "A  %9.0f req/s  %5.1f CPU-us/req\n" "$a" "$(median_of A cpu)"

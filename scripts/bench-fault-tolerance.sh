@@ -11,6 +11,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$root/scripts/bench-median.sh"
 BIN=${GATEHOUSE_BIN:-$root/.build/release/gatehouse}
 ROUNDS=${ROUNDS:-3}
 bench=${PROXY_BENCH:-$root/../shared/bench/proxy-bench.sh}
@@ -27,12 +28,7 @@ for round in $(seq 1 "$ROUNDS"); do
         GATEWAY_CMD="$BIN gateway --config $root/config/bench/$config.yaml --log-level warning" bash "$bench" | tee -a "$work/$config.txt"
     done
 done
-median_of() {  # CONFIG FIELD(rps|cpu)
-    awk -v field="$2" '
-        $1 == "gateway" && $3 == "rps" { v[++i] = (field == "rps" ? $2 : $9) }
-        END { n = i; for (x = 1; x <= n; x++) for (y = x + 1; y <= n; y++) if (v[y] < v[x]) { t = v[x]; v[x] = v[y]; v[y] = t }; print (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2) }
-    ' "$work/$1.txt"
-}
+median_of() { gateway_median "$work/$1.txt" "$2"; }  # CONFIG FIELD(rps|cpu)
 plain=$(median_of gateway rps); policies=$(median_of gateway-fault-tolerance rps)
 echo "== medians over $ROUNDS rounds"
 printf "plain route            %9.0f req/s  %5.1f CPU-us/req\n" "$plain" "$(median_of gateway cpu)"
