@@ -30,6 +30,7 @@ redis=$!
 poller=
 trap 'kill $redis 2>/dev/null; [ -n "$poller" ] && kill $poller 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 100); do [ "$(redis-cli -p 16398 PING 2>/dev/null)" = PONG ] && break; sleep 0.05; done
+[ "$(redis-cli -p 16398 PING 2>/dev/null)" = PONG ] || { echo "error: redis-server on 127.0.0.1:16398 did not answer PING within 5 s" >&2; exit 1; }
 
 evalsha_calls() { redis-cli -p 16398 INFO commandstats | tr -d '\r' | awk -F'[=,:]' '/^cmdstat_evalsha:/ {print $3; found=1} END {if (!found) print 0}'; }
 
